@@ -1,0 +1,45 @@
+use crate::batch::TimestampType;
+
+/// Per-partition log settings, named after Kafka's topic configs (broker defaults in brackets
+/// come from `log.*` properties at the broker layer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// `segment.bytes` [`log.segment.bytes`, 1 GiB]: roll the active segment past this size.
+    pub segment_bytes: u64,
+    /// `segment.ms` [`log.roll.ms`, 7 days]: roll the active segment once it is this old.
+    pub segment_ms: i64,
+    /// `index.interval.bytes` [`log.index.interval.bytes`, 4096]: bytes between index entries.
+    pub index_interval_bytes: u64,
+    /// `retention.ms` [`log.retention.ms`, 7 days]; negative = keep forever.
+    pub retention_ms: i64,
+    /// `retention.bytes` [`log.retention.bytes`, -1]; negative = no size limit.
+    pub retention_bytes: i64,
+    /// `flush.messages` [`log.flush.interval.messages`, i64::MAX]: fdatasync after this many records.
+    pub flush_messages: i64,
+    /// `flush.ms` [`log.flush.interval.ms`, i64::MAX]: fdatasync once unflushed data is this old.
+    pub flush_ms: i64,
+    /// `max.message.bytes` [`message.max.bytes`, 1048588]: largest batch accepted.
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type` [`log.message.timestamp.type`, CreateTime].
+    pub timestamp_type: TimestampType,
+}
+
+pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+const SEVEN_DAYS_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_ms: SEVEN_DAYS_MS,
+            index_interval_bytes: 4096,
+            retention_ms: SEVEN_DAYS_MS,
+            retention_bytes: -1,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            timestamp_type: TimestampType::CreateTime,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Partition logs on disk, in Kafka's layout: see ARCHITECTURE.md.
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod log_manager;
+pub mod segment;
+pub mod segment_index;
+pub mod test_support;
+
+pub use crate::config::LogConfig;
+pub use crate::error::{Result, StorageError};
+pub use crate::log::{AppendInfo, Log, ReadResult};
+pub use crate::segment::FileSlice;

@@ -1,0 +1,149 @@
+//! The broker's `log.dirs`: where partitions live and the clean-shutdown marker of each directory.
+//!
+//! A partition directory is `<log.dir>/<topic>-<partition>`. New partitions go to the directory
+//! holding the fewest partitions, as Kafka places them.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, StorageError};
+
+/// Kafka's marker file: present only while the broker is stopped after a clean shutdown.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
+
+pub fn partition_dir_name(topic: &str, partition: i32) -> String {
+    format!("{topic}-{partition}")
+}
+
+/// Splits `<topic>-<partition>`; topics may themselves contain '-'.
+pub fn parse_partition_dir_name(name: &str) -> Option<(String, i32)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    let partition: i32 = partition.parse().ok()?;
+    if topic.is_empty() || partition < 0 {
+        return None;
+    }
+    Some((topic.to_string(), partition))
+}
+
+#[derive(Debug, Clone)]
+pub struct LogDirs {
+    dirs: Vec<PathBuf>,
+}
+
+impl LogDirs {
+    pub fn new(dirs: Vec<PathBuf>) -> Result<LogDirs> {
+        assert!(!dirs.is_empty(), "at least one log dir");
+        for dir in &dirs {
+            std::fs::create_dir_all(dir).map_err(|e| StorageError::io(format!("creating log dir {}", dir.display()), e))?;
+        }
+        Ok(LogDirs { dirs })
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Every partition found on disk: (topic, partition, its directory).
+    pub fn existing_partitions(&self) -> Result<Vec<(String, i32, PathBuf)>> {
+        let mut found = Vec::new();
+        for dir in &self.dirs {
+            let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
+            for entry in entries.flatten() {
+                if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some((topic, partition)) = parse_partition_dir_name(&name) {
+                    found.push((topic, partition, entry.path()));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The directory a new partition should live in: where it already is, or else the log dir
+    /// with the fewest partitions.
+    pub fn place_partition(&self, topic: &str, partition: i32) -> Result<PathBuf> {
+        let name = partition_dir_name(topic, partition);
+        if let Some(existing) = self.dirs.iter().map(|d| d.join(&name)).find(|p| p.is_dir()) {
+            return Ok(existing);
+        }
+        let mut best: Option<(usize, &PathBuf)> = None;
+        for dir in &self.dirs {
+            let count = std::fs::read_dir(dir)
+                .map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?
+                .flatten()
+                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .count();
+            if best.map_or(true, |(c, _)| count < c) {
+                best = Some((count, dir));
+            }
+        }
+        Ok(best.unwrap().1.join(name))
+    }
+
+    /// True if every log dir holds the clean-shutdown marker. The markers are removed, so a crash
+    /// from here on is seen as unclean at the next start.
+    pub fn take_clean_shutdown_markers(&self) -> Result<bool> {
+        let mut clean = true;
+        for dir in &self.dirs {
+            let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+            if marker.exists() {
+                std::fs::remove_file(&marker).map_err(|e| StorageError::io(format!("removing {}", marker.display()), e))?;
+            } else {
+                clean = false;
+            }
+        }
+        sync_dirs(&self.dirs)?;
+        Ok(clean)
+    }
+
+    /// Written after every log is closed (flushed), so the next start can skip recovery.
+    pub fn write_clean_shutdown_markers(&self) -> Result<()> {
+        for dir in &self.dirs {
+            let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+            std::fs::write(&marker, b"").map_err(|e| StorageError::io(format!("writing {}", marker.display()), e))?;
+        }
+        sync_dirs(&self.dirs)
+    }
+}
+
+fn sync_dirs(dirs: &[PathBuf]) -> Result<()> {
+    for dir in dirs {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// fsync a directory so created, renamed or removed entries survive power loss.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let handle = std::fs::File::open(dir).map_err(|e| StorageError::io(format!("opening {}", dir.display()), e))?;
+    handle.sync_all().map_err(|e| StorageError::io(format!("syncing {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip_with_dashes_in_topics() {
+        assert_eq!(parse_partition_dir_name("my-topic-12"), Some(("my-topic".into(), 12)));
+        assert_eq!(parse_partition_dir_name("plain"), None);
+        assert_eq!(parse_partition_dir_name("-3"), None);
+    }
+
+    #[test]
+    fn new_partitions_go_to_the_emptiest_dir() {
+        let root = std::env::temp_dir().join(format!("logdirs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dirs = LogDirs::new(vec![root.join("a"), root.join("b")]).unwrap();
+        std::fs::create_dir_all(root.join("a/t-0")).unwrap();
+        assert_eq!(dirs.place_partition("t", 1).unwrap(), root.join("b/t-1"));
+        assert_eq!(dirs.place_partition("t", 0).unwrap(), root.join("a/t-0"), "existing stays");
+        assert!(!dirs.take_clean_shutdown_markers().unwrap());
+        dirs.write_clean_shutdown_markers().unwrap();
+        assert!(dirs.take_clean_shutdown_markers().unwrap());
+        assert!(!dirs.take_clean_shutdown_markers().unwrap(), "markers are consumed");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,533 @@
+//! One segment: a `.log` file of whole batches starting at `base_offset`, with its `.index` and
+//! `.timeindex` beside it. Only the last segment of a log (the active one) is appended to.
+//!
+//! Files are written through glommio's buffered (page-cache) file: see ARCHITECTURE.md for why
+//! not O_DIRECT (fetches are served from the page cache, which O_DIRECT writes would bypass).
+
+use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+
+use glommio::io::{BufferedFile, OpenOptions};
+
+use crate::batch::{self, BatchHeader, Validation, BATCH_HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES};
+use crate::error::{Result, StorageError};
+use crate::segment_index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+
+/// How much a recovery scan reads per I/O. Batches larger than this are read whole.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+/// Segment positions are u32 in Kafka's index format, so a segment may not exceed 2 GiB.
+pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
+
+pub fn file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+pub fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{}.log", file_stem(base_offset)))
+}
+fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{}.index", file_stem(base_offset)))
+}
+fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{}.timeindex", file_stem(base_offset)))
+}
+
+fn io_error(context: String) -> impl FnOnce(glommio::GlommioError<()>) -> StorageError {
+    move |e| StorageError::io(context, std::io::Error::from(e))
+}
+
+/// Where one run of whole batches lies in a segment file. Holds the file open, so bytes stay
+/// readable even if retention unlinks the segment while a fetch is still sending them.
+#[derive(Clone)]
+pub struct FileSlice {
+    pub file: Rc<BufferedFile>,
+    pub position: u64,
+    pub length_bytes: u64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+impl std::fmt::Debug for FileSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSlice")
+            .field("position", &self.position)
+            .field("length_bytes", &self.length_bytes)
+            .field("first_offset", &self.first_offset)
+            .field("last_offset", &self.last_offset)
+            .finish()
+    }
+}
+
+impl FileSlice {
+    /// Copies the slice into memory (the copy path; zero-copy senders use `file` directly).
+    pub async fn read_bytes(&self) -> Result<Vec<u8>> {
+        let read = self
+            .file
+            .read_at(self.position, self.length_bytes as usize)
+            .await
+            .map_err(io_error(format!("reading {} bytes at {}", self.length_bytes, self.position)))?;
+        if read.len() as u64 != self.length_bytes {
+            return Err(StorageError::io(
+                "reading a file slice",
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment shorter than its slice"),
+            ));
+        }
+        Ok(read.to_vec())
+    }
+}
+
+/// The outcome of scanning a segment from its start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ScanOutcome {
+    /// Every byte belongs to a valid batch.
+    Clean,
+    /// Bytes from `valid_bytes` on do not form a valid batch; `reason` says why.
+    InvalidFrom { valid_bytes: u64, reason: String },
+}
+
+pub struct Segment {
+    pub base_offset: i64,
+    dir: PathBuf,
+    file: Rc<BufferedFile>,
+    size_bytes: u64,
+    /// Offset after the last batch in this segment (== base_offset while empty).
+    next_offset: i64,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_last_index_entry: u64,
+    max_timestamp_ms: i64,
+    offset_of_max_timestamp: i64,
+    /// Wall time of the first append, for `segment.ms` rolls; None while empty.
+    first_append_at_ms: Option<i64>,
+    /// The in-memory indexes have entries the files do not.
+    indexes_dirty: bool,
+    /// `index.interval.bytes`: bytes of batches between two offset index entries.
+    index_interval_bytes: u64,
+}
+
+impl Segment {
+    pub async fn create(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Segment> {
+        let path = log_path(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .buffered_open(&path)
+            .await
+            .map_err(io_error(format!("creating {}", path.display())))?;
+        Ok(Segment::new(dir, base_offset, file, 0, index_interval_bytes))
+    }
+
+    fn new(dir: &Path, base_offset: i64, file: BufferedFile, size_bytes: u64, index_interval_bytes: u64) -> Segment {
+        Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file: Rc::new(file),
+            size_bytes,
+            next_offset: base_offset,
+            offset_index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_last_index_entry: 0,
+            max_timestamp_ms: -1,
+            offset_of_max_timestamp: base_offset,
+            first_append_at_ms: None,
+            indexes_dirty: true,
+            index_interval_bytes,
+        }
+    }
+
+    /// Opens an existing segment without scanning it. The caller then either `load_indexes`
+    /// (trusted segments) or `scan` (segments that recovery must check).
+    pub async fn open(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Segment> {
+        let path = log_path(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(&path)
+            .await
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        let size_bytes = file
+            .file_size()
+            .await
+            .map_err(io_error(format!("sizing {}", path.display())))?;
+        Ok(Segment::new(dir, base_offset, file, size_bytes, index_interval_bytes))
+    }
+
+    pub fn path(&self) -> PathBuf {
+        log_path(&self.dir, self.base_offset)
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+    pub fn max_timestamp_ms(&self) -> i64 {
+        self.max_timestamp_ms
+    }
+    pub fn first_append_at_ms(&self) -> Option<i64> {
+        self.first_append_at_ms
+    }
+    pub fn offset_index(&self) -> &OffsetIndex {
+        &self.offset_index
+    }
+    pub fn time_index(&self) -> &TimeIndex {
+        &self.time_index
+    }
+
+    /// Loads the index files of a segment that recovery trusts. Returns false (and leaves the
+    /// in-memory indexes empty) if either file is missing or invalid: the caller rebuilds with `scan`.
+    /// Also finds `next_offset` and the max timestamp, by walking batch headers after the last entry.
+    pub async fn load_indexes(&mut self) -> Result<bool> {
+        let offset_bytes = read_whole_file(&index_path(&self.dir, self.base_offset)).await?;
+        let time_bytes = read_whole_file(&time_index_path(&self.dir, self.base_offset)).await?;
+        let (Some(offset_bytes), Some(time_bytes)) = (offset_bytes, time_bytes) else {
+            return Ok(false);
+        };
+        let Some(offset_index) = OffsetIndex::decode(&offset_bytes, self.size_bytes) else {
+            return Ok(false);
+        };
+        let Some(time_index) = TimeIndex::decode(&time_bytes) else {
+            return Ok(false);
+        };
+        if self.size_bytes > 0 && offset_index.is_empty() {
+            return Ok(false);
+        }
+        // Walk the headers after the last index entry to learn where the segment ends.
+        let start = offset_index.lookup(u32::MAX).map(|e| e.position as u64).unwrap_or(0);
+        let mut position = start;
+        let mut next_offset = self.base_offset;
+        while position < self.size_bytes {
+            let Some(header) = self.read_header_at(position).await? else {
+                return Ok(false);
+            };
+            if position + header.size_bytes() as u64 > self.size_bytes {
+                return Ok(false);
+            }
+            next_offset = header.next_offset();
+            if header.max_timestamp > self.max_timestamp_ms {
+                self.max_timestamp_ms = header.max_timestamp;
+                self.offset_of_max_timestamp = header.last_offset();
+            }
+            position += header.size_bytes() as u64;
+        }
+        self.next_offset = next_offset;
+        self.offset_index = offset_index;
+        self.time_index = time_index;
+        if let Some((timestamp_ms, relative_offset)) = self.time_index.last() {
+            if timestamp_ms > self.max_timestamp_ms {
+                self.max_timestamp_ms = timestamp_ms;
+                self.offset_of_max_timestamp = self.base_offset + relative_offset as i64;
+            }
+        }
+        self.indexes_dirty = false;
+        if self.size_bytes > 0 {
+            self.first_append_at_ms = Some(file_mtime_ms(&self.path()));
+        }
+        Ok(true)
+    }
+
+    /// Reads and validates every batch from the start, rebuilding both indexes and the segment's
+    /// end. Stops at the first invalid byte and says where; it does not truncate by itself.
+    pub async fn scan(&mut self) -> Result<ScanOutcome> {
+        self.offset_index = OffsetIndex::default();
+        self.time_index = TimeIndex::default();
+        self.bytes_since_last_index_entry = 0;
+        self.max_timestamp_ms = -1;
+        self.next_offset = self.base_offset;
+        self.indexes_dirty = true;
+        let mut position: u64 = 0;
+        let mut last_offset = self.base_offset - 1;
+        while position < self.size_bytes {
+            let want = (self.size_bytes - position).min(SCAN_CHUNK_BYTES as u64) as usize;
+            let chunk = self
+                .file
+                .read_at(position, want)
+                .await
+                .map_err(io_error(format!("scanning {}", self.path().display())))?;
+            let mut at = 0usize;
+            while at < chunk.len() {
+                let rest = &chunk[at..];
+                let batch_bytes: Vec<u8>;
+                let batch: &[u8] = if rest.len() >= LOG_OVERHEAD_BYTES {
+                    let length = i32::from_be_bytes(rest[8..12].try_into().unwrap());
+                    if length < (BATCH_HEADER_SIZE_BYTES - LOG_OVERHEAD_BYTES) as i32
+                        || position + at as u64 + LOG_OVERHEAD_BYTES as u64 + length as u64 > self.size_bytes
+                    {
+                        return Ok(self.invalid_from(position + at as u64, format!("batch length {length} runs past the segment end or is too small")));
+                    }
+                    let size = LOG_OVERHEAD_BYTES + length as usize;
+                    if size <= rest.len() {
+                        &rest[..size]
+                    } else if at == 0 {
+                        // A batch larger than the chunk: read it whole.
+                        let whole = self
+                            .file
+                            .read_at(position, size)
+                            .await
+                            .map_err(io_error(format!("scanning {}", self.path().display())))?;
+                        batch_bytes = whole.to_vec();
+                        &batch_bytes
+                    } else {
+                        break; // re-read from this batch's start
+                    }
+                } else if at == 0 {
+                    return Ok(self.invalid_from(position, format!("{} trailing bytes do not hold a batch", rest.len())));
+                } else {
+                    break;
+                };
+                let batch_position = position + at as u64;
+                let header = match batch::validate(batch, Validation::FromLog) {
+                    Ok(header) => header,
+                    Err(e) => return Ok(self.invalid_from(batch_position, e.to_string())),
+                };
+                if header.base_offset <= last_offset || header.base_offset < self.base_offset {
+                    return Ok(self.invalid_from(
+                        batch_position,
+                        format!("offset {} does not follow {}", header.base_offset, last_offset),
+                    ));
+                }
+                last_offset = header.last_offset();
+                self.index_batch(&header, batch_position);
+                at += batch.len();
+            }
+            position += at as u64;
+        }
+        Ok(ScanOutcome::Clean)
+    }
+
+    fn invalid_from(&self, valid_bytes: u64, reason: String) -> ScanOutcome {
+        ScanOutcome::InvalidFrom { valid_bytes, reason }
+    }
+
+    /// Cuts the file at `size_bytes` (a batch boundary) and forgets index entries past it.
+    pub async fn truncate_to_size(&mut self, size_bytes: u64) -> Result<()> {
+        self.file
+            .truncate(size_bytes)
+            .await
+            .map_err(io_error(format!("truncating {}", self.path().display())))?;
+        self.size_bytes = size_bytes;
+        self.offset_index.truncate_to_position(size_bytes as u32);
+        self.indexes_dirty = true;
+        if size_bytes == 0 {
+            self.next_offset = self.base_offset;
+            self.first_append_at_ms = None;
+        }
+        Ok(())
+    }
+
+    /// Records one appended batch in the indexes. `position` is where the batch starts.
+    fn index_batch(&mut self, header: &BatchHeader, position: u64) {
+        let relative_offset = (header.base_offset - self.base_offset) as u32;
+        if self.offset_index.is_empty() || self.bytes_since_last_index_entry >= self.index_interval_bytes {
+            self.offset_index.push(OffsetEntry { relative_offset, position: position as u32 });
+            self.time_index.maybe_push(TimeEntry {
+                timestamp_ms: header.max_timestamp.max(self.max_timestamp_ms),
+                relative_offset: if header.max_timestamp > self.max_timestamp_ms {
+                    (header.last_offset() - self.base_offset) as u32
+                } else {
+                    (self.offset_of_max_timestamp - self.base_offset) as u32
+                },
+            });
+            self.bytes_since_last_index_entry = 0;
+        }
+        self.bytes_since_last_index_entry += header.size_bytes() as u64;
+        if header.max_timestamp > self.max_timestamp_ms {
+            self.max_timestamp_ms = header.max_timestamp;
+            self.offset_of_max_timestamp = header.last_offset();
+        }
+        assert!(header.next_offset() > self.next_offset, "offsets in a segment only grow");
+        self.next_offset = header.next_offset();
+        self.size_bytes = self.size_bytes.max(position + header.size_bytes() as u64);
+        self.indexes_dirty = true;
+    }
+
+    /// Appends `bytes` (whole, validated batches whose headers are `headers`) at the segment end.
+    ///
+    /// The write is a plain pwrite(2) into the page cache on the shard's own thread, not an
+    /// io_uring write: ext4 punts buffered io_uring writes to io-wq worker threads, and the wake-ups
+    /// cost more than the copy (ARCHITECTURE.md has the figures). It can block only when the kernel
+    /// throttles dirty pages, which stall detection reports.
+    pub async fn append(&mut self, bytes: Vec<u8>, headers: &[BatchHeader], now_ms: i64) -> Result<()> {
+        let position = self.size_bytes;
+        if let Err(e) = pwrite_all(self.file.as_raw_fd(), &bytes, position) {
+            // A short write (disk full): cut back so the file holds whole batches only.
+            let _ = self.file.truncate(position).await;
+            return Err(StorageError::io(format!("appending to {}", self.path().display()), e));
+        }
+        let mut batch_position = position;
+        for header in headers {
+            self.index_batch(header, batch_position);
+            batch_position += header.size_bytes() as u64;
+        }
+        debug_assert_eq!(batch_position, position + bytes.len() as u64);
+        self.first_append_at_ms.get_or_insert(now_ms);
+        Ok(())
+    }
+
+    /// Reads the fixed header of the batch at `position`; None if the bytes there cannot be one.
+    pub async fn read_header_at(&self, position: u64) -> Result<Option<BatchHeader>> {
+        if position + BATCH_HEADER_SIZE_BYTES as u64 > self.size_bytes {
+            return Ok(None);
+        }
+        let bytes = self
+            .file
+            .read_at(position, BATCH_HEADER_SIZE_BYTES)
+            .await
+            .map_err(io_error(format!("reading a header in {}", self.path().display())))?;
+        if bytes.len() < BATCH_HEADER_SIZE_BYTES {
+            return Ok(None);
+        }
+        Ok(BatchHeader::parse(&bytes).ok())
+    }
+
+    /// Position and header of the batch holding `offset` (or the first batch after it, if a gap
+    /// left by compaction holds it). None if the segment ends before `offset`.
+    pub async fn find_batch(&self, offset: i64, size_limit_bytes: u64) -> Result<Option<(u64, BatchHeader)>> {
+        let relative = (offset - self.base_offset).max(0) as u32;
+        let mut position = self.offset_index.lookup(relative).map(|e| e.position as u64).unwrap_or(0);
+        let end = size_limit_bytes.min(self.size_bytes);
+        while position < end {
+            let Some(header) = self.read_header_at(position).await? else { return Ok(None) };
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+            position += header.size_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// The whole batch at `position`, for timestamp lookups that walk records.
+    pub async fn read_batch(&self, position: u64, header: &BatchHeader) -> Result<Vec<u8>> {
+        FileSlice {
+            file: self.file.clone(),
+            position,
+            length_bytes: header.size_bytes() as u64,
+            first_offset: header.base_offset,
+            last_offset: header.last_offset(),
+        }
+        .read_bytes()
+        .await
+    }
+
+    pub fn file(&self) -> Rc<BufferedFile> {
+        self.file.clone()
+    }
+
+    /// Makes the log bytes durable and writes both index files (with a final time index entry for
+    /// the segment's max timestamp, as Kafka does when a segment becomes inactive).
+    pub async fn flush(&mut self) -> Result<()> {
+        self.file
+            .fdatasync()
+            .await
+            .map_err(io_error(format!("fdatasync {}", self.path().display())))?;
+        if self.indexes_dirty {
+            if self.max_timestamp_ms >= 0 {
+                self.time_index.maybe_push(TimeEntry {
+                    timestamp_ms: self.max_timestamp_ms,
+                    relative_offset: (self.offset_of_max_timestamp - self.base_offset) as u32,
+                });
+            }
+            write_whole_file(&index_path(&self.dir, self.base_offset), self.offset_index.encode()).await?;
+            write_whole_file(&time_index_path(&self.dir, self.base_offset), self.time_index.encode()).await?;
+            self.indexes_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Unlinks the segment's files. Open `FileSlice`s keep the bytes readable until dropped.
+    pub async fn delete(self) -> Result<()> {
+        for path in [
+            log_path(&self.dir, self.base_offset),
+            index_path(&self.dir, self.base_offset),
+            time_index_path(&self.dir, self.base_offset),
+        ] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(format!("deleting {}", path.display()), e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file_mtime_ms(path: &Path) -> i64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Reads a small file whole; None if it does not exist.
+async fn read_whole_file(path: &Path) -> Result<Option<Vec<u8>>> {
+    let file = match BufferedFile::open(path).await {
+        Ok(file) => file,
+        Err(e) => {
+            let e = std::io::Error::from(e);
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return Ok(None);
+            }
+            return Err(StorageError::io(format!("opening {}", path.display()), e));
+        }
+    };
+    let size = file.file_size().await.map_err(io_error(format!("sizing {}", path.display())))?;
+    let bytes = file
+        .read_at(0, size as usize)
+        .await
+        .map_err(io_error(format!("reading {}", path.display())))?;
+    let bytes = bytes.to_vec();
+    let _ = file.close().await;
+    Ok(Some(bytes))
+}
+
+/// Replaces a small file with `bytes`, durably.
+pub(crate) async fn write_whole_file(path: &Path, bytes: Vec<u8>) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(path)
+        .await
+        .map_err(io_error(format!("creating {}", path.display())))?;
+    let length = bytes.len();
+    if length > 0 {
+        let written = file.write_at(bytes, 0).await.map_err(io_error(format!("writing {}", path.display())))?;
+        if written != length {
+            return Err(StorageError::io(
+                format!("writing {}", path.display()),
+                std::io::Error::new(std::io::ErrorKind::WriteZero, "short write"),
+            ));
+        }
+    }
+    file.fdatasync().await.map_err(io_error(format!("fdatasync {}", path.display())))?;
+    file.close().await.map_err(io_error(format!("closing {}", path.display())))?;
+    Ok(())
+}
+
+/// Writes all of `bytes` at `position`, retrying short writes and EINTR.
+pub fn pwrite_all(fd: RawFd, mut bytes: &[u8], mut position: u64) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a live slice; the fd is owned by an open file for the whole call.
+        let written = unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), position as libc::off_t) };
+        if written < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if written == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "pwrite wrote nothing"));
+        }
+        bytes = &bytes[written as usize..];
+        position += written as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Batch builders for tests and benchmarks, here once so every test builds batches the same way.
+//! Not used by the broker itself.
+
+fn write_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        if zigzag < 0x80 {
+            out.push(zigzag as u8);
+            return;
+        }
+        out.push((zigzag as u8 & 0x7f) | 0x80);
+        zigzag >>= 7;
+    }
+}
+
+/// A valid uncompressed RecordBatch v2 of `record_count` records with null keys and
+/// `value_size_bytes` values filled with `fill`; record i has timestamp `base_timestamp + i`.
+pub fn build_batch(record_count: i32, value_size_bytes: usize, base_timestamp: i64, fill: u8) -> Vec<u8> {
+    let mut records = Vec::with_capacity(record_count as usize * (value_size_bytes + 16));
+    let mut body = Vec::with_capacity(value_size_bytes + 16);
+    for i in 0..record_count {
+        body.clear();
+        body.push(0u8); // attributes
+        write_varint(&mut body, i as i64); // timestamp delta
+        write_varint(&mut body, i as i64); // offset delta
+        write_varint(&mut body, -1); // null key
+        write_varint(&mut body, value_size_bytes as i64);
+        body.extend(std::iter::repeat(fill).take(value_size_bytes));
+        write_varint(&mut body, 0); // no headers
+        write_varint(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+    }
+    let mut batch = vec![0u8; crate::batch::BATCH_HEADER_SIZE_BYTES];
+    batch.extend(records);
+    let length = (batch.len() - crate::batch::LOG_OVERHEAD_BYTES) as i32;
+    batch[8..12].copy_from_slice(&length.to_be_bytes());
+    batch[12..16].copy_from_slice(&(-1i32).to_be_bytes());
+    batch[16] = crate::batch::MAGIC_V2 as u8;
+    batch[23..27].copy_from_slice(&(record_count - 1).to_be_bytes());
+    batch[27..35].copy_from_slice(&base_timestamp.to_be_bytes());
+    batch[35..43].copy_from_slice(&(base_timestamp + record_count as i64 - 1).to_be_bytes());
+    batch[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    batch[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+    batch[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    batch[57..61].copy_from_slice(&record_count.to_be_bytes());
+    let crc = crate::batch::compute_crc(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
