@@ -1,6 +1,191 @@
-//! The broker binary. The Kafka protocol front end arrives with the standalone broker issue.
+//! The broker binary: reads Kafka-style configuration, claims the data directories and the port,
+//! starts one shard per core and serves the Kafka protocol until SIGTERM.
+
+mod config;
+mod connection;
+mod handlers;
+mod producer_state;
+mod shard_context;
+mod state;
+mod tasks;
+mod topics;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use clap::Parser;
+use shard::{start_shards, ShardPlacement};
+use storage::log_manager::LogDirs;
+
+use crate::config::{parse_properties, BrokerConfig};
+use crate::shard_context::Shard;
+use crate::state::BrokerState;
+
+/// glommio refuses to start below this RLIMIT_MEMLOCK (it registers I/O buffers with io_uring).
+const MIN_LOCKED_MEMORY_BYTES: u64 = 512 * 1024;
+
+#[derive(Parser, Debug)]
+#[command(name = "broker", about = "A Kafka-compatible broker, thread-per-core")]
+struct Cli {
+    /// A Kafka server.properties file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// key=value overriding one property, as kafka-server-start.sh --override does. Repeatable.
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// CPUs to pin one shard each to, e.g. 0-3 or 0,2. Default: every online CPU.
+    #[arg(long, conflicts_with = "shards")]
+    cpus: Option<String>,
+    /// Run this many unpinned shards (may exceed the number of cores; for tests).
+    #[arg(long)]
+    shards: Option<usize>,
+}
 
 fn main() {
-    eprintln!("broker: the Kafka protocol front end is not built yet; see README.md");
-    std::process::exit(2);
+    init_logging();
+    if let Err(message) = run(Cli::parse()) {
+        tracing::error!("{message}");
+        eprintln!("broker: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let mut properties = BTreeMap::new();
+    if let Some(path) = &cli.config {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        properties = parse_properties(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    for item in &cli.overrides {
+        let (key, value) = item.split_once('=').ok_or_else(|| format!("--override {item:?}: expected key=value"))?;
+        properties.insert(key.trim().to_string(), value.trim().to_string());
+    }
+    let config = BrokerConfig::from_properties(&properties)?;
+    if config.zookeeper_connect.is_some() {
+        return Err("zookeeper.connect is set, but cluster mode is not built yet; remove it to run standalone".into());
+    }
+    let placement = match (&cli.cpus, cli.shards) {
+        (Some(list), _) => ShardPlacement::Pinned(shard::cpus::parse_cpu_list(list)?),
+        (None, Some(0)) => return Err("--shards must be at least 1".into()),
+        (None, Some(count)) => ShardPlacement::Unpinned(count),
+        (None, None) => ShardPlacement::Pinned(shard::cpus::online_cpus()),
+    };
+    check_locked_memory_limit()?;
+
+    let log_dirs = LogDirs::new(config.log_dirs.clone()).map_err(|e| e.to_string())?;
+    let _locks = lock_log_dirs(&log_dirs)?;
+    probe_port(&config)?;
+    let clean_shutdown = log_dirs.take_clean_shutdown_markers().map_err(|e| e.to_string())?;
+    let cluster_id = state::load_or_create_meta(&log_dirs, config.broker_id)?;
+    let on_disk: Vec<(String, i32)> =
+        log_dirs.existing_partitions().map_err(|e| e.to_string())?.into_iter().map(|(t, p, _)| (t, p)).collect();
+    let topics = topics::TopicTable::load(&log_dirs.dirs()[0], &on_disk)?;
+    let broker = Arc::new(BrokerState::new(config.clone(), log_dirs, topics, cluster_id, clean_shutdown)?);
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, broker.shutting_down.clone()).map_err(|e| format!("installing a signal handler: {e}"))?;
+    }
+    tracing::info!(
+        listener = %config.listener,
+        shards = placement.shard_count(),
+        ?placement,
+        clean_shutdown,
+        log_dirs = ?config.log_dirs,
+        "starting broker {}",
+        config.broker_id
+    );
+
+    let all_clean = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let make_context = {
+        let broker = broker.clone();
+        move |router| {
+            let broker = broker.clone();
+            async move {
+                let shard = Rc::new(Shard::new(router, broker));
+                shard.open_existing_partitions().await;
+                shard
+            }
+        }
+    };
+    let run_shard = {
+        let all_clean = all_clean.clone();
+        move |shard: Rc<Shard>| {
+            let all_clean = all_clean.clone();
+            async move {
+                if !tasks::serve_until_shutdown(shard.clone()).await {
+                    all_clean.store(false, std::sync::atomic::Ordering::Release);
+                }
+            }
+        }
+    };
+    start_shards(placement, make_context, run_shard)?;
+    if all_clean.load(std::sync::atomic::Ordering::Acquire) {
+        broker.log_dirs.write_clean_shutdown_markers().map_err(|e| e.to_string())?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    } else {
+        Err("stopped, but some logs could not be flushed; the next start runs recovery".into())
+    }
+}
+
+fn check_locked_memory_limit() -> Result<(), String> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return Ok(());
+    }
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < MIN_LOCKED_MEMORY_BYTES {
+        return Err(format!(
+            "the locked-memory limit is {} KiB; io_uring needs at least {} KiB. Raise it with `ulimit -l 8192` \
+             (or LimitMEMLOCK= in a systemd unit, --ulimit memlock=8388608 in Docker); see tuning.md",
+            limit.rlim_cur / 1024,
+            MIN_LOCKED_MEMORY_BYTES / 1024
+        ));
+    }
+    Ok(())
+}
+
+/// Holds an exclusive flock on `<log dir>/.lock` for the life of the process, as Kafka does, so
+/// two brokers never share a data directory.
+fn lock_log_dirs(log_dirs: &LogDirs) -> Result<Vec<std::fs::File>, String> {
+    use std::os::fd::AsRawFd;
+    let mut locks = Vec::new();
+    for dir in log_dirs.dirs() {
+        let path = dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(format!(
+                "the data directory {} is in use by another broker process (lock {} is held)",
+                dir.display(),
+                path.display()
+            ));
+        }
+        locks.push(file);
+    }
+    Ok(locks)
+}
+
+/// glommio binds with SO_REUSEPORT, which would let a second broker share the port silently and
+/// steal half the connections. A plain bind first fails if anyone holds the port.
+fn probe_port(config: &BrokerConfig) -> Result<(), String> {
+    match std::net::TcpListener::bind(config.listener) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot listen on {}: {e} (is another broker running on this port?)", config.listener)),
+    }
 }

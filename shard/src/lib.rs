@@ -1,2 +1,9 @@
-//! Thread-per-core runtime: one glommio executor per chosen core, each owning a set of partitions,
-//! and the channels that carry requests between them. Arrives with the standalone broker issue.
+//! Thread-per-core runtime: one glommio executor (a *shard*) per chosen core, the stable
+//! partition -> shard table, and calls from one shard to another over glommio's channel mesh.
+
+pub mod cpus;
+pub mod notify;
+pub mod runtime;
+pub mod shards_table;
+
+pub use runtime::{start_shards, Router, ShardPlacement};

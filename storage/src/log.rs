@@ -378,6 +378,26 @@ impl Log {
         Ok(None)
     }
 
+    /// Headers of every batch from the segment holding `offset` on (a replay of recent history,
+    /// e.g. producer state). Reads headers only, never record bytes.
+    pub async fn batch_headers_since(&self, offset: i64) -> Result<Vec<BatchHeader>> {
+        let mut headers = Vec::new();
+        let first = self.segments.range(..=offset.max(self.log_start_offset())).next_back().map(|(&b, _)| b).unwrap_or(0);
+        for segment in self.segments.range(first..).map(|(_, s)| s) {
+            let mut position = 0;
+            while let Some(header) = segment.read_header_at(position).await? {
+                position += header.size_bytes() as u64;
+                headers.push(header);
+            }
+        }
+        Ok(headers)
+    }
+
+    /// Base offset of the segment before the active one (or the active one's), for bounded replays.
+    pub fn previous_segment_base_offset(&self) -> i64 {
+        self.segments.keys().rev().nth(1).or_else(|| self.segments.keys().next_back()).copied().unwrap_or(0)
+    }
+
     /// The largest timestamp and its offset (ListOffsets MAX_TIMESTAMP).
     pub fn max_timestamp(&self) -> Option<i64> {
         self.segments.values().map(|s| s.max_timestamp_ms()).max().filter(|&t| t >= 0)

@@ -1,0 +1,281 @@
+//! Broker configuration with Kafka's property names: `--config server.properties` plus
+//! `--override key=value`, as kafka-server-start.sh takes them. An unknown key or a bad value is
+//! an error at start; Kafka keys that only tune parts of Kafka we do not have are accepted and
+//! logged as ignored, so an existing server.properties works unchanged.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use storage::batch::TimestampType;
+use storage::LogConfig;
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub broker_id: i32,
+    pub listener: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub log_dirs: Vec<PathBuf>,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub delete_topic_enable: bool,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    pub log_retention_check_interval_ms: u64,
+    pub log_flush_scheduler_interval_ms: u64,
+    pub max_connections: usize,
+    pub zookeeper_connect: Option<String>,
+    /// Topic defaults from the `log.*` keys; topic configs override them.
+    pub log_defaults: LogConfig,
+    pub cleanup_policy: String,
+    pub min_insync_replicas: i32,
+}
+
+/// Keys of Apache Kafka's broker config that tune machinery this broker does not have (threads
+/// pools, JVM-side buffers, security we do not offer yet). Accepted and ignored with a log line.
+const IGNORED_KAFKA_KEYS: &[&str] = &[
+    "num.network.threads", "num.io.threads", "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
+    "num.recovery.threads.per.data.dir", "offsets.topic.replication.factor", "offsets.topic.num.partitions",
+    "transaction.state.log.replication.factor", "transaction.state.log.min.isr", "group.initial.rebalance.delay.ms",
+    "zookeeper.connection.timeout.ms", "zookeeper.session.timeout.ms", "log.cleaner.enable", "log.cleaner.threads",
+    "num.replica.fetchers", "replica.lag.time.max.ms", "unclean.leader.election.enable", "offsets.retention.minutes",
+    "listener.security.protocol.map", "inter.broker.listener.name", "queued.max.requests", "background.threads",
+    "compression.type", "log.preallocate", "group.min.session.timeout.ms", "group.max.session.timeout.ms",
+    "confluent.support.metrics.enable", "log.message.format.version", "inter.broker.protocol.version",
+];
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{key}={value}: expected true or false")),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value.trim().parse::<T>().map_err(|_| format!("{key}={value}: expected a number"))
+}
+
+/// Parses Java properties text: `key=value` or `key: value`, `#`/`!` comments, blank lines.
+pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some(split) = line.find(['=', ':']) else {
+            return Err(format!("line {}: {line:?} is not key=value", number + 1));
+        };
+        map.insert(line[..split].trim().to_string(), line[split + 1..].trim().to_string());
+    }
+    Ok(map)
+}
+
+/// `PLAINTEXT://host:port` (the first listener) -> (host, port).
+fn parse_listener(key: &str, value: &str) -> Result<(String, u16), String> {
+    let first = value.split(',').next().unwrap_or("").trim();
+    let address = match first.split_once("://") {
+        Some((protocol, address)) => {
+            if !protocol.eq_ignore_ascii_case("PLAINTEXT") {
+                return Err(format!("{key}={value}: only PLAINTEXT listeners are supported"));
+            }
+            address
+        }
+        None => first,
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| format!("{key}={value}: expected host:port"))?;
+    let port = parse_number::<u16>(key, port)?;
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+impl BrokerConfig {
+    pub fn from_properties(properties: &BTreeMap<String, String>) -> Result<BrokerConfig, String> {
+        let mut config = BrokerConfig {
+            broker_id: 0,
+            listener: "127.0.0.1:9092".parse().unwrap(),
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            log_dirs: vec![PathBuf::from("kafka-logs")],
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics_enable: true,
+            delete_topic_enable: true,
+            message_max_bytes: storage::config::DEFAULT_MAX_MESSAGE_BYTES,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            log_retention_check_interval_ms: 300_000,
+            log_flush_scheduler_interval_ms: 1_000,
+            max_connections: 10_000,
+            zookeeper_connect: None,
+            log_defaults: LogConfig::default(),
+            cleanup_policy: "delete".into(),
+            min_insync_replicas: 1,
+        };
+        let mut advertised: Option<(String, u16)> = None;
+        // Kafka's precedence: ms over minutes over hours.
+        let mut retention_hours = None;
+        let mut retention_minutes = None;
+        let mut retention_ms = None;
+        let mut roll_hours = None;
+        let mut roll_ms = None;
+        for (key, value) in properties {
+            let v = value.as_str();
+            match key.as_str() {
+                "broker.id" | "node.id" => config.broker_id = parse_number(key, v)?,
+                "listeners" => {
+                    let (host, port) = parse_listener(key, v)?;
+                    let host_for_bind = if host.is_empty() { "127.0.0.1".to_string() } else { host.clone() };
+                    config.listener = format!("{host_for_bind}:{port}")
+                        .parse()
+                        .or_else(|_| format!("{}:{port}", if host == "localhost" { "127.0.0.1" } else { &host }).parse())
+                        .map_err(|_| format!("{key}={v}: the host must be an IP address or localhost"))?;
+                }
+                "advertised.listeners" => advertised = Some(parse_listener(key, v)?),
+                "log.dirs" | "log.dir" => {
+                    config.log_dirs = v.split(',').map(str::trim).filter(|d| !d.is_empty()).map(PathBuf::from).collect();
+                    if config.log_dirs.is_empty() {
+                        return Err(format!("{key}={v}: no directory"));
+                    }
+                }
+                "num.partitions" => config.num_partitions = parse_number(key, v)?,
+                "default.replication.factor" => config.default_replication_factor = parse_number(key, v)?,
+                "min.insync.replicas" => config.min_insync_replicas = parse_number(key, v)?,
+                "auto.create.topics.enable" => config.auto_create_topics_enable = parse_bool(key, v)?,
+                "delete.topic.enable" => config.delete_topic_enable = parse_bool(key, v)?,
+                "message.max.bytes" => {
+                    config.message_max_bytes = parse_number(key, v)?;
+                    config.log_defaults.max_message_bytes = config.message_max_bytes;
+                }
+                "socket.request.max.bytes" => config.socket_request_max_bytes = parse_number(key, v)?,
+                "max.connections" => config.max_connections = parse_number(key, v)?,
+                "zookeeper.connect" => config.zookeeper_connect = Some(v.to_string()).filter(|s| !s.is_empty()),
+                "log.segment.bytes" => config.log_defaults.segment_bytes = parse_number(key, v)?,
+                "log.roll.ms" => roll_ms = Some(parse_number::<i64>(key, v)?),
+                "log.roll.hours" => roll_hours = Some(parse_number::<i64>(key, v)?),
+                "log.retention.ms" => retention_ms = Some(parse_number::<i64>(key, v)?),
+                "log.retention.minutes" => retention_minutes = Some(parse_number::<i64>(key, v)?),
+                "log.retention.hours" => retention_hours = Some(parse_number::<i64>(key, v)?),
+                "log.retention.bytes" => config.log_defaults.retention_bytes = parse_number(key, v)?,
+                "log.retention.check.interval.ms" => config.log_retention_check_interval_ms = parse_number(key, v)?,
+                "log.index.interval.bytes" => config.log_defaults.index_interval_bytes = parse_number(key, v)?,
+                "log.flush.interval.messages" => config.log_defaults.flush_messages = parse_number(key, v)?,
+                "log.flush.interval.ms" => config.log_defaults.flush_ms = parse_number(key, v)?,
+                "log.flush.scheduler.interval.ms" => config.log_flush_scheduler_interval_ms = parse_number(key, v)?,
+                "log.cleanup.policy" => config.cleanup_policy = parse_cleanup_policy(key, v)?,
+                "log.message.timestamp.type" => config.log_defaults.timestamp_type = parse_timestamp_type(key, v)?,
+                ignored if IGNORED_KAFKA_KEYS.contains(&ignored) => {
+                    tracing::info!(key, value = v, "Kafka config key accepted and ignored by this broker");
+                }
+                unknown => return Err(format!("unknown config key {unknown:?}")),
+            }
+        }
+        if let Some(ms) = retention_ms.or(retention_minutes.map(|m| m * 60_000)).or(retention_hours.map(|h| h * 3_600_000)) {
+            config.log_defaults.retention_ms = ms;
+        }
+        if let Some(ms) = roll_ms.or(roll_hours.map(|h| h * 3_600_000)) {
+            config.log_defaults.segment_ms = ms;
+        }
+        let (host, port) = advertised.unwrap_or_else(|| (config.listener.ip().to_string(), config.listener.port()));
+        config.advertised_host = if host.is_empty() { config.listener.ip().to_string() } else { host };
+        config.advertised_port = port;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.broker_id < 0 {
+            // Without ZooKeeper there is nobody to hand out ids: a standalone broker is broker 0.
+            if self.zookeeper_connect.is_none() {
+                return Err("broker.id must be >= 0 without zookeeper.connect".into());
+            }
+        }
+        if self.num_partitions < 1 {
+            return Err(format!("num.partitions={} must be at least 1", self.num_partitions));
+        }
+        validate_log_config(&self.log_defaults)?;
+        if self.socket_request_max_bytes < 1024 {
+            return Err("socket.request.max.bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+}
+
+pub fn validate_log_config(log: &LogConfig) -> Result<(), String> {
+    if log.segment_bytes < 14 || log.segment_bytes > storage::segment::MAX_SEGMENT_BYTES {
+        return Err(format!("segment.bytes={} must be between 14 and {}", log.segment_bytes, storage::segment::MAX_SEGMENT_BYTES));
+    }
+    if log.segment_ms < 1 {
+        return Err(format!("segment.ms={} must be at least 1", log.segment_ms));
+    }
+    if log.index_interval_bytes < 1 {
+        return Err("index.interval.bytes must be at least 1".into());
+    }
+    if log.flush_messages < 1 || log.flush_ms < 0 {
+        return Err("flush.messages must be >= 1 and flush.ms >= 0".into());
+    }
+    if log.max_message_bytes < 1 {
+        return Err("max.message.bytes must be at least 1".into());
+    }
+    Ok(())
+}
+
+pub fn parse_timestamp_type(key: &str, value: &str) -> Result<TimestampType, String> {
+    match value.trim() {
+        "CreateTime" => Ok(TimestampType::CreateTime),
+        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+        _ => Err(format!("{key}={value}: expected CreateTime or LogAppendTime")),
+    }
+}
+
+pub fn parse_cleanup_policy(key: &str, value: &str) -> Result<String, String> {
+    let normalized: Vec<&str> = value.split(',').map(str::trim).collect();
+    if normalized.iter().all(|p| *p == "delete" || *p == "compact") && !normalized.is_empty() {
+        Ok(normalized.join(","))
+    } else {
+        Err(format!("{key}={value}: expected delete, compact or both"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Result<BrokerConfig, String> {
+        BrokerConfig::from_properties(&parse_properties(text).unwrap())
+    }
+
+    #[test]
+    fn defaults_without_any_config() {
+        let c = config("").unwrap();
+        assert_eq!(c.listener, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics_enable);
+        assert_eq!(c.message_max_bytes, 1_048_588);
+        assert_eq!(c.log_defaults.segment_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn kafka_names_and_precedence() {
+        let c = config(
+            "# comment\nbroker.id=3\nlisteners=PLAINTEXT://127.0.0.1:19092\nlog.dirs=/a,/b\n\
+             log.retention.hours=1\nlog.retention.minutes=2\nnum.partitions=6\nnum.io.threads=8\n",
+        )
+        .unwrap();
+        assert_eq!(c.broker_id, 3);
+        assert_eq!(c.listener.port(), 19092);
+        assert_eq!(c.log_dirs.len(), 2);
+        assert_eq!(c.log_defaults.retention_ms, 120_000, "minutes win over hours");
+        assert_eq!(c.num_partitions, 6);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(config("no.such.key=1").unwrap_err().contains("no.such.key"));
+        assert!(config("num.partitions=many").unwrap_err().contains("num.partitions"));
+        assert!(config("num.partitions=0").is_err());
+        assert!(config("auto.create.topics.enable=yes").is_err());
+        assert!(config("listeners=SSL://127.0.0.1:9093").is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! One client connection: read a size-prefixed request, dispatch it, write the response, in
+//! order. Requests on one connection are handled one at a time, as Kafka does (it mutes a
+//! connection until its response is sent), which keeps responses in request order.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use shard::notify::Notify;
+
+use crate::handlers::{dispatch, Outcome};
+use crate::shard_context::Shard;
+
+/// How long a graceful shutdown lets a connection finish the request it is in.
+pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+enum Next {
+    Frame(Bytes),
+    Closed,
+    Shutdown,
+}
+
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let _ = stream.set_nodelay(true);
+    let max_request_bytes = shard.broker.config.socket_request_max_bytes;
+    loop {
+        let shutdown = shard.shutdown.ticket();
+        if shard.broker.is_shutting_down() {
+            break;
+        }
+        let next = futures_lite::future::or(
+            async {
+                match read_frame(&mut stream, max_request_bytes).await {
+                    Ok(Some(frame)) => Next::Frame(frame),
+                    Ok(None) => Next::Closed,
+                    Err(reason) => {
+                        tracing::warn!(peer, reason, "closing connection");
+                        Next::Closed
+                    }
+                }
+            },
+            async {
+                Notify::wait(shutdown, std::time::Duration::MAX / 4).await;
+                Next::Shutdown
+            },
+        )
+        .await;
+        let frame = match next {
+            Next::Frame(frame) => frame,
+            Next::Closed | Next::Shutdown => break,
+        };
+        match dispatch(&shard, frame).await {
+            Outcome::Respond(bytes) => {
+                if let Err(e) = stream.write_all(&bytes).await {
+                    tracing::debug!(peer, error = %e, "client went away before its response");
+                    break;
+                }
+            }
+            Outcome::NoResponse => {}
+            Outcome::Close(reason) => {
+                tracing::warn!(peer, reason, "closing connection after a bad request");
+                break;
+            }
+        }
+    }
+    let _ = stream.close().await;
+}
+
+/// Ok(None) on a clean end of stream between requests.
+async fn read_frame(stream: &mut TcpStream, max_request_bytes: usize) -> Result<Option<Bytes>, String> {
+    let mut size = [0u8; 4];
+    match stream.read_exact(&mut size).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+        Err(e) => return Err(format!("reading a request size: {e}")),
+    }
+    let size = i32::from_be_bytes(size);
+    if size < 0 || size as usize > max_request_bytes {
+        return Err(format!("request of {size} bytes exceeds socket.request.max.bytes {max_request_bytes}"));
+    }
+    let mut body = vec![0u8; size as usize];
+    stream.read_exact(&mut body).await.map_err(|e| format!("reading a {size}-byte request: {e}"))?;
+    Ok(Some(Bytes::from(body)))
+}

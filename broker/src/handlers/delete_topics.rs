@@ -1,0 +1,65 @@
+//! DeleteTopics: remove the topic from the table, then every shard closes and deletes the
+//! partitions of it that it owns.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use kafka_protocol::ResponseError;
+
+use super::str_bytes;
+use crate::shard_context::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+    // v6 names topics in `topics` (by name or id); earlier versions in `topic_names`.
+    let mut targets: Vec<(Option<String>, uuid::Uuid)> = request.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect();
+    targets.extend(request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+    let mut responses = Vec::new();
+    for (name, topic_id) in targets {
+        let resolved = {
+            let topics = shard.broker.topics.read().unwrap();
+            match &name {
+                Some(n) => topics.get(n).map(|t| (t.name.clone(), t.topic_id)),
+                None => topics.all().find(|t| t.topic_id == *topic_id.as_bytes()).map(|t| (t.name.clone(), t.topic_id)),
+            }
+        };
+        let mut result = DeletableTopicResult::default().with_name(name.as_deref().map(|n| TopicName(str_bytes(n))));
+        if version >= 6 {
+            result = result.with_topic_id(topic_id);
+        }
+        match resolved {
+            None => {
+                let code = if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
+                result = result.with_error_code(code.code());
+            }
+            Some(_) if !shard.broker.config.delete_topic_enable => {
+                result = result.with_error_code(ResponseError::TopicDeletionDisabled.code());
+            }
+            Some((name, id)) => {
+                if let Err(e) = delete_topic(shard, &name).await {
+                    result = result.with_error_code(ResponseError::KafkaStorageError.code());
+                    if version >= 5 {
+                        result = result.with_error_message(Some(str_bytes(&e)));
+                    }
+                } else {
+                    result = result.with_name(Some(TopicName(str_bytes(&name))));
+                    if version >= 6 {
+                        result = result.with_topic_id(uuid::Uuid::from_bytes(id));
+                    }
+                }
+            }
+        }
+        responses.push(result);
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<(), String> {
+    shard.broker.topics.write().unwrap().remove(name)?;
+    for owner in 0..shard.router.shard_count() {
+        let topic = name.to_string();
+        shard.router.call(owner, move |owner| async move { owner.delete_topic_partitions(&topic).await }).await;
+    }
+    tracing::info!(topic = name, "deleted topic");
+    Ok(())
+}

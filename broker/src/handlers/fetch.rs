@@ -1,0 +1,146 @@
+//! Fetch: each partition is read on its owning shard, within the response's byte budget; when
+//! fewer than `min_bytes` are ready the request waits (long poll) until an owner appends or
+//! `max_wait_ms` passes. Record bytes are copied out of the page cache for now; the zero-copy
+//! path (splice from the segment file to the socket) replaces this read.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use shard::notify::Notify;
+
+use super::{partition_error_code, storage_error_code};
+use crate::shard_context::Shard;
+
+/// Upper bound on how long a fetch may wait, whatever the client asks.
+const MAX_WAIT_LIMIT_MS: u64 = 30_000;
+
+struct Fetched {
+    error_code: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    records: Bytes,
+}
+
+pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
+    let deadline = Instant::now() + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(MAX_WAIT_LIMIT_MS));
+    let min_bytes = request.min_bytes.max(0) as u64;
+    let max_bytes = if version >= 3 { request.max_bytes.max(0) as u64 } else { u64::MAX };
+    let wanted: Vec<(String, i32, i64, u64)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| (t.topic.0.to_string(), p.partition, p.fetch_offset, p.partition_max_bytes.max(0) as u64))
+        })
+        .collect();
+    loop {
+        let mut results = Vec::with_capacity(wanted.len());
+        let mut total = 0u64;
+        let mut any_error = false;
+        for (topic, partition, offset, partition_max_bytes) in &wanted {
+            let budget = (*partition_max_bytes).min(max_bytes.saturating_sub(total));
+            let min_one_batch = total == 0;
+            let owner = shard.owner_of(topic, *partition);
+            let (topic, partition, offset) = (topic.clone(), *partition, *offset);
+            let fetched = shard
+                .router
+                .call(owner, move |owner| async move { read(&owner, &topic, partition, offset, budget, min_one_batch).await })
+                .await;
+            total += fetched.records.len() as u64;
+            any_error |= fetched.error_code != 0;
+            results.push(fetched);
+        }
+        let now = Instant::now();
+        if total >= min_bytes || any_error || now >= deadline || shard.broker.is_shutting_down() {
+            return response(&request, results);
+        }
+        wait_for_appends(shard, &wanted, deadline - now).await;
+    }
+}
+
+fn response(request: &FetchRequest, results: Vec<Fetched>) -> FetchResponse {
+    let mut results = results.into_iter();
+    let responses = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let fetched = results.next().expect("one result per partition");
+                    PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_error_code(fetched.error_code)
+                        .with_high_watermark(fetched.high_watermark)
+                        .with_last_stable_offset(fetched.high_watermark)
+                        .with_log_start_offset(fetched.log_start_offset)
+                        .with_records(Some(fetched.records))
+                })
+                .collect();
+            FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions)
+        })
+        .collect();
+    FetchResponse::default().with_responses(responses)
+}
+
+/// Runs on the owning shard.
+async fn read(shard: &Shard, topic: &str, partition: i32, offset: i64, budget: u64, min_one_batch: bool) -> Fetched {
+    let failed = |error_code| Fetched { error_code, high_watermark: -1, log_start_offset: -1, records: Bytes::new() };
+    let handle = match shard.partition(topic, partition).await {
+        Ok(p) => p,
+        Err(e) => return failed(partition_error_code(&e)),
+    };
+    let log = handle.log.read().await.expect("partition lock");
+    let high_watermark = log.log_end_offset();
+    let log_start_offset = log.log_start_offset();
+    let result = match log.read(offset, budget, high_watermark, min_one_batch).await {
+        Ok(result) => result,
+        Err(e) => {
+            return Fetched { error_code: storage_error_code(&e), high_watermark, log_start_offset, records: Bytes::new() };
+        }
+    };
+    drop(log);
+    let mut records = Vec::with_capacity(result.size_bytes() as usize);
+    for slice in &result.slices {
+        match slice.read_bytes().await {
+            Ok(bytes) => records.extend_from_slice(&bytes),
+            Err(e) => return Fetched { error_code: storage_error_code(&e), high_watermark, log_start_offset, records: Bytes::new() },
+        }
+    }
+    Fetched { error_code: 0, high_watermark, log_start_offset, records: Bytes::from(records) }
+}
+
+/// Returns when an owner of one of the partitions has data past the fetch offset, or after `wait`.
+async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64)], wait: Duration) {
+    let mut by_owner: std::collections::BTreeMap<usize, Vec<(String, i32, i64)>> = Default::default();
+    for (topic, partition, offset, _) in wanted {
+        by_owner.entry(shard.owner_of(topic, *partition)).or_default().push((topic.clone(), *partition, *offset));
+    }
+    let woken = Rc::new(Notify::default());
+    let ticket = woken.ticket();
+    for (owner, positions) in by_owner {
+        let (router, woken) = (shard.router.clone(), woken.clone());
+        glommio::spawn_local(async move {
+            router.call(owner, move |owner| async move { wait_on_owner(&owner, positions, wait).await }).await;
+            woken.notify_all();
+        })
+        .detach();
+    }
+    Notify::wait(ticket, wait).await;
+}
+
+/// Runs on the owning shard: waits for an append unless one of the partitions already has data.
+async fn wait_on_owner(shard: &Shard, positions: Vec<(String, i32, i64)>, wait: Duration) {
+    let ticket = shard.appended.ticket();
+    for (topic, partition, offset) in &positions {
+        if let Ok(handle) = shard.partition(topic, *partition).await {
+            if handle.log.read().await.expect("partition lock").log_end_offset() > *offset {
+                return;
+            }
+        }
+    }
+    Notify::wait(ticket, wait).await;
+}

@@ -1,0 +1,65 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset at or after a
+//! timestamp, answered by the owning shard.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{partition_error_code, storage_error_code};
+use crate::shard_context::Shard;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let mut topics = Vec::new();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::new();
+        for p in topic.partitions {
+            let owner = shard.owner_of(&name, p.partition_index);
+            let (topic_name, index, timestamp) = (name.clone(), p.partition_index, p.timestamp);
+            let (error_code, offset, found_timestamp) =
+                shard.router.call(owner, move |owner| async move { lookup(&owner, &topic_name, index, timestamp).await }).await;
+            let mut response = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_error_code(error_code)
+                .with_offset(offset)
+                .with_timestamp(found_timestamp);
+            if version >= 4 && error_code == 0 {
+                response = response.with_leader_epoch(0);
+            }
+            partitions.push(response);
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(topic.name).with_partitions(partitions));
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// Runs on the owning shard: (error code, offset, timestamp).
+async fn lookup(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
+    let handle = match shard.partition(topic, partition).await {
+        Ok(p) => p,
+        Err(e) => return (partition_error_code(&e), -1, -1),
+    };
+    let log = handle.log.read().await.expect("partition lock");
+    match timestamp {
+        LATEST => (0, log.log_end_offset(), -1),
+        EARLIEST => (0, log.log_start_offset(), -1),
+        MAX_TIMESTAMP => match log.max_timestamp() {
+            Some(max) => match log.offset_for_timestamp(max).await {
+                Ok(Some((offset, ts))) => (0, offset, ts),
+                Ok(None) => (0, -1, -1),
+                Err(e) => (storage_error_code(&e), -1, -1),
+            },
+            None => (0, -1, -1),
+        },
+        target => match log.offset_for_timestamp(target).await {
+            Ok(Some((offset, ts))) => (0, offset, ts),
+            Ok(None) => (0, -1, -1),
+            Err(e) => (storage_error_code(&e), -1, -1),
+        },
+    }
+}

@@ -1,0 +1,124 @@
+//! Produce: each partition's record bytes go to the owning shard (as `Bytes`, no copy across
+//! shards), which checks idempotent-producer sequences, appends, and wakes waiting fetches.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+use storage::batch::{self, BatchHeader};
+
+use super::{now_ms, partition_error_code, storage_error_code, str_bytes};
+use crate::producer_state::SequenceCheck;
+use crate::shard_context::Shard;
+
+struct Appended {
+    error_code: i16,
+    error_message: Option<String>,
+    base_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+}
+
+impl Appended {
+    fn error(error_code: i16, message: impl Into<String>) -> Appended {
+        Appended { error_code, error_message: Some(message.into()), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+    }
+}
+
+/// Returns None for acks=0 (no response at all).
+pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let mut responses = Vec::new();
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let mut partition_responses = Vec::new();
+        for partition in topic.partition_data {
+            let appended = if !matches!(acks, -1 | 0 | 1) {
+                Appended::error(ResponseError::InvalidRequiredAcks.code(), format!("acks={acks} is not -1, 0 or 1"))
+            } else {
+                match partition.records {
+                    None => Appended::error(ResponseError::CorruptMessage.code(), "no records"),
+                    Some(records) => {
+                        let owner = shard.owner_of(&name, partition.index);
+                        let (topic_name, index) = (name.clone(), partition.index);
+                        shard.router.call(owner, move |owner| async move { append(&owner, &topic_name, index, records).await }).await
+                    }
+                }
+            };
+            if appended.error_code != 0 {
+                tracing::debug!(topic = name, partition = partition.index, code = appended.error_code, message = ?appended.error_message, "produce failed");
+            }
+            let mut response = PartitionProduceResponse::default()
+                .with_index(partition.index)
+                .with_error_code(appended.error_code)
+                .with_base_offset(appended.base_offset)
+                .with_log_append_time_ms(appended.log_append_time_ms)
+                .with_log_start_offset(appended.log_start_offset);
+            if version >= 8 {
+                response = response.with_error_message(appended.error_message.as_deref().map(str_bytes));
+            }
+            partition_responses.push(response);
+        }
+        responses.push(TopicProduceResponse::default().with_name(topic.name).with_partition_responses(partition_responses));
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Runs on the owning shard.
+async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes) -> Appended {
+    let partition = match shard.partition(topic, index).await {
+        Ok(p) => p,
+        Err(e) => return Appended::error(partition_error_code(&e), format!("{e:?}")),
+    };
+    let headers: Vec<BatchHeader> = match batch::split_batches(&records).and_then(|batches| {
+        batches.iter().map(|b| BatchHeader::parse(b)).collect::<Result<Vec<_>, _>>()
+    }) {
+        Ok(headers) if !headers.is_empty() => headers,
+        Ok(_) => return Appended::error(ResponseError::CorruptMessage.code(), "no record batch"),
+        Err(e) => return Appended::error(storage_error_code(&e), e.to_string()),
+    };
+    let mut log = partition.log.write().await.expect("partition lock");
+    {
+        let producers = partition.producers.borrow();
+        for header in &headers {
+            match producers.check(header) {
+                SequenceCheck::Accept => {}
+                SequenceCheck::Duplicate { base_offset } => {
+                    // Already appended: a retry. Kafka answers success with the original offset.
+                    return Appended { error_code: 0, error_message: None, base_offset, log_append_time_ms: -1, log_start_offset: log.log_start_offset() };
+                }
+                SequenceCheck::OutOfOrder { expected, got } => {
+                    return Appended::error(
+                        ResponseError::OutOfOrderSequenceNumber.code(),
+                        format!("producer {} expected sequence {expected}, got {got}", header.producer_id),
+                    );
+                }
+                SequenceCheck::FencedEpoch => {
+                    return Appended::error(ResponseError::InvalidProducerEpoch.code(), format!("producer {} epoch {} is fenced", header.producer_id, header.producer_epoch));
+                }
+            }
+        }
+    }
+    match log.append(records.to_vec(), now_ms()).await {
+        Ok(info) => {
+            let mut producers = partition.producers.borrow_mut();
+            let mut next_offset = info.base_offset;
+            for header in &headers {
+                let assigned = BatchHeader { base_offset: next_offset, ..*header };
+                next_offset = assigned.next_offset();
+                producers.record(&assigned);
+            }
+            drop(producers);
+            let log_start_offset = log.log_start_offset();
+            drop(log);
+            shard.appended.notify_all();
+            Appended { error_code: 0, error_message: None, base_offset: info.base_offset, log_append_time_ms: info.log_append_time_ms, log_start_offset }
+        }
+        Err(e) => Appended::error(storage_error_code(&e), e.to_string()),
+    }
+}

@@ -1,0 +1,177 @@
+//! One shard's state: the partitions it owns (opened on first use), the notification that wakes
+//! long-polling fetches, and its router to the other shards. Lives on the shard's thread only.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::sync::{RwLock, Semaphore};
+use shard::notify::Notify;
+use shard::shards_table::shard_for_partition;
+use shard::Router;
+use storage::{Log, StorageError};
+
+use crate::producer_state::ProducerStateTable;
+use crate::state::BrokerState;
+use crate::topics::log_config_for;
+
+pub type TopicPartition = (String, i32);
+
+pub struct Partition {
+    pub log: RwLock<Log>,
+    pub producers: RefCell<ProducerStateTable>,
+}
+
+pub struct Shard {
+    pub router: Rc<Router<Shard>>,
+    pub broker: Arc<BrokerState>,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    /// Serialises opening partitions, so two requests never open the same log twice.
+    opening: Semaphore,
+    /// Fired after every append on this shard: long-polling fetches re-check.
+    pub appended: Notify,
+    /// Fired once when the broker begins a graceful shutdown: idle connections close.
+    pub shutdown: Notify,
+    /// Open connections on this shard, bounded by `max.connections` / shard count.
+    pub connections: std::cell::Cell<usize>,
+}
+
+/// Why a partition cannot be served.
+#[derive(Debug)]
+pub enum PartitionError {
+    UnknownTopicOrPartition,
+    Storage(StorageError),
+}
+
+impl Shard {
+    pub fn new(router: Rc<Router<Shard>>, broker: Arc<BrokerState>) -> Shard {
+        Shard {
+            router,
+            broker,
+            partitions: RefCell::new(HashMap::new()),
+            opening: Semaphore::new(1),
+            appended: Notify::default(),
+            shutdown: Notify::default(),
+            connections: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn id(&self) -> usize {
+        self.router.shard_id()
+    }
+
+    pub fn owner_of(&self, topic: &str, partition: i32) -> usize {
+        shard_for_partition(topic, partition, self.router.shard_count())
+    }
+
+    /// The partition, opened (and recovered) on first use. Only the owning shard may call this.
+    pub async fn partition(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, PartitionError> {
+        debug_assert_eq!(self.owner_of(topic, partition), self.id(), "only the owner opens a partition");
+        let key = (topic.to_string(), partition);
+        if let Some(found) = self.partitions.borrow().get(&key) {
+            return Ok(found.clone());
+        }
+        let overrides = {
+            let topics = self.broker.topics.read().unwrap();
+            match topics.get(topic) {
+                Some(info) if partition >= 0 && partition < info.partitions => info.overrides.clone(),
+                _ => return Err(PartitionError::UnknownTopicOrPartition),
+            }
+        };
+        let _permit = self.opening.acquire_permit(1).await.expect("opening semaphore never closes");
+        if let Some(found) = self.partitions.borrow().get(&key) {
+            return Ok(found.clone());
+        }
+        let config = log_config_for(&self.broker.config, &overrides)
+            .map_err(|e| PartitionError::Storage(StorageError::CorruptBatch(format!("topic config: {e}"))))?;
+        let dir = self.broker.log_dirs.place_partition(topic, partition).map_err(PartitionError::Storage)?;
+        let log = Log::open(&dir, config, self.broker.clean_shutdown).await.map_err(|e| {
+            tracing::error!(topic, partition, error = %e, "partition cannot be opened");
+            PartitionError::Storage(e)
+        })?;
+        let mut producers = ProducerStateTable::default();
+        for header in log.batch_headers_since(log.previous_segment_base_offset()).await.map_err(PartitionError::Storage)? {
+            producers.record(&header);
+        }
+        let opened = Rc::new(Partition { log: RwLock::new(log), producers: RefCell::new(producers) });
+        self.partitions.borrow_mut().insert(key, opened.clone());
+        Ok(opened)
+    }
+
+    /// Opens every partition this shard owns that exists on disk (recovery runs at start, not at
+    /// the first request).
+    pub async fn open_existing_partitions(&self) {
+        let existing = match self.broker.log_dirs.existing_partitions() {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, "listing log dirs");
+                return;
+            }
+        };
+        for (topic, partition, _) in existing {
+            if self.owner_of(&topic, partition) == self.id() {
+                if let Err(e) = self.partition(&topic, partition).await {
+                    tracing::error!(topic, partition, error = ?e, "partition left offline");
+                }
+            }
+        }
+    }
+
+    /// Closes and deletes this shard's partitions of `topic` (topic deletion).
+    pub async fn delete_topic_partitions(&self, topic: &str) {
+        let doomed: Vec<(TopicPartition, Rc<Partition>)> = {
+            let mut partitions = self.partitions.borrow_mut();
+            let keys: Vec<TopicPartition> = partitions.keys().filter(|(t, _)| t == topic).cloned().collect();
+            keys.into_iter().filter_map(|k| partitions.remove(&k).map(|p| (k, p))).collect()
+        };
+        for ((topic, partition), handle) in doomed {
+            let log = handle.log.write().await.expect("partition lock");
+            let dir = log.dir().to_path_buf();
+            drop(log);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(topic, partition, error = %e, "deleting partition dir");
+            }
+        }
+        // Partitions never opened here but present on disk.
+        if let Ok(existing) = self.broker.log_dirs.existing_partitions() {
+            for (t, partition, dir) in existing {
+                if t == topic && self.owner_of(&t, partition) == self.id() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+        }
+    }
+
+    /// Applies new topic overrides to this shard's open partitions of `topic`.
+    pub async fn reconfigure_topic(&self, topic: &str) {
+        let overrides = match self.broker.topics.read().unwrap().get(topic) {
+            Some(info) => info.overrides.clone(),
+            None => return,
+        };
+        let Ok(config) = log_config_for(&self.broker.config, &overrides) else { return };
+        let handles: Vec<Rc<Partition>> =
+            self.partitions.borrow().iter().filter(|((t, _), _)| t == topic).map(|(_, p)| p.clone()).collect();
+        for handle in handles {
+            handle.log.write().await.expect("partition lock").set_config(config.clone());
+        }
+    }
+
+    pub fn open_partitions(&self) -> Vec<(TopicPartition, Rc<Partition>)> {
+        self.partitions.borrow().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Flushes and closes every partition (graceful shutdown).
+    pub async fn close_all(&self) -> bool {
+        let mut all_clean = true;
+        let partitions: Vec<_> = self.partitions.borrow_mut().drain().collect();
+        for ((topic, partition), handle) in partitions {
+            let mut log = handle.log.write().await.expect("partition lock");
+            if let Err(e) = log.flush().await {
+                tracing::error!(topic, partition, error = %e, "flush at shutdown failed");
+                all_clean = false;
+            }
+        }
+        all_clean
+    }
+}

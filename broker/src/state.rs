@@ -1,0 +1,119 @@
+//! What every shard shares: the configuration, the topic table, the producer id allocator and
+//! the shutdown flag. Everything here is Send + Sync and changes rarely.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use storage::log_manager::LogDirs;
+
+use crate::config::BrokerConfig;
+use crate::topics::TopicTable;
+
+/// Producer ids are handed out in blocks; the file remembers the end of the last block, so ids
+/// are never reused after a restart (or a crash: the next start begins a fresh block).
+const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+pub struct BrokerState {
+    pub config: BrokerConfig,
+    pub log_dirs: LogDirs,
+    pub topics: RwLock<TopicTable>,
+    pub cluster_id: String,
+    /// Logs were closed cleanly at the last stop: recovery may trust index files.
+    pub clean_shutdown: bool,
+    /// Set by SIGTERM/SIGINT (signal-hook writes it from the handler).
+    pub shutting_down: Arc<AtomicBool>,
+    next_producer_id: AtomicI64,
+    producer_id_block_end: Mutex<i64>,
+    producer_id_file: PathBuf,
+}
+
+impl BrokerState {
+    pub fn new(config: BrokerConfig, log_dirs: LogDirs, topics: TopicTable, cluster_id: String, clean_shutdown: bool) -> Result<BrokerState, String> {
+        let producer_id_file = log_dirs.dirs()[0].join("producer-id-block");
+        let start = std::fs::read_to_string(&producer_id_file).ok().and_then(|t| t.trim().parse::<i64>().ok()).unwrap_or(0);
+        let state = BrokerState {
+            config,
+            log_dirs,
+            topics: RwLock::new(topics),
+            cluster_id,
+            clean_shutdown,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            next_producer_id: AtomicI64::new(start),
+            producer_id_block_end: Mutex::new(start),
+            producer_id_file,
+        };
+        Ok(state)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// A producer id never handed out before, by this broker or an earlier run of it.
+    pub fn allocate_producer_id(&self) -> Result<i64, String> {
+        let id = self.next_producer_id.fetch_add(1, Ordering::AcqRel);
+        let mut end = self.producer_id_block_end.lock().unwrap();
+        if id >= *end {
+            let new_end = id + PRODUCER_ID_BLOCK_SIZE;
+            let tmp = self.producer_id_file.with_extension("tmp");
+            std::fs::write(&tmp, new_end.to_string()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, &self.producer_id_file).map_err(|e| e.to_string())?;
+            *end = new_end;
+        }
+        Ok(id)
+    }
+}
+
+/// Kafka's `meta.properties` in each log dir: the cluster id and broker id this data belongs to.
+pub fn load_or_create_meta(log_dirs: &LogDirs, broker_id: i32) -> Result<String, String> {
+    let mut cluster_id = None;
+    for dir in log_dirs.dirs() {
+        let path = dir.join("meta.properties");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let properties = crate::config::parse_properties(&text)?;
+            if let Some(stored) = properties.get("broker.id").and_then(|b| b.parse::<i32>().ok()) {
+                if stored != broker_id {
+                    return Err(format!("{} belongs to broker.id {stored}, this broker is {broker_id}", path.display()));
+                }
+            }
+            if let Some(id) = properties.get("cluster.id") {
+                cluster_id = Some(id.clone());
+            }
+        }
+    }
+    let cluster_id = cluster_id.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let bytes = (nanos ^ ((std::process::id() as u128) << 64)).to_be_bytes();
+        base64_url(&bytes)
+    });
+    for dir in log_dirs.dirs() {
+        let path = dir.join("meta.properties");
+        if !path.exists() {
+            std::fs::write(&path, format!("version=0\nbroker.id={broker_id}\ncluster.id={cluster_id}\n"))
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+    }
+    Ok(cluster_id)
+}
+
+/// Kafka cluster ids are 16 bytes in URL-safe base64 without padding (22 characters).
+fn base64_url(bytes: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits: u32 = 0;
+    let mut bit_count = 0;
+    let mut out = String::new();
+    for &byte in bytes {
+        bits = (bits << 8) | byte as u32;
+        bit_count += 8;
+        while bit_count >= 6 {
+            bit_count -= 6;
+            out.push(ALPHABET[((bits >> bit_count) & 63) as usize] as char);
+        }
+    }
+    if bit_count > 0 {
+        out.push(ALPHABET[((bits << (6 - bit_count)) & 63) as usize] as char);
+    }
+    out
+}

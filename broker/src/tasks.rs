@@ -1,0 +1,95 @@
+//! A shard's continuous work: accepting connections, and the periodic log maintenance (retention
+//! and time-based flush), until shutdown.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+
+use crate::connection::{self, SHUTDOWN_GRACE_MS};
+use crate::handlers::now_ms;
+use crate::shard_context::Shard;
+
+/// How often a shard checks the shutdown flag set by the signal handler.
+const SHUTDOWN_POLL_MS: u64 = 100;
+
+/// Serves until SIGTERM, then stops accepting, lets connections finish their request, flushes
+/// every log. Returns false if a log could not be flushed.
+pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
+    let listener = match TcpListener::bind(shard.broker.config.listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(shard = shard.id(), error = %e, "cannot listen");
+            shard.broker.shutting_down.store(true, std::sync::atomic::Ordering::Release);
+            return false;
+        }
+    };
+    let maintenance = glommio::spawn_local(maintain_logs(shard.clone()));
+    let acceptor = glommio::spawn_local(accept_connections(shard.clone(), listener));
+    while !shard.broker.is_shutting_down() {
+        glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
+    }
+    drop(acceptor); // stops accepting
+    drop(maintenance);
+    shard.shutdown.notify_all();
+    shard.appended.notify_all();
+    let started = std::time::Instant::now();
+    while shard.connections.get() > 0 && started.elapsed() < Duration::from_millis(SHUTDOWN_GRACE_MS) {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    shard.close_all().await
+}
+
+async fn accept_connections(shard: Rc<Shard>, listener: TcpListener) {
+    let limit = (shard.broker.config.max_connections / shard.router.shard_count()).max(1);
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shard.connections.get() >= limit {
+            tracing::warn!(limit, "max.connections reached on this shard; refusing a connection");
+            drop(stream);
+            continue;
+        }
+        shard.connections.set(shard.connections.get() + 1);
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            connection::serve(shard.clone(), stream).await;
+            shard.connections.set(shard.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Retention every `log.retention.check.interval.ms`, time-based flush every
+/// `log.flush.scheduler.interval.ms`, for the partitions this shard owns.
+async fn maintain_logs(shard: Rc<Shard>) {
+    let config = &shard.broker.config;
+    let flush_every = Duration::from_millis(config.log_flush_scheduler_interval_ms.max(10));
+    let retention_every_ms = config.log_retention_check_interval_ms.max(10) as i64;
+    let mut last_retention_ms = now_ms();
+    loop {
+        glommio::timer::sleep(flush_every).await;
+        let now = now_ms();
+        let check_retention = now - last_retention_ms >= retention_every_ms;
+        if check_retention {
+            last_retention_ms = now;
+        }
+        for ((topic, partition), handle) in shard.open_partitions() {
+            let mut log = handle.log.write().await.expect("partition lock");
+            if let Err(e) = log.maybe_flush_on_time(now).await {
+                tracing::error!(topic, partition, error = %e, "time-based flush failed");
+            }
+            if check_retention {
+                if let Err(e) = log.apply_retention(now).await {
+                    tracing::error!(topic, partition, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+}

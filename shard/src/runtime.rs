@@ -1,0 +1,148 @@
+//! Starting the shards and calling from one to another.
+//!
+//! A cross-shard call ships a `Send` closure to the owning shard over the channel mesh; the owner
+//! runs the future it makes (with the owner's shard-local context, which never leaves its thread)
+//! and sends the result back over a oneshot. Payloads travel as `Bytes`, so a produce routed to
+//! another shard moves its record bytes without copying them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use futures_lite::StreamExt;
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::{LocalExecutorBuilder, Placement};
+
+/// Bound on calls queued from one shard to another; a full queue makes the caller wait.
+const CALL_QUEUE_DEPTH: usize = 1024;
+
+type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+/// Work for another shard: given that shard's context, make the future to run there.
+pub struct ShardCall<C>(Box<dyn FnOnce(Rc<C>) -> LocalFuture + Send>);
+
+/// How shards are placed on CPUs.
+#[derive(Debug, Clone)]
+pub enum ShardPlacement {
+    /// One shard per listed CPU, pinned.
+    Pinned(Vec<usize>),
+    /// This many shards, unpinned (tests may run more shards than cores).
+    Unpinned(usize),
+}
+
+impl ShardPlacement {
+    pub fn shard_count(&self) -> usize {
+        match self {
+            ShardPlacement::Pinned(cpus) => cpus.len(),
+            ShardPlacement::Unpinned(count) => *count,
+        }
+    }
+}
+
+/// A shard's handle on every other shard.
+pub struct Router<C> {
+    shard_id: usize,
+    shard_count: usize,
+    senders: Senders<ShardCall<C>>,
+    local: std::cell::OnceCell<Rc<C>>,
+}
+
+impl<C: 'static> Router<C> {
+    pub fn shard_id(&self) -> usize {
+        self.shard_id
+    }
+    pub fn shard_count(&self) -> usize {
+        self.shard_count
+    }
+
+    /// Runs `work` on shard `shard` with that shard's context and returns its result. On the
+    /// calling shard itself the work runs inline, without a channel.
+    pub async fn call<T, F, Fut>(&self, shard: usize, work: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<C>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        if shard == self.shard_id {
+            let context = self.local.get().expect("shard context installed").clone();
+            return work(context).await;
+        }
+        let (reply, answer) = futures_channel::oneshot::channel();
+        let call = ShardCall(Box::new(move |context: Rc<C>| -> LocalFuture {
+            Box::pin(async move {
+                let _ = reply.send(work(context).await);
+            })
+        }));
+        if self.senders.send_to(shard, call).await.is_err() {
+            panic!("shard {shard} stopped while shard {} still calls it", self.shard_id);
+        }
+        answer.await.unwrap_or_else(|_| panic!("shard {shard} dropped a call from shard {}", self.shard_id))
+    }
+}
+
+/// Starts one executor per shard. On each, `make_context(router)` builds the shard-local context
+/// (it may open logs, bind listeners...) and `run(context)` is the shard's main task; calls from
+/// other shards are served until every shard's main task has returned. Blocks until then.
+pub fn start_shards<C, M, MFut, R, RFut>(placement: ShardPlacement, make_context: M, run: R) -> Result<(), String>
+where
+    C: 'static,
+    M: Fn(Rc<Router<C>>) -> MFut + Clone + Send + 'static,
+    MFut: Future<Output = Rc<C>> + 'static,
+    R: Fn(Rc<C>) -> RFut + Clone + Send + 'static,
+    RFut: Future<Output = ()> + 'static,
+{
+    let shard_count = placement.shard_count();
+    let mesh = MeshBuilder::<ShardCall<C>, _>::full(shard_count, CALL_QUEUE_DEPTH);
+    // A second mesh only to agree that every shard has finished its main task before any stops
+    // serving calls (a shard that stopped early would strand calls to it).
+    let done_mesh = MeshBuilder::<(), _>::full(shard_count, 1);
+    let mut handles = Vec::new();
+    for index in 0..shard_count {
+        let placement_for_shard = match &placement {
+            ShardPlacement::Pinned(cpus) => Placement::Fixed(cpus[index]),
+            ShardPlacement::Unpinned(_) => Placement::Unbound,
+        };
+        let (mesh, done_mesh, make_context, run) = (mesh.clone(), done_mesh.clone(), make_context.clone(), run.clone());
+        let handle = LocalExecutorBuilder::new(placement_for_shard)
+            .name("shard")
+            .spawn(move || async move {
+                let (senders, mut receivers) = mesh.join().await.expect("join the shard mesh");
+                let (done_senders, done_receivers) = done_mesh.join().await.expect("join the done mesh");
+                let shard_id = senders.peer_id();
+                let router = Rc::new(Router {
+                    shard_id,
+                    shard_count,
+                    senders,
+                    local: std::cell::OnceCell::new(),
+                });
+                let context = make_context(router.clone()).await;
+                let _ = router.local.set(context.clone());
+                let mut servers = Vec::new();
+                for (_, mut stream) in receivers.streams() {
+                    let context = context.clone();
+                    servers.push(glommio::spawn_local(async move {
+                        while let Some(ShardCall(work)) = stream.next().await {
+                            glommio::spawn_local(work(context.clone())).detach();
+                        }
+                    }));
+                }
+                run(context).await;
+                for peer in 0..shard_count {
+                    if peer != shard_id {
+                        let _ = done_senders.send_to(peer, ()).await;
+                    }
+                }
+                for peer in 0..shard_count {
+                    if peer != shard_id {
+                        let _ = done_receivers.recv_from(peer).await;
+                    }
+                }
+                drop(servers);
+            })
+            .map_err(|e| format!("starting shard {index}: {e}"))?;
+        handles.push(handle);
+    }
+    for handle in handles {
+        handle.join().map_err(|e| format!("a shard failed: {e}"))?;
+    }
+    Ok(())
+}
