@@ -55,7 +55,8 @@ fn main() {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let colors = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colors).with_writer(std::io::stderr).init();
 }
 
 fn run(cli: Cli) -> Result<(), String> {
@@ -179,13 +180,41 @@ fn lock_log_dirs(log_dirs: &LogDirs) -> Result<Vec<std::fs::File>, String> {
 }
 
 /// glommio binds with SO_REUSEPORT, which would let a second broker share the port silently and
-/// steal half the connections. A plain bind first fails if anyone holds the port.
+/// steal half the connections. So before binding, look for a socket already listening on the
+/// port in the kernel's table. (A probe bind would also trip over the dead connections a killed
+/// broker leaves in FIN_WAIT, and a probe listen would accept clients that arrive too early.)
+///
+/// A broker killed with SIGKILL keeps its listening socket in the kernel until its io_uring is
+/// torn down, which can take a moment; so a listener that goes away within
+/// `PORT_RELEASE_WAIT_MS` is waited for rather than reported.
 fn probe_port(config: &BrokerConfig) -> Result<(), String> {
-    match std::net::TcpListener::bind(config.listener) {
-        Ok(probe) => {
-            drop(probe);
-            Ok(())
+    const PORT_RELEASE_WAIT_MS: u64 = 10_000;
+    let started = std::time::Instant::now();
+    loop {
+        match port_listener_check(config) {
+            Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() > std::time::Duration::from_millis(PORT_RELEASE_WAIT_MS) => return Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
-        Err(e) => Err(format!("cannot listen on {}: {e} (is another broker running on this port?)", config.listener)),
     }
+}
+
+fn port_listener_check(config: &BrokerConfig) -> Result<(), String> {
+    const TCP_LISTEN_STATE: &str = "0A";
+    let port = config.listener.port();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else { continue };
+            let listening_port = local.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if *state == TCP_LISTEN_STATE && listening_port == Some(port) {
+                return Err(format!(
+                    "cannot listen on {}: Address already in use (another process listens on port {port}; is another broker running?)",
+                    config.listener
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -41,6 +41,8 @@ pub struct Shard {
 #[derive(Debug)]
 pub enum PartitionError {
     UnknownTopicOrPartition,
+    /// The broker is stopping: logs are being closed and no partition is opened any more.
+    ShuttingDown,
     Storage(StorageError),
 }
 
@@ -72,6 +74,9 @@ impl Shard {
         if let Some(found) = self.partitions.borrow().get(&key) {
             return Ok(found.clone());
         }
+        if self.broker.is_shutting_down() {
+            return Err(PartitionError::ShuttingDown);
+        }
         let overrides = {
             let topics = self.broker.topics.read().unwrap();
             match topics.get(topic) {
@@ -97,6 +102,11 @@ impl Shard {
         let opened = Rc::new(Partition { log: RwLock::new(log), producers: RefCell::new(producers) });
         self.partitions.borrow_mut().insert(key, opened.clone());
         Ok(opened)
+    }
+
+    /// The partition if this shard has it open; never opens one.
+    pub fn open_partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(&(topic.to_string(), partition)).cloned()
     }
 
     /// Opens every partition this shard owns that exists on disk (recovery runs at start, not at

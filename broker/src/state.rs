@@ -23,6 +23,8 @@ pub struct BrokerState {
     pub clean_shutdown: bool,
     /// Set by SIGTERM/SIGINT (signal-hook writes it from the handler).
     pub shutting_down: Arc<AtomicBool>,
+    /// Shards that have bound the listener; the last one logs that the broker is ready.
+    pub shards_listening: std::sync::atomic::AtomicUsize,
     next_producer_id: AtomicI64,
     producer_id_block_end: Mutex<i64>,
     producer_id_file: PathBuf,
@@ -39,6 +41,7 @@ impl BrokerState {
             cluster_id,
             clean_shutdown,
             shutting_down: Arc::new(AtomicBool::new(false)),
+            shards_listening: std::sync::atomic::AtomicUsize::new(0),
             next_producer_id: AtomicI64::new(start),
             producer_id_block_end: Mutex::new(start),
             producer_id_file,

@@ -24,6 +24,11 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
             return false;
         }
     };
+    let listening = shard.broker.shards_listening.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+    if listening == shard.router.shard_count() {
+        // Tests and scripts wait for this line: every shard accepts from here on.
+        tracing::info!(listener = %shard.broker.config.listener, "broker ready");
+    }
     let maintenance = glommio::spawn_local(maintain_logs(shard.clone()));
     let acceptor = glommio::spawn_local(accept_connections(shard.clone(), listener));
     while !shard.broker.is_shutting_down() {

@@ -1,2 +1,189 @@
-//! End-to-end tests that start the real broker binary and drive it with third-party Kafka
-//! clients. Arrive with the standalone broker issue.
+//! End-to-end harness: starts the real broker binary on a free port with its own data directory,
+//! and stops it (SIGTERM, or SIGKILL for crash tests) even when a test fails.
+
+pub mod wire;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The line the broker logs once every shard accepts connections.
+const READY_LINE: &str = "broker ready";
+/// How long a broker may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn broker_binary() -> PathBuf {
+    // Test executables live in target/<profile>/deps; the broker binary one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let path = exe.parent().and_then(Path::parent).expect("target dir").join("broker");
+    assert!(path.exists(), "{} is missing: build the workspace first (cargo test --workspace builds it)", path.display());
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("e2e-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A broker process. Dropping it kills the process (SIGKILL) if it still runs.
+pub struct Broker {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub shards: usize,
+    pub overrides: Vec<String>,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker with `shards` unpinned shards and `overrides` (key=value) in `data_dir`.
+    pub fn start(data_dir: &Path, shards: usize, overrides: &[&str]) -> Broker {
+        let mut broker = Broker {
+            port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            shards,
+            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log_path: data_dir.join(format!("broker-{}.log", std::process::id())),
+        };
+        broker.spawn();
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.bootstrap().parse().unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn spawn(&mut self) {
+        let logs = self.data_dir.join("logs");
+        let mut command = Command::new(broker_binary());
+        command
+            .arg("--shards")
+            .arg(self.shards.to_string())
+            .arg("--override")
+            .arg(format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port))
+            .arg("--override")
+            .arg(format!("log.dirs={}", logs.display()));
+        for item in &self.overrides {
+            command.arg("--override").arg(item);
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        command.stdout(Stdio::null()).stderr(log).env("RUST_LOG", "info,glommio=warn");
+        let ready_before = self.log().matches(READY_LINE).count();
+        self.child = Some(command.spawn().expect("start the broker binary"));
+        let started = Instant::now();
+        // Wait for the broker's own word: a connect could reach the socket of a killed
+        // predecessor that the kernel has not torn down yet.
+        while self.log().matches(READY_LINE).count() == ready_before || TcpStream::connect(self.address()).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("broker exited at start with {status}:\n{}", self.log());
+            }
+            assert!(started.elapsed() < START_TIMEOUT, "broker did not listen within {START_TIMEOUT:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The broker's stderr so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> i32 {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), libc::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("broker did not stop within 30 s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill_9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), libc::SIGKILL);
+        let _ = child.wait();
+    }
+
+    /// Starts the same broker again (same port, data, options).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a child we started.
+    unsafe { libc::kill(pid as i32, signal) };
+}
+
+/// Runs a command with a time limit (killed past it); returns (success, stdout, stderr).
+pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> (bool, String, String) {
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the command");
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let (timed_out, output) = match receiver.recv_timeout(timeout) {
+        Ok(output) => (false, output),
+        Err(_) => {
+            signal(pid, libc::SIGKILL);
+            (true, receiver.recv().expect("the waiter thread answers"))
+        }
+    };
+    let output = output.expect("wait for the command");
+    let mut stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if timed_out {
+        stderr.push_str(&format!("\n(killed after {timeout:?})"));
+    }
+    (!timed_out && output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+}

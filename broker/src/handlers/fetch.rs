@@ -136,7 +136,7 @@ async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64)],
 async fn wait_on_owner(shard: &Shard, positions: Vec<(String, i32, i64)>, wait: Duration) {
     let ticket = shard.appended.ticket();
     for (topic, partition, offset) in &positions {
-        if let Ok(handle) = shard.partition(topic, *partition).await {
+        if let Some(handle) = shard.open_partition(topic, *partition) {
             if handle.log.read().await.expect("partition lock").log_end_offset() > *offset {
                 return;
             }
