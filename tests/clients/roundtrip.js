@@ -47,7 +47,7 @@ async function produce(kafka, args) {
   const admin = kafka.admin();
   const producer = kafka.producer({
     idempotent: args.idempotent,
-    createPartitioner: Partitioners.DefaultPartitioner, // Java's murmur2, as the other clients
+    createPartitioner: Partitioners.DefaultPartitioner, // murmur2, as the Java client and kafka-python
   });
   try {
     await admin.connect();

@@ -96,10 +96,23 @@ fn keyed_round_trip_four_shards() {
 fn every_compression_codec_is_stored_as_sent() {
     let dir = TempDir::new("codecs");
     let broker = Broker::start(&dir.0, 4, &["num.partitions=3"]);
-    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+    for (codec, codec_id) in [("gzip", 1), ("snappy", 2), ("lz4", 3), ("zstd", 4)] {
         let topic = format!("codec-{codec}");
         kcat_produce(&broker, &topic, 0..200, codec);
         check(&kcat_consume(&broker, &topic), 200, 3);
+        // librdkafka 2.0.2 compresses only for brokers that advertise Produce v2 / Fetch v2
+        // ("MsgVer1"), which the kafka-protocol crate no longer decodes, so Debian's kcat sends
+        // these uncompressed: check only that no other codec shows up. The newer clients'
+        // tests (tests/clients.rs) check that compressed batches are stored as sent.
+        let _ = codec_id;
+        for partition in 0..3 {
+            let segment = dir.0.join(format!("logs/{topic}-{partition}/00000000000000000000.log"));
+            let bytes = std::fs::read(&segment).unwrap();
+            for batch in storage::batch::split_batches(&bytes).unwrap() {
+                let header = storage::batch::validate(batch, storage::batch::Validation::FromLog).unwrap();
+                assert!([0, codec_id].contains(&header.compression_codec()), "{codec}: codec {} in {}", header.compression_codec(), segment.display());
+            }
+        }
     }
 }
 
