@@ -104,7 +104,6 @@ fn every_compression_codec_is_stored_as_sent() {
         // ("MsgVer1"), which the kafka-protocol crate no longer decodes, so Debian's kcat sends
         // these uncompressed: check only that no other codec shows up. The newer clients'
         // tests (tests/clients.rs) check that compressed batches are stored as sent.
-        let _ = codec_id;
         for partition in 0..3 {
             let segment = dir.0.join(format!("logs/{topic}-{partition}/00000000000000000000.log"));
             let bytes = std::fs::read(&segment).unwrap();

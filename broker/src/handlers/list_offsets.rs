@@ -45,21 +45,19 @@ async fn lookup(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> (
         Err(e) => return (partition_error_code(&e), -1, -1),
     };
     let log = handle.log.read().await.expect("partition lock");
-    match timestamp {
-        LATEST => (0, log.log_end_offset(), -1),
-        EARLIEST => (0, log.log_start_offset(), -1),
+    let target = match timestamp {
+        LATEST => return (0, log.log_end_offset(), -1),
+        EARLIEST => return (0, log.log_start_offset(), -1),
+        // The offset of the record with the largest timestamp: the first one reaching it.
         MAX_TIMESTAMP => match log.max_timestamp() {
-            Some(max) => match log.offset_for_timestamp(max).await {
-                Ok(Some((offset, ts))) => (0, offset, ts),
-                Ok(None) => (0, -1, -1),
-                Err(e) => (storage_error_code(&e), -1, -1),
-            },
-            None => (0, -1, -1),
+            Some(max) => max,
+            None => return (0, -1, -1),
         },
-        target => match log.offset_for_timestamp(target).await {
-            Ok(Some((offset, ts))) => (0, offset, ts),
-            Ok(None) => (0, -1, -1),
-            Err(e) => (storage_error_code(&e), -1, -1),
-        },
+        target => target,
+    };
+    match log.offset_for_timestamp(target).await {
+        Ok(Some((offset, found))) => (0, offset, found),
+        Ok(None) => (0, -1, -1),
+        Err(e) => (storage_error_code(&e), -1, -1),
     }
 }
