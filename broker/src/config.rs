@@ -31,18 +31,28 @@ pub struct BrokerConfig {
     pub log_defaults: LogConfig,
     pub cleanup_policy: String,
     pub min_insync_replicas: i32,
+    /// Consumer groups: Kafka's `group.*`, `offsets.*` and `offset.metadata.max.bytes`.
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_max_size: usize,
+    pub offset_metadata_max_bytes: usize,
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_segment_bytes: u64,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 /// Keys of Apache Kafka's broker config that tune machinery this broker does not have (threads
 /// pools, JVM-side buffers, security we do not offer yet). Accepted and ignored with a log line.
 const IGNORED_KAFKA_KEYS: &[&str] = &[
     "num.network.threads", "num.io.threads", "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
-    "num.recovery.threads.per.data.dir", "offsets.topic.replication.factor", "offsets.topic.num.partitions",
-    "transaction.state.log.replication.factor", "transaction.state.log.min.isr", "group.initial.rebalance.delay.ms",
+    "num.recovery.threads.per.data.dir", "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor", "transaction.state.log.min.isr",
     "zookeeper.connection.timeout.ms", "zookeeper.session.timeout.ms", "log.cleaner.enable", "log.cleaner.threads",
-    "num.replica.fetchers", "replica.lag.time.max.ms", "unclean.leader.election.enable", "offsets.retention.minutes",
+    "num.replica.fetchers", "replica.lag.time.max.ms", "unclean.leader.election.enable",
     "listener.security.protocol.map", "inter.broker.listener.name", "queued.max.requests", "background.threads",
-    "compression.type", "log.preallocate", "group.min.session.timeout.ms", "group.max.session.timeout.ms",
+    "compression.type", "log.preallocate",
     "confluent.support.metrics.enable", "log.message.format.version", "inter.broker.protocol.version",
 ];
 
@@ -112,6 +122,15 @@ impl BrokerConfig {
             log_defaults: LogConfig::default(),
             cleanup_policy: "delete".into(),
             min_insync_replicas: 1,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: i32::MAX as usize,
+            offset_metadata_max_bytes: 4096,
+            offsets_topic_num_partitions: 50,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
         };
         let mut advertised: Option<(String, u16)> = None;
         // Kafka's precedence: ms over minutes over hours.
@@ -164,6 +183,15 @@ impl BrokerConfig {
                 "log.flush.interval.ms" => config.log_defaults.flush_ms = parse_number(key, v)?,
                 "log.flush.scheduler.interval.ms" => config.log_flush_scheduler_interval_ms = parse_number(key, v)?,
                 "log.cleanup.policy" => config.cleanup_policy = parse_cleanup_policy(key, v)?,
+                "group.initial.rebalance.delay.ms" => config.group_initial_rebalance_delay_ms = parse_number(key, v)?,
+                "group.min.session.timeout.ms" => config.group_min_session_timeout_ms = parse_number(key, v)?,
+                "group.max.session.timeout.ms" => config.group_max_session_timeout_ms = parse_number(key, v)?,
+                "group.max.size" => config.group_max_size = parse_number(key, v)?,
+                "offset.metadata.max.bytes" => config.offset_metadata_max_bytes = parse_number(key, v)?,
+                "offsets.topic.num.partitions" => config.offsets_topic_num_partitions = parse_number(key, v)?,
+                "offsets.topic.segment.bytes" => config.offsets_topic_segment_bytes = parse_number(key, v)?,
+                "offsets.retention.minutes" => config.offsets_retention_ms = parse_number::<i64>(key, v)? * 60_000,
+                "offsets.retention.check.interval.ms" => config.offsets_retention_check_interval_ms = parse_number(key, v)?,
                 "log.message.timestamp.type" => config.log_defaults.timestamp_type = parse_timestamp_type(key, v)?,
                 ignored if IGNORED_KAFKA_KEYS.contains(&ignored) => {
                     tracing::info!(key, value = v, "Kafka config key accepted and ignored by this broker");
@@ -195,6 +223,15 @@ impl BrokerConfig {
             return Err(format!("num.partitions={} must be at least 1", self.num_partitions));
         }
         validate_log_config(&self.log_defaults)?;
+        if self.offsets_topic_num_partitions < 1 {
+            return Err("offsets.topic.num.partitions must be at least 1".into());
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err("group.min.session.timeout.ms must not exceed group.max.session.timeout.ms".into());
+        }
+        if self.group_max_size < 1 {
+            return Err("group.max.size must be at least 1".into());
+        }
         if self.socket_request_max_bytes < 1024 {
             return Err("socket.request.max.bytes must be at least 1024".into());
         }

@@ -23,6 +23,8 @@ enum Next {
 
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    // Kafka reports a member's host as "/<ip>" (Java's InetAddress.toString).
+    let client_host = stream.peer_addr().map(|a| format!("/{}", a.ip())).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let max_request_bytes = shard.broker.config.socket_request_max_bytes;
     loop {
@@ -51,7 +53,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             Next::Frame(frame) => frame,
             Next::Closed | Next::Shutdown => break,
         };
-        match dispatch(&shard, frame).await {
+        match dispatch(&shard, frame, &client_host).await {
             Outcome::Respond(bytes) => {
                 if let Err(e) = stream.write_all(&bytes).await {
                     tracing::debug!(peer, error = %e, "client went away before its response");

@@ -3,6 +3,7 @@
 
 mod config;
 mod connection;
+mod groups;
 mod handlers;
 mod producer_state;
 mod shard_context;
@@ -111,6 +112,7 @@ fn run(cli: Cli) -> Result<(), String> {
             async move {
                 let shard = Rc::new(Shard::new(router, broker));
                 shard.open_existing_partitions().await;
+                groups::coordinator::load(&shard).await;
                 shard
             }
         }

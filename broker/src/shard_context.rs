@@ -12,6 +12,7 @@ use shard::shards_table::shard_for_partition;
 use shard::Router;
 use storage::{Log, StorageError};
 
+use crate::groups::GroupCoordinator;
 use crate::producer_state::ProducerStateTable;
 use crate::state::BrokerState;
 use crate::topics::log_config_for;
@@ -35,6 +36,8 @@ pub struct Shard {
     pub shutdown: Notify,
     /// Open connections on this shard, bounded by `max.connections` / shard count.
     pub connections: std::cell::Cell<usize>,
+    /// The consumer groups whose `__consumer_offsets` partition this shard owns.
+    pub groups: GroupCoordinator,
 }
 
 /// Why a partition cannot be served.
@@ -56,6 +59,7 @@ impl Shard {
             appended: Notify::default(),
             shutdown: Notify::default(),
             connections: std::cell::Cell::new(0),
+            groups: GroupCoordinator::default(),
         }
     }
 

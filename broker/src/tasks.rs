@@ -7,6 +7,7 @@ use std::time::Duration;
 use glommio::net::TcpListener;
 
 use crate::connection::{self, SHUTDOWN_GRACE_MS};
+use crate::groups::coordinator;
 use crate::handlers::now_ms;
 use crate::shard_context::Shard;
 
@@ -30,19 +31,46 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
         tracing::info!(listener = %shard.broker.config.listener, "broker ready");
     }
     let maintenance = glommio::spawn_local(maintain_logs(shard.clone()));
+    let group_timers = glommio::spawn_local(expire_group_members(shard.clone()));
+    let offsets_writer = glommio::spawn_local(coordinator::run_writer(shard.clone()));
     let acceptor = glommio::spawn_local(accept_connections(shard.clone(), listener));
     while !shard.broker.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
     drop(acceptor); // stops accepting
     drop(maintenance);
+    drop(group_timers);
     shard.shutdown.notify_all();
     shard.appended.notify_all();
+    coordinator::fail_waiting(&shard);
     let started = std::time::Instant::now();
     while shard.connections.get() > 0 && started.elapsed() < Duration::from_millis(SHUTDOWN_GRACE_MS) {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    // Queued offset commits and group records reach the log before it is flushed.
+    coordinator::close_writes(&shard);
+    offsets_writer.await;
     shard.close_all().await
+}
+
+/// How often member sessions, rebalance deadlines and the initial delay are checked: the
+/// granularity of every group timer.
+const GROUP_TIMER_TICK_MS: u64 = 50;
+
+/// Session timeouts and rebalance deadlines of this shard's groups; `offsets.retention.minutes`
+/// every `offsets.retention.check.interval.ms`.
+async fn expire_group_members(shard: Rc<Shard>) {
+    let retention_every_ms = shard.broker.config.offsets_retention_check_interval_ms.max(10) as i64;
+    let mut last_retention_ms = now_ms();
+    loop {
+        glommio::timer::sleep(Duration::from_millis(GROUP_TIMER_TICK_MS)).await;
+        coordinator::expire(&shard, std::time::Instant::now());
+        let now = now_ms();
+        if now - last_retention_ms >= retention_every_ms {
+            last_retention_ms = now;
+            coordinator::expire_offsets(&shard, now);
+        }
+    }
 }
 
 async fn accept_connections(shard: Rc<Shard>, listener: TcpListener) {

@@ -94,6 +94,13 @@ pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String
             other => return Err(format!("unknown topic config {other:?}")),
         }
     }
+    let policy = overrides.get("cleanup.policy").unwrap_or(&broker.cleanup_policy);
+    if !policy.split(',').any(|p| p.trim() == "delete") {
+        // A compact-only topic keeps every key's latest value: nothing goes by age or size.
+        // (Compaction itself is not implemented yet: such a log only grows.)
+        log.retention_ms = -1;
+        log.retention_bytes = -1;
+    }
     validate_log_config(&log)?;
     Ok(log)
 }

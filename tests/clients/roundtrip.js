@@ -3,8 +3,7 @@
 // roundtrip.py). Exit 0 and one `roundtrip ok` line on success; the reason on stderr and
 // exit 1 on failure.
 //
-// kafkajs consumes only through a consumer group, which the broker does not implement
-// yet: until it does, only `--phase produce` can pass.
+// kafkajs consumes only through a consumer group (subscribe with a group id).
 'use strict';
 const { parseArgs } = require('node:util');
 const { Kafka, CompressionTypes, Partitioners, logLevel } = require('kafkajs');

@@ -4,7 +4,7 @@
 Run with tests/clients/.venv/bin/python (setup.sh makes it). Exit 0 and one `roundtrip ok`
 line on success; the reason on stderr and exit 1 on failure.
 
-Consuming uses assign() and never commits: the broker has no group APIs yet.
+Consuming uses assign() and never commits: groups.py covers consumer groups.
 """
 import argparse
 import faulthandler

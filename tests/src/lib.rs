@@ -187,3 +187,23 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> (bool, Stri
     }
     (!timed_out && output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
 }
+
+/// Most of the topic's bytes on disk (3 partitions) are batches compressed with `codec_id`, and
+/// none carries another codec: the client compressed and the broker stored the batches as sent.
+/// (Clients send a batch uncompressed when compressing would not shrink it, so not every one.)
+pub fn assert_stored_compressed(dir: &TempDir, topic: &str, codec_id: i16) {
+    let (mut compressed_bytes, mut total_bytes) = (0, 0);
+    for partition in 0..3 {
+        let segment = dir.0.join(format!("logs/{topic}-{partition}/00000000000000000000.log"));
+        let bytes = std::fs::read(&segment).unwrap();
+        for batch in storage::batch::split_batches(&bytes).unwrap() {
+            let header = storage::batch::validate(batch, storage::batch::Validation::FromLog).unwrap();
+            assert!([0, codec_id].contains(&header.compression_codec()), "{topic}: codec {}", header.compression_codec());
+            total_bytes += batch.len();
+            if header.compression_codec() == codec_id {
+                compressed_bytes += batch.len();
+            }
+        }
+    }
+    assert!(compressed_bytes * 2 > total_bytes, "{topic}: only {compressed_bytes} of {total_bytes} bytes compressed");
+}

@@ -176,3 +176,91 @@ fn bad_frames_close_only_their_connection() {
     }
     assert_eq!(broker.stop(), 0);
 }
+
+/// A request header v1 (key, version, correlation id, client id) followed by `body`.
+fn raw_request(api_key: ApiKey, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(api_key as i16).to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&correlation_id.to_be_bytes());
+    frame.extend_from_slice(&4i16.to_be_bytes());
+    frame.extend_from_slice(b"test");
+    frame.extend_from_slice(body);
+    frame
+}
+
+fn put_string(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as i16).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// Produce v0-v2 and Fetch v0-v3 are advertised (librdkafka 2.0 compresses gzip, snappy and lz4
+/// only towards brokers that do). Produce v0-v2 with a RecordBatch v2 is appended; a message set
+/// v1 is refused with UNSUPPORTED_FOR_MESSAGE_FORMAT; Fetch v0-v3 get UNSUPPORTED_VERSION per
+/// partition, as Kafka answers when it does not down-convert.
+#[test]
+fn produce_v0_v2_and_fetch_v0_v3_are_served_by_hand() {
+    let dir = TempDir::new("pre-v3");
+    let broker = Broker::start(&dir.0, 2, &[]);
+    let mut connection = Connection::open(broker.address());
+    assert_eq!(create_topic(&mut connection, "old", 1), 0);
+
+    let produce_old = |version: i16, records: &[u8]| {
+        let mut body = Vec::new();
+        body.extend_from_slice(&1i16.to_be_bytes()); // acks
+        body.extend_from_slice(&5000i32.to_be_bytes()); // timeout
+        body.extend_from_slice(&1i32.to_be_bytes());
+        put_string(&mut body, "old");
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes()); // partition
+        body.extend_from_slice(&(records.len() as i32).to_be_bytes());
+        body.extend_from_slice(records);
+        raw_request(ApiKey::Produce, version, 7, &body)
+    };
+    // Response: correlation id, [topic [partition, error, base offset, (v2) log append time]],
+    // (v1+) throttle.
+    let read_produce = |connection: &mut Connection, version: i16| {
+        let frame = connection.read_frame().expect("a Produce response");
+        assert_eq!(frame.len(), 4 + 4 + 5 + 4 + 14 + if version >= 2 { 8 } else { 0 } + if version >= 1 { 4 } else { 0 });
+        assert_eq!(i32::from_be_bytes(frame[0..4].try_into().unwrap()), 7);
+        let name_end = 4 + 4 + 2 + 3;
+        let partition = &frame[name_end + 4..];
+        let error = i16::from_be_bytes(partition[4..6].try_into().unwrap());
+        let base_offset = i64::from_be_bytes(partition[6..14].try_into().unwrap());
+        (error, base_offset)
+    };
+    for version in 0..=2i16 {
+        connection.send_frame(&produce_old(version, &build_batch(3, 100, 1_000, 7)));
+        assert_eq!(read_produce(&mut connection, version), (0, 3 * version as i64));
+    }
+    let mut message_set_v1 = build_batch(1, 100, 1_000, 7);
+    message_set_v1[16] = 1;
+    connection.send_frame(&produce_old(2, &message_set_v1));
+    assert_eq!(read_produce(&mut connection, 2).0, code(ResponseError::UnsupportedForMessageFormat));
+    let (error, high_watermark, _) = fetch(&mut connection, "old", 0, 0);
+    assert_eq!((error, high_watermark), (0, 9), "the RecordBatch v2 produces landed, the v1 message set did not");
+
+    for version in 0..=3i16 {
+        let mut body = Vec::new();
+        body.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+        body.extend_from_slice(&0i32.to_be_bytes()); // max wait
+        body.extend_from_slice(&0i32.to_be_bytes()); // min bytes
+        if version == 3 {
+            body.extend_from_slice(&(1i32 << 20).to_be_bytes()); // max bytes
+        }
+        body.extend_from_slice(&1i32.to_be_bytes());
+        put_string(&mut body, "old");
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes()); // partition
+        body.extend_from_slice(&0i64.to_be_bytes()); // fetch offset
+        body.extend_from_slice(&(1i32 << 20).to_be_bytes());
+        connection.send_frame(&raw_request(ApiKey::Fetch, version, 9, &body));
+        let frame = connection.read_frame().expect("a Fetch response");
+        // correlation id, (v1+) throttle, topic count, "old", partition count, partition, error
+        let error_at = 4 + if version >= 1 { 4 } else { 0 } + 4 + 2 + 3 + 4 + 4;
+        assert_eq!(i16::from_be_bytes(frame[error_at..error_at + 2].try_into().unwrap()), code(ResponseError::UnsupportedVersion));
+    }
+    // A truncated Fetch v3 closes only that connection.
+    connection.send_frame(&raw_request(ApiKey::Fetch, 3, 10, &[0, 0, 0]));
+    assert!(connection.is_closed_by_peer());
+}

@@ -144,3 +144,71 @@ async fn wait_on_owner(shard: &Shard, positions: Vec<(String, i32, i64)>, wait: 
     }
     Notify::wait(ticket, wait).await;
 }
+
+/// Fetch v0-v3 (before KIP-98) carry message sets v0/v1, and we store only RecordBatch v2.
+/// Kafka with `message.downconversion.enable=false` answers such fetches with UNSUPPORTED_VERSION
+/// per partition; so do we. Hand-written: kafka-protocol 0.18 has no schema before v4. Returns
+/// `Close` for a frame that does not parse.
+pub fn answer_pre_v4(mut body: Bytes, version: i16, correlation_id: i32) -> super::Outcome {
+    use bytes::{Buf, BufMut, BytesMut};
+    fn take_string(body: &mut Bytes) -> Option<Bytes> {
+        if body.remaining() < 2 {
+            return None;
+        }
+        let length = body.get_i16();
+        if length < 0 || body.remaining() < length as usize {
+            return None;
+        }
+        Some(body.split_to(length as usize))
+    }
+    let fixed_bytes = if version >= 3 { 16 } else { 12 }; // replica, max wait, min bytes[, max bytes]
+    let mut topics: Vec<(Bytes, Vec<i32>)> = Vec::new();
+    let parsed = (|| {
+        if body.remaining() < fixed_bytes + 4 {
+            return None;
+        }
+        body.advance(fixed_bytes);
+        let topic_count = body.get_i32();
+        for _ in 0..topic_count.max(0) {
+            let name = take_string(&mut body)?;
+            if body.remaining() < 4 {
+                return None;
+            }
+            let partition_count = body.get_i32();
+            let mut partitions = Vec::new();
+            for _ in 0..partition_count.max(0) {
+                if body.remaining() < 16 {
+                    return None; // partition i32, fetch offset i64, partition max bytes i32
+                }
+                partitions.push(body.get_i32());
+                body.advance(12);
+            }
+            topics.push((name, partitions));
+        }
+        Some(())
+    })();
+    if parsed.is_none() {
+        return super::Outcome::Close(format!("bad Fetch v{version} request"));
+    }
+    let mut response = BytesMut::new();
+    response.put_i32(0); // length, filled in below
+    response.put_i32(correlation_id);
+    if version >= 1 {
+        response.put_i32(0); // throttle_time_ms
+    }
+    response.put_i32(topics.len() as i32);
+    for (name, partitions) in topics {
+        response.put_i16(name.len() as i16);
+        response.put_slice(&name);
+        response.put_i32(partitions.len() as i32);
+        for partition in partitions {
+            response.put_i32(partition);
+            response.put_i16(kafka_protocol::ResponseError::UnsupportedVersion.code());
+            response.put_i64(-1); // high watermark
+            response.put_i32(0); // no records
+        }
+    }
+    let length = (response.len() - 4) as i32;
+    response[0..4].copy_from_slice(&length.to_be_bytes());
+    super::Outcome::Respond(response)
+}

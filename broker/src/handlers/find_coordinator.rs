@@ -1,4 +1,5 @@
-//! FindCoordinator: on a single broker every group's coordinator is this broker. Transaction
+//! FindCoordinator: on a single broker every group's coordinator is this broker (the shard
+//! behind it is found per request: see groups/mod.rs). Transaction
 //! coordinators are not offered yet. (librdkafka also takes this API's presence as the sign that
 //! a broker accepts LZ4 batches, so it must be advertised for lz4 producers to compress.)
 
@@ -14,7 +15,11 @@ use crate::shard_context::Shard;
 
 const KEY_TYPE_GROUP: i8 = 0;
 
-pub fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    if request.key_type == KEY_TYPE_GROUP {
+        // As Kafka: the offsets topic is made when the first group looks for its coordinator.
+        crate::groups::ensure_offsets_topic(shard).await;
+    }
     let config = &shard.broker.config;
     let answer = |key: StrBytes| -> Coordinator {
         if request.key_type != KEY_TYPE_GROUP {

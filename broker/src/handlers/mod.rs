@@ -7,21 +7,31 @@
 mod alter_configs;
 mod api_versions;
 mod create_partitions;
-mod create_topics;
+pub mod create_topics;
+mod delete_groups;
 mod delete_topics;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
 mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 use storage::StorageError;
@@ -29,10 +39,13 @@ use storage::StorageError;
 use crate::shard_context::{PartitionError, Shard};
 
 /// The APIs and versions we serve, as Apache Kafka 3.x advertises them (Produce and Fetch stop at
-/// v12: v13 names topics by id only).
+/// v12: v13 names topics by id only). Produce v0-v2 and Fetch v0-v3 are older than
+/// kafka-protocol's schemas and handled by hand (see `dispatch`): librdkafka up to 2.0 (Debian's
+/// kcat) compresses gzip, snappy and lz4 only towards brokers that advertise Produce v0 and v2 and
+/// Fetch v2, then speaks v3+/v4+ anyway.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 12),
-    (ApiKey::Fetch, 4, 12),
+    (ApiKey::Produce, 0, 12),
+    (ApiKey::Fetch, 0, 12),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::FindCoordinator, 0, 4),
@@ -44,10 +57,26 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED_APIS.iter().find(|(k, _, _)| *k == api_key).map(|&(_, min, max)| (min, max))
+}
+
+/// Who sent a request: consumer groups report it (DescribeGroups' client id and host).
+pub struct Client<'a> {
+    pub id: &'a str,
+    pub host: &'a str,
 }
 
 /// What to do with a frame.
@@ -59,7 +88,7 @@ pub enum Outcome {
     Close(String),
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Outcome {
+pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) -> Outcome {
     if frame.len() < 8 {
         return Outcome::Close(format!("request of {} bytes is shorter than a request header", frame.len()));
     }
@@ -84,10 +113,31 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Outcome {
         Ok(header) => header,
         Err(e) => return Outcome::Close(format!("bad {api_key:?} request header: {e}")),
     };
+    let (mut frame, version) = match (api_key, version) {
+        // Produce v3 is v0-v2 with a transactional id in front: decode as v3 without one.
+        (ApiKey::Produce, 0..=2) => {
+            let mut body = BytesMut::with_capacity(frame.len() + 2);
+            body.put_i16(-1);
+            body.put_slice(&frame);
+            let mut body = body.freeze();
+            let request = match ProduceRequest::decode(&mut body, 3) {
+                Ok(request) => request,
+                Err(e) => return Outcome::Close(format!("bad Produce v{version} request: {e}")),
+            };
+            return match produce::handle(shard, request, 3).await {
+                Some(response) => produce::encode_pre_v3(&response, version, header.correlation_id),
+                None => Outcome::NoResponse,
+            };
+        }
+        (ApiKey::Fetch, 0..=3) => return fetch::answer_pre_v4(frame, version, header.correlation_id),
+        _ => (frame, version),
+    };
     let request = match RequestKind::decode(api_key, &mut frame, version) {
         Ok(request) => request,
         Err(e) => return Outcome::Close(format!("bad {api_key:?} v{version} request: {e}")),
     };
+    let client_id = header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
+    let client = Client { id: &client_id, host: client_host };
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(shard, r, version).await),
@@ -96,7 +146,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Outcome {
             None => return Outcome::NoResponse,
         },
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(shard, r, version).await),
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version)),
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(shard, r, version).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(shard, r, version).await),
@@ -107,6 +157,16 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Outcome {
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(shard, r).await)
         }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(shard, r, version, &client).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(shard, r, version).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(shard, r).await),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(shard, r, version).await),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit::handle(shard, r).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch::handle(shard, r, version).await),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(shard, r, version).await),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(describe_groups::handle(shard, r, version).await),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(shard, r).await),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(shard, r).await),
         other => return Outcome::Close(format!("no handler for {other:?}")),
     };
     encode(api_key, version, header.correlation_id, response)

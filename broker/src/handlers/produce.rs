@@ -12,6 +12,7 @@ use storage::batch::{self, BatchHeader};
 use super::{now_ms, partition_error_code, storage_error_code, str_bytes};
 use crate::producer_state::SequenceCheck;
 use crate::shard_context::Shard;
+use crate::topics::CONSUMER_OFFSETS_TOPIC;
 
 struct Appended {
     error_code: i16,
@@ -37,9 +38,17 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
         for partition in topic.partition_data {
             let appended = if !matches!(acks, -1 | 0 | 1) {
                 Appended::error(ResponseError::InvalidRequiredAcks.code(), format!("acks={acks} is not -1, 0 or 1"))
+            } else if name == CONSUMER_OFFSETS_TOPIC {
+                // Only the group coordinator writes it, in its own record format.
+                Appended::error(ResponseError::InvalidTopicException.code(), "Cannot append to internal topic __consumer_offsets")
             } else {
                 match partition.records {
                     None => Appended::error(ResponseError::CorruptMessage.code(), "no records"),
+                    // Message sets v0/v1 (magic byte at 16): only RecordBatch v2 is stored, and
+                    // Kafka 4 refuses them the same way.
+                    Some(records) if records.len() > 16 && records[16] != storage::batch::MAGIC_V2 as u8 => {
+                        Appended::error(ResponseError::UnsupportedForMessageFormat.code(), "only RecordBatch v2 (magic 2) is accepted")
+                    }
                     Some(records) => {
                         let owner = shard.owner_of(&name, partition.index);
                         let (topic_name, index) = (name.clone(), partition.index);
@@ -121,4 +130,33 @@ async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes) -> Appen
         }
         Err(e) => Appended::error(storage_error_code(&e), e.to_string()),
     }
+}
+
+/// The response to Produce v0-v2, hand-encoded (kafka-protocol 0.18 starts at v3): v2 is v3's
+/// layout; v1 drops the log append time; v0 also the throttle time.
+pub fn encode_pre_v3(response: &ProduceResponse, version: i16, correlation_id: i32) -> super::Outcome {
+    use bytes::{BufMut, BytesMut};
+    let mut out = BytesMut::new();
+    out.put_i32(0); // length, filled in below
+    out.put_i32(correlation_id);
+    out.put_i32(response.responses.len() as i32);
+    for topic in &response.responses {
+        out.put_i16(topic.name.len() as i16);
+        out.put_slice(topic.name.as_bytes());
+        out.put_i32(topic.partition_responses.len() as i32);
+        for partition in &topic.partition_responses {
+            out.put_i32(partition.index);
+            out.put_i16(partition.error_code);
+            out.put_i64(partition.base_offset);
+            if version >= 2 {
+                out.put_i64(partition.log_append_time_ms);
+            }
+        }
+    }
+    if version >= 1 {
+        out.put_i32(response.throttle_time_ms);
+    }
+    let length = (out.len() - 4) as i32;
+    out[0..4].copy_from_slice(&length.to_be_bytes());
+    super::Outcome::Respond(out)
 }

@@ -1,0 +1,55 @@
+//! DescribeGroups: state, protocol and members of each group, from its shard.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+
+use super::str_bytes;
+use crate::groups::{coordinator, shard_for_group};
+use crate::shard_context::Shard;
+
+/// Kafka's "operations unknown" when the client did not ask for them.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// Read, Describe, Delete (bits of Kafka's AclOperation codes 3, 8, 6): no ACLs here, so all.
+const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
+pub async fn handle(shard: &Rc<Shard>, request: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+    let mut groups = Vec::new();
+    for group_id in request.groups {
+        let id = group_id.0.to_string();
+        let owner = shard_for_group(shard, &id);
+        let described = shard.router.call(owner, move |owner| async move { coordinator::describe(&owner, &id) }).await;
+        let members = described
+            .members
+            .into_iter()
+            .map(|m| {
+                let mut member = DescribedGroupMember::default()
+                    .with_member_id(str_bytes(&m.member_id))
+                    .with_client_id(str_bytes(&m.client_id))
+                    .with_client_host(str_bytes(&m.client_host))
+                    .with_member_metadata(m.metadata)
+                    .with_member_assignment(m.assignment);
+                if version >= 4 {
+                    member = member.with_group_instance_id(m.group_instance_id.as_deref().map(str_bytes));
+                }
+                member
+            })
+            .collect();
+        let mut group = DescribedGroup::default()
+            .with_group_id(group_id)
+            .with_group_state(str_bytes(&described.state))
+            .with_protocol_type(str_bytes(&described.protocol_type))
+            .with_protocol_data(str_bytes(&described.protocol_name))
+            .with_members(members);
+        if version >= 3 {
+            group = group.with_authorized_operations(if request.include_authorized_operations {
+                GROUP_OPERATIONS
+            } else {
+                AUTHORIZED_OPERATIONS_OMITTED
+            });
+        }
+        groups.push(group);
+    }
+    DescribeGroupsResponse::default().with_groups(groups)
+}

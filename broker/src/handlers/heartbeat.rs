@@ -1,0 +1,21 @@
+//! Heartbeat: keeps a member's session alive; REBALANCE_IN_PROGRESS tells it to rejoin.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+
+use crate::groups::{coordinator, shard_for_group};
+use crate::shard_context::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatResponse {
+    let group_id = request.group_id.0.to_string();
+    let owner = shard_for_group(shard, &group_id);
+    let error_code = shard
+        .router
+        .call(owner, move |owner| async move {
+            let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
+            coordinator::heartbeat(&owner, &group_id, &request.member_id, instance.as_deref(), request.generation_id)
+        })
+        .await;
+    HeartbeatResponse::default().with_error_code(error_code)
+}

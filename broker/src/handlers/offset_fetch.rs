@@ -1,0 +1,78 @@
+//! OffsetFetch: committed offsets of one group (v1-7) or several (v8+); -1 where none is
+//! committed.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use super::str_bytes;
+use crate::groups::coordinator::{self, FetchedOffset};
+use crate::groups::shard_for_group;
+use crate::shard_context::Shard;
+
+type Wanted = Option<Vec<(String, Vec<i32>)>>;
+
+async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Wanted) -> Vec<(String, Vec<FetchedOffset>)> {
+    let owner = shard_for_group(shard, &group_id);
+    shard.router.call(owner, move |owner| async move { coordinator::fetch_offsets(&owner, &group_id, topics) }).await
+}
+
+pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    if version >= 8 {
+        let mut groups = Vec::new();
+        for group in request.groups {
+            let wanted: Wanted = group
+                .topics
+                .map(|topics| topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+            let fetched = fetch(shard, group.group_id.0.to_string(), wanted).await;
+            let topics = fetched
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetFetchResponseTopics::default().with_name(TopicName(str_bytes(&name))).with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|f| {
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(f.partition)
+                                    .with_committed_offset(f.offset)
+                                    .with_committed_leader_epoch(f.leader_epoch)
+                                    .with_metadata(Some(str_bytes(&f.metadata)))
+                                    .with_error_code(f.error_code)
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            groups.push(OffsetFetchResponseGroup::default().with_group_id(group.group_id).with_topics(topics));
+        }
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted: Wanted = request.topics.map(|topics| topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+    let fetched = fetch(shard, request.group_id.0.to_string(), wanted).await;
+    let topics = fetched
+        .into_iter()
+        .map(|(name, partitions)| {
+            OffsetFetchResponseTopic::default().with_name(TopicName(str_bytes(&name))).with_partitions(
+                partitions
+                    .into_iter()
+                    .map(|f| {
+                        let mut partition = OffsetFetchResponsePartition::default()
+                            .with_partition_index(f.partition)
+                            .with_committed_offset(f.offset)
+                            .with_metadata(Some(str_bytes(&f.metadata)))
+                            .with_error_code(f.error_code);
+                        if version >= 5 {
+                            partition = partition.with_committed_leader_epoch(f.leader_epoch);
+                        }
+                        partition
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
