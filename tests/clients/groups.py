@@ -14,7 +14,8 @@ can close them, or kill -9 them, one by one):
   committed print the group's committed offsets.
   resume    a new consumer in the group starts exactly at the committed offsets.
   reset     a group without offsets: earliest reads everything, latest only what comes next.
-  admin     ListGroups / DescribeGroups / DeleteGroups through the client's admin API.
+  admin     ListGroups / DescribeGroups / DeleteGroups through the client's admin API, and
+            OffsetDelete (refused while the group subscribes to the topic, done once Empty).
   static    a static member (group.instance.id) killed and restarted within its session gets
             its partitions back without a rebalance.
 """
@@ -512,6 +513,21 @@ def admin_delete(args, group):
         admin.close()
 
 
+def admin_delete_offsets(args, group):
+    """OffsetDelete of partition 0's committed offset, through kafka-python's admin client (confluent's
+    has no such call); returns the error name, or '' on success."""
+    from kafka import TopicPartition
+    from kafka.admin import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=args.bootstrap)
+    try:
+        results = admin.delete_group_offsets(group, [TopicPartition(args.topic, 0)])
+    except Exception as e:
+        return type(e).__name__
+    finally:
+        admin.close()
+    return "".join(e.__name__ for e in results.values() if e.errno != 0)
+
+
 def scenario_admin(args):
     create_topic(args, args.partitions)
     produce(args, 0, 20)
@@ -530,12 +546,18 @@ def scenario_admin(args):
         if owned != list(range(args.partitions)):
             raise Failure(f"DescribeGroups assignments cover {owned}")
         print(f"fact described={json.dumps(sorted(described.values()))}")
+        # OffsetDelete: refused for a topic the live group subscribes to.
+        error = admin_delete_offsets(args, args.group)
+        if "GroupSubscribedToTopic" not in error:
+            raise Failure(f"OffsetDelete on a subscribed topic: {error!r}")
     finally:
         for m in members:
             m.leave()
     state, described = admin_describe(args, args.group)
     if "EMPTY" not in str(state).upper() or described:
         raise Failure(f"after close: {state} {described}")
+    if admin_delete_offsets(args, args.group):
+        raise Failure("OffsetDelete on an Empty group failed")
     admin_delete(args, args.group)
     if args.group in admin_list(args):
         raise Failure("the deleted group is still listed")

@@ -700,8 +700,7 @@ fn subscribed_topics(group: &Group) -> Option<Vec<String>> {
         if metadata.len() < 2 {
             continue;
         }
-        let version = i16::from_be_bytes([metadata[0], metadata[1]]);
-        let _ = bytes::Buf::get_i16(&mut metadata);
+        let version = bytes::Buf::get_i16(&mut metadata);
         if let Ok(subscription) = ConsumerProtocolSubscription::decode(&mut metadata, version.clamp(0, 3)) {
             topics.extend(subscription.topics.iter().map(|t| t.to_string()));
         }

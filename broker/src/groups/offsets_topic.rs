@@ -185,13 +185,13 @@ pub fn decode_record(key: Bytes, value: Option<Bytes>) -> Result<StoredRecord, S
 fn decode_offset_value(value: Bytes) -> Result<CommittedOffset, String> {
     let mut value = Reader(value);
     let version = value.i16()?;
+    if !(0..=3).contains(&version) {
+        return Err(format!("unknown offset commit value version {version}"));
+    }
     let offset = value.i64()?;
     let leader_epoch = if version >= 3 { value.i32()? } else { -1 };
     let metadata = value.string()?;
     let commit_timestamp_ms = value.i64()?;
-    if !(0..=3).contains(&version) {
-        return Err(format!("unknown offset commit value version {version}"));
-    }
     Ok(CommittedOffset { offset, leader_epoch, metadata, commit_timestamp_ms })
 }
 

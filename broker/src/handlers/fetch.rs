@@ -208,7 +208,5 @@ pub fn answer_pre_v4(mut body: Bytes, version: i16, correlation_id: i32) -> supe
             response.put_i32(0); // no records
         }
     }
-    let length = (response.len() - 4) as i32;
-    response[0..4].copy_from_slice(&length.to_be_bytes());
-    super::Outcome::Respond(response)
+    super::respond_with_length(response)
 }

@@ -185,9 +185,14 @@ fn encode(api_key: ApiKey, version: i16, correlation_id: i32, response: Response
         tracing::error!(?api_key, version, error = %e, "cannot encode response");
         return Outcome::Close(format!("encoding the {api_key:?} v{version} response: {e}"));
     }
-    let length = (buffer.len() - 4) as i32;
-    buffer[0..4].copy_from_slice(&length.to_be_bytes());
-    Outcome::Respond(buffer)
+    respond_with_length(buffer)
+}
+
+/// A response frame whose first 4 bytes were reserved for its size: fills them in.
+pub fn respond_with_length(mut frame: BytesMut) -> Outcome {
+    let length = (frame.len() - 4) as i32;
+    frame[0..4].copy_from_slice(&length.to_be_bytes());
+    Outcome::Respond(frame)
 }
 
 pub fn storage_error_code(error: &StorageError) -> i16 {

@@ -156,7 +156,5 @@ pub fn encode_pre_v3(response: &ProduceResponse, version: i16, correlation_id: i
     if version >= 1 {
         out.put_i32(response.throttle_time_ms);
     }
-    let length = (out.len() - 4) as i32;
-    out[0..4].copy_from_slice(&length.to_be_bytes());
-    super::Outcome::Respond(out)
+    super::respond_with_length(out)
 }
