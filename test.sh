@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash tests/clients/setup.sh
-cargo build --release -p broker
+cargo build --release -p broker -p bench
 cargo test --workspace --release

@@ -14,10 +14,19 @@ const READY_LINE: &str = "broker ready";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn broker_binary() -> PathBuf {
-    // Test executables live in target/<profile>/deps; the broker binary one level up.
+    workspace_binary("broker")
+}
+
+/// The load generator (`bench` crate), for its smoke test.
+pub fn bench_binary() -> PathBuf {
+    workspace_binary("bench")
+}
+
+fn workspace_binary(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps; the workspace's binaries one level up.
     let exe = std::env::current_exe().expect("test executable path");
-    let path = exe.parent().and_then(Path::parent).expect("target dir").join("broker");
-    assert!(path.exists(), "{} is missing: build the workspace first (cargo test --workspace builds it)", path.display());
+    let path = exe.parent().and_then(Path::parent).expect("target dir").join(name);
+    assert!(path.exists(), "{} is missing: build it first (./test.sh runs cargo build --release -p broker -p bench)", path.display());
     path
 }
 

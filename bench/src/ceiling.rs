@@ -1,0 +1,129 @@
+//! The physical ceilings a broker works under, measured in the same run as the brokers: the raw
+//! loopback TCP stream rate and its CPU cost, a loopback request/response round trip, and the
+//! sequential write rate of the disk that holds `--ceiling-dir`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::process_usage::own_cpu;
+use crate::produce::new_latency_histogram;
+use crate::report::Percentiles;
+
+const CHUNK_BYTES: usize = 1 << 20;
+/// The disk test stops at this size even if time is left, to bound the space it takes.
+const DISK_LIMIT_BYTES: u64 = 4 << 30;
+/// Bytes of each request and response in the round-trip test: one 1 KiB record.
+const ROUND_TRIP_BYTES: usize = 1024;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CeilingFigures {
+    /// One TCP stream over loopback, 1 MiB writes, the reader on another thread.
+    pub loopback_mb_per_second: f64,
+    /// CPU-seconds (both ends) per GB moved over loopback.
+    pub loopback_cpu_seconds_per_gb: f64,
+    /// 1 KiB request and 1 KiB response over one loopback connection, back to back.
+    pub loopback_round_trip_ms: Percentiles,
+    /// Sequential 1 MiB writes into the page cache (what a broker with Kafka's default flush
+    /// policy does).
+    pub disk_buffered_write_mb_per_second: f64,
+    /// The same bytes counted until fdatasync returns: what the disk itself sustains.
+    pub disk_durable_write_mb_per_second: f64,
+}
+
+pub fn measure(dir: &Path, seconds: f64) -> Result<CeilingFigures, String> {
+    let duration = Duration::from_secs_f64(seconds);
+    let (loopback_mb_per_second, loopback_cpu_seconds_per_gb) = loopback_stream(duration).map_err(|error| format!("loopback stream: {error}"))?;
+    let loopback_round_trip_ms = loopback_round_trip(duration.min(Duration::from_secs(2))).map_err(|error| format!("loopback round trip: {error}"))?;
+    let (disk_buffered_write_mb_per_second, disk_durable_write_mb_per_second) =
+        disk_write(dir, duration).map_err(|error| format!("disk write in {}: {error}", dir.display()))?;
+    Ok(CeilingFigures {
+        loopback_mb_per_second,
+        loopback_cpu_seconds_per_gb,
+        loopback_round_trip_ms,
+        disk_buffered_write_mb_per_second,
+        disk_durable_write_mb_per_second,
+    })
+}
+
+fn loopback_stream(duration: Duration) -> std::io::Result<(f64, f64)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut stream, _) = listener.accept()?;
+        let mut buffer = vec![0u8; CHUNK_BYTES];
+        let mut total = 0u64;
+        loop {
+            match stream.read(&mut buffer)? {
+                0 => return Ok(total),
+                read => total += read as u64,
+            }
+        }
+    });
+    let mut stream = TcpStream::connect(address)?;
+    let chunk = vec![0x5a_u8; CHUNK_BYTES];
+    let cpu_start = own_cpu();
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        stream.write_all(&chunk)?;
+    }
+    drop(stream);
+    let total = reader.join().map_err(|_| std::io::Error::other("reader panicked"))??;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu_seconds = (own_cpu() - cpu_start).as_secs_f64();
+    Ok((total as f64 / elapsed / 1e6, cpu_seconds / (total as f64 / 1e9)))
+}
+
+fn loopback_round_trip(duration: Duration) -> std::io::Result<Percentiles> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        let mut buffer = [0u8; ROUND_TRIP_BYTES];
+        loop {
+            if let Err(error) = stream.read_exact(&mut buffer) {
+                return if error.kind() == std::io::ErrorKind::UnexpectedEof { Ok(()) } else { Err(error) };
+            }
+            stream.write_all(&buffer)?;
+        }
+    });
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_nodelay(true)?;
+    let mut buffer = [0x5a_u8; ROUND_TRIP_BYTES];
+    let mut histogram = new_latency_histogram();
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        let sent = Instant::now();
+        stream.write_all(&buffer)?;
+        stream.read_exact(&mut buffer)?;
+        histogram.saturating_record(sent.elapsed().as_micros() as u64);
+    }
+    drop(stream);
+    echo.join().map_err(|_| std::io::Error::other("echo panicked"))??;
+    Ok(Percentiles::of(&histogram))
+}
+
+fn disk_write(dir: &Path, duration: Duration) -> std::io::Result<(f64, f64)> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!(".bench-ceiling-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        let chunk = vec![0x5a_u8; CHUNK_BYTES];
+        let start = Instant::now();
+        let mut written = 0u64;
+        while start.elapsed() < duration && written < DISK_LIMIT_BYTES {
+            file.write_all(&chunk)?;
+            written += CHUNK_BYTES as u64;
+        }
+        let buffered = start.elapsed().as_secs_f64();
+        file.sync_data()?;
+        let durable = start.elapsed().as_secs_f64();
+        Ok((written as f64 / buffered / 1e6, written as f64 / durable / 1e6))
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}

@@ -1,0 +1,109 @@
+//! librdkafka clients as every run configures them, and the topics a run creates and deletes.
+
+use std::time::{Duration, Instant};
+
+use futures_lite::future::block_on;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+use crate::target::Target;
+use crate::workload::Workload;
+
+/// How long topic creation may take to show in metadata (a cluster elects leaders first).
+const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The settings every client of a run shares: the target, and the user's `--client-config`
+/// overrides last so they win.
+pub fn base_config(target: &Target, extra: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &target.bootstrap).set("client.id", "bench");
+    for (key, value) in extra {
+        config.set(key, value);
+    }
+    config
+}
+
+pub fn producer_config(target: &Target, workload: &Workload, extra: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &target.bootstrap)
+        .set("client.id", "bench-producer")
+        .set("acks", &workload.acks)
+        .set("compression.type", &workload.compression)
+        .set("linger.ms", workload.linger_ms.to_string())
+        .set("batch.size", workload.batch_size_bytes.to_string());
+    for (key, value) in extra {
+        config.set(key, value);
+    }
+    config
+}
+
+pub fn consumer_config(target: &Target, extra: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &target.bootstrap)
+        .set("client.id", "bench-consumer")
+        // Partitions are assigned by hand; the group id is only what librdkafka requires.
+        .set("group.id", "bench")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    for (key, value) in extra {
+        config.set(key, value);
+    }
+    config
+}
+
+pub fn create_topics(target: &Target, workload: &Workload, names: &[String], extra: &[(String, String)]) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(target, extra).create().map_err(|error| format!("admin client: {error}"))?;
+    let new_topics: Vec<NewTopic> = names
+        .iter()
+        .map(|name| NewTopic::new(name, workload.partitions_per_topic, TopicReplication::Fixed(workload.replication_factor)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = block_on(admin.create_topics(&new_topics, &options)).map_err(|error| format!("create topics: {error}"))?;
+    for result in results {
+        result.map_err(|(name, code)| format!("create topic {name}: {code}"))?;
+    }
+    // Wait until every partition has a leader in the metadata, as a cluster needs a moment.
+    let consumer: BaseConsumer = base_config(target, extra).create().map_err(|error| format!("metadata client: {error}"))?;
+    let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
+    for name in names {
+        loop {
+            let metadata = consumer.fetch_metadata(Some(name), Duration::from_secs(5));
+            let ready = metadata.as_ref().is_ok_and(|metadata| {
+                metadata.topics().iter().any(|topic| {
+                    topic.error().is_none()
+                        && topic.partitions().len() == workload.partitions_per_topic as usize
+                        && topic.partitions().iter().all(|partition| partition.leader() >= 0)
+                })
+            });
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("topic {name} has no leaders after {TOPIC_READY_TIMEOUT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+pub fn delete_topics(target: &Target, names: &[String], extra: &[(String, String)]) -> Result<(), String> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(target, extra).create().map_err(|error| format!("admin client: {error}"))?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = block_on(admin.delete_topics(&names, &options)).map_err(|error| format!("delete topics: {error}"))?;
+    for result in results {
+        result.map_err(|(name, code)| format!("delete topic {name}: {code}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! The picture of a run: payload throughput per workload and target (medians, with the loopback
+//! ceiling when measured), and latency percentile curves merged over the rounds.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::report::{Spread, SummaryRow};
+use crate::runner::LatencyCurve;
+
+const WIDTH: u32 = 1400;
+const HEIGHT: u32 = 560;
+/// The percentile axis runs in "nines": 1 is p90, 2 p99, 3 p99.9; the maximum is drawn at 5.
+const MAX_NINES: f64 = 5.0;
+
+pub fn write_svg(
+    path: &Path,
+    rows: &[SummaryRow],
+    targets: &[String],
+    workloads: &[String],
+    ceiling: &[(String, Spread)],
+    curves: &[LatencyCurve],
+) -> Result<(), String> {
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(|error| error.to_string())?;
+    let (left, right) = root.split_horizontally(WIDTH / 2);
+    draw_throughput(&left, rows, targets, workloads, ceiling).map_err(|error| format!("throughput chart: {error}"))?;
+    draw_latency(&right, curves).map_err(|error| format!("latency chart: {error}"))?;
+    root.present().map_err(|error| format!("write {}: {error}", path.display()))
+}
+
+fn color(index: usize) -> RGBColor {
+    const COLORS: [RGBColor; 6] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+    ];
+    COLORS[index % COLORS.len()]
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+fn draw_throughput(
+    area: &Area<'_>,
+    rows: &[SummaryRow],
+    targets: &[String],
+    workloads: &[String],
+    ceiling: &[(String, Spread)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let median = |workload: &str, target: &str| {
+        rows.iter()
+            .find(|row| row.workload == workload && row.metric == "MB/s")
+            .and_then(|row| row.targets.iter().find(|summary| summary.target == target))
+            .map(|summary| summary.spread.median)
+    };
+    let loopback = ceiling.iter().find(|(label, _)| label == "loopback MB/s").map(|(_, spread)| spread.median);
+    let highest = workloads
+        .iter()
+        .flat_map(|workload| targets.iter().filter_map(move |target| median(workload, target)))
+        .chain(loopback)
+        .fold(1.0_f64, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption("payload throughput (median MB/s)", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..workloads.len().max(1) as f64, 0.0..highest * 1.15)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(workloads.len().max(1) * 2 + 1)
+        .x_label_formatter(&|x| {
+            // Group centres sit at 0.5, 1.5, ...: label those with the workload's name.
+            let centre = x - 0.5;
+            if (centre - centre.round()).abs() < 0.01 {
+                workloads.get(centre.round() as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("MB/s")
+        .draw()?;
+    let bar_width = 0.8 / targets.len().max(1) as f64;
+    for (target_index, target) in targets.iter().enumerate() {
+        let bars: Vec<Rectangle<(f64, f64)>> = workloads
+            .iter()
+            .enumerate()
+            .filter_map(|(workload_index, workload)| {
+                let value = median(workload, target)?;
+                let x0 = workload_index as f64 + 0.1 + bar_width * target_index as f64;
+                Some(Rectangle::new([(x0, 0.0), (x0 + bar_width * 0.95, value)], color(target_index).filled()))
+            })
+            .collect();
+        chart
+            .draw_series(bars)?
+            .label(target.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color(target_index).filled()));
+    }
+    if let Some(loopback) = loopback {
+        chart
+            .draw_series(LineSeries::new([(0.0, loopback), (workloads.len() as f64, loopback)], BLACK.stroke_width(2)))?
+            .label("loopback TCP ceiling")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLACK.stroke_width(2)));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperRight).draw()?;
+    Ok(())
+}
+
+fn nines(percentile: f64) -> f64 {
+    if percentile >= 100.0 {
+        MAX_NINES
+    } else {
+        (-(1.0 - percentile / 100.0).log10()).min(MAX_NINES - 0.5)
+    }
+}
+
+fn draw_latency(area: &Area<'_>, curves: &[LatencyCurve]) -> Result<(), Box<dyn std::error::Error>> {
+    let points: Vec<Vec<(f64, f64)>> = curves
+        .iter()
+        .map(|curve| {
+            crate::runner::curve_points(&curve.histogram_us)
+                .into_iter()
+                .map(|(percentile, ms)| (nines(percentile), ms.max(0.001)))
+                .collect()
+        })
+        .collect();
+    let highest = points.iter().flatten().map(|(_, ms)| *ms).fold(1.0_f64, f64::max);
+    let lowest = points.iter().flatten().map(|(_, ms)| *ms).fold(highest, f64::min);
+    let mut chart = ChartBuilder::on(area)
+        .caption("latency by percentile (merged over rounds)", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..MAX_NINES, ((lowest * 0.8).max(0.001)..highest * 1.5).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_labels(6)
+        .x_label_formatter(&|x| match x.round() as i64 {
+            0 => "min".to_string(),
+            1 => "p90".to_string(),
+            2 => "p99".to_string(),
+            3 => "p99.9".to_string(),
+            4 => "p99.99".to_string(),
+            _ => "max".to_string(),
+        })
+        .y_desc("ms (log scale)")
+        .draw()?;
+    for (index, (curve, points)) in curves.iter().zip(points).enumerate() {
+        let style = color(index);
+        chart
+            .draw_series(LineSeries::new(points.clone(), style.stroke_width(2)))?
+            .label(format!("{} {} {}", curve.target, curve.workload, curve.kind))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 12, y)], style.stroke_width(2)));
+        chart.draw_series(points.into_iter().map(|point| Circle::new(point, 3, style.filled())))?;
+    }
+    if !curves.is_empty() {
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw()?;
+    }
+    Ok(())
+}

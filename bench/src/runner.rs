@@ -1,0 +1,264 @@
+//! The side-by-side schedule: every round runs the ceiling (if asked), then each target in turn
+//! through every workload, so targets alternate A B A B and drift in the machine's state (other
+//! load, page cache, thermal) spreads over all of them rather than favouring one.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::ceiling::{self, CeilingFigures};
+use crate::clients;
+use crate::consume::{self, Until};
+use crate::monitor::{Monitor, Progress};
+use crate::process_usage;
+use crate::produce;
+use crate::report::{Figures, Percentiles, RunRecord};
+use crate::target::Target;
+use crate::workload::{Kind, Workload};
+
+/// How long an end-to-end run waits for the last records to reach its consumers.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Plan {
+    pub targets: Vec<Target>,
+    pub workloads: Vec<Workload>,
+    pub rounds: usize,
+    /// Directory for the disk ceiling and how long each ceiling measurement lasts.
+    pub ceiling: Option<(PathBuf, f64)>,
+    /// librdkafka settings applied to every client.
+    pub client_config: Vec<(String, String)>,
+    pub keep_topics: bool,
+    /// Makes this run's topic names unique.
+    pub run_id: String,
+}
+
+/// Latency histograms merged over the rounds, for the percentile curves.
+pub struct LatencyCurve {
+    pub target: String,
+    pub workload: String,
+    /// "publish" or "e2e".
+    pub kind: &'static str,
+    pub histogram_us: Histogram<u64>,
+}
+
+#[derive(Default)]
+pub struct Results {
+    pub ceiling_rounds: Vec<CeilingFigures>,
+    pub runs: Vec<RunRecord>,
+    pub curves: Vec<LatencyCurve>,
+}
+
+impl Results {
+    fn add_curve(&mut self, target: &str, workload: &str, kind: &'static str, histogram: &Histogram<u64>) {
+        if histogram.is_empty() {
+            return;
+        }
+        match self.curves.iter_mut().find(|curve| curve.target == target && curve.workload == workload && curve.kind == kind) {
+            Some(curve) => curve.histogram_us.add(histogram).expect("same histogram bounds"),
+            None => self.curves.push(LatencyCurve {
+                target: target.to_string(),
+                workload: workload.to_string(),
+                kind,
+                histogram_us: histogram.clone(),
+            }),
+        }
+    }
+}
+
+pub fn execute(plan: &Plan) -> Result<Results, String> {
+    let mut results = Results::default();
+    for round in 1..=plan.rounds {
+        if let Some((dir, seconds)) = &plan.ceiling {
+            eprintln!("[round {round}/{}] ceiling: loopback TCP, loopback round trip, disk write in {}", plan.rounds, dir.display());
+            let figures = ceiling::measure(dir, *seconds)?;
+            eprintln!(
+                "[round {round}/{}] ceiling: loopback {:.0} MB/s, disk {:.0} MB/s buffered",
+                plan.rounds, figures.loopback_mb_per_second, figures.disk_buffered_write_mb_per_second
+            );
+            results.ceiling_rounds.push(figures);
+        }
+        for target in &plan.targets {
+            let mut created: Vec<String> = Vec::new();
+            let outcome = run_target_round(plan, round, target, &mut created, &mut results);
+            if !plan.keep_topics {
+                if let Err(error) = clients::delete_topics(target, &created, &plan.client_config) {
+                    eprintln!("warning: could not delete the run's topics on {}: {error}", target.name);
+                }
+            }
+            outcome?;
+        }
+    }
+    Ok(results)
+}
+
+fn run_target_round(plan: &Plan, round: usize, target: &Target, created: &mut Vec<String>, results: &mut Results) -> Result<(), String> {
+    // What the last produce run of this round wrote, for a consume run to read back.
+    let mut produced: Option<(Vec<String>, Workload)> = None;
+    for (index, workload) in plan.workloads.iter().enumerate() {
+        let label = format!("[round {round}/{}] {} {}", plan.rounds, target.name, workload.name);
+        eprintln!("{label}: {}", workload.describe());
+        let new_topics = |created: &mut Vec<String>| -> Result<Vec<String>, String> {
+            let names: Vec<String> = (0..workload.topics)
+                .map(|topic| format!("bench-{}-{}-r{round}-w{index}-t{topic}", plan.run_id, target.topic_safe_name()))
+                .collect();
+            clients::create_topics(target, workload, &names, &plan.client_config)?;
+            created.extend(names.iter().cloned());
+            Ok(names)
+        };
+        let figures = match workload.kind {
+            Kind::Produce => {
+                let topics = new_topics(created)?;
+                let (outcome, usage) = measured(&label, target, |progress| {
+                    produce::produce(target, workload, &topics, progress, &plan.client_config)
+                })?;
+                results.add_curve(&target.name, &workload.name, "publish", &outcome.publish_latency_us);
+                produced = Some((topics, workload.clone()));
+                produce_figures(&outcome, &usage)
+            }
+            Kind::Consume => {
+                let topics = match &produced {
+                    Some((topics, shape)) if same_shape(shape, workload) => topics.clone(),
+                    _ => {
+                        // Nothing to read back yet: fill a topic first, unmeasured.
+                        let topics = new_topics(created)?;
+                        eprintln!("{label}: filling the topic first (not measured)");
+                        let outcome = produce::produce(target, workload, &topics, Arc::new(Progress::default()), &plan.client_config)?;
+                        if outcome.errors > 0 {
+                            return Err(format!("filling {topics:?}: {} errors, first: {:?}", outcome.errors, outcome.first_error));
+                        }
+                        topics
+                    }
+                };
+                let (outcome, usage) = measured(&label, target, |progress| {
+                    consume::consume(target, workload, &topics, Until::CaughtUp, None, progress, &plan.client_config)
+                })?;
+                let mut figures = rates(outcome.messages, outcome.bytes, outcome.elapsed, &usage);
+                figures.consumed_messages = Some(outcome.messages);
+                figures
+            }
+            Kind::EndToEnd => {
+                let topics = new_topics(created)?;
+                end_to_end(plan, &label, target, workload, &topics, results)?
+            }
+        };
+        if figures.errors > 0 {
+            eprintln!("{label}: {} errors, first: {}", figures.errors, figures.first_error.as_deref().unwrap_or("?"));
+        }
+        results.runs.push(RunRecord { round, target: target.name.clone(), workload: workload.name.clone(), figures });
+    }
+    Ok(())
+}
+
+fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, topics: &[String], results: &mut Results) -> Result<Figures, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumed = Arc::new(Progress::default());
+    let ready = Arc::new(Barrier::new(workload.consumers.max(1) + 1));
+    let consumers = {
+        let (target, workload, topics, stop, consumed, ready, extra) =
+            (target.clone(), workload.clone(), topics.to_vec(), stop.clone(), consumed.clone(), ready.clone(), plan.client_config.clone());
+        std::thread::spawn(move || consume::consume(&target, &workload, &topics, Until::Stopped(stop), Some(ready), consumed, &extra))
+    };
+    ready.wait();
+    let produced = measured(label, target, |progress| {
+        let outcome = produce::produce(target, workload, topics, progress, &plan.client_config);
+        // The consumers are part of the run: the broker's CPU counts until they have it all.
+        if let Ok(outcome) = &outcome {
+            let deadline = Instant::now() + DRAIN_TIMEOUT;
+            while consumed.messages.load(Ordering::Relaxed) < outcome.acked_messages && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        outcome
+    });
+    stop.store(true, Ordering::Relaxed);
+    let consumer_outcome = consumers.join().map_err(|_| "consumer thread panicked".to_string())?;
+    let (outcome, usage) = produced?;
+    let consumer_outcome = consumer_outcome?;
+    results.add_curve(&target.name, &workload.name, "publish", &outcome.publish_latency_us);
+    results.add_curve(&target.name, &workload.name, "e2e", &consumer_outcome.end_to_end_latency_us);
+    let mut figures = produce_figures(&outcome, &usage);
+    figures.consumed_messages = Some(consumer_outcome.messages);
+    figures.end_to_end_latency_ms = (!consumer_outcome.end_to_end_latency_us.is_empty())
+        .then(|| Percentiles::of(&consumer_outcome.end_to_end_latency_us));
+    // CPU per GB: the broker moved the payload twice, in and out; the figure counts it once, as
+    // OpenMessaging reports rates of the published payload.
+    Ok(figures)
+}
+
+fn same_shape(produced: &Workload, consume: &Workload) -> bool {
+    produced.message_size_bytes == consume.message_size_bytes
+        && produced.topics == consume.topics
+        && produced.partitions_per_topic == consume.partitions_per_topic
+}
+
+/// What a run cost beyond its own figures.
+struct Usage {
+    wall_seconds: f64,
+    broker_cpu_seconds: Option<f64>,
+    broker_peak_rss_bytes: Option<u64>,
+    client_cpu_seconds: f64,
+}
+
+fn measured<T>(label: &str, target: &Target, run: impl FnOnce(Arc<Progress>) -> Result<T, String>) -> Result<(T, Usage), String> {
+    let progress = Arc::new(Progress::default());
+    let monitor = Monitor::start(label.to_string(), progress.clone(), target.pid);
+    let broker_cpu_start = target.pid.and_then(process_usage::process_cpu);
+    let client_cpu_start = process_usage::own_cpu();
+    let start = Instant::now();
+    let outcome = run(progress);
+    let wall_seconds = start.elapsed().as_secs_f64();
+    let client_cpu_seconds = (process_usage::own_cpu() - client_cpu_start).as_secs_f64();
+    let broker_cpu_end = target.pid.and_then(process_usage::process_cpu);
+    let peak_rss_bytes = monitor.finish();
+    let broker_cpu_seconds = match (broker_cpu_start, broker_cpu_end) {
+        (Some(start), Some(end)) => Some((end.saturating_sub(start)).as_secs_f64()),
+        _ => None,
+    };
+    if target.pid.is_some() && broker_cpu_seconds.is_none() {
+        eprintln!("warning: could not read /proc for {}'s pid: no broker CPU or memory figures", target.name);
+    }
+    let usage = Usage {
+        wall_seconds,
+        broker_cpu_seconds,
+        broker_peak_rss_bytes: (peak_rss_bytes > 0).then_some(peak_rss_bytes),
+        client_cpu_seconds,
+    };
+    Ok((outcome?, usage))
+}
+
+fn rates(messages: u64, bytes: u64, elapsed: Duration, usage: &Usage) -> Figures {
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let gigabytes = bytes as f64 / 1e9;
+    Figures {
+        messages,
+        payload_bytes: bytes,
+        elapsed_seconds: seconds,
+        mb_per_second: bytes as f64 / seconds / 1e6,
+        messages_per_second: messages as f64 / seconds,
+        broker_cpu_seconds_per_gb: usage.broker_cpu_seconds.filter(|_| gigabytes > 0.0).map(|cpu| cpu / gigabytes),
+        broker_peak_rss_mb: usage.broker_peak_rss_bytes.map(|bytes| bytes as f64 / 1e6),
+        client_cpu_cores: usage.client_cpu_seconds / usage.wall_seconds.max(1e-9),
+        ..Figures::default()
+    }
+}
+
+fn produce_figures(outcome: &produce::ProduceOutcome, usage: &Usage) -> Figures {
+    let mut figures = rates(outcome.acked_messages, outcome.acked_bytes, outcome.elapsed, usage);
+    figures.errors = outcome.errors;
+    figures.first_error = outcome.first_error.clone();
+    figures.publish_latency_ms = (!outcome.publish_latency_us.is_empty()).then(|| Percentiles::of(&outcome.publish_latency_us));
+    figures
+}
+
+/// (percentile, milliseconds) points of a latency curve, from p0 to the maximum.
+pub fn curve_points(histogram_us: &Histogram<u64>) -> Vec<(f64, f64)> {
+    const QUANTILES: &[f64] = &[0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0];
+    QUANTILES
+        .iter()
+        .map(|quantile| (quantile * 100.0, histogram_us.value_at_quantile(*quantile) as f64 / 1000.0))
+        .collect()
+}

@@ -1,0 +1,59 @@
+//! A smoke run of the load generator (seconds, not a benchmark): two brokers of ours side by side,
+//! every preset, the ceiling, and the three outputs (table, JSON, SVG). Figures are not asserted:
+//! speed is measured by running the bench, never inside the test suite.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tests::{bench_binary, run_with_timeout, Broker, TempDir};
+
+#[test]
+fn bench_runs_presets_against_two_brokers_and_writes_its_outputs() {
+    let dir_a = TempDir::new("bench-a");
+    let dir_b = TempDir::new("bench-b");
+    let out = TempDir::new("bench-out");
+    let mut first = Broker::start(&dir_a.0, 1, &[]);
+    let mut second = Broker::start(&dir_b.0, 1, &[]);
+    let mut command = Command::new(bench_binary());
+    command
+        .arg("--target")
+        .arg(format!("ours={},pid={}", first.bootstrap(), first.pid()))
+        .arg("--target")
+        .arg(format!("second={}", second.bootstrap()))
+        .args(["--workload", "produce-1k", "--workload", "consume-1k", "--workload", "e2e-latency", "--workload", "acks-all"])
+        .args(["--rounds", "1", "--duration-seconds", "1", "--rate", "2000"])
+        .args(["--ceiling", "--ceiling-seconds", "0.3", "--ceiling-dir"])
+        .arg(&out.0)
+        .arg("--out")
+        .arg(&out.0);
+    let (ok, stdout, stderr) = run_with_timeout(&mut command, Duration::from_secs(120));
+    assert!(ok, "bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nbroker:\n{}", first.log());
+
+    // The table: every workload, both targets, the ratio column, the ceiling comparison.
+    for expected in ["produce-1k", "consume-1k", "e2e-latency", "acks-all", "second", "e2e p99.9 ms", "broker CPU-s/GB", "loopback MB/s", "MB/s / loopback MB/s"] {
+        assert!(stdout.contains(expected), "{expected:?} missing from the table:\n{stdout}");
+    }
+    assert!(stdout.contains(" x"), "no ratio to the first target:\n{stdout}");
+    // Nothing was refused or lost: every run's error count is 0 and e2e consumers got it all.
+    let errors_row = stdout.lines().filter(|line| line.trim_start().starts_with("errors")).collect::<Vec<_>>();
+    assert_eq!(errors_row.len(), 4, "{stdout}");
+    assert!(errors_row.iter().all(|line| line.split_whitespace().skip(1).all(|cell| cell.starts_with('0') || cell == "[0-0]" || cell.starts_with("x"))), "{stdout}");
+
+    let json = std::fs::read_to_string(out.0.join("bench.json")).expect("bench.json");
+    for key in ["\"runs\"", "\"summary\"", "\"ceiling_rounds\"", "\"against_ceiling\"", "\"latency_curves\"", "\"end_to_end_latency_ms\""] {
+        assert!(json.contains(key), "{key} missing from bench.json");
+    }
+    assert_eq!(json.matches("\"round\":").count(), 8, "2 targets x 4 workloads");
+    let svg = std::fs::read_to_string(out.0.join("bench.svg")).expect("bench.svg");
+    assert!(svg.starts_with("<svg") && svg.contains("latency by percentile"), "not the plot: {}", &svg[..svg.len().min(200)]);
+    // The bench leaves no topics behind.
+    std::thread::sleep(Duration::from_millis(500));
+    let leftovers: Vec<String> = std::fs::read_dir(dir_a.0.join("logs"))
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("bench-") && !name.contains("-delete"))
+        .collect();
+    assert!(leftovers.is_empty(), "topics left behind: {leftovers:?}");
+    assert_eq!(first.stop(), 0);
+    assert_eq!(second.stop(), 0);
+}
