@@ -34,12 +34,29 @@ pub struct CeilingFigures {
     pub disk_durable_write_mb_per_second: f64,
 }
 
-pub fn measure(dir: &Path, seconds: f64) -> Result<CeilingFigures, String> {
+/// Where the two ends of the loopback tests run: the receiving end plays the broker, the sending
+/// end the client. Pinned like the broker and the load generator, the ceiling includes the same
+/// cross-core wake-ups a broker pays; unpinned (None) the threads go where the scheduler puts them.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CeilingCpus {
+    pub broker_side: usize,
+    pub client_side: usize,
+}
+
+pub fn measure(dir: &Path, seconds: f64, cpus: Option<CeilingCpus>) -> Result<CeilingFigures, String> {
     let duration = Duration::from_secs_f64(seconds);
-    let (loopback_mb_per_second, loopback_cpu_seconds_per_gb) = loopback_stream(duration).map_err(|error| format!("loopback stream: {error}"))?;
-    let loopback_round_trip_ms = loopback_round_trip(duration.min(Duration::from_secs(2))).map_err(|error| format!("loopback round trip: {error}"))?;
-    let (disk_buffered_write_mb_per_second, disk_durable_write_mb_per_second) =
-        disk_write(dir, duration).map_err(|error| format!("disk write in {}: {error}", dir.display()))?;
+    let (loopback_mb_per_second, loopback_cpu_seconds_per_gb) =
+        loopback_stream(duration, cpus).map_err(|error| format!("loopback stream: {error}"))?;
+    let loopback_round_trip_ms = loopback_round_trip(duration.min(Duration::from_secs(2)), cpus)
+        .map_err(|error| format!("loopback round trip: {error}"))?;
+    let dir_owned = dir.to_path_buf();
+    let (disk_buffered_write_mb_per_second, disk_durable_write_mb_per_second) = std::thread::spawn(move || {
+        pin(cpus.map(|cpus| cpus.broker_side))?;
+        disk_write(&dir_owned, duration)
+    })
+    .join()
+    .map_err(|_| "disk writer panicked".to_string())?
+    .map_err(|error| format!("disk write in {}: {error}", dir.display()))?;
     Ok(CeilingFigures {
         loopback_mb_per_second,
         loopback_cpu_seconds_per_gb,
@@ -49,10 +66,25 @@ pub fn measure(dir: &Path, seconds: f64) -> Result<CeilingFigures, String> {
     })
 }
 
-fn loopback_stream(duration: Duration) -> std::io::Result<(f64, f64)> {
+/// Pins the calling thread to `cpu` (nothing to do for None).
+fn pin(cpu: Option<usize>) -> std::io::Result<()> {
+    let Some(cpu) = cpu else { return Ok(()) };
+    // SAFETY: a zeroed cpu_set_t is an empty set; sched_setaffinity(0) applies to this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::other(format!("pin to CPU {cpu}: {}", std::io::Error::last_os_error())));
+        }
+    }
+    Ok(())
+}
+
+fn loopback_stream(duration: Duration, cpus: Option<CeilingCpus>) -> std::io::Result<(f64, f64)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let address = listener.local_addr()?;
     let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        pin(cpus.map(|cpus| cpus.broker_side))?;
         let (mut stream, _) = listener.accept()?;
         let mut buffer = vec![0u8; CHUNK_BYTES];
         let mut total = 0u64;
@@ -63,24 +95,30 @@ fn loopback_stream(duration: Duration) -> std::io::Result<(f64, f64)> {
             }
         }
     });
-    let mut stream = TcpStream::connect(address)?;
-    let chunk = vec![0x5a_u8; CHUNK_BYTES];
     let cpu_start = own_cpu();
     let start = Instant::now();
-    while start.elapsed() < duration {
-        stream.write_all(&chunk)?;
-    }
-    drop(stream);
+    std::thread::spawn(move || -> std::io::Result<()> {
+        pin(cpus.map(|cpus| cpus.client_side))?;
+        let mut stream = TcpStream::connect(address)?;
+        let chunk = vec![0x5a_u8; CHUNK_BYTES];
+        while start.elapsed() < duration {
+            stream.write_all(&chunk)?;
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("writer panicked"))??;
     let total = reader.join().map_err(|_| std::io::Error::other("reader panicked"))??;
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_seconds = (own_cpu() - cpu_start).as_secs_f64();
     Ok((total as f64 / elapsed / 1e6, cpu_seconds / (total as f64 / 1e9)))
 }
 
-fn loopback_round_trip(duration: Duration) -> std::io::Result<Percentiles> {
+fn loopback_round_trip(duration: Duration, cpus: Option<CeilingCpus>) -> std::io::Result<Percentiles> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let address = listener.local_addr()?;
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        pin(cpus.map(|cpus| cpus.broker_side))?;
         let (mut stream, _) = listener.accept()?;
         stream.set_nodelay(true)?;
         let mut buffer = [0u8; ROUND_TRIP_BYTES];
@@ -91,18 +129,23 @@ fn loopback_round_trip(duration: Duration) -> std::io::Result<Percentiles> {
             stream.write_all(&buffer)?;
         }
     });
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_nodelay(true)?;
-    let mut buffer = [0x5a_u8; ROUND_TRIP_BYTES];
-    let mut histogram = new_latency_histogram();
-    let start = Instant::now();
-    while start.elapsed() < duration {
-        let sent = Instant::now();
-        stream.write_all(&buffer)?;
-        stream.read_exact(&mut buffer)?;
-        histogram.saturating_record(sent.elapsed().as_micros() as u64);
-    }
-    drop(stream);
+    let histogram = std::thread::spawn(move || -> std::io::Result<_> {
+        pin(cpus.map(|cpus| cpus.client_side))?;
+        let mut stream = TcpStream::connect(address)?;
+        stream.set_nodelay(true)?;
+        let mut buffer = [0x5a_u8; ROUND_TRIP_BYTES];
+        let mut histogram = new_latency_histogram();
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            let sent = Instant::now();
+            stream.write_all(&buffer)?;
+            stream.read_exact(&mut buffer)?;
+            histogram.saturating_record(sent.elapsed().as_micros() as u64);
+        }
+        Ok(histogram)
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("client panicked"))??;
     echo.join().map_err(|_| std::io::Error::other("echo panicked"))??;
     Ok(Percentiles::of(&histogram))
 }

@@ -48,6 +48,10 @@ struct Args {
     /// Where the disk ceiling writes (put it on the brokers' disk).
     #[arg(long, default_value = ".")]
     ceiling_dir: PathBuf,
+    /// CPUs for the ceiling's two ends, BROKER,CLIENT (e.g. 0,1): pin them as the broker and
+    /// this tool are pinned, so the ceiling pays the same cross-core costs. Unpinned if absent.
+    #[arg(long, value_parser = parse_cpu_pair)]
+    ceiling_cpus: Option<ceiling::CeilingCpus>,
     /// Seconds each ceiling measurement lasts.
     #[arg(long, default_value_t = 3.0)]
     ceiling_seconds: f64,
@@ -94,6 +98,12 @@ struct Args {
     message_count: Option<u64>,
     #[arg(long, value_enum)]
     key_distribution: Option<KeyDistribution>,
+}
+
+fn parse_cpu_pair(text: &str) -> Result<ceiling::CeilingCpus, String> {
+    let (broker_side, client_side) = text.split_once(',').ok_or_else(|| format!("{text:?}: expected BROKER_CPU,CLIENT_CPU"))?;
+    let number = |cpu: &str| cpu.trim().parse::<usize>().map_err(|_| format!("{cpu:?} is not a CPU number"));
+    Ok(ceiling::CeilingCpus { broker_side: number(broker_side)?, client_side: number(client_side)? })
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -191,7 +201,7 @@ fn run(args: Args) -> Result<(), String> {
         targets: args.targets.clone(),
         workloads: workloads.clone(),
         rounds: args.rounds,
-        ceiling: args.ceiling.then(|| (args.ceiling_dir.clone(), args.ceiling_seconds)),
+        ceiling: args.ceiling.then(|| (args.ceiling_dir.clone(), args.ceiling_seconds, args.ceiling_cpus)),
         client_config: args.client_config.clone(),
         keep_topics: args.keep_topics,
         run_id: format!("{}-{}", started.as_secs(), std::process::id()),
@@ -203,7 +213,9 @@ fn run(args: Args) -> Result<(), String> {
     let workload_names: Vec<String> = workloads.iter().map(|workload| workload.name.clone()).collect();
     let summary = report::summarize(&results.runs, &target_names, &workload_names);
     let ceiling_summary = report::summarize_ceiling(&results.ceiling_rounds);
-    let fractions = report::against_ceiling(&summary, &ceiling_summary);
+    let max_rate: Vec<String> =
+        workloads.iter().filter(|workload| workload.rate_messages_per_second == 0).map(|workload| workload.name.clone()).collect();
+    let fractions = report::against_ceiling(&summary, &ceiling_summary, &max_rate);
     let table = if target_names.is_empty() {
         report::table(&[], &[String::new()], &ceiling_summary, &[], args.rounds)
     } else {

@@ -180,7 +180,10 @@ pub struct AgainstCeiling {
     pub fraction: f64,
 }
 
-pub fn against_ceiling(rows: &[SummaryRow], ceiling: &[(String, Spread)]) -> Vec<AgainstCeiling> {
+/// Throughput and CPU per GB are set against the ceiling only for `max_rate_workloads`: at a fixed
+/// rate the first is the rate asked for and the second mostly the broker's idle cost; latency is
+/// set against it only for fixed-rate runs, as a max-rate run's latency is the client's queue.
+pub fn against_ceiling(rows: &[SummaryRow], ceiling: &[(String, Spread)], max_rate_workloads: &[String]) -> Vec<AgainstCeiling> {
     let ceiling_median = |label: &str| ceiling.iter().find(|(name, _)| name == label).map(|(_, spread)| spread.median);
     // (broker metric, ceiling metric, how it reads)
     let pairs = [
@@ -192,7 +195,8 @@ pub fn against_ceiling(rows: &[SummaryRow], ceiling: &[(String, Spread)]) -> Vec
     let mut out = Vec::new();
     for row in rows {
         for (metric, ceiling_label, comparison) in pairs {
-            if row.metric != metric {
+            let max_rate = max_rate_workloads.contains(&row.workload);
+            if row.metric != metric || max_rate == metric.starts_with("e2e") {
                 continue;
             }
             let Some(bound) = ceiling_median(ceiling_label).filter(|bound| *bound > 0.0) else { continue };

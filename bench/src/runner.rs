@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::ceiling::{self, CeilingFigures};
+use crate::ceiling::{self, CeilingCpus, CeilingFigures};
 use crate::clients;
 use crate::consume::{self, Until};
 use crate::monitor::{Monitor, Progress};
@@ -26,8 +26,8 @@ pub struct Plan {
     pub targets: Vec<Target>,
     pub workloads: Vec<Workload>,
     pub rounds: usize,
-    /// Directory for the disk ceiling and how long each ceiling measurement lasts.
-    pub ceiling: Option<(PathBuf, f64)>,
+    /// Directory for the disk ceiling, how long each ceiling measurement lasts, where it runs.
+    pub ceiling: Option<(PathBuf, f64, Option<CeilingCpus>)>,
     /// librdkafka settings applied to every client.
     pub client_config: Vec<(String, String)>,
     pub keep_topics: bool,
@@ -71,9 +71,9 @@ impl Results {
 pub fn execute(plan: &Plan) -> Result<Results, String> {
     let mut results = Results::default();
     for round in 1..=plan.rounds {
-        if let Some((dir, seconds)) = &plan.ceiling {
+        if let Some((dir, seconds, cpus)) = &plan.ceiling {
             eprintln!("[round {round}/{}] ceiling: loopback TCP, loopback round trip, disk write in {}", plan.rounds, dir.display());
-            let figures = ceiling::measure(dir, *seconds)?;
+            let figures = ceiling::measure(dir, *seconds, *cpus)?;
             eprintln!(
                 "[round {round}/{}] ceiling: loopback {:.0} MB/s, disk {:.0} MB/s buffered",
                 plan.rounds, figures.loopback_mb_per_second, figures.disk_buffered_write_mb_per_second

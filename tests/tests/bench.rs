@@ -21,8 +21,8 @@ fn bench_runs_presets_against_two_brokers_and_writes_its_outputs() {
         .arg("--target")
         .arg(format!("second={}", second.bootstrap()))
         .args(["--workload", "produce-1k", "--workload", "consume-1k", "--workload", "e2e-latency", "--workload", "acks-all"])
-        .args(["--rounds", "1", "--duration-seconds", "1", "--rate", "2000"])
-        .args(["--ceiling", "--ceiling-seconds", "0.3", "--ceiling-dir"])
+        .args(["--rounds", "1", "--duration-seconds", "1", "--message-count", "20000"])
+        .args(["--ceiling", "--ceiling-seconds", "0.3", "--ceiling-cpus", "0,0", "--ceiling-dir"])
         .arg(&out.0)
         .arg("--out")
         .arg(&out.0);
@@ -30,7 +30,7 @@ fn bench_runs_presets_against_two_brokers_and_writes_its_outputs() {
     assert!(ok, "bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nbroker:\n{}", first.log());
 
     // The table: every workload, both targets, the ratio column, the ceiling comparison.
-    for expected in ["produce-1k", "consume-1k", "e2e-latency", "acks-all", "second", "e2e p99.9 ms", "broker CPU-s/GB", "loopback MB/s", "MB/s / loopback MB/s"] {
+    for expected in ["produce-1k", "consume-1k", "e2e-latency", "acks-all", "second", "e2e p99.9 ms", "broker CPU-s/GB", "loopback MB/s", "MB/s / loopback MB/s", "e2e p99 / loopback round trip p99"] {
         assert!(stdout.contains(expected), "{expected:?} missing from the table:\n{stdout}");
     }
     assert!(stdout.contains(" x"), "no ratio to the first target:\n{stdout}");
