@@ -30,13 +30,18 @@ pub fn write_svg(
 }
 
 fn color(index: usize) -> RGBColor {
-    const COLORS: [RGBColor; 6] = [
+    // The ten "tab10" colours: distinct enough for several targets x workloads.
+    const COLORS: [RGBColor; 10] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
         RGBColor(214, 39, 40),
         RGBColor(148, 103, 189),
         RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
     ];
     COLORS[index % COLORS.len()]
 }

@@ -229,7 +229,8 @@ fn number(value: f64) -> String {
 /// first target; then the ceiling and each broker figure as a fraction of it.
 pub fn table(rows: &[SummaryRow], targets: &[String], ceiling: &[(String, Spread)], fractions: &[AgainstCeiling], rounds: usize) -> String {
     let mut out = String::new();
-    let column = 30;
+    let column = targets.iter().map(|target| target.len() + 2).max().unwrap_or(0).max(30);
+    let target_column = targets.iter().map(|target| target.len() + 2).max().unwrap_or(0).max(14);
     let mut workload = "";
     for row in rows {
         if row.workload != workload {
@@ -267,7 +268,7 @@ pub fn table(rows: &[SummaryRow], targets: &[String], ceiling: &[(String, Spread
             out.push_str("\nagainst the ceiling (medians)\n");
             for fraction in fractions {
                 out.push_str(&format!(
-                    "  {:<14}{:<20}{:<42}{:>8}\n",
+                    "  {:<14}{:<target_column$}{:<42}{:>8}\n",
                     fraction.workload,
                     fraction.target,
                     fraction.comparison,
