@@ -77,18 +77,17 @@ pub fn consume(
     Ok(total)
 }
 
-fn run_consumer(
+/// The consumer, assigned its partitions from the beginning, and (reading up to the watermarks)
+/// the offset each partition must reach.
+fn assign(
     target: &Target,
     partitions: &[(String, i32)],
-    until: Until,
-    ready: Option<Arc<std::sync::Barrier>>,
-    progress: Arc<Progress>,
+    until: &Until,
     extra: &[(String, String)],
-) -> Result<ConsumeOutcome, String> {
+) -> Result<(BaseConsumer, HashMap<(String, i32), i64>), String> {
     let consumer: BaseConsumer =
         clients::consumer_config(target, extra).create().map_err(|error| format!("consumer: {error}"))?;
     let mut assignment = TopicPartitionList::new();
-    // Offsets still to read per partition, when reading up to the watermarks.
     let mut remaining_until: HashMap<(String, i32), i64> = HashMap::new();
     for (topic, partition) in partitions {
         assignment
@@ -104,11 +103,27 @@ fn run_consumer(
         }
     }
     consumer.assign(&assignment).map_err(|error| format!("assign: {error}"))?;
+    Ok((consumer, remaining_until))
+}
+
+fn run_consumer(
+    target: &Target,
+    partitions: &[(String, i32)],
+    until: Until,
+    ready: Option<Arc<std::sync::Barrier>>,
+    progress: Arc<Progress>,
+    extra: &[(String, String)],
+) -> Result<ConsumeOutcome, String> {
+    let setup = assign(target, partitions, &until, extra);
     if let Some(ready) = ready {
-        // End-to-end: fetch once so connections are up before the producers start.
-        consumer.poll(Duration::from_millis(500));
+        // End-to-end: fetch once so connections are up before the producers start. The barrier
+        // is passed even when setup failed, so the producers' side is never left waiting.
+        if let Ok((consumer, _)) = &setup {
+            consumer.poll(Duration::from_millis(500));
+        }
         ready.wait();
     }
+    let (consumer, mut remaining_until) = setup?;
 
     let start = Instant::now();
     let mut outcome = ConsumeOutcome {
