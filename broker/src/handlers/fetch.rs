@@ -7,10 +7,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::FetchRequest;
 use shard::notify::Notify;
 
+use super::fetch_framing::{PartitionFrame, TopicFrame};
 use super::{partition_error_code, storage_error_code};
 use crate::shard_context::Shard;
 
@@ -24,7 +24,8 @@ struct Fetched {
     records: Bytes,
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
+/// The response's topics, framed by `fetch_framing` (records are not encoded by kafka-protocol).
+pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> Vec<TopicFrame<Bytes>> {
     let deadline = Instant::now() + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(MAX_WAIT_LIMIT_MS));
     let min_bytes = request.min_bytes.max(0) as u64;
     let max_bytes = if version >= 3 { request.max_bytes.max(0) as u64 } else { u64::MAX };
@@ -60,9 +61,9 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
     }
 }
 
-fn response(request: &FetchRequest, results: Vec<Fetched>) -> FetchResponse {
+fn response(request: &FetchRequest, results: Vec<Fetched>) -> Vec<TopicFrame<Bytes>> {
     let mut results = results.into_iter();
-    let responses = request
+    request
         .topics
         .iter()
         .map(|topic| {
@@ -71,19 +72,19 @@ fn response(request: &FetchRequest, results: Vec<Fetched>) -> FetchResponse {
                 .iter()
                 .map(|p| {
                     let fetched = results.next().expect("one result per partition");
-                    PartitionData::default()
-                        .with_partition_index(p.partition)
-                        .with_error_code(fetched.error_code)
-                        .with_high_watermark(fetched.high_watermark)
-                        .with_last_stable_offset(fetched.high_watermark)
-                        .with_log_start_offset(fetched.log_start_offset)
-                        .with_records(Some(fetched.records))
+                    PartitionFrame {
+                        partition_index: p.partition,
+                        error_code: fetched.error_code,
+                        high_watermark: fetched.high_watermark,
+                        last_stable_offset: fetched.high_watermark,
+                        log_start_offset: fetched.log_start_offset,
+                        records: vec![fetched.records],
+                    }
                 })
                 .collect();
-            FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions)
+            TopicFrame { name: topic.topic.0.clone().into_bytes(), partitions }
         })
-        .collect();
-    FetchResponse::default().with_responses(responses)
+        .collect()
 }
 
 /// Runs on the owning shard.

@@ -13,6 +13,7 @@ mod delete_topics;
 mod describe_configs;
 mod describe_groups;
 mod fetch;
+pub mod fetch_framing;
 mod find_coordinator;
 mod heartbeat;
 mod incremental_alter_configs;
@@ -145,7 +146,10 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) ->
             Some(response) => ResponseKind::Produce(response),
             None => return Outcome::NoResponse,
         },
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(shard, r, version).await),
+        RequestKind::Fetch(r) => {
+            let topics = fetch::handle(shard, r, version).await;
+            return Outcome::Respond(fetch_framing::concatenate(fetch_framing::frame(version, header.correlation_id, topics)));
+        }
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(shard, r, version).await),
