@@ -14,42 +14,39 @@ use crate::workload::Workload;
 /// How long topic creation may take to show in metadata (a cluster elects leaders first).
 const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The settings every client of a run shares: the target, and the user's `--client-config`
-/// overrides last so they win.
+/// For the admin and metadata clients.
 pub fn base_config(target: &Target, extra: &[(String, String)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &target.bootstrap).set("client.id", "bench");
-    for (key, value) in extra {
-        config.set(key, value);
-    }
-    config
+    client_config(target, "bench", &[], extra)
 }
 
 pub fn producer_config(target: &Target, workload: &Workload, extra: &[(String, String)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &target.bootstrap)
-        .set("client.id", "bench-producer")
-        .set("acks", &workload.acks)
-        .set("compression.type", &workload.compression)
-        .set("linger.ms", workload.linger_ms.to_string())
-        .set("batch.size", workload.batch_size_bytes.to_string());
-    for (key, value) in extra {
-        config.set(key, value);
-    }
-    config
+    let settings = [
+        ("acks", workload.acks.clone()),
+        ("compression.type", workload.compression.clone()),
+        ("linger.ms", workload.linger_ms.to_string()),
+        ("batch.size", workload.batch_size_bytes.to_string()),
+    ];
+    client_config(target, "bench-producer", &settings, extra)
 }
 
 pub fn consumer_config(target: &Target, extra: &[(String, String)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &target.bootstrap)
-        .set("client.id", "bench-consumer")
+    let settings = [
         // Partitions are assigned by hand; the group id is only what librdkafka requires.
-        .set("group.id", "bench")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
+        ("group.id", "bench".to_string()),
+        ("enable.auto.commit", "false".to_string()),
+        ("enable.auto.offset.store", "false".to_string()),
+        ("enable.partition.eof", "false".to_string()),
+    ];
+    client_config(target, "bench-consumer", &settings, extra)
+}
+
+/// The target, the client's own settings, then the user's `--client-config` last so it wins.
+fn client_config(target: &Target, client_id: &str, settings: &[(&str, String)], extra: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &target.bootstrap).set("client.id", client_id);
+    for (key, value) in settings {
+        config.set(*key, value);
+    }
     for (key, value) in extra {
         config.set(key, value);
     }

@@ -1,6 +1,7 @@
 //! Producers: one thread and one librdkafka producer each, sending as fast as the client takes
 //! records or at a fixed rate, recording publish latency (send to acknowledgement).
 
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -184,7 +185,7 @@ fn run_producer(
         let mut record = BaseRecord::<str, [u8], usize>::with_opaque_to(topic, sent_at).payload(payload.bytes());
         if let Some(key) = key {
             key_buffer.clear();
-            key_buffer.push_str(&key.to_string());
+            let _ = write!(key_buffer, "{key}");
             record = record.key(key_buffer.as_str());
         }
         match producer.send(record) {
