@@ -1,7 +1,6 @@
 //! Consumers: one thread and one librdkafka consumer each, the partitions dealt out among them by
 //! hand (no group rebalance in the measurement), reading from the beginning.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,11 +83,12 @@ fn assign(
     partitions: &[(String, i32)],
     until: &Until,
     extra: &[(String, String)],
-) -> Result<(BaseConsumer, HashMap<(String, i32), i64>), String> {
+) -> Result<(BaseConsumer, Vec<(String, i32, i64)>), String> {
     let consumer: BaseConsumer =
         clients::consumer_config(target, extra).create().map_err(|error| format!("consumer: {error}"))?;
     let mut assignment = TopicPartitionList::new();
-    let mut remaining_until: HashMap<(String, i32), i64> = HashMap::new();
+    // A consumer holds a handful of partitions: a list searched per record allocates nothing.
+    let mut remaining_until: Vec<(String, i32, i64)> = Vec::new();
     for (topic, partition) in partitions {
         assignment
             .add_partition_offset(topic, *partition, Offset::Beginning)
@@ -98,7 +98,7 @@ fn assign(
                 .fetch_watermarks(topic, *partition, Duration::from_secs(10))
                 .map_err(|error| format!("watermarks of {topic}-{partition} at {}: {error}", target.bootstrap))?;
             if high > low {
-                remaining_until.insert((topic.clone(), *partition), high);
+                remaining_until.push((topic.clone(), *partition, high));
             }
         }
     }
@@ -152,11 +152,11 @@ fn run_consumer(
                         outcome.end_to_end_latency_us.saturating_record(latency_nanos / 1000);
                     }
                 }
-                let key = (message.topic().to_string(), message.partition());
-                if let Some(high) = remaining_until.get(&key) {
-                    if message.offset() + 1 >= *high {
-                        remaining_until.remove(&key);
-                    }
+                let caught_up = remaining_until.iter().position(|(topic, partition, high)| {
+                    *partition == message.partition() && message.offset() + 1 >= *high && topic == message.topic()
+                });
+                if let Some(index) = caught_up {
+                    remaining_until.swap_remove(index);
                 }
                 last_message = Instant::now();
             }

@@ -35,7 +35,8 @@ pub struct Figures {
     /// Payload megabytes (10^6) per second: keys and framing are not counted.
     pub mb_per_second: f64,
     pub messages_per_second: f64,
-    /// Records the broker refused or the client gave up on.
+    /// Records the broker refused or the client gave up on; in end-to-end runs also acknowledged
+    /// records the consumers never received.
     pub errors: u64,
     pub first_error: Option<String>,
     /// End-to-end runs: records the consumers received (should equal `messages`).

@@ -135,9 +135,7 @@ fn run_target_round(plan: &Plan, round: usize, target: &Target, created: &mut Ve
                 let (outcome, usage) = measured(&label, target, |progress| {
                     consume::consume(target, workload, &topics, Until::CaughtUp, None, progress, &plan.client_config)
                 })?;
-                let mut figures = rates(outcome.messages, outcome.bytes, outcome.elapsed, &usage);
-                figures.consumed_messages = Some(outcome.messages);
-                figures
+                rates(outcome.messages, outcome.bytes, outcome.elapsed, &usage)
             }
             Kind::EndToEnd => {
                 let topics = new_topics(created)?;
@@ -174,7 +172,6 @@ fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, to
         stop.store(true, Ordering::Relaxed);
         outcome
     });
-    stop.store(true, Ordering::Relaxed);
     let consumer_outcome = consumers.join().map_err(|_| "consumer thread panicked".to_string())?;
     let (outcome, usage) = produced?;
     let consumer_outcome = consumer_outcome?;
@@ -182,6 +179,12 @@ fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, to
     results.add_curve(&target.name, &workload.name, "e2e", &consumer_outcome.end_to_end_latency_us);
     let mut figures = produce_figures(&outcome, &usage);
     figures.consumed_messages = Some(consumer_outcome.messages);
+    // An acknowledged record that never reached a consumer is lost as far as the run can tell.
+    let missing = outcome.acked_messages.saturating_sub(consumer_outcome.messages);
+    if missing > 0 {
+        figures.errors += missing;
+        figures.first_error.get_or_insert_with(|| format!("{missing} acknowledged records not consumed within {DRAIN_TIMEOUT:?}"));
+    }
     figures.end_to_end_latency_ms = (!consumer_outcome.end_to_end_latency_us.is_empty())
         .then(|| Percentiles::of(&consumer_outcome.end_to_end_latency_us));
     // CPU per GB: the broker moved the payload twice, in and out; the figure counts it once, as
