@@ -27,6 +27,9 @@ pub struct BrokerConfig {
     pub log_flush_scheduler_interval_ms: u64,
     pub max_connections: usize,
     pub zookeeper_connect: Option<String>,
+    /// Ours, not Kafka's: `fetch.zero.copy=false` serves fetches by reading record bytes and
+    /// writing them (the copy path) instead of splicing them from the segment files; to compare.
+    pub fetch_zero_copy: bool,
     /// Topic defaults from the `log.*` keys; topic configs override them.
     pub log_defaults: LogConfig,
     pub cleanup_policy: String,
@@ -119,6 +122,7 @@ impl BrokerConfig {
             log_flush_scheduler_interval_ms: 1_000,
             max_connections: 10_000,
             zookeeper_connect: None,
+            fetch_zero_copy: true,
             log_defaults: LogConfig::default(),
             cleanup_policy: "delete".into(),
             min_insync_replicas: 1,
@@ -163,6 +167,7 @@ impl BrokerConfig {
                 "min.insync.replicas" => config.min_insync_replicas = parse_number(key, v)?,
                 "auto.create.topics.enable" => config.auto_create_topics_enable = parse_bool(key, v)?,
                 "delete.topic.enable" => config.delete_topic_enable = parse_bool(key, v)?,
+                "fetch.zero.copy" => config.fetch_zero_copy = parse_bool(key, v)?,
                 "message.max.bytes" => {
                     config.message_max_bytes = parse_number(key, v)?;
                     config.log_defaults.max_message_bytes = config.message_max_bytes;

@@ -9,6 +9,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use shard::notify::Notify;
 
+use crate::handlers::fetch_framing::{Piece, Records};
 use crate::handlers::{dispatch, Outcome};
 use crate::shard_context::Shard;
 
@@ -60,6 +61,12 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     break;
                 }
             }
+            Outcome::RespondPieces(pieces) => {
+                if let Err(e) = write_pieces(&shard, &mut stream, pieces).await {
+                    tracing::debug!(peer, error = %e, "closing connection: a fetch response could not be sent whole");
+                    break;
+                }
+            }
             Outcome::NoResponse => {}
             Outcome::Close(reason) => {
                 tracing::warn!(peer, reason, "closing connection after a bad request");
@@ -68,6 +75,25 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         }
     }
     let _ = stream.close().await;
+}
+
+/// Writes a response's pieces in order: framing and in-memory records with ordinary writes, file
+/// regions through the shard's splice sender on the same socket. The connection handles one
+/// request at a time, so nothing else writes to the socket meanwhile.
+async fn write_pieces(shard: &Shard, stream: &mut TcpStream, pieces: Vec<Piece<Records>>) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    for piece in pieces {
+        match piece {
+            Piece::Framing(bytes) | Piece::Records(Records::InMemory(bytes)) => {
+                stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+            }
+            Piece::Records(Records::InFile(region)) => {
+                let sender = shard.splice_sender.as_ref().expect("file regions are asked for only by shards with a splice sender");
+                sender.send(stream.as_raw_fd(), &region).await.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Ok(None) on a clean end of stream between requests.

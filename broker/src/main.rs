@@ -7,6 +7,7 @@ mod groups;
 mod handlers;
 mod producer_state;
 mod shard_context;
+mod splice_sender;
 mod state;
 mod tasks;
 mod topics;

@@ -14,6 +14,7 @@ use storage::{Log, StorageError};
 
 use crate::groups::GroupCoordinator;
 use crate::producer_state::ProducerStateTable;
+use crate::splice_sender::SpliceSender;
 use crate::state::BrokerState;
 use crate::topics::log_config_for;
 
@@ -38,6 +39,8 @@ pub struct Shard {
     pub connections: std::cell::Cell<usize>,
     /// The consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: GroupCoordinator,
+    /// Sends fetched file regions to sockets without copying; None on the copy path.
+    pub splice_sender: Option<Rc<SpliceSender>>,
 }
 
 /// Why a partition cannot be served.
@@ -50,8 +53,21 @@ pub enum PartitionError {
 }
 
 impl Shard {
+    /// Must run on the shard's executor (the splice sender starts a task there).
     pub fn new(router: Rc<Router<Shard>>, broker: Arc<BrokerState>) -> Shard {
+        let splice_sender = if broker.config.fetch_zero_copy {
+            match SpliceSender::start() {
+                Ok(sender) => Some(sender),
+                Err(e) => {
+                    tracing::warn!(shard = router.shard_id(), error = %e, "no io_uring splice here: fetches fall back to the copy path");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Shard {
+            splice_sender,
             router,
             broker,
             partitions: RefCell::new(HashMap::new()),

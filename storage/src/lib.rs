@@ -12,4 +12,4 @@ pub mod test_support;
 pub use crate::config::LogConfig;
 pub use crate::error::{Result, StorageError};
 pub use crate::log::{AppendInfo, Log, ReadResult};
-pub use crate::segment::FileSlice;
+pub use crate::segment::{FileRegion, FileSlice};

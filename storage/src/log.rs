@@ -327,13 +327,7 @@ impl Log {
                 current = segment.read_header_at(end).await?;
             }
             if end > position {
-                result.slices.push(FileSlice {
-                    file: segment.file(),
-                    position,
-                    length_bytes: end - position,
-                    first_offset: header.base_offset,
-                    last_offset,
-                });
+                result.slices.push(segment.slice(position, end - position, header.base_offset, last_offset));
             }
             break;
         }

@@ -5,8 +5,9 @@
 //! not O_DIRECT (fetches are served from the page cache, which O_DIRECT writes would bypass).
 
 use std::path::{Path, PathBuf};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::io::{BufferedFile, OpenOptions};
 
@@ -42,6 +43,8 @@ fn io_error(context: String) -> impl FnOnce(glommio::GlommioError<()>) -> Storag
 #[derive(Clone)]
 pub struct FileSlice {
     pub file: Rc<BufferedFile>,
+    /// The same file for other threads (glommio's file is shard-local): see `FileRegion`.
+    pub shared_fd: Arc<OwnedFd>,
     pub position: u64,
     pub length_bytes: u64,
     pub first_offset: i64,
@@ -59,7 +62,21 @@ impl std::fmt::Debug for FileSlice {
     }
 }
 
+/// A `FileSlice` that may cross to another shard: the owner of a partition answers a fetch with
+/// regions and the connection's shard sends their bytes (splice), so no payload crosses shards.
+/// Holding the descriptor keeps the bytes readable after retention unlinks the segment.
+#[derive(Clone, Debug)]
+pub struct FileRegion {
+    pub fd: Arc<OwnedFd>,
+    pub position: u64,
+    pub length_bytes: u64,
+}
+
 impl FileSlice {
+    pub fn region(&self) -> FileRegion {
+        FileRegion { fd: self.shared_fd.clone(), position: self.position, length_bytes: self.length_bytes }
+    }
+
     /// Copies the slice into memory (the copy path; zero-copy senders use `file` directly).
     pub async fn read_bytes(&self) -> Result<Vec<u8>> {
         let read = self
@@ -90,6 +107,9 @@ pub struct Segment {
     pub base_offset: i64,
     dir: PathBuf,
     file: Rc<BufferedFile>,
+    /// A duplicate of `file`'s descriptor, shared with other shards through `FileRegion`s. One per
+    /// segment (not per fetch), so a segment costs two descriptors.
+    shared_fd: Arc<OwnedFd>,
     size_bytes: u64,
     /// Offset after the last batch in this segment (== base_offset while empty).
     next_offset: i64,
@@ -116,14 +136,19 @@ impl Segment {
             .buffered_open(&path)
             .await
             .map_err(io_error(format!("creating {}", path.display())))?;
-        Ok(Segment::new(dir, base_offset, file, 0, index_interval_bytes))
+        Segment::new(dir, base_offset, file, 0, index_interval_bytes)
     }
 
-    fn new(dir: &Path, base_offset: i64, file: BufferedFile, size_bytes: u64, index_interval_bytes: u64) -> Segment {
-        Segment {
+    fn new(dir: &Path, base_offset: i64, file: BufferedFile, size_bytes: u64, index_interval_bytes: u64) -> Result<Segment> {
+        // SAFETY: the descriptor belongs to `file`, which is alive for this call.
+        let shared_fd = unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) }
+            .try_clone_to_owned()
+            .map_err(|e| StorageError::io(format!("duplicating the descriptor of {}", log_path(dir, base_offset).display()), e))?;
+        Ok(Segment {
             base_offset,
             dir: dir.to_path_buf(),
             file: Rc::new(file),
+            shared_fd: Arc::new(shared_fd),
             size_bytes,
             next_offset: base_offset,
             offset_index: OffsetIndex::default(),
@@ -134,7 +159,7 @@ impl Segment {
             first_append_at_ms: None,
             indexes_dirty: true,
             index_interval_bytes,
-        }
+        })
     }
 
     /// Opens an existing segment without scanning it. The caller then either `load_indexes`
@@ -151,7 +176,7 @@ impl Segment {
             .file_size()
             .await
             .map_err(io_error(format!("sizing {}", path.display())))?;
-        Ok(Segment::new(dir, base_offset, file, size_bytes, index_interval_bytes))
+        Segment::new(dir, base_offset, file, size_bytes, index_interval_bytes)
     }
 
     pub fn path(&self) -> PathBuf {
@@ -405,6 +430,7 @@ impl Segment {
     pub async fn read_batch(&self, position: u64, header: &BatchHeader) -> Result<Vec<u8>> {
         FileSlice {
             file: self.file.clone(),
+            shared_fd: self.shared_fd.clone(),
             position,
             length_bytes: header.size_bytes() as u64,
             first_offset: header.base_offset,
@@ -414,8 +440,10 @@ impl Segment {
         .await
     }
 
-    pub fn file(&self) -> Rc<BufferedFile> {
-        self.file.clone()
+    /// A slice of this segment's file (no I/O).
+    pub fn slice(&self, position: u64, length_bytes: u64, first_offset: i64, last_offset: i64) -> FileSlice {
+        debug_assert!(position + length_bytes <= self.size_bytes, "a slice lies within the segment");
+        FileSlice { file: self.file.clone(), shared_fd: self.shared_fd.clone(), position, length_bytes, first_offset, last_offset }
     }
 
     /// Makes the log bytes durable and writes both index files (with a final time index entry for

@@ -40,6 +40,10 @@ impl Connection {
         R::decode(&mut response, version).unwrap()
     }
 
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().unwrap().port()
+    }
+
     /// Writes a size-prefixed frame.
     pub fn send_frame(&mut self, body: &[u8]) {
         let mut frame = (body.len() as i32).to_be_bytes().to_vec();

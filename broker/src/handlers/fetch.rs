@@ -1,7 +1,9 @@
-//! Fetch: each partition is read on its owning shard, within the response's byte budget; when
+//! Fetch: each partition is located on its owning shard, within the response's byte budget; when
 //! fewer than `min_bytes` are ready the request waits (long poll) until an owner appends or
-//! `max_wait_ms` passes. Record bytes are copied out of the page cache for now; the zero-copy
-//! path (splice from the segment file to the socket) replaces this read.
+//! `max_wait_ms` passes. The owner answers with where the batches lie (file regions, kept alive
+//! against segment deletion) and the connection's shard splices them to the socket, so no payload
+//! byte is read or copied across shards. With `fetch.zero.copy=false` (or no splice ring on the
+//! connection's shard) the owner reads the bytes instead: the copy path, kept to compare.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::FetchRequest;
 use shard::notify::Notify;
 
-use super::fetch_framing::{PartitionFrame, TopicFrame};
+use super::fetch_framing::{PartitionFrame, Records, RecordsLength, TopicFrame};
 use super::{partition_error_code, storage_error_code};
 use crate::shard_context::Shard;
 
@@ -21,11 +23,12 @@ struct Fetched {
     error_code: i16,
     high_watermark: i64,
     log_start_offset: i64,
-    records: Bytes,
+    records: Vec<Records>,
 }
 
 /// The response's topics, framed by `fetch_framing` (records are not encoded by kafka-protocol).
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> Vec<TopicFrame<Bytes>> {
+pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> Vec<TopicFrame<Records>> {
+    let zero_copy = shard.splice_sender.is_some();
     let deadline = Instant::now() + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(MAX_WAIT_LIMIT_MS));
     let min_bytes = request.min_bytes.max(0) as u64;
     let max_bytes = if version >= 3 { request.max_bytes.max(0) as u64 } else { u64::MAX };
@@ -47,9 +50,9 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> V
             let (topic, partition, offset) = (topic.clone(), *partition, *offset);
             let fetched = shard
                 .router
-                .call(owner, move |owner| async move { read(&owner, &topic, partition, offset, budget, min_one_batch).await })
+                .call(owner, move |owner| async move { read(&owner, &topic, partition, offset, budget, min_one_batch, zero_copy).await })
                 .await;
-            total += fetched.records.len() as u64;
+            total += fetched.records.iter().map(RecordsLength::length_bytes).sum::<u64>();
             any_error |= fetched.error_code != 0;
             results.push(fetched);
         }
@@ -61,7 +64,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> V
     }
 }
 
-fn response(request: &FetchRequest, results: Vec<Fetched>) -> Vec<TopicFrame<Bytes>> {
+fn response(request: &FetchRequest, results: Vec<Fetched>) -> Vec<TopicFrame<Records>> {
     let mut results = results.into_iter();
     request
         .topics
@@ -78,7 +81,7 @@ fn response(request: &FetchRequest, results: Vec<Fetched>) -> Vec<TopicFrame<Byt
                         high_watermark: fetched.high_watermark,
                         last_stable_offset: fetched.high_watermark,
                         log_start_offset: fetched.log_start_offset,
-                        records: vec![fetched.records],
+                        records: fetched.records,
                     }
                 })
                 .collect();
@@ -88,8 +91,8 @@ fn response(request: &FetchRequest, results: Vec<Fetched>) -> Vec<TopicFrame<Byt
 }
 
 /// Runs on the owning shard.
-async fn read(shard: &Shard, topic: &str, partition: i32, offset: i64, budget: u64, min_one_batch: bool) -> Fetched {
-    let failed = |error_code| Fetched { error_code, high_watermark: -1, log_start_offset: -1, records: Bytes::new() };
+async fn read(shard: &Shard, topic: &str, partition: i32, offset: i64, budget: u64, min_one_batch: bool, zero_copy: bool) -> Fetched {
+    let failed = |error_code| Fetched { error_code, high_watermark: -1, log_start_offset: -1, records: Vec::new() };
     let handle = match shard.partition(topic, partition).await {
         Ok(p) => p,
         Err(e) => return failed(partition_error_code(&e)),
@@ -97,21 +100,25 @@ async fn read(shard: &Shard, topic: &str, partition: i32, offset: i64, budget: u
     let log = handle.log.read().await.expect("partition lock");
     let high_watermark = log.log_end_offset();
     let log_start_offset = log.log_start_offset();
-    let result = match log.read(offset, budget, high_watermark, min_one_batch).await {
-        Ok(result) => result,
-        Err(e) => {
-            return Fetched { error_code: storage_error_code(&e), high_watermark, log_start_offset, records: Bytes::new() };
-        }
-    };
+    let result = log.read(offset, budget, high_watermark, min_one_batch).await;
     drop(log);
-    let mut records = Vec::with_capacity(result.size_bytes() as usize);
-    for slice in &result.slices {
-        match slice.read_bytes().await {
-            Ok(bytes) => records.extend_from_slice(&bytes),
-            Err(e) => return Fetched { error_code: storage_error_code(&e), high_watermark, log_start_offset, records: Bytes::new() },
+    let failed = |error| Fetched { error_code: storage_error_code(&error), high_watermark, log_start_offset, records: Vec::new() };
+    let slices = match result {
+        Ok(result) => result.slices,
+        Err(e) => return failed(e),
+    };
+    let mut records = Vec::with_capacity(slices.len());
+    for slice in &slices {
+        if zero_copy {
+            records.push(Records::InFile(slice.region()));
+        } else {
+            match slice.read_bytes().await {
+                Ok(bytes) => records.push(Records::InMemory(Bytes::from(bytes))),
+                Err(e) => return failed(e),
+            }
         }
     }
-    Fetched { error_code: 0, high_watermark, log_start_offset, records: Bytes::from(records) }
+    Fetched { error_code: 0, high_watermark, log_start_offset, records }
 }
 
 /// Returns when an owner of one of the partitions has data past the fetch offset, or after `wait`.

@@ -17,6 +17,22 @@ impl RecordsLength for Bytes {
     }
 }
 
+/// A run of whole batches as the connection sends it: bytes already in memory (the copy path),
+/// or a region of a segment file that the splice sender moves to the socket without reading it.
+pub enum Records {
+    InMemory(Bytes),
+    InFile(storage::FileRegion),
+}
+
+impl RecordsLength for Records {
+    fn length_bytes(&self) -> u64 {
+        match self {
+            Records::InMemory(bytes) => bytes.len() as u64,
+            Records::InFile(region) => region.length_bytes,
+        }
+    }
+}
+
 pub struct PartitionFrame<R> {
     pub partition_index: i32,
     pub error_code: i16,
@@ -126,26 +142,23 @@ fn put_unsigned_varint(buffer: &mut BytesMut, mut value: u32) {
     buffer.put_u8(value as u8);
 }
 
-/// All pieces in one buffer: for records already in memory.
-pub fn concatenate(pieces: Vec<Piece<Bytes>>) -> BytesMut {
-    let size: usize = pieces.iter().map(|piece| match piece {
-        Piece::Framing(bytes) | Piece::Records(bytes) => bytes.len(),
-    }).sum();
-    let mut frame = BytesMut::with_capacity(size);
-    for piece in pieces {
-        match piece {
-            Piece::Framing(bytes) | Piece::Records(bytes) => frame.put_slice(&bytes),
-        }
-    }
-    frame
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::{FetchResponse, ResponseHeader, TopicName};
     use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    /// All pieces in one buffer, to compare with kafka-protocol's encoding.
+    fn concatenate(pieces: Vec<Piece<Bytes>>) -> BytesMut {
+        let mut frame = BytesMut::new();
+        for piece in pieces {
+            match piece {
+                Piece::Framing(bytes) | Piece::Records(bytes) => frame.put_slice(&bytes),
+            }
+        }
+        frame
+    }
 
     fn sample(records_a: &[Bytes], records_b: &[Bytes]) -> Vec<TopicFrame<Bytes>> {
         vec![

@@ -83,6 +83,8 @@ pub struct Client<'a> {
 /// What to do with a frame.
 pub enum Outcome {
     Respond(BytesMut),
+    /// A Fetch response: framing with record runs between, some of them file regions to splice.
+    RespondPieces(Vec<fetch_framing::Piece<fetch_framing::Records>>),
     /// acks=0 produce: Kafka sends nothing back.
     NoResponse,
     /// Malformed or unsupported: log the reason and close the connection.
@@ -148,7 +150,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) ->
         },
         RequestKind::Fetch(r) => {
             let topics = fetch::handle(shard, r, version).await;
-            return Outcome::Respond(fetch_framing::concatenate(fetch_framing::frame(version, header.correlation_id, topics)));
+            return Outcome::RespondPieces(fetch_framing::frame(version, header.correlation_id, topics));
         }
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await),

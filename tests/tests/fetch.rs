@@ -1,0 +1,188 @@
+//! Fetch on both paths (zero-copy splice and the copy path): partitions owned by another shard
+//! than the connection's, and a fetch whose segment retention deletes while the response is
+//! still being sent. Checked byte for byte against what was produced.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use storage::test_support::build_batch;
+use tests::wire::Connection;
+use tests::{Broker, TempDir};
+
+const PATHS: [&str; 2] = ["fetch.zero.copy=true", "fetch.zero.copy=false"];
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn create_topic(connection: &mut Connection, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let configs = configs
+        .iter()
+        .map(|(k, v)| CreatableTopicConfig::default().with_name(StrBytes::from_string(k.to_string())).with_value(Some(StrBytes::from_string(v.to_string()))))
+        .collect();
+    let request = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![CreatableTopic::default()
+        .with_name(topic_name(name))
+        .with_num_partitions(partitions)
+        .with_replication_factor(-1)
+        .with_configs(configs)]);
+    let response: CreateTopicsResponse = connection.call(ApiKey::CreateTopics, 5, &request);
+    assert_eq!(response.topics[0].error_code, 0, "create {name}");
+}
+
+fn produce(connection: &mut Connection, topic: &str, partition: i32, batch: Vec<u8>) {
+    let request = ProduceRequest::default().with_acks(1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(topic_name(topic))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(Bytes::from(batch)))])]);
+    let response: ProduceResponse = connection.call(ApiKey::Produce, 8, &request);
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0, "produce to {topic}-{partition}");
+}
+
+fn fetch_request(topic: &str, partitions: &[i32], max_bytes: i32) -> FetchRequest {
+    FetchRequest::default().with_max_wait_ms(0).with_min_bytes(0).with_max_bytes(max_bytes).with_topics(vec![FetchTopic::default()
+        .with_topic(topic_name(topic))
+        .with_partitions(
+            partitions
+                .iter()
+                .map(|p| FetchPartition::default().with_partition(*p).with_fetch_offset(0).with_partition_max_bytes(max_bytes))
+                .collect(),
+        )])
+}
+
+/// Splits stored batches and checks each against the produced one: the broker rewrites only
+/// the base offset (bytes 0..8) and the partition leader epoch (12..16); the CRC covers the rest.
+fn assert_batches_equal(records: &Bytes, produced: &[Vec<u8>], context: &str) {
+    let mut position = 0;
+    for (index, expected) in produced.iter().enumerate() {
+        let size = 12 + i32::from_be_bytes(records[position + 8..position + 12].try_into().unwrap()) as usize;
+        let stored = &records[position..position + size];
+        assert_eq!(size, expected.len(), "{context}: batch {index} size");
+        assert_eq!(&stored[16..], &expected[16..], "{context}: batch {index} bytes");
+        position += size;
+    }
+    assert_eq!(position, records.len(), "{context}: nothing after the last batch");
+}
+
+/// One Fetch for four partitions spread over two shards: each connection's shard owns two and
+/// the other shard the rest, so every response mixes local and routed partitions.
+#[test]
+fn fetch_across_shards_returns_every_partitions_bytes() {
+    for path in PATHS {
+        let dir = TempDir::new("fetch-across-shards");
+        let broker = Broker::start(&dir.0, 2, &[path]);
+        let mut connection = Connection::open(broker.address());
+        create_topic(&mut connection, "spread", 4, &[]);
+        let mut produced: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
+        for round in 0..3 {
+            for partition in 0..4 {
+                let batch = build_batch(20 + round, 700, 1_700_000_000_000, (partition * 10 + round) as u8);
+                produce(&mut connection, "spread", partition, batch.clone());
+                produced[partition as usize].push(batch);
+            }
+        }
+        // Several connections, so both shards serve some of them.
+        for _ in 0..6 {
+            let mut reader = Connection::open(broker.address());
+            let response: FetchResponse = reader.call(ApiKey::Fetch, 11, &fetch_request("spread", &[0, 1, 2, 3], 1 << 20));
+            for data in &response.responses[0].partitions {
+                assert_eq!(data.error_code, 0, "{path}: partition {}", data.partition_index);
+                let records = data.records.clone().unwrap_or_default();
+                assert_batches_equal(&records, &produced[data.partition_index as usize], &format!("{path}: partition {}", data.partition_index));
+            }
+        }
+    }
+}
+
+/// Bytes the broker's end of a connection has not sent yet (its send queue, /proc/net/tcp).
+fn unsent_bytes(broker_port: u16, client_port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |address: &str| u16::from_str_radix(address.rsplit(':').next().unwrap(), 16).unwrap();
+        if port(fields[1]) == broker_port && port(fields[2]) == client_port {
+            let tx_queue = fields[4].split(':').next().unwrap();
+            return u64::from_str_radix(tx_queue, 16).unwrap();
+        }
+    }
+    panic!("no connection {broker_port} -> {client_port} in /proc/net/tcp");
+}
+
+/// A consumer asks for a whole segment and does not read: the response stalls in the socket
+/// buffers while retention deletes the segment. The bytes that then arrive are the segment's
+/// (the fetch holds the file open), never garbage.
+#[test]
+fn fetch_in_flight_while_retention_deletes_its_segment() {
+    const BATCH_COUNT: usize = 60;
+    const SEGMENT_BYTES: usize = 48 << 20;
+    for path in PATHS {
+        let dir = TempDir::new("fetch-in-flight-deletion");
+        let broker = Broker::start(&dir.0, 1, &[path, "log.retention.check.interval.ms=100"]);
+        let mut connection = Connection::open(broker.address());
+        create_topic(&mut connection, "doomed", 1, &[("segment.bytes", &SEGMENT_BYTES.to_string())]);
+        let mut produced = Vec::new();
+        for index in 0..BATCH_COUNT {
+            let batch = build_batch(900, 1000, 1_700_000_000_000, index as u8);
+            produce(&mut connection, "doomed", 0, batch.clone());
+            produced.push(batch);
+        }
+        let first_segment = dir.0.join("logs/doomed-0/00000000000000000000.log");
+        let segment_size = std::fs::metadata(&first_segment).unwrap().len() as usize;
+        let in_first_segment = produced.iter().scan(0, |sum, b| {
+            *sum += b.len();
+            Some(*sum)
+        });
+        let batches_in_first = in_first_segment.take_while(|end| *end <= segment_size).count();
+        assert!(batches_in_first < BATCH_COUNT, "the data spans two segments");
+
+        // The fetch, not read yet: far more than the socket buffers hold.
+        let mut stalled = Connection::open(broker.address());
+        let request = fetch_request("doomed", &[0], 52_428_800);
+        let correlation_id = 77;
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Fetch as i16)
+            .with_request_api_version(11)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("stalled")));
+        let mut body = bytes::BytesMut::new();
+        kafka_protocol::protocol::Encodable::encode(&header, &mut body, 1).unwrap();
+        kafka_protocol::protocol::Encodable::encode(&request, &mut body, 11).unwrap();
+        stalled.send_frame(&body);
+        std::thread::sleep(Duration::from_millis(300));
+
+        let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("doomed"))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.bytes"))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_static_str("1")))])]);
+        let altered: IncrementalAlterConfigsResponse = connection.call(ApiKey::IncrementalAlterConfigs, 0, &alter);
+        assert_eq!(altered.responses[0].error_code, 0);
+        let started = Instant::now();
+        while first_segment.exists() {
+            assert!(started.elapsed() < Duration::from_secs(20), "{path}: retention did not delete the first segment:\n{}", broker.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        let unsent = unsent_bytes(broker.port, stalled.local_port());
+        assert!(unsent > 0, "{path}: the response was still being sent when its segment went");
+
+        let mut frame = stalled.read_frame().expect("the stalled fetch's response");
+        let response_header = ResponseHeader::decode(&mut frame, 0).unwrap();
+        assert_eq!(response_header.correlation_id, correlation_id);
+        let response = FetchResponse::decode(&mut frame, 11).unwrap();
+        let data = &response.responses[0].partitions[0];
+        assert_eq!(data.error_code, 0, "{path}");
+        let records = data.records.clone().unwrap_or_default();
+        assert_batches_equal(&records, &produced[..batches_in_first], path);
+
+        // A new fetch from offset 0 now gets a clean OFFSET_OUT_OF_RANGE.
+        let response: FetchResponse = connection.call(ApiKey::Fetch, 11, &fetch_request("doomed", &[0], 1 << 20));
+        assert_eq!(response.responses[0].partitions[0].error_code, kafka_protocol::ResponseError::OffsetOutOfRange.code(), "{path}");
+    }
+}
