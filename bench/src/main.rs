@@ -61,6 +61,14 @@ struct Args {
     /// Leave the run's topics on the brokers (they are deleted after each round otherwise).
     #[arg(long)]
     keep_topics: bool,
+    /// During end-to-end runs, also read this existing topic (TOPIC:PARTITIONS) from its
+    /// beginning as fast as possible: a catch-up consumer competing with the latency workload.
+    #[arg(long, value_parser = parse_catch_up)]
+    catch_up_topic: Option<(String, i32)>,
+    /// Drop the page cache before each end-to-end run (root), so the catch-up consumer reads
+    /// cold segments from the disk.
+    #[arg(long)]
+    drop_caches: bool,
     /// Extra librdkafka setting for every client, key=value (repeatable), e.g. security settings.
     #[arg(long = "client-config", value_parser = parse_key_value)]
     client_config: Vec<(String, String)>,
@@ -98,6 +106,12 @@ struct Args {
     message_count: Option<u64>,
     #[arg(long, value_enum)]
     key_distribution: Option<KeyDistribution>,
+}
+
+fn parse_catch_up(text: &str) -> Result<(String, i32), String> {
+    let (topic, partitions) = text.rsplit_once(':').ok_or("expected TOPIC:PARTITIONS")?;
+    let partitions = partitions.parse::<i32>().map_err(|_| format!("bad partition count in {text:?}"))?;
+    Ok((topic.to_string(), partitions))
 }
 
 fn parse_cpu_pair(text: &str) -> Result<ceiling::CeilingCpus, String> {
@@ -204,6 +218,8 @@ fn run(args: Args) -> Result<(), String> {
         ceiling: args.ceiling.then(|| (args.ceiling_dir.clone(), args.ceiling_seconds, args.ceiling_cpus)),
         client_config: args.client_config.clone(),
         keep_topics: args.keep_topics,
+        catch_up_topic: args.catch_up_topic.clone(),
+        drop_caches: args.drop_caches,
         run_id: format!("{}-{}", started.as_secs(), std::process::id()),
     };
     std::fs::create_dir_all(&args.out).map_err(|error| format!("create {}: {error}", args.out.display()))?;

@@ -31,6 +31,10 @@ pub struct Plan {
     /// librdkafka settings applied to every client.
     pub client_config: Vec<(String, String)>,
     pub keep_topics: bool,
+    /// A topic (and its partition count) that a catch-up consumer reads during end-to-end runs.
+    pub catch_up_topic: Option<(String, i32)>,
+    /// Drop the page cache before each end-to-end run.
+    pub drop_caches: bool,
     /// Makes this run's topic names unique.
     pub run_id: String,
 }
@@ -160,6 +164,20 @@ fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, to
         std::thread::spawn(move || consume::consume(&target, &workload, &topics, Until::Stopped(stop), Some(ready), consumed, &extra))
     };
     ready.wait();
+    let catch_up = match &plan.catch_up_topic {
+        Some((topic, partitions)) => {
+            if plan.drop_caches {
+                drop_page_cache()?;
+            }
+            let catch_up_workload = Workload { partitions_per_topic: *partitions, consumers: 1, ..workload.clone() };
+            let (target, topics, stop, progress, extra) =
+                (target.clone(), vec![topic.clone()], stop.clone(), Arc::new(Progress::default()), plan.client_config.clone());
+            Some(std::thread::spawn(move || {
+                consume::consume(&target, &catch_up_workload, &topics, Until::Stopped(stop), None, progress, &extra)
+            }))
+        }
+        None => None,
+    };
     let produced = measured(label, target, |progress| {
         let outcome = produce::produce(target, workload, topics, progress, &plan.client_config);
         // The consumers are part of the run: the broker's CPU counts until they have it all.
@@ -173,6 +191,15 @@ fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, to
         outcome
     });
     let consumer_outcome = consumers.join().map_err(|_| "consumer thread panicked".to_string())?;
+    if let Some(catch_up) = catch_up {
+        let read = catch_up.join().map_err(|_| "catch-up consumer thread panicked".to_string())??;
+        eprintln!(
+            "{label}: the catch-up consumer read {} records, {:.0} MB at {:.0} MB/s meanwhile",
+            read.messages,
+            read.bytes as f64 / 1e6,
+            read.bytes as f64 / 1e6 / read.elapsed.as_secs_f64().max(1e-9)
+        );
+    }
     let (outcome, usage) = produced?;
     let consumer_outcome = consumer_outcome?;
     results.add_curve(&target.name, &workload.name, "publish", &outcome.publish_latency_us);
@@ -190,6 +217,13 @@ fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, to
     // CPU per GB: the broker moved the payload twice, in and out; the figure counts it once, as
     // OpenMessaging reports rates of the published payload.
     Ok(figures)
+}
+
+/// Writes back dirty pages, then drops the clean page cache (needs root).
+fn drop_page_cache() -> Result<(), String> {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "1").map_err(|error| format!("--drop-caches: /proc/sys/vm/drop_caches: {error}"))
 }
 
 fn same_shape(produced: &Workload, consume: &Workload) -> bool {

@@ -30,6 +30,12 @@ pub struct BrokerConfig {
     /// Ours, not Kafka's: `fetch.zero.copy=false` serves fetches by reading record bytes and
     /// writing them (the copy path) instead of splicing them from the segment files; to compare.
     pub fetch_zero_copy: bool,
+    /// Ours: the shards that accept client connections (`listener.shards=0`); None: every shard.
+    /// With `partition.shards`, lets a benchmark make every request land on the owner, or on the
+    /// wrong shard (tuning.md, cross-shard routing).
+    pub listener_shards: Option<Vec<usize>>,
+    /// Ours: the shards that own partitions (`partition.shards=0`); None: every shard.
+    pub partition_shards: Option<Vec<usize>>,
     /// Topic defaults from the `log.*` keys; topic configs override them.
     pub log_defaults: LogConfig,
     pub cleanup_policy: String,
@@ -105,6 +111,25 @@ fn parse_listener(key: &str, value: &str) -> Result<(String, u16), String> {
 }
 
 impl BrokerConfig {
+    /// Checks the shard lists against the number of shards, known only once placement is read.
+    pub fn check_shard_lists(&self, shard_count: usize) -> Result<(), String> {
+        for (key, list) in [("listener.shards", &self.listener_shards), ("partition.shards", &self.partition_shards)] {
+            if let Some(bad) = list.iter().flatten().find(|shard| **shard >= shard_count) {
+                return Err(format!("{key} names shard {bad}, but there are {shard_count} shards (0-{})", shard_count - 1));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn accepts_on(&self, shard: usize) -> bool {
+        self.listener_shards.as_ref().map_or(true, |shards| shards.contains(&shard))
+    }
+
+    /// How many shards accept connections, of `shard_count`.
+    pub fn listening_shard_count(&self, shard_count: usize) -> usize {
+        self.listener_shards.as_ref().map_or(shard_count, Vec::len)
+    }
+
     pub fn from_properties(properties: &BTreeMap<String, String>) -> Result<BrokerConfig, String> {
         let mut config = BrokerConfig {
             broker_id: 0,
@@ -123,6 +148,8 @@ impl BrokerConfig {
             max_connections: 10_000,
             zookeeper_connect: None,
             fetch_zero_copy: true,
+            listener_shards: None,
+            partition_shards: None,
             log_defaults: LogConfig::default(),
             cleanup_policy: "delete".into(),
             min_insync_replicas: 1,
@@ -168,6 +195,8 @@ impl BrokerConfig {
                 "auto.create.topics.enable" => config.auto_create_topics_enable = parse_bool(key, v)?,
                 "delete.topic.enable" => config.delete_topic_enable = parse_bool(key, v)?,
                 "fetch.zero.copy" => config.fetch_zero_copy = parse_bool(key, v)?,
+                "listener.shards" => config.listener_shards = Some(shard::cpus::parse_cpu_list(v).map_err(|e| format!("{key}: {e}"))?),
+                "partition.shards" => config.partition_shards = Some(shard::cpus::parse_cpu_list(v).map_err(|e| format!("{key}: {e}"))?),
                 "message.max.bytes" => {
                     config.message_max_bytes = parse_number(key, v)?;
                     config.log_defaults.max_message_bytes = config.message_max_bytes;

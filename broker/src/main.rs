@@ -81,6 +81,7 @@ fn run(cli: Cli) -> Result<(), String> {
         (None, Some(count)) => ShardPlacement::Unpinned(count),
         (None, None) => ShardPlacement::Pinned(shard::cpus::online_cpus()),
     };
+    config.check_shard_lists(placement.shard_count())?;
     check_locked_memory_limit()?;
 
     let log_dirs = LogDirs::new(config.log_dirs.clone()).map_err(|e| e.to_string())?;

@@ -84,7 +84,10 @@ impl Shard {
     }
 
     pub fn owner_of(&self, topic: &str, partition: i32) -> usize {
-        shard_for_partition(topic, partition, self.router.shard_count())
+        match &self.broker.config.partition_shards {
+            None => shard_for_partition(topic, partition, self.router.shard_count()),
+            Some(owners) => owners[shard_for_partition(topic, partition, owners.len())],
+        }
     }
 
     /// The partition, opened (and recovered) on first use. Only the owning shard may call this.

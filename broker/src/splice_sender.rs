@@ -142,7 +142,7 @@ impl SpliceSender {
         if region.length_bytes == 0 {
             return Ok(());
         }
-        let _slot = self.transfer_slots.acquire(1).await.expect("the semaphore is never closed");
+        let _slot = self.transfer_slots.acquire_permit(1).await.expect("the semaphore is never closed");
         let pipe = match self.pipes.borrow_mut().pop() {
             Some(pipe) => pipe,
             None => Pipe::new().map_err(SendError::Io)?,
@@ -291,8 +291,10 @@ fn forward_wakeups(eventfd: &OwnedFd, mut to_shard: std::os::unix::net::UnixStre
 async fn reap_completions(sender: Weak<SpliceSender>, mut wake: UnixStream) {
     let mut signals = [0u8; 64];
     loop {
+        // Ending here leaves every later transfer waiting: say so loudly.
         match wake.read(&mut signals).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return tracing::error!("the splice waker thread went away; zero-copy fetches will stall"),
+            Err(e) => return tracing::error!(error = %e, "reading splice wake-ups; zero-copy fetches will stall"),
             Ok(_) => {}
         }
         match sender.upgrade() {

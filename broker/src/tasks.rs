@@ -17,23 +17,31 @@ const SHUTDOWN_POLL_MS: u64 = 100;
 /// Serves until SIGTERM, then stops accepting, lets connections finish their request, flushes
 /// every log. Returns false if a log could not be flushed.
 pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
-    let listener = match TcpListener::bind(shard.broker.config.listener) {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!(shard = shard.id(), error = %e, "cannot listen");
-            shard.broker.shutting_down.store(true, std::sync::atomic::Ordering::Release);
-            return false;
+    let config = &shard.broker.config;
+    let listener = if config.accepts_on(shard.id()) {
+        match TcpListener::bind(config.listener) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::error!(shard = shard.id(), error = %e, "cannot listen");
+                shard.broker.shutting_down.store(true, std::sync::atomic::Ordering::Release);
+                return false;
+            }
         }
+    } else {
+        None
     };
-    let listening = shard.broker.shards_listening.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
-    if listening == shard.router.shard_count() {
+    let listening = match listener {
+        Some(_) => shard.broker.shards_listening.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1,
+        None => 0,
+    };
+    if listening == config.listening_shard_count(shard.router.shard_count()) {
         // Tests and scripts wait for this line: every shard accepts from here on.
         tracing::info!(listener = %shard.broker.config.listener, "broker ready");
     }
     let maintenance = glommio::spawn_local(maintain_logs(shard.clone()));
     let group_timers = glommio::spawn_local(expire_group_members(shard.clone()));
     let offsets_writer = glommio::spawn_local(coordinator::run_writer(shard.clone()));
-    let acceptor = glommio::spawn_local(accept_connections(shard.clone(), listener));
+    let acceptor = listener.map(|listener| glommio::spawn_local(accept_connections(shard.clone(), listener)));
     while !shard.broker.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
@@ -74,7 +82,8 @@ async fn expire_group_members(shard: Rc<Shard>) {
 }
 
 async fn accept_connections(shard: Rc<Shard>, listener: TcpListener) {
-    let limit = (shard.broker.config.max_connections / shard.router.shard_count()).max(1);
+    let listening_shards = shard.broker.config.listening_shard_count(shard.router.shard_count());
+    let limit = (shard.broker.config.max_connections / listening_shards).max(1);
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,

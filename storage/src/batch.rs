@@ -215,6 +215,17 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// `set_log_append_time` for a batch whose header is a separate copy (the append path rewrites
+/// headers without copying the records): the CRC runs over the header's tail, then `body`
+/// (the batch's bytes after its header).
+pub fn set_log_append_time_split(header: &mut [u8; BATCH_HEADER_SIZE_BYTES], body: &[u8], now_ms: i64) {
+    let attributes = i16_at(header, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_LOG_APPEND_TIME_BIT;
+    header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    header[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[ATTRIBUTES_OFFSET..]), body);
+    header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Splits a buffer holding consecutive batches (a produce request's `records`) into whole batches.
 /// Fails if the buffer does not end on a batch boundary.
 pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<&[u8]>, StorageError> {
@@ -331,7 +342,10 @@ mod tests {
     #[test]
     fn log_append_time_keeps_the_batch_valid() {
         let mut batch = build_batch(2, 1, 5, 1);
+        let mut header: [u8; BATCH_HEADER_SIZE_BYTES] = batch[..BATCH_HEADER_SIZE_BYTES].try_into().unwrap();
+        set_log_append_time_split(&mut header, &batch[BATCH_HEADER_SIZE_BYTES..], 99);
         set_log_append_time(&mut batch, 99);
+        assert_eq!(&header[..], &batch[..BATCH_HEADER_SIZE_BYTES], "the split form writes the same header");
         let header = validate(&batch, Validation::FromProducer).unwrap();
         assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
         assert_eq!(header.max_timestamp, 99);

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::batch::{self, BatchHeader, TimestampType, Validation};
+use crate::batch::{self, BatchHeader, TimestampType, Validation, BATCH_HEADER_SIZE_BYTES};
 use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
 use crate::segment::{self, FileSlice, ScanOutcome, Segment, MAX_SEGMENT_BYTES};
@@ -27,6 +27,9 @@ pub struct AppendInfo {
     /// The broker's timestamp when the topic uses LogAppendTime, else -1 (as ProduceResponse says).
     pub log_append_time_ms: i64,
     pub record_count: i64,
+    /// `flush.messages` is reached: the caller flushes (`flush`) before acknowledging. Left to
+    /// the caller so that one fdatasync can cover the appends of several requests.
+    pub flush_due: bool,
 }
 
 /// The result of `read`.
@@ -157,56 +160,66 @@ impl Log {
     }
 
     /// Validates and appends the batches in `records` (one produce partition's bytes), assigning
-    /// offsets from the log end. Nothing is written unless every batch is valid.
-    pub async fn append(&mut self, mut records: Vec<u8>, now_ms: i64) -> Result<AppendInfo> {
-        let mut headers = Vec::new();
-        let mut spans = Vec::new();
-        {
-            let mut position = 0usize;
-            for batch in batch::split_batches(&records)? {
-                if batch.len() > self.config.max_message_bytes {
-                    return Err(StorageError::RecordTooLarge { size_bytes: batch.len(), max_bytes: self.config.max_message_bytes });
-                }
-                let header = batch::validate(batch, Validation::FromProducer)?;
-                spans.push((position, batch.len()));
-                headers.push(header);
-                position += batch.len();
+    /// offsets from the log end. Nothing is written unless every batch is valid. The records are
+    /// not copied: each batch's header is rewritten in a copy of its own 61 bytes and written
+    /// with the untouched rest of the batch (pwritev). The flush policy is the caller's: see
+    /// `AppendInfo::flush_due`.
+    pub async fn append(&mut self, records: impl AsRef<[u8]>, now_ms: i64) -> Result<AppendInfo> {
+        let records = records.as_ref();
+        let mut batches = Vec::new();
+        for batch in batch::split_batches(records)? {
+            if batch.len() > self.config.max_message_bytes {
+                return Err(StorageError::RecordTooLarge { size_bytes: batch.len(), max_bytes: self.config.max_message_bytes });
             }
+            batch::validate(batch, Validation::FromProducer)?;
+            batches.push(batch);
         }
-        if headers.is_empty() {
+        if batches.is_empty() {
             return Err(StorageError::CorruptBatch("produce request carries no record batch".into()));
         }
         let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
         let base_offset = self.log_end_offset;
         let mut next_offset = base_offset;
         let mut record_count = 0i64;
-        for ((position, length), header) in spans.iter().zip(headers.iter_mut()) {
-            let batch = &mut records[*position..*position + *length];
-            batch::set_base_offset(batch, next_offset);
+        let mut rewritten_headers = Vec::with_capacity(batches.len());
+        let mut headers = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            let (header_bytes, body) = batch.split_at(BATCH_HEADER_SIZE_BYTES);
+            let mut header_bytes: [u8; BATCH_HEADER_SIZE_BYTES] = header_bytes.try_into().expect("validated batch has a header");
+            batch::set_base_offset(&mut header_bytes, next_offset);
             if log_append_time {
-                batch::set_log_append_time(batch, now_ms);
+                batch::set_log_append_time_split(&mut header_bytes, body, now_ms);
             }
-            *header = BatchHeader::parse(batch)?;
+            let header = BatchHeader::parse(&header_bytes)?;
+            assert_eq!(header.size_bytes(), batch.len(), "the rewritten header keeps the batch length");
             next_offset = header.next_offset();
             record_count += header.record_count as i64;
+            rewritten_headers.push(header_bytes);
+            headers.push(header);
         }
-        self.append_validated(records, &headers, now_ms).await?;
+        let mut pieces = Vec::with_capacity(batches.len() * 2);
+        for (header_bytes, batch) in rewritten_headers.iter().zip(&batches) {
+            pieces.push(&header_bytes[..]);
+            pieces.push(&batch[BATCH_HEADER_SIZE_BYTES..]);
+        }
+        let flush_due = self.append_validated(&pieces, &headers, now_ms).await?;
         Ok(AppendInfo {
             base_offset,
             last_offset: next_offset - 1,
             log_append_time_ms: if log_append_time { now_ms } else { -1 },
             record_count,
+            flush_due,
         })
     }
 
     /// Appends batches that already carry their final offsets (a follower copying its leader).
-    /// They must start at the log end offset.
-    pub async fn append_as_follower(&mut self, records: Vec<u8>, now_ms: i64) -> Result<()> {
+    /// They must start at the log end offset. Returns whether the flush policy is due.
+    pub async fn append_as_follower(&mut self, records: &[u8], now_ms: i64) -> Result<bool> {
         let mut headers = Vec::new();
-        for batch in batch::split_batches(&records)? {
+        for batch in batch::split_batches(records)? {
             headers.push(batch::validate(batch, Validation::FromLog)?);
         }
-        let Some(first) = headers.first() else { return Ok(()) };
+        let Some(first) = headers.first() else { return Ok(false) };
         if first.base_offset < self.log_end_offset {
             return Err(StorageError::CorruptBatch(format!(
                 "replicated batch at offset {} is below the log end {}",
@@ -218,23 +231,37 @@ impl Log {
                 return Err(StorageError::CorruptBatch("replicated batches out of order".into()));
             }
         }
-        self.append_validated(records, &headers, now_ms).await
+        self.append_validated(&[records], &headers, now_ms).await
     }
 
-    async fn append_validated(&mut self, records: Vec<u8>, headers: &[BatchHeader], now_ms: i64) -> Result<()> {
+    /// Writes `pieces` (whole batches, back to back) at the log end; returns whether
+    /// `flush.messages` is now due.
+    async fn append_validated(&mut self, pieces: &[&[u8]], headers: &[BatchHeader], now_ms: i64) -> Result<bool> {
         let first_offset = headers[0].base_offset;
         assert!(first_offset >= self.log_end_offset, "offsets only grow");
-        if self.should_roll(records.len() as u64, now_ms) {
+        let size_bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        debug_assert_eq!(size_bytes, headers.iter().map(|h| h.size_bytes() as u64).sum::<u64>());
+        if self.should_roll(size_bytes, now_ms) {
             self.roll(first_offset).await?;
         }
         let active = self.active_mut();
-        active.append(records, headers, now_ms).await?;
+        active.append(pieces, headers, now_ms).await?;
         let new_end = active.next_offset();
         assert!(new_end > self.log_end_offset, "log end offset only grows");
         self.log_end_offset = new_end;
         self.unflushed_records += headers.iter().map(|h| h.record_count as i64).sum::<i64>();
         self.oldest_unflushed_append_ms.get_or_insert(now_ms);
-        if self.unflushed_records >= self.config.flush_messages {
+        Ok(self.flush_due())
+    }
+
+    /// `flush.messages`: enough records appended since the last flush.
+    pub fn flush_due(&self) -> bool {
+        self.unflushed_records >= self.config.flush_messages
+    }
+
+    /// Flushes if `flush.messages` is due (for callers that do not group their flushes).
+    pub async fn flush_if_due(&mut self) -> Result<()> {
+        if self.flush_due() {
             self.flush().await?;
         }
         Ok(())

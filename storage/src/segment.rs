@@ -377,9 +377,10 @@ impl Segment {
     /// io_uring write: ext4 punts buffered io_uring writes to io-wq worker threads, and the wake-ups
     /// cost more than the copy (ARCHITECTURE.md has the figures). It can block only when the kernel
     /// throttles dirty pages, which stall detection reports.
-    pub async fn append(&mut self, bytes: Vec<u8>, headers: &[BatchHeader], now_ms: i64) -> Result<()> {
+    pub async fn append(&mut self, pieces: &[&[u8]], headers: &[BatchHeader], now_ms: i64) -> Result<()> {
         let position = self.size_bytes;
-        if let Err(e) = pwrite_all(self.file.as_raw_fd(), &bytes, position) {
+        let length_bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        if let Err(e) = pwritev_all(self.file.as_raw_fd(), pieces, position) {
             // A short write (disk full): cut back so the file holds whole batches only.
             let _ = self.file.truncate(position).await;
             return Err(StorageError::io(format!("appending to {}", self.path().display()), e));
@@ -389,7 +390,7 @@ impl Segment {
             self.index_batch(header, batch_position);
             batch_position += header.size_bytes() as u64;
         }
-        debug_assert_eq!(batch_position, position + bytes.len() as u64);
+        debug_assert_eq!(batch_position, position + length_bytes);
         self.first_append_at_ms.get_or_insert(now_ms);
         Ok(())
     }
@@ -536,6 +537,44 @@ pub(crate) async fn write_whole_file(path: &Path, bytes: Vec<u8>) -> Result<()> 
     }
     file.fdatasync().await.map_err(io_error(format!("fdatasync {}", path.display())))?;
     file.close().await.map_err(io_error(format!("closing {}", path.display())))?;
+    Ok(())
+}
+
+/// Writes `pieces` back to back at `position` with pwritev, retrying short writes and EINTR.
+pub fn pwritev_all(fd: RawFd, pieces: &[&[u8]], mut position: u64) -> std::io::Result<()> {
+    /// Below the kernel's IOV_MAX (1024).
+    const MAX_PIECES_PER_CALL: usize = 512;
+    let mut pieces: Vec<&[u8]> = pieces.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut first = 0;
+    while first < pieces.len() {
+        let batch = &pieces[first..pieces.len().min(first + MAX_PIECES_PER_CALL)];
+        let iovecs: Vec<libc::iovec> =
+            batch.iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() }).collect();
+        // SAFETY: every iovec points into a live slice of `pieces`; the fd is owned by an open file.
+        let written = unsafe { libc::pwritev(fd, iovecs.as_ptr(), iovecs.len() as libc::c_int, position as libc::off_t) };
+        if written < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if written == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "pwritev wrote nothing"));
+        }
+        position += written as u64;
+        let mut written = written as usize;
+        while written > 0 {
+            let piece = pieces[first];
+            if written >= piece.len() {
+                written -= piece.len();
+                first += 1;
+            } else {
+                pieces[first] = &piece[written..];
+                written = 0;
+            }
+        }
+    }
     Ok(())
 }
 

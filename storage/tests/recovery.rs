@@ -15,6 +15,7 @@ async fn fill(log: &mut Log, count: usize) -> Vec<Vec<u8>> {
     for i in 0..count {
         let batch = build_batch(3, 200, i as i64, i as u8);
         let info = log.append(batch.clone(), 0).await.unwrap();
+        log.flush_if_due().await.unwrap();
         stored.push(with_base_offset(batch, info.base_offset));
     }
     stored

@@ -953,6 +953,7 @@ async fn append(shard: &Shard, partition: i32, records: &[(Bytes, Option<Bytes>)
     let handle = shard.partition(CONSUMER_OFFSETS_TOPIC, partition).await.map_err(|e| format!("{e:?}"))?;
     let mut log = handle.log.write().await.map_err(|e| format!("{e:?}"))?;
     log.append(batch, now).await.map_err(|e| e.to_string())?;
+    log.flush_if_due().await.map_err(|e| e.to_string())?;
     drop(log);
     shard.appended.notify_all();
     Ok(())

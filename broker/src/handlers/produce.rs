@@ -11,7 +11,7 @@ use storage::batch::{self, BatchHeader};
 
 use super::{now_ms, partition_error_code, storage_error_code, str_bytes};
 use crate::producer_state::SequenceCheck;
-use crate::shard_context::Shard;
+use crate::shard_context::{Partition, Shard};
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
 
 struct Appended {
@@ -113,7 +113,7 @@ async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes) -> Appen
             }
         }
     }
-    match log.append(records.to_vec(), now_ms()).await {
+    match log.append(&records, now_ms()).await {
         Ok(info) => {
             let mut producers = partition.producers.borrow_mut();
             let mut next_offset = info.base_offset;
@@ -126,10 +126,27 @@ async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes) -> Appen
             let log_start_offset = log.log_start_offset();
             drop(log);
             shard.appended.notify_all();
+            if info.flush_due {
+                if let Err(e) = flush_through(&partition, info.last_offset + 1).await {
+                    return Appended::error(storage_error_code(&e), e.to_string());
+                }
+            }
             Appended { error_code: 0, error_message: None, base_offset: info.base_offset, log_append_time_ms: info.log_append_time_ms, log_start_offset }
         }
         Err(e) => Appended::error(storage_error_code(&e), e.to_string()),
     }
+}
+
+/// Group commit for `flush.messages`: makes the log durable at least up to `end_offset`. The
+/// flush takes the write lock, so appends that arrive while an fdatasync runs queue behind it,
+/// append together when it ends, and the first of them to flush covers them all; the others
+/// find the recovery point already past their batches and return without another fdatasync.
+async fn flush_through(partition: &Partition, end_offset: i64) -> Result<(), storage::StorageError> {
+    let mut log = partition.log.write().await.expect("partition lock");
+    if log.recovery_point() < end_offset {
+        log.flush().await?;
+    }
+    Ok(())
 }
 
 /// The response to Produce v0-v2, hand-encoded (kafka-protocol 0.18 starts at v3): v2 is v3's
