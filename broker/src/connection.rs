@@ -12,6 +12,7 @@ use shard::notify::Notify;
 use crate::handlers::fetch_framing::{Piece, Records};
 use crate::handlers::{dispatch, Outcome};
 use crate::shard_context::Shard;
+use crate::splice_sender::Outgoing;
 
 /// How long a graceful shutdown lets a connection finish the request it is in.
 pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
@@ -77,23 +78,35 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let _ = stream.close().await;
 }
 
-/// Writes a response's pieces in order: framing and in-memory records with ordinary writes, file
-/// regions through the shard's splice sender on the same socket. The connection handles one
-/// request at a time, so nothing else writes to the socket meanwhile.
+/// Writes a response's pieces in order. With file regions among them, the whole response goes
+/// through the shard's splice sender (framing included, as one chain on the same socket); else
+/// with ordinary writes. The connection handles one request at a time, so nothing else writes
+/// to the socket meanwhile.
 async fn write_pieces(shard: &Shard, stream: &mut TcpStream, pieces: Vec<Piece<Records>>) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    for piece in pieces {
-        match piece {
-            Piece::Framing(bytes) | Piece::Records(Records::InMemory(bytes)) => {
-                stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+    let has_regions = pieces.iter().any(|piece| matches!(piece, Piece::Records(Records::InFile(_))));
+    match &shard.splice_sender {
+        Some(sender) if has_regions => {
+            let outgoing = pieces
+                .into_iter()
+                .map(|piece| match piece {
+                    Piece::Framing(bytes) | Piece::Records(Records::InMemory(bytes)) => Outgoing::Memory(bytes),
+                    Piece::Records(Records::InFile(region)) => Outgoing::File(region),
+                })
+                .collect();
+            sender.send(stream, outgoing).await.map_err(|e| e.to_string())
+        }
+        _ => {
+            for piece in pieces {
+                match piece {
+                    Piece::Framing(bytes) | Piece::Records(Records::InMemory(bytes)) => {
+                        stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+                    }
+                    Piece::Records(Records::InFile(_)) => unreachable!("file regions are asked for only by shards with a splice sender"),
+                }
             }
-            Piece::Records(Records::InFile(region)) => {
-                let sender = shard.splice_sender.as_ref().expect("file regions are asked for only by shards with a splice sender");
-                sender.send(stream.as_raw_fd(), &region).await.map_err(|e| e.to_string())?;
-            }
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// Ok(None) on a clean end of stream between requests.

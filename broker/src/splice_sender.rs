@@ -1,7 +1,9 @@
-//! Zero-copy sending of segment bytes to a client socket: io_uring SPLICE file -> pipe -> socket,
-//! the two operations linked, on a small io_uring private to the shard. No payload byte passes
-//! through user space, and the shard never blocks: the kernel's io-wq workers do the waiting (on
-//! pages not in the page cache, and on a socket whose client reads slowly).
+//! Zero-copy sending of a response to a client socket: its framing with IORING_OP_SEND, its
+//! segment bytes with io_uring SPLICE file -> pipe -> socket, the whole response as one linked
+//! chain on a small io_uring private to the shard. No payload byte passes through user space,
+//! and the shard never blocks: the kernel's io-wq workers do the waiting (on pages not in the
+//! page cache, and on a socket whose client reads slowly). Only a chain's last operation posts a
+//! completion when all goes well, so a response costs one wake-up.
 //!
 //! Why not glommio: it has no public splice or sendfile (its splice lives in a private module).
 //! Why not plain sendfile: glommio's sockets are blocking descriptors, and sendfile would block the
@@ -15,11 +17,14 @@
 //!
 //! Limits: at most `MAX_TRANSFERS` transfers in flight per shard (one pipe each; others wait), at
 //! most `MAX_KERNEL_WORKERS` io-wq workers per ring, and a transfer that makes no progress for
-//! `STALLED_TRANSFER_TIMEOUT_MS` shuts the socket down (which frees the worker blocked on it).
+//! `STALLED_TRANSFER_TIMEOUT_MS` (plus a second per MiB) shuts the socket down (which frees the
+//! worker blocked on it). A chain names descriptors the kernel resolves only when it reaches
+//! each operation, so the chain's record (not the waiting future) owns the socket duplicate, the
+//! pipe, the files and the buffers until its last completion.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,20 +39,25 @@ use storage::FileRegion;
 
 /// Transfers in flight at once on one shard; each holds one pipe.
 const MAX_TRANSFERS: usize = 16;
-/// Submission queue size: two linked operations per transfer, with room to spare.
-const RING_ENTRIES: u32 = 64;
+/// Operations per linked chain: a response longer than this goes as several chains in turn.
+const MAX_CHAIN_OPERATIONS: usize = 64;
+/// Submission queue size: one chain per transfer in flight fits, whatever the others do, since a
+/// chain is submitted as soon as it is queued.
+const RING_ENTRIES: u32 = 128;
+const PAGE_BYTES: usize = 4096;
 /// io-wq workers per ring: [bounded (regular files), unbounded (pipes, sockets)]. Splices are
 /// accounted as unbounded work (their target is a pipe or a socket).
 const MAX_KERNEL_WORKERS: [u32; 2] = [2, MAX_TRANSFERS as u32];
 /// Each pipe's capacity, so one linked pair moves up to this much (F_SETPIPE_SZ).
 const PIPE_CAPACITY_BYTES: usize = 1 << 20;
-/// A transfer step (one linked pair) that has not completed by then is a stalled consumer.
+/// A chain that has not completed by then (plus a second per MiB it sends) is a stalled consumer.
 const STALLED_TRANSFER_TIMEOUT_MS: u64 = 30_000;
 
 #[derive(Debug)]
 pub enum SendError {
-    /// The segment file ended before the region did (truncated under the fetch).
-    FileShorterThanRegion,
+    /// An operation moved fewer bytes than asked: the segment file ended before the region did
+    /// (truncated under the fetch), or the socket took only part.
+    ShortTransfer,
     /// The client did not take the bytes within the timeout; the socket was shut down.
     Stalled,
     Io(std::io::Error),
@@ -56,7 +66,7 @@ pub enum SendError {
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SendError::FileShorterThanRegion => write!(f, "segment file shorter than the region being sent"),
+            SendError::ShortTransfer => write!(f, "a splice or send moved fewer bytes than asked (segment truncated?)"),
             SendError::Stalled => write!(f, "client took no bytes for {STALLED_TRANSFER_TIMEOUT_MS} ms"),
             SendError::Io(e) => write!(f, "{e}"),
         }
@@ -87,10 +97,40 @@ impl Pipe {
     }
 }
 
+/// One piece of a response, in sending order.
+pub enum Outgoing {
+    Memory(bytes::Bytes),
+    File(FileRegion),
+}
+
+/// One io_uring operation of a response's chain.
+enum Operation {
+    /// Send `length` bytes from `buffers[index]` at `offset`.
+    Send { buffer: usize, offset: usize, length: u32 },
+    FileToPipe { file: usize, position: u64, length: u32 },
+    PipeToSocket { length: u32 },
+}
+
+/// What a chain in flight holds: everything its operations refer to stays alive here, not in
+/// the (droppable) future that waits for it, until the kernel has answered for its last one.
+struct Chain {
+    first_user_data: u64,
+    last_user_data: u64,
+    expected: Vec<u32>,
+    failure: Option<(u64, i32)>,
+    /// Answers the transfer, handing the pipe back when the chain left it empty.
+    done: Option<oneshot::Sender<(Result<(), SendError>, Option<Pipe>)>>,
+    pipe: Option<Pipe>,
+    _socket: Arc<OwnedFd>,
+    _files: Vec<Arc<OwnedFd>>,
+    _buffers: Vec<bytes::Bytes>,
+}
+
 pub struct SpliceSender {
     ring: RefCell<IoUring>,
-    /// Completion slots by user_data.
-    pending: RefCell<HashMap<u64, oneshot::Sender<i32>>>,
+    /// Chains in flight, by the user_data of their last operation (a chain's operations have
+    /// consecutive user_data, so a completion belongs to the first chain whose key is >= it).
+    chains: RefCell<BTreeMap<u64, Chain>>,
     next_user_data: Cell<u64>,
     /// Empty pipes ready for a transfer (a pipe left holding bytes is closed, never reused).
     pipes: RefCell<Vec<Pipe>>,
@@ -125,7 +165,7 @@ impl SpliceSender {
         let wake = unsafe { UnixStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(shard_end)) };
         let sender = Rc::new(SpliceSender {
             ring: RefCell::new(ring),
-            pending: RefCell::new(HashMap::new()),
+            chains: RefCell::new(BTreeMap::new()),
             next_user_data: Cell::new(1),
             pipes: RefCell::new(Vec::new()),
             transfer_slots: Semaphore::new(MAX_TRANSFERS as u64),
@@ -136,115 +176,192 @@ impl SpliceSender {
         Ok(sender)
     }
 
-    /// Sends `region`'s bytes to `socket`, whole. On an error the connection must be closed: some
-    /// of the region may have been sent.
-    pub async fn send(&self, socket: RawFd, region: &FileRegion) -> Result<(), SendError> {
-        if region.length_bytes == 0 {
-            return Ok(());
-        }
+    /// Sends `pieces` to `socket` in order, whole: bytes in memory with IORING_OP_SEND, file
+    /// regions spliced through a pipe. The operations go to the kernel as linked chains of at
+    /// most `MAX_CHAIN_OPERATIONS`, and only a chain's last operation (or a failed one) posts a
+    /// completion (IOSQE_CQE_SKIP_SUCCESS): one wake-up per chain, not per operation. On an error
+    /// the connection must be closed: part of the response may have been sent.
+    pub async fn send(&self, socket: &impl AsRawFd, pieces: Vec<Outgoing>) -> Result<(), SendError> {
         let _slot = self.transfer_slots.acquire_permit(1).await.expect("the semaphore is never closed");
-        let pipe = match self.pipes.borrow_mut().pop() {
+        // The chain uses its own duplicate of the socket, so the descriptor number it names can
+        // never be closed and reused under it, even if this future is dropped mid-way.
+        // SAFETY: the connection owns the socket for this call.
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) }.try_clone_to_owned().map_err(SendError::Io)?;
+        let socket = Arc::new(socket);
+        let mut guard = ShutdownOnDrop { socket: socket.clone(), armed: true };
+        let mut pipe = Some(match self.pipes.borrow_mut().pop() {
             Some(pipe) => pipe,
             None => Pipe::new().map_err(SendError::Io)?,
-        };
-        // Until the transfer ends well, dropping it (or an error) shuts the socket down, which
-        // unblocks any io-wq worker still writing to it; the pipe is then dropped, not reused.
-        let mut guard = ShutdownOnDrop { socket, armed: true };
-        let mut position = region.position;
-        let mut remaining = region.length_bytes;
-        while remaining > 0 {
-            let chunk = remaining.min(pipe.capacity_bytes as u64) as u32;
-            let into_pipe = opcode::Splice::new(types::Fd(region.fd.as_raw_fd()), position as i64, types::Fd(pipe.write.as_raw_fd()), -1, chunk)
-                .flags(libc::SPLICE_F_MOVE)
-                .build()
-                .flags(squeue::Flags::IO_LINK);
-            let more = if (chunk as u64) < remaining { libc::SPLICE_F_MORE } else { 0 };
-            let into_socket = opcode::Splice::new(types::Fd(pipe.read.as_raw_fd()), -1, types::Fd(socket), -1, chunk)
-                .flags(libc::SPLICE_F_MOVE | more)
-                .build();
-            let completions = self.submit(vec![into_pipe, into_socket]).map_err(SendError::Io)?;
-            let mut results = Vec::with_capacity(2);
-            for completion in completions {
-                results.push(self.wait(completion).await?);
-            }
-            let (moved_in, moved_out) = (results[0], results[1]);
-            if moved_in < 0 {
-                return Err(SendError::Io(std::io::Error::from_raw_os_error(-moved_in)));
-            }
-            if moved_in == 0 {
-                return Err(SendError::FileShorterThanRegion);
-            }
-            // A short first splice cancels the linked second (-ECANCELED): drain what the pipe holds.
-            let mut in_pipe = moved_in as u32;
-            if moved_out > 0 {
-                in_pipe -= moved_out as u32;
-            } else if moved_out != -libc::ECANCELED {
-                return Err(SendError::Io(std::io::Error::from_raw_os_error(-moved_out)));
-            }
-            while in_pipe > 0 {
-                let drain = opcode::Splice::new(types::Fd(pipe.read.as_raw_fd()), -1, types::Fd(socket), -1, in_pipe)
-                    .flags(libc::SPLICE_F_MOVE)
-                    .build();
-                let completion = self.submit(vec![drain]).map_err(SendError::Io)?.pop().expect("one completion");
-                let moved = self.wait(completion).await?;
-                if moved <= 0 {
-                    return Err(SendError::Io(std::io::Error::from_raw_os_error(-moved.min(-libc::EPIPE))));
+        });
+        // Unaligned file bytes may need one pipe slot (page) more than their length suggests.
+        let chunk_bytes = (pipe.as_ref().unwrap().capacity_bytes - PAGE_BYTES).max(PAGE_BYTES) as u64;
+        let mut buffers = Vec::new();
+        let mut files = Vec::new();
+        let mut operations = Vec::new();
+        for piece in pieces {
+            match piece {
+                Outgoing::Memory(bytes) if bytes.is_empty() => {}
+                Outgoing::Memory(bytes) => {
+                    let mut offset = 0;
+                    while offset < bytes.len() {
+                        let length = (bytes.len() - offset).min(u32::MAX as usize / 2);
+                        operations.push(Operation::Send { buffer: buffers.len(), offset, length: length as u32 });
+                        offset += length;
+                    }
+                    buffers.push(bytes);
                 }
-                in_pipe -= moved as u32;
+                Outgoing::File(region) => {
+                    let (mut position, end) = (region.position, region.position + region.length_bytes);
+                    while position < end {
+                        let length = (end - position).min(chunk_bytes) as u32;
+                        operations.push(Operation::FileToPipe { file: files.len(), position, length });
+                        operations.push(Operation::PipeToSocket { length });
+                        position += length as u64;
+                    }
+                    files.push(region.fd);
+                }
             }
-            position += moved_in as u64;
-            remaining -= moved_in as u64;
+        }
+        let mut first = 0;
+        while first < operations.len() {
+            let mut last = (first + MAX_CHAIN_OPERATIONS).min(operations.len());
+            if matches!(operations[last - 1], Operation::FileToPipe { .. }) {
+                last -= 1; // a chain never ends with bytes left in the pipe
+            }
+            let chain_bytes: u64 = operations[first..last]
+                .iter()
+                .map(|o| match o {
+                    Operation::Send { length, .. } | Operation::PipeToSocket { length } => *length as u64,
+                    Operation::FileToPipe { .. } => 0,
+                })
+                .sum();
+            let chain_pipe = pipe.take().expect("the transfer holds its pipe between chains");
+            let finished = self.submit_chain(&operations[first..last], &socket, chain_pipe, &files, &buffers).map_err(SendError::Io)?;
+            let timeout_ms = STALLED_TRANSFER_TIMEOUT_MS + chain_bytes / (1 << 20) * 1000;
+            let timeout = async {
+                glommio::timer::sleep(Duration::from_millis(timeout_ms)).await;
+                None
+            };
+            match futures_lite::future::or(async { finished.await.ok() }, timeout).await {
+                Some((Ok(()), returned)) => pipe = returned,
+                Some((Err(e), _)) => return Err(e),
+                None => return Err(SendError::Stalled),
+            }
+            first = last;
         }
         guard.armed = false;
-        self.pipes.borrow_mut().push(pipe);
+        if let Some(pipe) = pipe {
+            self.pipes.borrow_mut().push(pipe);
+        }
         Ok(())
     }
 
-    /// Pushes linked entries and submits them; returns one completion per entry.
-    fn submit(&self, entries: Vec<squeue::Entry>) -> std::io::Result<Vec<oneshot::Receiver<i32>>> {
+    /// Queues `operations` as one linked chain and submits it; the receiver answers once the
+    /// kernel is done with the chain's last operation, with the pipe if the chain left it empty.
+    fn submit_chain(
+        &self,
+        operations: &[Operation],
+        socket: &Arc<OwnedFd>,
+        pipe: Pipe,
+        files: &[Arc<OwnedFd>],
+        buffers: &[bytes::Bytes],
+    ) -> std::io::Result<oneshot::Receiver<(Result<(), SendError>, Option<Pipe>)>> {
+        let (pipe_read, pipe_write) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
+        let first_user_data = self.next_user_data.get();
+        self.next_user_data.set(first_user_data + operations.len() as u64);
+        let last_user_data = first_user_data + operations.len() as u64 - 1;
+        let mut expected = Vec::with_capacity(operations.len());
         let mut ring = self.ring.borrow_mut();
-        let mut receivers = Vec::with_capacity(entries.len());
         {
             let mut queue = ring.submission();
-            assert!(queue.capacity() - queue.len() >= entries.len(), "submission queue sized for MAX_TRANSFERS");
-            for entry in entries {
-                let user_data = self.next_user_data.get();
-                self.next_user_data.set(user_data + 1);
-                let (sender, receiver) = oneshot::channel();
-                self.pending.borrow_mut().insert(user_data, sender);
-                receivers.push(receiver);
-                // SAFETY: the entry's descriptors stay open until it completes: the file by the
-                // caller's `FileRegion`, the pipe by the transfer (or the kernel's own reference
-                // if the transfer is dropped), the socket by the connection.
-                unsafe { queue.push(&entry.user_data(user_data)) }.expect("room checked above");
+            assert!(queue.capacity() - queue.len() >= operations.len(), "chains are shorter than the submission queue");
+            for (index, operation) in operations.iter().enumerate() {
+                let (entry, length) = match operation {
+                    Operation::Send { buffer, offset, length } => {
+                        let start = buffers[*buffer][*offset..].as_ptr();
+                        let entry = opcode::Send::new(types::Fd(socket.as_raw_fd()), start, *length)
+                            .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
+                            .build();
+                        (entry, *length)
+                    }
+                    Operation::FileToPipe { file, position, length } => {
+                        let entry = opcode::Splice::new(types::Fd(files[*file].as_raw_fd()), *position as i64, types::Fd(pipe_write), -1, *length)
+                            .flags(libc::SPLICE_F_MOVE)
+                            .build();
+                        (entry, *length)
+                    }
+                    Operation::PipeToSocket { length } => {
+                        let entry = opcode::Splice::new(types::Fd(pipe_read), -1, types::Fd(socket.as_raw_fd()), -1, *length)
+                            .flags(libc::SPLICE_F_MOVE)
+                            .build();
+                        (entry, *length)
+                    }
+                };
+                let is_last = index + 1 == operations.len();
+                let flags = if is_last { squeue::Flags::empty() } else { squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS };
+                expected.push(length);
+                // SAFETY: everything the entry names (buffers, file and pipe descriptors, the
+                // socket duplicate) is moved into the chain's record below and lives until the
+                // kernel answers for the chain's last operation.
+                unsafe { queue.push(&entry.flags(flags).user_data(first_user_data + index as u64)) }.expect("room checked above");
             }
         }
-        ring.submit()?;
-        Ok(receivers)
-    }
-
-    async fn wait(&self, completion: oneshot::Receiver<i32>) -> Result<i32, SendError> {
-        let timeout = async {
-            glommio::timer::sleep(Duration::from_millis(STALLED_TRANSFER_TIMEOUT_MS)).await;
-            None
-        };
-        match futures_lite::future::or(async { completion.await.ok() }, timeout).await {
-            Some(result) => Ok(result),
-            None => Err(SendError::Stalled),
+        let (done, finished) = oneshot::channel();
+        self.chains.borrow_mut().insert(
+            last_user_data,
+            Chain {
+                first_user_data,
+                last_user_data,
+                expected,
+                failure: None,
+                done: Some(done),
+                pipe: Some(pipe),
+                _socket: socket.clone(),
+                _files: files.to_vec(),
+                _buffers: buffers.to_vec(),
+            },
+        );
+        if let Err(e) = ring.submit() {
+            // Nothing reached the kernel: forget the chain.
+            self.chains.borrow_mut().remove(&last_user_data);
+            return Err(e);
         }
+        Ok(finished)
     }
 
     fn reap(&self) {
         let mut ring = self.ring.borrow_mut();
-        let mut pending = self.pending.borrow_mut();
+        let mut chains = self.chains.borrow_mut();
         for completion in ring.completion() {
-            if let Some(slot) = pending.remove(&completion.user_data()) {
-                let _ = slot.send(completion.result()); // the transfer may have gone away
+            let user_data = completion.user_data();
+            let result = completion.result();
+            // A completion before a chain's last comes only from a failed or cancelled operation.
+            let Some((&key, chain)) = chains.range_mut(user_data..).next() else { continue };
+            if user_data < chain.first_user_data {
+                continue;
+            }
+            let index = (user_data - chain.first_user_data) as usize;
+            let failed = result < 0 || result as u32 != chain.expected[index];
+            if failed && chain.failure.map_or(true, |(first, _)| user_data < first) {
+                chain.failure = Some((user_data, result));
+            }
+            if user_data == chain.last_user_data {
+                let mut chain = chains.remove(&key).expect("found above");
+                let (outcome, pipe) = match chain.failure {
+                    None => (Ok(()), chain.pipe.take()),
+                    // The pipe may hold bytes: it is closed, not reused.
+                    Some((_, result)) if result < 0 => (Err(SendError::Io(std::io::Error::from_raw_os_error(-result))), None),
+                    Some(_) => (Err(SendError::ShortTransfer), None),
+                };
+                if let Some(done) = chain.done.take() {
+                    if let Err((_, Some(pipe))) = done.send((outcome, pipe)) {
+                        self.pipes.borrow_mut().push(pipe); // the transfer went away
+                    }
+                }
             }
         }
     }
 }
-
 impl Drop for SpliceSender {
     fn drop(&mut self) {
         self.stop_waker.store(true, Ordering::Release);
@@ -254,16 +371,18 @@ impl Drop for SpliceSender {
     }
 }
 
+/// Until a transfer ends well, dropping it (or an error) shuts the socket down, which ends the
+/// chains still in flight on it (a worker blocked on a consumer that stopped reading included).
 struct ShutdownOnDrop {
-    socket: RawFd,
+    socket: Arc<OwnedFd>,
     armed: bool,
 }
 
 impl Drop for ShutdownOnDrop {
     fn drop(&mut self) {
         if self.armed {
-            // SAFETY: shutdown on the connection's socket, which the connection still owns.
-            unsafe { libc::shutdown(self.socket, libc::SHUT_RDWR) };
+            // SAFETY: shutdown on a descriptor this guard keeps open.
+            unsafe { libc::shutdown(self.socket.as_raw_fd(), libc::SHUT_RDWR) };
         }
     }
 }
