@@ -25,6 +25,9 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     pub log_retention_check_interval_ms: u64,
     pub log_flush_scheduler_interval_ms: u64,
+    /// How often each log's recovery point file and index files are written (Kafka's
+    /// `log.flush.offset.checkpoint.interval.ms`); flushes themselves only fdatasync the data.
+    pub log_flush_offset_checkpoint_interval_ms: u64,
     pub max_connections: usize,
     pub zookeeper_connect: Option<String>,
     /// Ours, not Kafka's: `fetch.zero.copy=false` serves fetches by reading record bytes and
@@ -145,6 +148,7 @@ impl BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             log_retention_check_interval_ms: 300_000,
             log_flush_scheduler_interval_ms: 1_000,
+            log_flush_offset_checkpoint_interval_ms: 60_000,
             max_connections: 10_000,
             zookeeper_connect: None,
             fetch_zero_copy: true,
@@ -216,6 +220,9 @@ impl BrokerConfig {
                 "log.flush.interval.messages" => config.log_defaults.flush_messages = parse_number(key, v)?,
                 "log.flush.interval.ms" => config.log_defaults.flush_ms = parse_number(key, v)?,
                 "log.flush.scheduler.interval.ms" => config.log_flush_scheduler_interval_ms = parse_number(key, v)?,
+                "log.flush.offset.checkpoint.interval.ms" => {
+                    config.log_flush_offset_checkpoint_interval_ms = parse_number(key, v)?
+                }
                 "log.cleanup.policy" => config.cleanup_policy = parse_cleanup_policy(key, v)?,
                 "group.initial.rebalance.delay.ms" => config.group_initial_rebalance_delay_ms = parse_number(key, v)?,
                 "group.min.session.timeout.ms" => config.group_min_session_timeout_ms = parse_number(key, v)?,

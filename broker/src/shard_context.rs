@@ -200,7 +200,7 @@ impl Shard {
         let partitions: Vec<_> = self.partitions.borrow_mut().drain().collect();
         for ((topic, partition), handle) in partitions {
             let mut log = handle.log.write().await.expect("partition lock");
-            if let Err(e) = log.flush().await {
+            if let Err(e) = log.checkpoint().await {
                 tracing::error!(topic, partition, error = %e, "flush at shutdown failed");
                 all_clean = false;
             }

@@ -109,12 +109,15 @@ async fn accept_connections(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 /// Retention every `log.retention.check.interval.ms`, time-based flush every
-/// `log.flush.scheduler.interval.ms`, for the partitions this shard owns.
+/// `log.flush.scheduler.interval.ms`, recovery point checkpoints every
+/// `log.flush.offset.checkpoint.interval.ms`, for the partitions this shard owns.
 async fn maintain_logs(shard: Rc<Shard>) {
     let config = &shard.broker.config;
     let flush_every = Duration::from_millis(config.log_flush_scheduler_interval_ms.max(10));
     let retention_every_ms = config.log_retention_check_interval_ms.max(10) as i64;
+    let checkpoint_every_ms = config.log_flush_offset_checkpoint_interval_ms.max(10) as i64;
     let mut last_retention_ms = now_ms();
+    let mut last_checkpoint_ms = now_ms();
     loop {
         glommio::timer::sleep(flush_every).await;
         let now = now_ms();
@@ -122,10 +125,19 @@ async fn maintain_logs(shard: Rc<Shard>) {
         if check_retention {
             last_retention_ms = now;
         }
+        let checkpoint = now - last_checkpoint_ms >= checkpoint_every_ms;
+        if checkpoint {
+            last_checkpoint_ms = now;
+        }
         for ((topic, partition), handle) in shard.open_partitions() {
             let mut log = handle.log.write().await.expect("partition lock");
             if let Err(e) = log.maybe_flush_on_time(now).await {
                 tracing::error!(topic, partition, error = %e, "time-based flush failed");
+            }
+            if checkpoint {
+                if let Err(e) = log.checkpoint().await {
+                    tracing::error!(topic, partition, error = %e, "recovery point checkpoint failed");
+                }
             }
             if check_retention {
                 if let Err(e) = log.apply_retention(now).await {

@@ -51,6 +51,8 @@ pub struct Log {
     segments: BTreeMap<i64, Segment>,
     log_end_offset: i64,
     recovery_point: i64,
+    /// What the recovery point file says, once this process wrote it.
+    checkpointed_recovery_point: Option<i64>,
     unflushed_records: i64,
     oldest_unflushed_append_ms: Option<i64>,
 }
@@ -71,6 +73,7 @@ impl Log {
             segments: BTreeMap::new(),
             log_end_offset: 0,
             recovery_point: 0,
+            checkpointed_recovery_point: None,
             unflushed_records: 0,
             oldest_unflushed_append_ms: None,
         };
@@ -119,7 +122,7 @@ impl Log {
         log.recovery_point = if clean_shutdown { log.log_end_offset } else { recovery_point.min(log.log_end_offset) };
         // Everything now on disk has been checked: write that down so a crash before the next
         // flush does not scan it all again, and make the rebuilt indexes durable.
-        log.flush().await?;
+        log.checkpoint().await?;
         Ok(log)
     }
 
@@ -281,29 +284,46 @@ impl Log {
         too_big || too_old || offsets_overflow
     }
 
-    /// Closes the active segment (flushing it, as Kafka does on roll) and starts a new one.
+    /// Closes the active segment (checkpointing it, as Kafka flushes on roll) and starts a new one.
     async fn roll(&mut self, base_offset: i64) -> Result<()> {
-        self.flush().await?;
+        self.checkpoint().await?;
         let segment = Segment::create(&self.dir, base_offset, self.config.index_interval_bytes).await?;
         self.segments.insert(base_offset, segment);
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
         Ok(())
     }
 
-    /// Makes every appended byte durable (fdatasync) and advances the recovery point.
+    /// Makes every appended byte durable: one fdatasync per segment holding unflushed bytes
+    /// (normally only the active one). This is the flush policy's path (`flush.messages`,
+    /// `flush.ms`), so it writes nothing else: the active segment's indexes are rebuilt by the
+    /// scan after a crash anyway, and the recovery point file is only a hint that shortens that
+    /// scan, written by `checkpoint`. Kafka likewise checkpoints recovery points on a timer
+    /// (`log.flush.offset.checkpoint.interval.ms`), not per flush.
     pub async fn flush(&mut self) -> Result<()> {
         let from = self.recovery_point;
         for segment in self.segments.values_mut() {
             if segment.next_offset() > from || segment.is_empty() {
-                segment.flush().await?;
+                segment.sync_data().await?;
             }
-        }
-        if self.recovery_point != self.log_end_offset || !self.dir.join(RECOVERY_POINT_FILE).exists() {
-            write_recovery_point(&self.dir, self.log_end_offset).await?;
         }
         self.recovery_point = self.log_end_offset;
         self.unflushed_records = 0;
         self.oldest_unflushed_append_ms = None;
+        Ok(())
+    }
+
+    /// `flush`, then writes the indexes of every segment whose indexes changed and the recovery
+    /// point file: what a clean start trusts. On roll, at open and shutdown, and on the
+    /// checkpoint timer.
+    pub async fn checkpoint(&mut self) -> Result<()> {
+        self.flush().await?;
+        for segment in self.segments.values_mut() {
+            segment.write_indexes_if_dirty().await?;
+        }
+        if self.checkpointed_recovery_point != Some(self.recovery_point) || !self.dir.join(RECOVERY_POINT_FILE).exists() {
+            write_recovery_point(&self.dir, self.recovery_point).await?;
+            self.checkpointed_recovery_point = Some(self.recovery_point);
+        }
         Ok(())
     }
 
@@ -473,13 +493,13 @@ impl Log {
         }
         self.log_end_offset = self.active().next_offset().max(self.active().base_offset);
         self.recovery_point = self.recovery_point.min(self.log_end_offset);
-        self.flush().await
+        self.checkpoint().await
     }
 
     /// Flushes everything so the next open can trust the index files. Call before writing the
     /// clean-shutdown marker.
     pub async fn close(mut self) -> Result<()> {
-        self.flush().await
+        self.checkpoint().await
     }
 
     /// Removes the partition's directory and every segment in it (topic deletion).

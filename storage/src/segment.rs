@@ -447,13 +447,21 @@ impl Segment {
         FileSlice { file: self.file.clone(), shared_fd: self.shared_fd.clone(), position, length_bytes, first_offset, last_offset }
     }
 
+    /// Makes the log bytes durable (fdatasync of the log file only).
+    pub async fn sync_data(&mut self) -> Result<()> {
+        self.file.fdatasync().await.map_err(io_error(format!("fdatasync {}", self.path().display())))
+    }
+
     /// Makes the log bytes durable and writes both index files (with a final time index entry for
     /// the segment's max timestamp, as Kafka does when a segment becomes inactive).
     pub async fn flush(&mut self) -> Result<()> {
-        self.file
-            .fdatasync()
-            .await
-            .map_err(io_error(format!("fdatasync {}", self.path().display())))?;
+        self.sync_data().await?;
+        self.write_indexes_if_dirty().await
+    }
+
+    /// Writes both index files if they changed since last written (durably: a clean start
+    /// trusts them).
+    pub async fn write_indexes_if_dirty(&mut self) -> Result<()> {
         if self.indexes_dirty {
             if self.max_timestamp_ms >= 0 {
                 self.time_index.maybe_push(TimeEntry {

@@ -189,7 +189,7 @@ fn a_clean_shutdown_skips_the_scan_and_keeps_everything() {
 }
 
 #[test]
-fn flush_messages_advances_the_recovery_point() {
+fn flush_messages_advances_the_recovery_point_and_checkpoint_writes_it_down() {
     run(|| async {
         let dir = TempDir::new("flush");
         let config = LogConfig { flush_messages: 6, ..config() };
@@ -198,7 +198,11 @@ fn flush_messages_advances_the_recovery_point() {
         assert_eq!(log.recovery_point(), 0);
         fill(&mut log, 1).await;
         assert_eq!(log.recovery_point(), 6, "six records reached flush.messages");
-        let text = std::fs::read_to_string(dir.partition().join("recovery-point-offset-checkpoint")).unwrap();
+        let checkpoint_file = dir.partition().join("recovery-point-offset-checkpoint");
+        let text = std::fs::read_to_string(&checkpoint_file).unwrap();
+        assert_eq!(text, "0\n1\ntopic 0 0\n", "a flush only fdatasyncs the data");
+        log.checkpoint().await.unwrap();
+        let text = std::fs::read_to_string(&checkpoint_file).unwrap();
         assert_eq!(text, "0\n1\ntopic 0 6\n");
     });
 }
