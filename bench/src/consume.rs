@@ -57,7 +57,8 @@ pub fn consume(
                 partitions.iter().skip(index).step_by(consumers).cloned().collect();
             let (target, until, ready, progress, extra) =
                 (target.clone(), until.clone(), ready.clone(), progress.clone(), extra.to_vec());
-            std::thread::spawn(move || run_consumer(&target, &mine, until, ready, progress, &extra))
+            let rate = workload.consume_rate_bytes_per_second;
+            std::thread::spawn(move || run_consumer(&target, &mine, until, ready, progress, &extra, rate))
         })
         .collect();
     let mut total = ConsumeOutcome {
@@ -113,6 +114,7 @@ fn run_consumer(
     ready: Option<Arc<std::sync::Barrier>>,
     progress: Arc<Progress>,
     extra: &[(String, String)],
+    rate_bytes_per_second: u64,
 ) -> Result<ConsumeOutcome, String> {
     let setup = assign(target, partitions, &until, extra);
     if let Some(ready) = ready {
@@ -159,6 +161,16 @@ fn run_consumer(
                     remaining_until.swap_remove(index);
                 }
                 last_message = Instant::now();
+                if rate_bytes_per_second > 0 {
+                    // Paced: librdkafka stops fetching once its queue is full, so the broker
+                    // sees a reader at this rate.
+                    let due = start + Duration::from_secs_f64(outcome.bytes as f64 / rate_bytes_per_second as f64);
+                    if let Some(ahead) = due.checked_duration_since(last_message) {
+                        if ahead > Duration::from_millis(1) {
+                            std::thread::sleep(ahead);
+                        }
+                    }
+                }
             }
             Some(Err(error)) => return Err(format!("consume from {}: {error}", target.bootstrap)),
             None => {

@@ -65,6 +65,15 @@ struct Args {
     /// beginning as fast as possible: a catch-up consumer competing with the latency workload.
     #[arg(long, value_parser = parse_catch_up)]
     catch_up_topic: Option<(String, i32)>,
+    /// Run the catch-up consumer at normal CPU priority. By default its threads run at
+    /// SCHED_IDLE, taking only the CPU the latency clients leave: when this tool shares a core
+    /// with them (a 2-core box), a catch-up consumer at full priority saturates that core and the
+    /// latency measured is this tool's own queueing, not the broker's.
+    #[arg(long)]
+    catch_up_normal_priority: bool,
+    /// Cap the catch-up consumer's read rate, in MB/s (0: as fast as it can).
+    #[arg(long, default_value_t = 0)]
+    catch_up_mb_per_second: u64,
     /// Drop the page cache before each end-to-end run (root), so the catch-up consumer reads
     /// cold segments from the disk.
     #[arg(long)]
@@ -219,6 +228,8 @@ fn run(args: Args) -> Result<(), String> {
         client_config: args.client_config.clone(),
         keep_topics: args.keep_topics,
         catch_up_topic: args.catch_up_topic.clone(),
+        catch_up_idle_priority: !args.catch_up_normal_priority,
+        catch_up_rate_bytes_per_second: args.catch_up_mb_per_second * 1_000_000,
         drop_caches: args.drop_caches,
         run_id: format!("{}-{}", started.as_secs(), std::process::id()),
     };

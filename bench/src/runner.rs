@@ -33,6 +33,10 @@ pub struct Plan {
     pub keep_topics: bool,
     /// A topic (and its partition count) that a catch-up consumer reads during end-to-end runs.
     pub catch_up_topic: Option<(String, i32)>,
+    /// Run the catch-up consumer's threads at SCHED_IDLE on this machine.
+    pub catch_up_idle_priority: bool,
+    /// Bytes per second the catch-up consumer reads at most (0: as fast as it can).
+    pub catch_up_rate_bytes_per_second: u64,
     /// Drop the page cache before each end-to-end run.
     pub drop_caches: bool,
     /// Makes this run's topic names unique.
@@ -169,10 +173,24 @@ fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, to
             if plan.drop_caches {
                 drop_page_cache()?;
             }
-            let catch_up_workload = Workload { partitions_per_topic: *partitions, consumers: 1, ..workload.clone() };
+            let catch_up_workload = Workload {
+                partitions_per_topic: *partitions,
+                consumers: 1,
+                consume_rate_bytes_per_second: plan.catch_up_rate_bytes_per_second,
+                ..workload.clone()
+            };
             let (target, topics, stop, progress, extra) =
                 (target.clone(), vec![topic.clone()], stop.clone(), Arc::new(Progress::default()), plan.client_config.clone());
+            let idle = plan.catch_up_idle_priority;
             Some(std::thread::spawn(move || {
+                if idle {
+                    // The threads librdkafka starts for this consumer inherit the policy.
+                    let param = libc::sched_param { sched_priority: 0 };
+                    // SAFETY: plain syscall on the calling thread with a valid parameter.
+                    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+                        eprintln!("catch-up consumer: SCHED_IDLE refused: {}", std::io::Error::last_os_error());
+                    }
+                }
                 consume::consume(&target, &catch_up_workload, &topics, Until::Stopped(stop), None, progress, &extra)
             }))
         }

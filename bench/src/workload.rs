@@ -43,6 +43,8 @@ pub struct Workload {
     pub batch_size_bytes: usize,
     /// Messages per second over all producers; 0 sends as fast as the client accepts.
     pub rate_messages_per_second: u64,
+    /// Bytes per second each consumer reads at most; 0 reads as fast as it can.
+    pub consume_rate_bytes_per_second: u64,
     pub duration_seconds: f64,
     /// Stops a produce run after this many messages (over all producers) if reached first.
     pub message_count: Option<u64>,
@@ -68,6 +70,7 @@ impl Workload {
             linger_ms: 5,
             batch_size_bytes: 1_000_000,
             rate_messages_per_second: 0,
+            consume_rate_bytes_per_second: 0,
             duration_seconds: 10.0,
             message_count: None,
             key_distribution: KeyDistribution::None,
