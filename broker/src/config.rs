@@ -30,6 +30,11 @@ pub struct BrokerConfig {
     pub log_flush_offset_checkpoint_interval_ms: u64,
     pub max_connections: usize,
     pub zookeeper_connect: Option<String>,
+    /// Kafka's defaults: 18 s session; the connection timeout defaults to the session's.
+    pub zookeeper_session_timeout_ms: u64,
+    pub zookeeper_connection_timeout_ms: Option<u64>,
+    /// `broker.rack`, registered with the broker in cluster mode.
+    pub broker_rack: Option<String>,
     /// Ours, not Kafka's: `fetch.zero.copy=false` serves fetches by reading record bytes and
     /// writing them (the copy path) instead of splicing them from the segment files; to compare.
     pub fetch_zero_copy: bool,
@@ -61,7 +66,7 @@ const IGNORED_KAFKA_KEYS: &[&str] = &[
     "num.network.threads", "num.io.threads", "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
     "num.recovery.threads.per.data.dir", "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor", "transaction.state.log.min.isr",
-    "zookeeper.connection.timeout.ms", "zookeeper.session.timeout.ms", "log.cleaner.enable", "log.cleaner.threads",
+    "log.cleaner.enable", "log.cleaner.threads",
     "num.replica.fetchers", "replica.lag.time.max.ms", "unclean.leader.election.enable",
     "listener.security.protocol.map", "inter.broker.listener.name", "queued.max.requests", "background.threads",
     "compression.type", "log.preallocate",
@@ -151,6 +156,9 @@ impl BrokerConfig {
             log_flush_offset_checkpoint_interval_ms: 60_000,
             max_connections: 10_000,
             zookeeper_connect: None,
+            zookeeper_session_timeout_ms: 18_000,
+            zookeeper_connection_timeout_ms: None,
+            broker_rack: None,
             fetch_zero_copy: true,
             listener_shards: None,
             partition_shards: None,
@@ -208,6 +216,9 @@ impl BrokerConfig {
                 "socket.request.max.bytes" => config.socket_request_max_bytes = parse_number(key, v)?,
                 "max.connections" => config.max_connections = parse_number(key, v)?,
                 "zookeeper.connect" => config.zookeeper_connect = Some(v.to_string()).filter(|s| !s.is_empty()),
+                "zookeeper.session.timeout.ms" => config.zookeeper_session_timeout_ms = parse_number(key, v)?,
+                "zookeeper.connection.timeout.ms" => config.zookeeper_connection_timeout_ms = Some(parse_number(key, v)?),
+                "broker.rack" => config.broker_rack = Some(v.to_string()).filter(|s| !s.is_empty()),
                 "log.segment.bytes" => config.log_defaults.segment_bytes = parse_number(key, v)?,
                 "log.roll.ms" => roll_ms = Some(parse_number::<i64>(key, v)?),
                 "log.roll.hours" => roll_hours = Some(parse_number::<i64>(key, v)?),

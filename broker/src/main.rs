@@ -72,9 +72,6 @@ fn run(cli: Cli) -> Result<(), String> {
         properties.insert(key.trim().to_string(), value.trim().to_string());
     }
     let config = BrokerConfig::from_properties(&properties)?;
-    if config.zookeeper_connect.is_some() {
-        return Err("zookeeper.connect is set, but cluster mode is not built yet; remove it to run standalone".into());
-    }
     let placement = match (&cli.cpus, cli.shards) {
         (Some(list), _) => ShardPlacement::Pinned(shard::cpus::parse_cpu_list(list)?),
         (None, Some(0)) => return Err("--shards must be at least 1".into()),
@@ -88,7 +85,18 @@ fn run(cli: Cli) -> Result<(), String> {
     let _locks = lock_log_dirs(&log_dirs)?;
     probe_port(&config)?;
     let clean_shutdown = log_dirs.take_clean_shutdown_markers().map_err(|e| e.to_string())?;
-    let cluster_id = state::load_or_create_meta(&log_dirs, config.broker_id)?;
+    let (coordinator, config, cluster_id) = match &config.zookeeper_connect {
+        None => {
+            let cluster_id = state::load_or_create_meta(&log_dirs, config.broker_id, None)?;
+            (None, config, cluster_id)
+        }
+        Some(connect) => {
+            let (coordinator, joined) = join_cluster(&config, connect, &log_dirs)?;
+            let cluster_id = state::load_or_create_meta(&log_dirs, joined.broker_id, Some(&joined.cluster_id))?;
+            let config = BrokerConfig { broker_id: joined.broker_id, ..config };
+            (Some(coordinator), config, cluster_id)
+        }
+    };
     let on_disk: Vec<(String, i32)> =
         log_dirs.existing_partitions().map_err(|e| e.to_string())?.into_iter().map(|(t, p, _)| (t, p)).collect();
     let topics = topics::TopicTable::load(&log_dirs.dirs()[0], &on_disk)?;
@@ -131,6 +139,9 @@ fn run(cli: Cli) -> Result<(), String> {
         }
     };
     start_shards(placement, make_context, run_shard)?;
+    if let Some(coordinator) = coordinator {
+        coordinator.shutdown(); // closes the session: our registration and controllership go now
+    }
     if all_clean.load(std::sync::atomic::Ordering::Acquire) {
         broker.log_dirs.write_clean_shutdown_markers().map_err(|e| e.to_string())?;
         tracing::info!("stopped cleanly");
@@ -221,4 +232,33 @@ fn port_listener_check(config: &BrokerConfig) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Cluster mode: the ZooKeeper coordinator thread registers this broker (getting an id from
+/// ZooKeeper for `broker.id=-1`, or reusing the one in meta.properties) and takes part in
+/// controller elections. Partition leadership and replication are not built yet: each broker
+/// still serves its own partitions as a standalone broker does.
+fn join_cluster(config: &BrokerConfig, connect: &str, log_dirs: &LogDirs) -> Result<(zk::Coordinator, zk::Joined), String> {
+    let broker_id = match (config.broker_id, state::stored_broker_id(log_dirs)) {
+        (-1, Some(stored)) => stored,
+        (configured, _) => configured,
+    };
+    let zk_config = zk::ZkConfig {
+        connect: connect.to_string(),
+        session_timeout_ms: config.zookeeper_session_timeout_ms,
+        connection_timeout_ms: config.zookeeper_connection_timeout_ms.unwrap_or(config.zookeeper_session_timeout_ms),
+    };
+    let endpoint = zk::BrokerEndpoint {
+        broker_id,
+        host: config.advertised_host.clone(),
+        port: config.advertised_port,
+        rack: config.broker_rack.clone(),
+    };
+    let proposed_cluster_id = state::new_cluster_id();
+    let (coordinator, joined) = zk::Coordinator::start(zk_config, endpoint, proposed_cluster_id)?;
+    tracing::warn!(
+        broker_id = joined.broker_id,
+        "cluster mode: registration and controller election only so far; partitions are not replicated yet"
+    );
+    Ok((coordinator, joined))
 }

@@ -69,8 +69,19 @@ impl BrokerState {
     }
 }
 
+/// The broker id stored in `meta.properties`, if any (a broker that got its id from ZooKeeper
+/// keeps it across restarts, as Kafka's does).
+pub fn stored_broker_id(log_dirs: &LogDirs) -> Option<i32> {
+    log_dirs.dirs().iter().find_map(|dir| {
+        let text = std::fs::read_to_string(dir.join("meta.properties")).ok()?;
+        crate::config::parse_properties(&text).ok()?.get("broker.id")?.parse().ok()
+    })
+}
+
 /// Kafka's `meta.properties` in each log dir: the cluster id and broker id this data belongs to.
-pub fn load_or_create_meta(log_dirs: &LogDirs, broker_id: i32) -> Result<String, String> {
+/// In cluster mode `cluster_id_from_zookeeper` is the cluster's: data of another cluster is refused
+/// (Kafka's InconsistentClusterIdException).
+pub fn load_or_create_meta(log_dirs: &LogDirs, broker_id: i32, cluster_id_from_zookeeper: Option<&str>) -> Result<String, String> {
     let mut cluster_id = None;
     for dir in log_dirs.dirs() {
         let path = dir.join("meta.properties");
@@ -82,15 +93,19 @@ pub fn load_or_create_meta(log_dirs: &LogDirs, broker_id: i32) -> Result<String,
                 }
             }
             if let Some(id) = properties.get("cluster.id") {
+                if let Some(expected) = cluster_id_from_zookeeper {
+                    if id != expected {
+                        return Err(format!(
+                            "{} belongs to cluster {id}, but ZooKeeper holds cluster {expected}",
+                            path.display()
+                        ));
+                    }
+                }
                 cluster_id = Some(id.clone());
             }
         }
     }
-    let cluster_id = cluster_id.unwrap_or_else(|| {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let bytes = (nanos ^ ((std::process::id() as u128) << 64)).to_be_bytes();
-        base64_url(&bytes)
-    });
+    let cluster_id = cluster_id.or(cluster_id_from_zookeeper.map(str::to_string)).unwrap_or_else(new_cluster_id);
     for dir in log_dirs.dirs() {
         let path = dir.join("meta.properties");
         if !path.exists() {
@@ -99,6 +114,11 @@ pub fn load_or_create_meta(log_dirs: &LogDirs, broker_id: i32) -> Result<String,
         }
     }
     Ok(cluster_id)
+}
+
+/// A fresh cluster id.
+pub fn new_cluster_id() -> String {
+    base64_url(uuid::Uuid::new_v4().as_bytes())
 }
 
 /// Kafka cluster ids are 16 bytes in URL-safe base64 without padding (22 characters).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the third-party Kafka clients that tests/clients/roundtrip.{py,js} drive:
-# kcat (Debian), confluent-kafka and kafka-python (a venv in .venv), kafkajs (node_modules).
+# kcat and ZooKeeper (Debian), confluent-kafka and kafka-python (a venv in .venv), kafkajs (node_modules).
 # Idempotent: a second run installs nothing and touches no network. Run as root.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -28,6 +28,9 @@ apt_install() {
 }
 
 command -v kcat >/dev/null || apt_install kcat
+# Cluster tests start a real ZooKeeper (Debian's package; it starts no service) with java.
+command -v java >/dev/null || apt_install default-jre-headless
+[[ -f /usr/share/java/zookeeper.jar ]] || apt_install zookeeper
 command -v npm >/dev/null || apt_install npm
 
 if [[ ! -x .venv/bin/python ]]; then

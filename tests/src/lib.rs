@@ -2,6 +2,7 @@
 //! and stops it (SIGTERM, or SIGKILL for crash tests) even when a test fails.
 
 pub mod wire;
+pub mod zookeeper;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
