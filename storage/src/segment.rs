@@ -586,23 +586,8 @@ pub fn pwritev_all(fd: RawFd, pieces: &[&[u8]], mut position: u64) -> std::io::R
     Ok(())
 }
 
-/// Writes all of `bytes` at `position`, retrying short writes and EINTR.
-pub fn pwrite_all(fd: RawFd, mut bytes: &[u8], mut position: u64) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is a live slice; the fd is owned by an open file for the whole call.
-        let written = unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), position as libc::off_t) };
-        if written < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        if written == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "pwrite wrote nothing"));
-        }
-        bytes = &bytes[written as usize..];
-        position += written as u64;
-    }
-    Ok(())
+/// Writes all of `bytes` at `position`, retrying short writes and EINTR (the storage bench's raw
+/// baseline: a single-piece pwritev is the same kernel path as pwrite).
+pub fn pwrite_all(fd: RawFd, bytes: &[u8], position: u64) -> std::io::Result<()> {
+    pwritev_all(fd, &[bytes], position)
 }
