@@ -85,13 +85,16 @@ fn run(cli: Cli) -> Result<(), String> {
     let _locks = lock_log_dirs(&log_dirs)?;
     probe_port(&config)?;
     let clean_shutdown = log_dirs.take_clean_shutdown_markers().map_err(|e| e.to_string())?;
+    // The coordinator starts first (it assigns the broker id); its snapshots reach the broker
+    // state once that exists.
+    let broker_slot: Arc<std::sync::OnceLock<Arc<BrokerState>>> = Arc::new(std::sync::OnceLock::new());
     let (coordinator, config, cluster_id) = match &config.zookeeper_connect {
         None => {
             let cluster_id = state::load_or_create_meta(&log_dirs, config.broker_id, None)?;
             (None, config, cluster_id)
         }
         Some(connect) => {
-            let (coordinator, joined) = join_cluster(&config, connect, &log_dirs)?;
+            let (coordinator, joined) = join_cluster(&config, connect, &log_dirs, broker_slot.clone())?;
             let cluster_id = state::load_or_create_meta(&log_dirs, joined.broker_id, Some(&joined.cluster_id))?;
             let config = BrokerConfig { broker_id: joined.broker_id, ..config };
             (Some(coordinator), config, cluster_id)
@@ -100,7 +103,12 @@ fn run(cli: Cli) -> Result<(), String> {
     let on_disk: Vec<(String, i32)> =
         log_dirs.existing_partitions().map_err(|e| e.to_string())?.into_iter().map(|(t, p, _)| (t, p)).collect();
     let topics = topics::TopicTable::load(&log_dirs.dirs()[0], &on_disk)?;
-    let broker = Arc::new(BrokerState::new(config.clone(), log_dirs, topics, cluster_id, clean_shutdown)?);
+    let cluster = coordinator.as_ref().map(|c| c.handle());
+    let broker = Arc::new(BrokerState::new(config.clone(), log_dirs, topics, cluster_id, clean_shutdown, cluster)?);
+    if let Some(coordinator) = &coordinator {
+        let _ = broker_slot.set(broker.clone());
+        broker.apply_cluster_snapshot(&coordinator.view.snapshot());
+    }
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, broker.shutting_down.clone()).map_err(|e| format!("installing a signal handler: {e}"))?;
     }
@@ -235,10 +243,14 @@ fn port_listener_check(config: &BrokerConfig) -> Result<(), String> {
 }
 
 /// Cluster mode: the ZooKeeper coordinator thread registers this broker (getting an id from
-/// ZooKeeper for `broker.id=-1`, or reusing the one in meta.properties) and takes part in
-/// controller elections. Partition leadership and replication are not built yet: each broker
-/// still serves its own partitions as a standalone broker does.
-fn join_cluster(config: &BrokerConfig, connect: &str, log_dirs: &LogDirs) -> Result<(zk::Coordinator, zk::Joined), String> {
+/// ZooKeeper for `broker.id=-1`, or reusing the one in meta.properties), takes part in controller
+/// elections and follows topics and partition leaders. Replication is not built yet.
+fn join_cluster(
+    config: &BrokerConfig,
+    connect: &str,
+    log_dirs: &LogDirs,
+    broker_slot: Arc<std::sync::OnceLock<Arc<BrokerState>>>,
+) -> Result<(zk::Coordinator, zk::Joined), String> {
     let broker_id = match (config.broker_id, state::stored_broker_id(log_dirs)) {
         (-1, Some(stored)) => stored,
         (configured, _) => configured,
@@ -255,10 +267,18 @@ fn join_cluster(config: &BrokerConfig, connect: &str, log_dirs: &LogDirs) -> Res
         rack: config.broker_rack.clone(),
     };
     let proposed_cluster_id = state::new_cluster_id();
-    let (coordinator, joined) = zk::Coordinator::start(zk_config, endpoint, proposed_cluster_id)?;
+    let options = zk::CoordinatorOptions {
+        unclean_leader_election: config.unclean_leader_election_enable,
+        on_change: Arc::new(move |snapshot| {
+            if let Some(broker) = broker_slot.get() {
+                broker.apply_cluster_snapshot(snapshot);
+            }
+        }),
+    };
+    let (coordinator, joined) = zk::Coordinator::start(zk_config, endpoint, proposed_cluster_id, options)?;
     tracing::warn!(
         broker_id = joined.broker_id,
-        "cluster mode: registration and controller election only so far; partitions are not replicated yet"
+        "cluster mode: partitions are led across brokers but not replicated yet; consumer groups stay on each broker"
     );
     Ok((coordinator, joined))
 }

@@ -47,6 +47,8 @@ pub struct Shard {
 #[derive(Debug)]
 pub enum PartitionError {
     UnknownTopicOrPartition,
+    /// Cluster mode: another broker leads this partition (or none does yet).
+    NotLeaderOrFollower,
     /// The broker is stopping: logs are being closed and no partition is opened any more.
     ShuttingDown,
     Storage(StorageError),
@@ -90,8 +92,15 @@ impl Shard {
         }
     }
 
-    /// The partition, opened (and recovered) on first use. Only the owning shard may call this.
+    /// The partition, opened (and recovered) on first use, for serving clients: in cluster mode
+    /// only while this broker leads it. Only the owning shard may call this.
     pub async fn partition(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, PartitionError> {
+        self.broker.check_leader(topic, partition)?;
+        self.get_or_open(topic, partition).await
+    }
+
+    /// The partition, opened (and recovered) on first use, whatever this broker's role for it.
+    async fn get_or_open(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, PartitionError> {
         debug_assert_eq!(self.owner_of(topic, partition), self.id(), "only the owner opens a partition");
         let key = (topic.to_string(), partition);
         if let Some(found) = self.partitions.borrow().get(&key) {
@@ -144,7 +153,7 @@ impl Shard {
         };
         for (topic, partition, _) in existing {
             if self.owner_of(&topic, partition) == self.id() {
-                if let Err(e) = self.partition(&topic, partition).await {
+                if let Err(e) = self.get_or_open(&topic, partition).await {
                     tracing::error!(topic, partition, error = ?e, "partition left offline");
                 }
             }

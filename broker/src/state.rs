@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use storage::log_manager::LogDirs;
 
 use crate::config::BrokerConfig;
-use crate::topics::TopicTable;
+use crate::shard_context::PartitionError;
+use crate::topics::{TopicTable, CONSUMER_OFFSETS_TOPIC};
 
 /// Producer ids are handed out in blocks; the file remembers the end of the last block, so ids
 /// are never reused after a restart (or a crash: the next start begins a fresh block).
@@ -25,13 +26,22 @@ pub struct BrokerState {
     pub shutting_down: Arc<AtomicBool>,
     /// Shards that have bound the listener; the last one logs that the broker is ready.
     pub shards_listening: std::sync::atomic::AtomicUsize,
+    /// Cluster mode: the ZooKeeper coordinator's view and commands. None when standalone.
+    pub cluster: Option<zk::CoordinatorHandle>,
     next_producer_id: AtomicI64,
     producer_id_block_end: Mutex<i64>,
     producer_id_file: PathBuf,
 }
 
 impl BrokerState {
-    pub fn new(config: BrokerConfig, log_dirs: LogDirs, topics: TopicTable, cluster_id: String, clean_shutdown: bool) -> Result<BrokerState, String> {
+    pub fn new(
+        config: BrokerConfig,
+        log_dirs: LogDirs,
+        topics: TopicTable,
+        cluster_id: String,
+        clean_shutdown: bool,
+        cluster: Option<zk::CoordinatorHandle>,
+    ) -> Result<BrokerState, String> {
         let producer_id_file = log_dirs.dirs()[0].join("producer-id-block");
         let start = std::fs::read_to_string(&producer_id_file).ok().and_then(|t| t.trim().parse::<i64>().ok()).unwrap_or(0);
         let state = BrokerState {
@@ -42,11 +52,51 @@ impl BrokerState {
             clean_shutdown,
             shutting_down: Arc::new(AtomicBool::new(false)),
             shards_listening: std::sync::atomic::AtomicUsize::new(0),
+            cluster,
             next_producer_id: AtomicI64::new(start),
             producer_id_block_end: Mutex::new(start),
             producer_id_file,
         };
         Ok(state)
+    }
+
+    /// Cluster mode: only the partition's leader serves it. Consumer groups still live on every
+    /// broker's own `__consumer_offsets` (not in ZooKeeper yet), so that topic is exempt.
+    pub fn check_leader(&self, topic: &str, partition: i32) -> Result<(), PartitionError> {
+        let Some(cluster) = &self.cluster else { return Ok(()) };
+        if topic == CONSUMER_OFFSETS_TOPIC {
+            return Ok(());
+        }
+        let snapshot = cluster.view.snapshot();
+        if !snapshot.topics.contains_key(topic) {
+            return Err(PartitionError::UnknownTopicOrPartition);
+        }
+        match snapshot.leader(topic, partition) {
+            Some(leader) if leader == self.config.broker_id => Ok(()),
+            _ => Err(PartitionError::NotLeaderOrFollower),
+        }
+    }
+
+    /// Cluster mode: mirrors into the local topic table every topic that has a replica here, so
+    /// partitions this broker leads can be opened with the topic's config.
+    pub fn apply_cluster_snapshot(&self, snapshot: &zk::ClusterSnapshot) {
+        let me = self.config.broker_id;
+        let mut topics = self.topics.write().unwrap();
+        for (name, state) in &snapshot.topics {
+            if !state.replicas.iter().any(|replicas| replicas.contains(&me)) {
+                continue;
+            }
+            let partitions = state.replicas.len() as i32;
+            let result = match topics.get(name) {
+                None => topics.create_with_id(name, partitions, state.config.clone(), state.topic_id).map(|_| ()),
+                Some(info) if info.partitions < partitions => topics.set_partitions(name, partitions),
+                Some(info) if info.overrides != state.config => topics.set_overrides(name, state.config.clone()),
+                Some(_) => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::error!(topic = name, error = %e, "recording a cluster topic locally");
+            }
+        }
     }
 
     pub fn is_shutting_down(&self) -> bool {

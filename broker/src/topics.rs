@@ -124,7 +124,7 @@ pub struct TopicTable {
     topics: BTreeMap<String, TopicInfo>,
 }
 
-fn new_topic_id(name: &str) -> [u8; 16] {
+pub fn new_topic_id(name: &str) -> [u8; 16] {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&(nanos as u64).to_be_bytes());
@@ -178,8 +178,19 @@ impl TopicTable {
     }
 
     pub fn create(&mut self, name: &str, partitions: i32, overrides: BTreeMap<String, String>) -> Result<TopicInfo, String> {
+        self.create_with_id(name, partitions, overrides, new_topic_id(name))
+    }
+
+    /// A topic whose id was chosen elsewhere (cluster mode: the one in ZooKeeper).
+    pub fn create_with_id(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+        topic_id: [u8; 16],
+    ) -> Result<TopicInfo, String> {
         assert!(!self.topics.contains_key(name));
-        let info = TopicInfo { name: name.to_string(), partitions, topic_id: new_topic_id(name), overrides };
+        let info = TopicInfo { name: name.to_string(), partitions, topic_id, overrides };
         self.topics.insert(name.to_string(), info.clone());
         self.persist(name)?;
         Ok(info)

@@ -97,3 +97,110 @@ fn brokers_register_and_elect_a_controller_in_kafkas_layout() {
         .collect();
     assert!(!registered.contains(&second) && registered.contains(&third), "{registered:?}");
 }
+
+fn python() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/.venv/bin/python")
+}
+
+/// CreateTopics through confluent-kafka's AdminClient, sent to one broker.
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32, replication_factor: i32, config: &str) {
+    let script = format!(
+        "from confluent_kafka.admin import AdminClient, NewTopic\n\
+         admin = AdminClient({{'bootstrap.servers': '{bootstrap}'}})\n\
+         config = dict(kv.split('=') for kv in '{config}'.split(',') if kv)\n\
+         for future in admin.create_topics([NewTopic('{topic}', {partitions}, {replication_factor}, config=config)]).values():\n\
+         \x20   future.result(30)\n"
+    );
+    let (ok, stdout, stderr) =
+        tests::run_with_timeout(std::process::Command::new(python()).arg("-c").arg(script), Duration::from_secs(60));
+    assert!(ok, "create_topics failed: {stdout}\n{stderr}");
+}
+
+/// `kcat -L -J` from one broker: (broker ids, leader by partition).
+fn metadata(bootstrap: &str, topic: &str) -> (Vec<i64>, Vec<i64>) {
+    let (ok, stdout, stderr) = tests::run_with_timeout(
+        std::process::Command::new("kcat").args(["-b", bootstrap, "-L", "-J", "-t", topic]),
+        Duration::from_secs(30),
+    );
+    assert!(ok, "kcat -L failed: {stderr}");
+    let ids = |key: &str, list: &str| -> Vec<i64> {
+        list.split(&format!("\"{key}\":")).skip(1).filter_map(|s| s.split(|c: char| !c.is_ascii_digit() && c != '-').next()?.parse().ok()).collect()
+    };
+    let brokers_part = stdout.split("\"topics\"").next().unwrap().split("\"brokers\":").nth(1).unwrap_or("");
+    let topics_part = stdout.split("\"topics\"").nth(1).unwrap_or("");
+    (ids("id", brokers_part), ids("leader", topics_part))
+}
+
+#[test]
+fn topics_are_assigned_in_zookeeper_and_led_across_brokers() {
+    let zookeeper = ZooKeeper::start();
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("leaders-{i}"))).collect();
+    let brokers: Vec<Broker> = [1, 2, 3].iter().zip(&dirs).map(|(&id, dir)| start_broker(dir, &zookeeper, id)).collect();
+    let topic = "orders";
+    create_topic(&brokers[0].bootstrap(), topic, 6, 3, "min.insync.replicas=2");
+
+    // Kafka's layout: the assignment, each partition's state, the topic config.
+    let assignment = zookeeper.cli(&format!("get /kafka/brokers/topics/{topic}"));
+    assert!(assignment.contains("\"partitions\":{\"0\":["), "{assignment}");
+    let config = zookeeper.cli(&format!("get /kafka/config/topics/{topic}"));
+    assert!(config.contains("\"min.insync.replicas\":\"2\""), "{config}");
+    let mut leaders_in_zookeeper = Vec::new();
+    for partition in 0..6 {
+        let state = zookeeper.cli(&format!("get /kafka/brokers/topics/{topic}/partitions/{partition}/state"));
+        assert!(state.contains("\"leader_epoch\":0") && state.contains("\"isr\":["), "{state}");
+        let leader: i64 = state.split("\"leader\":").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+        leaders_in_zookeeper.push(leader);
+    }
+    let mut per_broker = std::collections::BTreeMap::new();
+    for leader in &leaders_in_zookeeper {
+        *per_broker.entry(*leader).or_insert(0) += 1;
+    }
+    assert_eq!(per_broker.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "leaders spread: {leaders_in_zookeeper:?}");
+
+    // Every broker answers Metadata with all three brokers and the same leaders.
+    for broker in &brokers {
+        let (ids, mut leaders) = metadata(&broker.bootstrap(), topic);
+        let mut ids = ids;
+        ids.sort();
+        assert_eq!(ids, vec![1, 2, 3]);
+        leaders.truncate(6);
+        assert_eq!(leaders, leaders_in_zookeeper, "metadata from broker on {}", broker.port);
+    }
+
+    // kcat produces through one bootstrap broker to every leader and reads everything back
+    // through another.
+    let mut producer = std::process::Command::new("kcat")
+        .args(["-b", &brokers[0].bootstrap(), "-P", "-t", topic, "-K", ":", "-X", "acks=1"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = producer.stdin.as_mut().unwrap();
+        for i in 0..600 {
+            writeln!(stdin, "key-{}:value-{i}", i % 37).unwrap();
+        }
+    }
+    let output = producer.wait_with_output().unwrap();
+    assert!(output.status.success(), "kcat -P: {}", String::from_utf8_lossy(&output.stderr));
+    let (ok, stdout, stderr) = tests::run_with_timeout(
+        std::process::Command::new("kcat").args(["-b", &brokers[1].bootstrap(), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %s\n"]),
+        Duration::from_secs(60),
+    );
+    assert!(ok, "kcat -C: {stderr}");
+    let mut values: Vec<&str> = stdout.lines().filter_map(|l| l.split(' ').nth(1)).collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 600, "every record read back once");
+    let partitions: std::collections::BTreeSet<&str> = stdout.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(partitions.len(), 6, "records on every partition, so on every leader");
+
+    // A broker that does not lead a partition refuses it: each leader's log holds only its own.
+    for (broker, dir) in [1, 2, 3].iter().zip(&dirs) {
+        for (partition, leader) in leaders_in_zookeeper.iter().enumerate() {
+            let exists = dir.0.join("logs").join(format!("{topic}-{partition}")).exists();
+            assert_eq!(exists, leader == broker, "broker {broker}, partition {partition} (leader {leader})");
+        }
+    }
+}

@@ -7,13 +7,21 @@
 //! current-thread runtime here), and a ZooKeeper round trip must never sit on a shard's core
 //! between two Kafka requests.
 
+pub mod cluster;
+pub mod controller;
 pub mod paths;
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error as ZkError, SessionState};
+use zookeeper_client::{Acls, AddWatchMode, Client, CreateMode, CreateOptions, Error as ZkError, SessionState};
+
+pub use cluster::{BrokerInfo, ClusterSnapshot, PartitionState, TopicState};
+pub use controller::CreateTopicError;
+use controller::{ControllerFence, ReconcileError};
 
 /// `zookeeper.*` settings.
 #[derive(Debug, Clone)]
@@ -41,18 +49,34 @@ pub struct Joined {
     pub cluster_id: String,
 }
 
-/// What the coordinator last saw; read by any shard without a lock.
+/// What the coordinator last saw. The controller id and epoch are atomics; the cluster snapshot
+/// is an `Arc` swapped under a lock held only for the swap or the clone, so a shard never waits on
+/// ZooKeeper.
 #[derive(Debug)]
 pub struct ClusterView {
     /// -1 while no controller is known.
     controller_id: AtomicI32,
     /// The epoch of the controller in `controller_id`; only grows.
     controller_epoch: AtomicI32,
+    snapshot: RwLock<Arc<ClusterSnapshot>>,
 }
 
 impl ClusterView {
     fn new() -> ClusterView {
-        ClusterView { controller_id: AtomicI32::new(-1), controller_epoch: AtomicI32::new(0) }
+        ClusterView {
+            controller_id: AtomicI32::new(-1),
+            controller_epoch: AtomicI32::new(0),
+            snapshot: RwLock::new(Arc::new(ClusterSnapshot::default())),
+        }
+    }
+
+    /// The cluster as last read from ZooKeeper (brokers, topics, partition states).
+    pub fn snapshot(&self) -> Arc<ClusterSnapshot> {
+        self.snapshot.read().unwrap().clone()
+    }
+
+    fn set_snapshot(&self, snapshot: Arc<ClusterSnapshot>) {
+        *self.snapshot.write().unwrap() = snapshot;
     }
 
     pub fn controller_id(&self) -> i32 {
@@ -73,9 +97,50 @@ impl ClusterView {
 
 enum Command {
     Shutdown,
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        replication_factor: i16,
+        config: BTreeMap<String, String>,
+        topic_id: [u8; 16],
+        reply: futures_channel::oneshot::Sender<Result<Vec<Vec<i32>>, CreateTopicError>>,
+    },
 }
 
-/// The coordinator thread's handle. Dropping it (or `shutdown`) closes the session, which deletes
+/// Called on the coordinator thread with every new snapshot (keep it short: no I/O).
+pub type OnChange = Arc<dyn Fn(&Arc<ClusterSnapshot>) + Send + Sync>;
+
+pub struct CoordinatorOptions {
+    /// `unclean.leader.election.enable`
+    pub unclean_leader_election: bool,
+    pub on_change: OnChange,
+}
+
+/// What the shards hold: the view, and a way to ask the coordinator thread for work.
+#[derive(Clone)]
+pub struct CoordinatorHandle {
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    pub view: Arc<ClusterView>,
+}
+
+impl CoordinatorHandle {
+    /// Writes a new topic's config and replica assignment; the controller then elects leaders.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        config: BTreeMap<String, String>,
+        topic_id: [u8; 16],
+    ) -> Result<Vec<Vec<i32>>, CreateTopicError> {
+        let (reply, answer) = futures_channel::oneshot::channel();
+        let command = Command::CreateTopic { name: name.to_string(), partitions, replication_factor, config, topic_id, reply };
+        self.commands.send(command).map_err(|_| CreateTopicError::ZooKeeper("the ZooKeeper thread has stopped".into()))?;
+        answer.await.map_err(|_| CreateTopicError::ZooKeeper("the ZooKeeper thread has stopped".into()))?
+    }
+}
+
+/// The coordinator thread's owner. Dropping it (or `shutdown`) closes the session, which deletes
 /// this broker's ephemeral znodes at once instead of after the session timeout.
 pub struct Coordinator {
     commands: tokio::sync::mpsc::UnboundedSender<Command>,
@@ -84,10 +149,19 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
+    pub fn handle(&self) -> CoordinatorHandle {
+        CoordinatorHandle { commands: self.commands.clone(), view: self.view.clone() }
+    }
+
     /// Connects, agrees on the cluster id (`/cluster/id`, created from `proposed_cluster_id` if
     /// absent), obtains a broker id if -1, registers `/brokers/ids/<id>` and starts taking part in
     /// controller elections. Returns once registered.
-    pub fn start(config: ZkConfig, endpoint: BrokerEndpoint, proposed_cluster_id: String) -> Result<(Coordinator, Joined), String> {
+    pub fn start(
+        config: ZkConfig,
+        endpoint: BrokerEndpoint,
+        proposed_cluster_id: String,
+        options: CoordinatorOptions,
+    ) -> Result<(Coordinator, Joined), String> {
         let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
         let (joined_sender, joined_receiver) = std::sync::mpsc::channel();
         let view = Arc::new(ClusterView::new());
@@ -102,7 +176,7 @@ impl Coordinator {
                         return;
                     }
                 };
-                runtime.block_on(run(config, endpoint, proposed_cluster_id, thread_view, joined_sender, receiver));
+                runtime.block_on(run(config, endpoint, proposed_cluster_id, options, thread_view, joined_sender, receiver));
             })
             .map_err(|e| format!("starting the ZooKeeper thread: {e}"))?;
         let joined = joined_receiver.recv().map_err(|_| "the ZooKeeper thread stopped while joining".to_string())??;
@@ -237,6 +311,7 @@ async fn run(
     config: ZkConfig,
     mut endpoint: BrokerEndpoint,
     proposed_cluster_id: String,
+    options: CoordinatorOptions,
     view: Arc<ClusterView>,
     joined_sender: std::sync::mpsc::Sender<Result<Joined, String>>,
     mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
@@ -276,10 +351,13 @@ async fn run(
                 }
             }
         };
+        let fence: Cell<Option<ControllerFence>> = Cell::new(None);
+        let wake = tokio::sync::Notify::new();
         let shutdown = tokio::select! {
-            _ = elect(&client, endpoint.broker_id, &view) => false,
+            _ = elect(&client, endpoint.broker_id, &view, &fence, &wake) => false,
+            _ = follow(&client, &view, &fence, &wake, &options) => false,
             _ = expired => false,
-            _ = commands.recv() => true,
+            _ = serve(&client, &view, &mut commands) => true,
         };
         if !shutdown {
             tracing::warn!("ZooKeeper session expired: registering again with a new session");
@@ -301,15 +379,17 @@ async fn run(
 
 /// Controller election (Kafka's): whoever creates the ephemeral `/controller` is the controller
 /// and bumps `/controller_epoch` with a conditional write; everyone watches `/controller` and runs
-/// again when it goes away. Returns only on an unexpected ZooKeeper error.
-async fn elect(client: &Client, broker_id: i32, view: &ClusterView) {
+/// again when it goes away. Loops until the session ends.
+async fn elect(client: &Client, broker_id: i32, view: &ClusterView, fence: &Cell<Option<ControllerFence>>, wake: &tokio::sync::Notify) {
     loop {
         let data = paths::controller_json(broker_id, now_ms());
         match client.create(paths::CONTROLLER, data.as_bytes(), &ephemeral()).await {
             Ok(_) => match bump_controller_epoch(client).await {
-                Ok(epoch) => {
-                    view.set_controller(broker_id, epoch);
-                    tracing::info!(broker_id, epoch, "became the controller");
+                Ok(won) => {
+                    view.set_controller(broker_id, won.epoch);
+                    fence.set(Some(won));
+                    wake.notify_one(); // the controller's first pass over every partition
+                    tracing::info!(broker_id, epoch = won.epoch, "became the controller");
                 }
                 Err(e) => {
                     // Not safe to act as controller without a fresh epoch: resign.
@@ -337,6 +417,9 @@ async fn elect(client: &Client, broker_id: i32, view: &ClusterView) {
         };
         if let Some(controller) = paths::parse_controller_json(&data) {
             if controller != broker_id {
+                if fence.take().is_some() {
+                    tracing::warn!(controller, "no longer the controller");
+                }
                 let epoch = read_controller_epoch(client).await.unwrap_or(view.controller_epoch());
                 view.set_controller(controller, epoch);
                 tracing::info!(controller, epoch, "controller is elsewhere");
@@ -346,27 +429,100 @@ async fn elect(client: &Client, broker_id: i32, view: &ClusterView) {
     }
 }
 
+/// Follows the cluster: one persistent recursive watch on `/brokers`; after each change, reads the
+/// whole state, publishes it, and if this broker is the controller brings partition states in
+/// line. Loops until the session ends.
+async fn follow(
+    client: &Client,
+    view: &ClusterView,
+    fence: &Cell<Option<ControllerFence>>,
+    wake: &tokio::sync::Notify,
+    options: &CoordinatorOptions,
+) {
+    let mut watcher = loop {
+        match client.watch("/brokers", AddWatchMode::PersistentRecursive).await {
+            Ok(watcher) => break watcher,
+            Err(e) => {
+                tracing::error!(error = %e, "watching /brokers");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        match cluster::read(client).await {
+            Ok(snapshot) => {
+                let snapshot = Arc::new(snapshot);
+                if *snapshot != *view.snapshot() {
+                    view.set_snapshot(snapshot.clone());
+                    (options.on_change)(&snapshot);
+                }
+                if let Some(current) = fence.get() {
+                    match controller::reconcile(client, &snapshot, current, options.unclean_leader_election).await {
+                        Ok(_) => {}
+                        Err(ReconcileError::Fenced) => {
+                            tracing::warn!(epoch = current.epoch, "a newer controller epoch exists: this broker's controller writes stop");
+                            fence.set(None);
+                        }
+                        Err(ReconcileError::ZooKeeper(e)) => tracing::error!(error = %e, "controller: writing partition states"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading the cluster state"),
+        }
+        tokio::select! {
+            _ = watcher.changed() => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// Serves the shards' commands until told to shut down (or every handle is gone).
+async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::mpsc::UnboundedReceiver<Command>) {
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::Shutdown => return,
+            Command::CreateTopic { name, partitions, replication_factor, config, topic_id, reply } => {
+                let live: Vec<i32> = match client.list_children(paths::BROKER_IDS).await {
+                    Ok(ids) => {
+                        let mut ids: Vec<i32> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+                        ids.sort_unstable();
+                        ids
+                    }
+                    Err(_) => view.snapshot().brokers.keys().copied().collect(),
+                };
+                let created =
+                    controller::create_topic(client, &live, &name, partitions, replication_factor, &config, topic_id).await;
+                if let Ok(replicas) = &created {
+                    tracing::info!(topic = name, ?replicas, "created topic in ZooKeeper");
+                }
+                let _ = reply.send(created);
+            }
+        }
+    }
+}
+
 async fn read_controller_epoch(client: &Client) -> Result<i32, String> {
     let (data, _) = client.get_data(paths::CONTROLLER_EPOCH).await.map_err(|e| e.to_string())?;
     std::str::from_utf8(&data).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| "unparsable controller epoch".into())
 }
 
 /// Increments `/controller_epoch` conditionally on the version read, so two controllers can never
-/// both believe they hold the same epoch.
-async fn bump_controller_epoch(client: &Client) -> Result<i32, String> {
+/// both believe they hold the same epoch. Returns the epoch and the znode version that fence this
+/// controller's writes.
+async fn bump_controller_epoch(client: &Client) -> Result<ControllerFence, String> {
     loop {
         match client.get_data(paths::CONTROLLER_EPOCH).await {
             Ok((data, stat)) => {
                 let epoch: i32 = std::str::from_utf8(&data).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
                 let next = epoch + 1;
                 match client.set_data(paths::CONTROLLER_EPOCH, next.to_string().as_bytes(), Some(stat.version)).await {
-                    Ok(_) => return Ok(next),
+                    Ok(stat) => return Ok(ControllerFence { epoch: next, epoch_zk_version: stat.version }),
                     Err(ZkError::BadVersion) => continue,
                     Err(e) => return Err(e.to_string()),
                 }
             }
             Err(ZkError::NoNode) => match client.create(paths::CONTROLLER_EPOCH, b"1", &persistent()).await {
-                Ok(_) => return Ok(1),
+                Ok((stat, _)) => return Ok(ControllerFence { epoch: 1, epoch_zk_version: stat.version }),
                 Err(ZkError::NodeExists) => continue,
                 Err(e) => return Err(e.to_string()),
             },

@@ -29,6 +29,129 @@ pub const PERSISTENT_PATHS: &[&str] = &[
 /// Kafka's `reserved.broker.max.id` default: generated ids start above it.
 pub const RESERVED_BROKER_MAX_ID: i32 = 1000;
 
+pub fn topic_path(topic: &str) -> String {
+    format!("{BROKER_TOPICS}/{topic}")
+}
+
+pub fn partitions_path(topic: &str) -> String {
+    format!("{BROKER_TOPICS}/{topic}/partitions")
+}
+
+pub fn partition_path(topic: &str, partition: i32) -> String {
+    format!("{BROKER_TOPICS}/{topic}/partitions/{partition}")
+}
+
+pub fn partition_state_path(topic: &str, partition: i32) -> String {
+    format!("{BROKER_TOPICS}/{topic}/partitions/{partition}/state")
+}
+
+pub fn topic_config_path(topic: &str) -> String {
+    format!("/config/topics/{topic}")
+}
+
+/// `/brokers/topics/<topic>` (TopicZNode version 3): the replica assignment and the topic id.
+pub fn topic_json(topic_id: &[u8; 16], replicas: &[Vec<i32>]) -> String {
+    let partitions: serde_json::Map<String, serde_json::Value> =
+        replicas.iter().enumerate().map(|(p, r)| (p.to_string(), serde_json::json!(r))).collect();
+    serde_json::json!({
+        "version": 3,
+        "topic_id": base64_url(topic_id),
+        "partitions": partitions,
+        "adding_replicas": {},
+        "removing_replicas": {},
+    })
+    .to_string()
+}
+
+/// The assignment (replicas by partition) and topic id of a TopicZNode.
+pub fn parse_topic_json(data: &[u8]) -> Option<([u8; 16], Vec<Vec<i32>>)> {
+    let value: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let topic_id = value.get("topic_id").and_then(|v| v.as_str()).and_then(base64_url_decode).unwrap_or([0; 16]);
+    let partitions = value.get("partitions")?.as_object()?;
+    let mut replicas = vec![Vec::new(); partitions.len()];
+    for (partition, list) in partitions {
+        let index: usize = partition.parse().ok()?;
+        let slot = replicas.get_mut(index)?;
+        *slot = list.as_array()?.iter().filter_map(|b| b.as_i64().map(|b| b as i32)).collect();
+    }
+    Some((topic_id, replicas))
+}
+
+/// `/brokers/topics/<topic>/partitions/<p>/state`.
+pub fn partition_state_json(leader: i32, leader_epoch: i32, isr: &[i32], controller_epoch: i32) -> String {
+    serde_json::json!({
+        "controller_epoch": controller_epoch,
+        "leader": leader,
+        "version": 1,
+        "leader_epoch": leader_epoch,
+        "isr": isr,
+    })
+    .to_string()
+}
+
+/// (leader, leader_epoch, isr, controller_epoch)
+pub fn parse_partition_state_json(data: &[u8]) -> Option<(i32, i32, Vec<i32>, i32)> {
+    let value: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let number = |key: &str| value.get(key).and_then(|v| v.as_i64()).map(|v| v as i32);
+    let isr = value.get("isr")?.as_array()?.iter().filter_map(|b| b.as_i64().map(|b| b as i32)).collect();
+    Some((number("leader")?, number("leader_epoch")?, isr, number("controller_epoch").unwrap_or(0)))
+}
+
+/// `/config/topics/<topic>` (version 1): the topic's config overrides.
+pub fn topic_config_json(config: &std::collections::BTreeMap<String, String>) -> String {
+    serde_json::json!({ "version": 1, "config": config }).to_string()
+}
+
+pub fn parse_topic_config_json(data: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let value: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
+    value
+        .get("config")
+        .and_then(|c| c.as_object())
+        .map(|c| c.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+/// The broker's host, port and rack from its BrokerIdZNode.
+pub fn parse_broker_json(data: &[u8]) -> Option<(String, u16, Option<String>)> {
+    let value: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let host = value.get("host")?.as_str()?.to_string();
+    let port = value.get("port")?.as_u64()? as u16;
+    let rack = value.get("rack").and_then(|r| r.as_str()).map(str::to_string);
+    Some((host, port, rack))
+}
+
+const BASE64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Kafka writes Uuids as URL-safe base64 without padding (22 characters). Hand-written: two small
+/// functions do not earn a dependency.
+pub fn base64_url(bytes: &[u8; 16]) -> String {
+    let mut out = String::with_capacity(22);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(BASE64_URL[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+pub fn base64_url_decode(text: &str) -> Option<[u8; 16]> {
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::with_capacity(16);
+    for c in text.bytes() {
+        let value = BASE64_URL.iter().position(|&x| x == c)? as u32;
+        bits = bits << 6 | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    out.try_into().ok()
+}
+
 pub fn broker_path(broker_id: i32) -> String {
     format!("{BROKER_IDS}/{broker_id}")
 }
@@ -81,6 +204,17 @@ mod tests {
         assert_eq!(value["version"], 5);
         assert_eq!(value["port"], 9092);
         assert_eq!(value["timestamp"], "42");
+    }
+
+    #[test]
+    fn topic_state_and_ids_round_trip() {
+        let id = [7u8; 16];
+        assert_eq!(base64_url(&id).len(), 22);
+        assert_eq!(base64_url_decode(&base64_url(&id)), Some(id));
+        let json = topic_json(&id, &[vec![1, 2, 3], vec![2, 3, 1]]);
+        assert_eq!(parse_topic_json(json.as_bytes()), Some((id, vec![vec![1, 2, 3], vec![2, 3, 1]])));
+        let state = partition_state_json(2, 5, &[2, 3], 9);
+        assert_eq!(parse_partition_state_json(state.as_bytes()), Some((2, 5, vec![2, 3], 9)));
     }
 
     #[test]

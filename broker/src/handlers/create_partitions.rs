@@ -27,6 +27,10 @@ pub async fn handle(shard: &Rc<Shard>, request: CreatePartitionsRequest) -> Crea
             Some(_) if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) => {
                 Err((ResponseError::InvalidReplicaAssignment, "manual replica assignment is not supported on a single broker".into()))
             }
+            // Adding partitions on one broker only would leave the cluster inconsistent.
+            Some(_) if shard.broker.cluster.is_some() => {
+                Err((ResponseError::InvalidRequest, "adding partitions is not built for cluster mode yet".into()))
+            }
             Some(_) if request.validate_only => Ok(()),
             Some(_) => shard
                 .broker

@@ -27,13 +27,22 @@ pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i1
         let outcome = match checked {
             Err(error) => Err(error),
             Ok(()) if request.validate_only => Ok(None),
+            Ok(()) if shard.broker.cluster.is_some() => {
+                let wait_ms = request.timeout_ms.clamp(0, MAX_LEADER_WAIT_MS) as u64;
+                create_topic_in_cluster(shard, &name, partitions, topic.replication_factor, overrides.clone(), wait_ms).await.map(|_| None)
+            }
             Ok(()) => create_topic(shard, &name, partitions, overrides.clone()).await.map(Some),
+        };
+        let replication_factor = match (&shard.broker.cluster, topic.replication_factor) {
+            (Some(_), -1) => shard.broker.config.default_replication_factor,
+            (Some(_), factor) => factor,
+            (None, _) => 1,
         };
         match outcome {
             Ok(_) => {
                 result = result.with_error_message(None);
                 if version >= 5 {
-                    result = result.with_num_partitions(partitions).with_replication_factor(1).with_configs(Some(
+                    result = result.with_num_partitions(partitions).with_replication_factor(replication_factor).with_configs(Some(
                         topic_config_defaults(&shard.broker.config)
                             .into_iter()
                             .map(|(key, default)| {
@@ -68,13 +77,18 @@ fn check(
     overrides: &BTreeMap<String, String>,
 ) -> Result<(), (i16, String)> {
     validate_topic_name(name).map_err(|e| (ResponseError::InvalidTopicException.code(), e))?;
-    if shard.broker.topics.read().unwrap().get(name).is_some() {
+    let exists = match &shard.broker.cluster {
+        Some(cluster) => cluster.view.snapshot().topics.contains_key(name),
+        None => shard.broker.topics.read().unwrap().get(name).is_some(),
+    };
+    if exists {
         return Err((ResponseError::TopicAlreadyExists.code(), format!("Topic '{name}' already exists.")));
     }
     if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) && !has_assignments {
         return Err((ResponseError::InvalidPartitions.code(), format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}.")));
     }
-    if replication_factor != -1 && replication_factor != 1 {
+    // In cluster mode the coordinator checks the factor against the live brokers.
+    if shard.broker.cluster.is_none() && replication_factor != -1 && replication_factor != 1 {
         return Err((
             ResponseError::InvalidReplicationFactor.code(),
             format!("Replication factor: {replication_factor} larger than available brokers: 1."),
@@ -84,6 +98,40 @@ fn check(
         return Err((ResponseError::InvalidRequest.code(), "manual replica assignment is not supported on a single broker".into()));
     }
     log_config_for(&shard.broker.config, overrides).map_err(|e| (ResponseError::InvalidConfig.code(), e))?;
+    Ok(())
+}
+
+/// How long CreateTopics waits at most for the controller to elect the new partitions' leaders.
+const MAX_LEADER_WAIT_MS: i32 = 10_000;
+
+/// Cluster mode: writes the topic to ZooKeeper through the coordinator (which assigns replicas
+/// over the live brokers), then waits up to `wait_ms` until every partition has a leader, so a
+/// client's next Metadata finds them (Kafka's CreateTopics waits the same way).
+pub async fn create_topic_in_cluster(
+    shard: &Rc<Shard>,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    overrides: BTreeMap<String, String>,
+    wait_ms: u64,
+) -> Result<(), (i16, String)> {
+    let cluster = shard.broker.cluster.as_ref().expect("cluster mode");
+    let factor = if replication_factor == -1 { shard.broker.config.default_replication_factor } else { replication_factor };
+    let topic_id = crate::topics::new_topic_id(name);
+    cluster.create_topic(name, partitions, factor, overrides, topic_id).await.map_err(|e| match e {
+        zk::CreateTopicError::AlreadyExists => (ResponseError::TopicAlreadyExists.code(), format!("Topic '{name}' already exists.")),
+        zk::CreateTopicError::InvalidReplicationFactor(message) => (ResponseError::InvalidReplicationFactor.code(), message),
+        zk::CreateTopicError::ZooKeeper(message) => (ResponseError::UnknownServerError.code(), message),
+    })?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+    loop {
+        let snapshot = cluster.view.snapshot();
+        if (0..partitions).all(|p| snapshot.leader(name, p).is_some()) || std::time::Instant::now() >= deadline {
+            break;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tracing::info!(topic = name, partitions, replication_factor = factor, "created topic in the cluster");
     Ok(())
 }
 

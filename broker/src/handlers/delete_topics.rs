@@ -35,6 +35,13 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i1
             Some(_) if !shard.broker.config.delete_topic_enable => {
                 result = result.with_error_code(ResponseError::TopicDeletionDisabled.code());
             }
+            // Deleting on one broker only would leave the cluster inconsistent.
+            Some(_) if shard.broker.cluster.is_some() => {
+                result = result.with_error_code(ResponseError::InvalidRequest.code());
+                if version >= 5 {
+                    result = result.with_error_message(Some(str_bytes("topic deletion is not built for cluster mode yet")));
+                }
+            }
             Some((name, id)) => {
                 if let Err(e) = delete_topic(shard, &name).await {
                     result = result.with_error_code(ResponseError::KafkaStorageError.code());

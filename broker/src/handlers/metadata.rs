@@ -13,6 +13,9 @@ use crate::shard_context::Shard;
 use crate::topics::{validate_topic_name, TopicInfo};
 
 pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    if shard.broker.cluster.is_some() {
+        return handle_in_cluster(shard, request, version).await;
+    }
     let config = &shard.broker.config;
     let broker_id = BrokerId(config.broker_id);
     // v0: an empty list means every topic; v1+: null means every topic.
@@ -66,6 +69,102 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
         .with_cluster_id(Some(str_bytes(&shard.broker.cluster_id)))
         .with_controller_id(broker_id)
         .with_topics(topics)
+}
+
+/// Cluster mode: every live broker, the controller, and each topic's partitions as ZooKeeper says
+/// (leader, leader epoch, replicas, ISR, offline replicas).
+async fn handle_in_cluster(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let config = &shard.broker.config;
+    let cluster = shard.broker.cluster.as_ref().expect("cluster mode");
+    let requested: Option<Vec<String>> = match request.topics {
+        None => None,
+        Some(topics) if version == 0 && topics.is_empty() => None,
+        Some(topics) => Some(topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
+    };
+    let allow_auto_create = config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
+    let mut names = requested.clone().unwrap_or_else(|| cluster.view.snapshot().topics.keys().cloned().collect());
+    let mut errors = std::collections::BTreeMap::new();
+    if requested.is_some() {
+        for name in &names {
+            if cluster.view.snapshot().topics.contains_key(name) {
+                continue;
+            }
+            let error = if validate_topic_name(name).is_err() {
+                ResponseError::InvalidTopicException
+            } else if allow_auto_create {
+                let factor = config.default_replication_factor;
+                match super::create_topics::create_topic_in_cluster(shard, name, config.num_partitions, factor, Default::default(), 2_000).await {
+                    Ok(()) => continue,
+                    Err((code, _)) if code == ResponseError::TopicAlreadyExists.code() => continue,
+                    Err((_, message)) => {
+                        tracing::warn!(topic = name, %message, "auto-creating a topic failed");
+                        ResponseError::LeaderNotAvailable
+                    }
+                }
+            } else {
+                ResponseError::UnknownTopicOrPartition
+            };
+            errors.insert(name.clone(), error);
+        }
+    }
+    names.dedup();
+    let snapshot = cluster.view.snapshot();
+    let topics = names
+        .iter()
+        .map(|name| match (errors.get(name), snapshot.topics.get(name)) {
+            (None, Some(state)) => cluster_topic_metadata(name, state, &snapshot),
+            (error, _) => MetadataResponseTopic::default()
+                .with_name(Some(TopicName(str_bytes(name))))
+                .with_error_code(error.copied().unwrap_or(ResponseError::LeaderNotAvailable).code()),
+        })
+        .collect();
+    let brokers = snapshot
+        .brokers
+        .values()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port as i32)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(str_bytes(&shard.broker.cluster_id)))
+        .with_controller_id(BrokerId(cluster.view.controller_id()))
+        .with_topics(topics)
+}
+
+fn cluster_topic_metadata(name: &str, state: &zk::TopicState, snapshot: &zk::ClusterSnapshot) -> MetadataResponseTopic {
+    let ids = |list: &[i32]| list.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+    let partitions = state
+        .replicas
+        .iter()
+        .enumerate()
+        .map(|(index, replicas)| {
+            let offline: Vec<i32> = replicas.iter().copied().filter(|b| !snapshot.brokers.contains_key(b)).collect();
+            let partition = MetadataResponsePartition::default()
+                .with_partition_index(index as i32)
+                .with_replica_nodes(ids(replicas))
+                .with_offline_replicas(ids(&offline));
+            match state.states.get(index).cloned().flatten() {
+                Some(s) if s.leader >= 0 => partition
+                    .with_leader_id(BrokerId(s.leader))
+                    .with_leader_epoch(s.leader_epoch)
+                    .with_isr_nodes(ids(&s.isr)),
+                other => partition
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(other.as_ref().map_or(-1, |s| s.leader_epoch))
+                    .with_isr_nodes(other.map(|s| ids(&s.isr)).unwrap_or_default()),
+            }
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(name))))
+        .with_topic_id(uuid::Uuid::from_bytes(state.topic_id))
+        .with_partitions(partitions)
 }
 
 fn topic_metadata(info: &TopicInfo, broker_id: BrokerId) -> MetadataResponseTopic {

@@ -213,6 +213,7 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
 pub fn partition_error_code(error: &PartitionError) -> i16 {
     match error {
         PartitionError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition.code(),
+        PartitionError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower.code(),
         // Retriable: the client refreshes metadata and tries again after the restart.
         PartitionError::ShuttingDown => ResponseError::NotLeaderOrFollower.code(),
         PartitionError::Storage(e) => storage_error_code(e),

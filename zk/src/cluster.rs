@@ -1,0 +1,103 @@
+//! What the cluster looks like in ZooKeeper: live brokers, topics with their replica assignment,
+//! partition states and config. Read whole after every change under `/brokers` (one persistent
+//! recursive watch): simple and always consistent with one ZooKeeper view, at a cost linear in the
+//! number of partitions per change. Kafka's controller pushes deltas instead; that is the step to
+//! take when clusters grow past a few thousand partitions.
+
+use std::collections::BTreeMap;
+
+use zookeeper_client::{Client, Error as ZkError};
+
+use crate::paths;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// -1: no leader (offline).
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+    pub controller_epoch: i32,
+    /// The state znode's version: updates are conditional on it.
+    pub zk_version: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicState {
+    pub topic_id: [u8; 16],
+    /// Replicas by partition; the first is the preferred leader.
+    pub replicas: Vec<Vec<i32>>,
+    /// By partition; None until the controller has written it.
+    pub states: Vec<Option<PartitionState>>,
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterSnapshot {
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    pub topics: BTreeMap<String, TopicState>,
+}
+
+impl ClusterSnapshot {
+    pub fn state(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        self.topics.get(topic)?.states.get(usize::try_from(partition).ok()?)?.as_ref()
+    }
+
+    pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.state(topic, partition).map(|s| s.leader).filter(|&l| l >= 0)
+    }
+}
+
+/// Reads the whole cluster state. A znode deleted between listing and reading is skipped.
+pub async fn read(client: &Client) -> Result<ClusterSnapshot, ZkError> {
+    let mut snapshot = ClusterSnapshot::default();
+    for child in client.list_children(paths::BROKER_IDS).await? {
+        let Ok(id) = child.parse::<i32>() else { continue };
+        match client.get_data(&paths::broker_path(id)).await {
+            Ok((data, _)) => {
+                if let Some((host, port, rack)) = paths::parse_broker_json(&data) {
+                    snapshot.brokers.insert(id, BrokerInfo { id, host, port, rack });
+                }
+            }
+            Err(ZkError::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for topic in client.list_children(paths::BROKER_TOPICS).await? {
+        let (topic_id, replicas) = match client.get_data(&paths::topic_path(&topic)).await {
+            Ok((data, _)) => match paths::parse_topic_json(&data) {
+                Some(parsed) => parsed,
+                None => {
+                    tracing::warn!(topic, "unparsable topic znode; skipped");
+                    continue;
+                }
+            },
+            Err(ZkError::NoNode) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut states = Vec::with_capacity(replicas.len());
+        for partition in 0..replicas.len() as i32 {
+            states.push(match client.get_data(&paths::partition_state_path(&topic, partition)).await {
+                Ok((data, stat)) => paths::parse_partition_state_json(&data).map(|(leader, leader_epoch, isr, controller_epoch)| {
+                    PartitionState { leader, leader_epoch, isr, controller_epoch, zk_version: stat.version }
+                }),
+                Err(ZkError::NoNode) => None,
+                Err(e) => return Err(e),
+            });
+        }
+        let config = match client.get_data(&paths::topic_config_path(&topic)).await {
+            Ok((data, _)) => paths::parse_topic_config_json(&data),
+            Err(ZkError::NoNode) => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        snapshot.topics.insert(topic, TopicState { topic_id, replicas, states, config });
+    }
+    Ok(snapshot)
+}

@@ -1,0 +1,188 @@
+//! The controller's work and topic creation.
+//!
+//! The controller writes partition state znodes: it elects a leader for every partition that has
+//! none or whose leader is gone, from the live brokers in the ISR (`unclean.leader.election.enable`
+//! lets it take any live replica). Every write it makes is fenced by its epoch: a ZooKeeper multi
+//! that checks `/controller_epoch` still has the version this controller wrote, so a deposed
+//! controller's writes fail.
+//!
+//! Replication is not built yet, so a new partition's ISR is its leader alone: no follower holds
+//! its data, and when the leader dies the partition has no leader until it comes back (unless
+//! unclean election is enabled). That is the honest state until followers fetch.
+
+use std::collections::BTreeMap;
+
+use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error as ZkError};
+
+use crate::cluster::ClusterSnapshot;
+use crate::paths;
+
+/// What this broker holds while it is the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerFence {
+    pub epoch: i32,
+    /// The version of `/controller_epoch` after this controller's increment.
+    pub epoch_zk_version: i32,
+}
+
+#[derive(Debug)]
+pub enum ReconcileError {
+    /// Another controller bumped the epoch: stop acting as controller.
+    Fenced,
+    ZooKeeper(ZkError),
+}
+
+fn persistent() -> CreateOptions<'static> {
+    CreateMode::Persistent.with_acls(Acls::anyone_all())
+}
+
+/// Brings every partition state in line with the live brokers. Returns how many it wrote.
+pub async fn reconcile(
+    client: &Client,
+    snapshot: &ClusterSnapshot,
+    fence: ControllerFence,
+    unclean_leader_election: bool,
+) -> Result<usize, ReconcileError> {
+    let live = |id: &i32| snapshot.brokers.contains_key(id);
+    let mut written = 0;
+    for (topic, state) in &snapshot.topics {
+        for (index, replicas) in state.replicas.iter().enumerate() {
+            let partition = index as i32;
+            let live_replicas: Vec<i32> = replicas.iter().copied().filter(live).collect();
+            let current = state.states.get(index).cloned().flatten();
+            let (leader, leader_epoch, isr, expected_version) = match &current {
+                None => {
+                    let Some(&leader) = live_replicas.first() else { continue };
+                    (leader, 0, vec![leader], None)
+                }
+                Some(s) if s.leader >= 0 && live(&s.leader) => continue,
+                Some(s) => {
+                    let from_isr = s.isr.iter().copied().find(|b| live(b));
+                    let unclean = if unclean_leader_election { live_replicas.first().copied() } else { None };
+                    match from_isr.or(unclean) {
+                        Some(leader) => {
+                            if from_isr.is_none() {
+                                tracing::warn!(topic, partition, leader, "unclean leader election: records may be lost");
+                            }
+                            (leader, s.leader_epoch + 1, vec![leader], Some(s.zk_version))
+                        }
+                        // Offline; Kafka keeps the last ISR so the last leader can take over again.
+                        None if s.leader == -1 => continue,
+                        None => (-1, s.leader_epoch + 1, s.isr.clone(), Some(s.zk_version)),
+                    }
+                }
+            };
+            let data = paths::partition_state_json(leader, leader_epoch, &isr, fence.epoch);
+            let path = paths::partition_state_path(topic, partition);
+            if expected_version.is_none() {
+                // Parents are plain persistent nodes; only the state itself is the controller's.
+                match client.mkdir(&paths::partition_path(topic, partition), &persistent()).await {
+                    Ok(()) | Err(ZkError::NodeExists) => {}
+                    Err(e) => return Err(ReconcileError::ZooKeeper(e)),
+                }
+            }
+            let mut writer = client
+                .new_check_writer(paths::CONTROLLER_EPOCH, Some(fence.epoch_zk_version))
+                .map_err(ReconcileError::ZooKeeper)?;
+            let added = match expected_version {
+                None => writer.add_create(&path, data.as_bytes(), &persistent()),
+                Some(version) => writer.add_set_data(&path, data.as_bytes(), Some(version)),
+            };
+            added.map_err(ReconcileError::ZooKeeper)?;
+            match writer.commit().await {
+                Ok(_) => {
+                    written += 1;
+                    tracing::info!(topic, partition, leader, leader_epoch, ?isr, "partition state written");
+                }
+                Err(zookeeper_client::CheckWriteError::CheckFailed { .. }) => return Err(ReconcileError::Fenced),
+                // Someone else changed it meanwhile: the watch brings the next round.
+                Err(zookeeper_client::CheckWriteError::OperationFailed { source: ZkError::NodeExists | ZkError::BadVersion, .. }) => {}
+                Err(e) => return Err(ReconcileError::ZooKeeper(e.into())),
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Why a topic could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateTopicError {
+    AlreadyExists,
+    InvalidReplicationFactor(String),
+    ZooKeeper(String),
+}
+
+/// Spreads replicas over the live brokers as Kafka's rack-unaware assignment does: partition p's
+/// leader is broker (start + p) mod n, its followers the next ones with a shift that grows every
+/// n partitions, so leaders and followers both spread evenly.
+pub fn assign_replicas(brokers: &[i32], partitions: i32, replication_factor: usize, start: usize) -> Vec<Vec<i32>> {
+    assert!(!brokers.is_empty() && replication_factor <= brokers.len());
+    let n = brokers.len();
+    (0..partitions as usize)
+        .map(|p| {
+            let leader = (start + p) % n;
+            let shift = 1 + (p / n) % (n - 1).max(1);
+            let mut replicas = vec![brokers[leader]];
+            for j in 0..replication_factor.saturating_sub(1) {
+                replicas.push(brokers[(leader + if n > 1 { 1 + (shift - 1 + j) % (n - 1) } else { 0 }) % n]);
+            }
+            replicas
+        })
+        .collect()
+}
+
+/// Writes a new topic: its config and its replica assignment, in one multi so it appears whole.
+/// The controller then elects the partitions' leaders.
+pub async fn create_topic(
+    client: &Client,
+    live_brokers: &[i32],
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    config: &BTreeMap<String, String>,
+    topic_id: [u8; 16],
+) -> Result<Vec<Vec<i32>>, CreateTopicError> {
+    let factor = replication_factor.max(1) as usize;
+    if factor > live_brokers.len() {
+        return Err(CreateTopicError::InvalidReplicationFactor(format!(
+            "Replication factor: {replication_factor} larger than available brokers: {}.",
+            live_brokers.len()
+        )));
+    }
+    let start = (topic_id[0] as usize) % live_brokers.len();
+    let replicas = assign_replicas(live_brokers, partitions, factor, start);
+    let mut writer = client.new_multi_writer();
+    let zk = |e: ZkError| CreateTopicError::ZooKeeper(e.to_string());
+    writer.add_create(&paths::topic_config_path(name), paths::topic_config_json(config).as_bytes(), &persistent()).map_err(zk)?;
+    writer.add_create(&paths::topic_path(name), paths::topic_json(&topic_id, &replicas).as_bytes(), &persistent()).map_err(zk)?;
+    match writer.commit().await {
+        Ok(_) => Ok(replicas),
+        Err(zookeeper_client::MultiWriteError::OperationFailed { source: ZkError::NodeExists, .. }) => {
+            Err(CreateTopicError::AlreadyExists)
+        }
+        Err(e) => Err(CreateTopicError::ZooKeeper(format!("{e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_are_distinct_and_leaders_spread() {
+        let brokers = [1, 2, 3];
+        let replicas = assign_replicas(&brokers, 6, 3, 0);
+        for r in &replicas {
+            let mut sorted = r.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 3, "{r:?}");
+        }
+        let mut leaders: BTreeMap<i32, usize> = BTreeMap::new();
+        for r in &replicas {
+            *leaders.entry(r[0]).or_default() += 1;
+        }
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert_eq!(assign_replicas(&[5], 2, 1, 0), vec![vec![5], vec![5]]);
+    }
+}
