@@ -77,6 +77,28 @@ impl BrokerState {
         }
     }
 
+    /// Cluster mode, acks=all: Kafka refuses the append (NOT_ENOUGH_REPLICAS) while the ISR is
+    /// smaller than `min.insync.replicas`. Returns the reason when it must be refused.
+    pub fn not_enough_replicas(&self, topic: &str, partition: i32, acks: i16) -> Option<String> {
+        let cluster = self.cluster.as_ref()?;
+        if acks != -1 {
+            return None;
+        }
+        let snapshot = cluster.view.snapshot();
+        let state = snapshot.state(topic, partition)?;
+        if state.leader != self.config.broker_id {
+            return None; // refused as NOT_LEADER_OR_FOLLOWER by the owner
+        }
+        let config = &snapshot.topics.get(topic)?.config;
+        let min_insync = config.get("min.insync.replicas").and_then(|v| v.parse().ok()).unwrap_or(self.config.min_insync_replicas);
+        (state.isr.len() < min_insync as usize).then(|| {
+            format!(
+                "The size of the current ISR {:?} is insufficient to satisfy the min.isr requirement of {min_insync} for partition {topic}-{partition}",
+                state.isr
+            )
+        })
+    }
+
     /// Cluster mode: mirrors into the local topic table every topic that has a replica here, so
     /// partitions this broker leads can be opened with the topic's config.
     pub fn apply_cluster_snapshot(&self, snapshot: &zk::ClusterSnapshot) {

@@ -196,6 +196,22 @@ fn topics_are_assigned_in_zookeeper_and_led_across_brokers() {
     let partitions: std::collections::BTreeSet<&str> = stdout.lines().filter_map(|l| l.split(' ').next()).collect();
     assert_eq!(partitions.len(), 6, "records on every partition, so on every leader");
 
+    // acks=all with an ISR (the leader alone until followers replicate) below
+    // min.insync.replicas=2 is refused, as Kafka does.
+    let mut strict = std::process::Command::new("kcat")
+        .args(["-b", &brokers[0].bootstrap(), "-P", "-t", topic, "-p", "0", "-X", "acks=all", "-X", "retries=0", "-X", "message.timeout.ms=5000"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        writeln!(strict.stdin.as_mut().unwrap(), "must-not-be-acknowledged").unwrap();
+    }
+    let output = strict.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Not enough in-sync replicas"), "kcat -P acks=all: {stderr}");
+
     // A broker that does not lead a partition refuses it: each leader's log holds only its own.
     for (broker, dir) in [1, 2, 3].iter().zip(&dirs) {
         for (partition, leader) in leaders_in_zookeeper.iter().enumerate() {

@@ -38,6 +38,8 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
         for partition in topic.partition_data {
             let appended = if !matches!(acks, -1 | 0 | 1) {
                 Appended::error(ResponseError::InvalidRequiredAcks.code(), format!("acks={acks} is not -1, 0 or 1"))
+            } else if let Some(reason) = shard.broker.not_enough_replicas(&name, partition.index, acks) {
+                Appended::error(ResponseError::NotEnoughReplicas.code(), reason)
             } else if name == CONSUMER_OFFSETS_TOPIC {
                 // Only the group coordinator writes it, in its own record format.
                 Appended::error(ResponseError::InvalidTopicException.code(), "Cannot append to internal topic __consumer_offsets")
