@@ -33,6 +33,8 @@ pub struct BrokerConfig {
     /// Kafka's defaults: 18 s session; the connection timeout defaults to the session's.
     pub zookeeper_session_timeout_ms: u64,
     pub zookeeper_connection_timeout_ms: Option<u64>,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
     /// `unclean.leader.election.enable` (default false, as Kafka since 0.11).
     pub unclean_leader_election_enable: bool,
     /// `broker.rack`, registered with the broker in cluster mode.
@@ -69,7 +71,7 @@ const IGNORED_KAFKA_KEYS: &[&str] = &[
     "num.recovery.threads.per.data.dir", "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor", "transaction.state.log.min.isr",
     "log.cleaner.enable", "log.cleaner.threads",
-    "num.replica.fetchers", "replica.lag.time.max.ms",
+    "num.replica.fetchers",
     "listener.security.protocol.map", "inter.broker.listener.name", "queued.max.requests", "background.threads",
     "compression.type", "log.preallocate",
     "confluent.support.metrics.enable", "log.message.format.version", "inter.broker.protocol.version",
@@ -162,6 +164,7 @@ impl BrokerConfig {
             zookeeper_connection_timeout_ms: None,
             broker_rack: None,
             unclean_leader_election_enable: false,
+            replica_lag_time_max_ms: 30_000,
             fetch_zero_copy: true,
             listener_shards: None,
             partition_shards: None,
@@ -221,6 +224,7 @@ impl BrokerConfig {
                 "zookeeper.connect" => config.zookeeper_connect = Some(v.to_string()).filter(|s| !s.is_empty()),
                 "zookeeper.session.timeout.ms" => config.zookeeper_session_timeout_ms = parse_number(key, v)?,
                 "zookeeper.connection.timeout.ms" => config.zookeeper_connection_timeout_ms = Some(parse_number(key, v)?),
+                "replica.lag.time.max.ms" => config.replica_lag_time_max_ms = parse_number(key, v)?,
                 "unclean.leader.election.enable" => config.unclean_leader_election_enable = parse_bool(key, v)?,
                 "broker.rack" => config.broker_rack = Some(v.to_string()).filter(|s| !s.is_empty()),
                 "log.segment.bytes" => config.log_defaults.segment_bytes = parse_number(key, v)?,

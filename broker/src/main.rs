@@ -6,6 +6,7 @@ mod connection;
 mod groups;
 mod handlers;
 mod producer_state;
+mod replica_fetcher;
 mod shard_context;
 mod splice_sender;
 mod state;

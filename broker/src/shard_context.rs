@@ -23,6 +23,25 @@ pub type TopicPartition = (String, i32);
 pub struct Partition {
     pub log: RwLock<Log>,
     pub producers: RefCell<ProducerStateTable>,
+    /// Cluster mode: what replication knows about this partition.
+    pub replication: RefCell<Replication>,
+}
+
+/// A partition's replication state on this broker.
+#[derive(Debug, Default)]
+pub struct Replication {
+    /// Leader: each follower's log end offset, as its last fetch said (the fetch offset).
+    pub follower_log_end_offsets: std::collections::BTreeMap<i32, i64>,
+    /// Leader: when each follower last fetched from the log end (Kafka's lastCaughtUpTime).
+    pub follower_caught_up_ms: std::collections::BTreeMap<i32, i64>,
+    /// Leader: an ISR change is being written; no second one until it shows in the snapshot.
+    pub isr_change_pending: bool,
+    /// The leader epoch the follower maps belong to: a new leadership starts them afresh, so
+    /// offsets followers reported to an earlier leadership of ours never count.
+    pub leader_epoch: Option<i32>,
+    /// Leader: the high watermark computed last (it never moves back). Follower: the leader's,
+    /// from the last fetch response.
+    pub high_watermark: i64,
 }
 
 pub struct Shard {
@@ -99,6 +118,11 @@ impl Shard {
         self.get_or_open(topic, partition).await
     }
 
+    /// This broker's replica of the partition, whatever its role (the follower's fetcher).
+    pub async fn local_replica(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, PartitionError> {
+        self.get_or_open(topic, partition).await
+    }
+
     /// The partition, opened (and recovered) on first use, whatever this broker's role for it.
     async fn get_or_open(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, PartitionError> {
         debug_assert_eq!(self.owner_of(topic, partition), self.id(), "only the owner opens a partition");
@@ -131,9 +155,44 @@ impl Shard {
         for header in log.batch_headers_since(log.previous_segment_base_offset()).await.map_err(PartitionError::Storage)? {
             producers.record(&header);
         }
-        let opened = Rc::new(Partition { log: RwLock::new(log), producers: RefCell::new(producers) });
+        let opened = Rc::new(Partition {
+            log: RwLock::new(log),
+            producers: RefCell::new(producers),
+            replication: RefCell::new(Replication::default()),
+        });
         self.partitions.borrow_mut().insert(key, opened.clone());
         Ok(opened)
+    }
+
+    /// What consumers may read up to. Standalone (and `__consumer_offsets`): the log end. Cluster
+    /// mode, on the leader: the smallest log end offset over the ISR, never moving back; on a
+    /// follower: the leader's as last fetched.
+    pub fn high_watermark(&self, topic: &str, partition: i32, handle: &Partition, log_end_offset: i64) -> i64 {
+        let Some(cluster) = &self.broker.cluster else { return log_end_offset };
+        if topic == crate::topics::CONSUMER_OFFSETS_TOPIC {
+            return log_end_offset;
+        }
+        let me = self.broker.config.broker_id;
+        let snapshot = cluster.view.snapshot();
+        let mut replication = handle.replication.borrow_mut();
+        match snapshot.state(topic, partition) {
+            Some(state) if state.leader == me => {
+                if replication.leader_epoch != Some(state.leader_epoch) {
+                    replication.leader_epoch = Some(state.leader_epoch);
+                    replication.follower_log_end_offsets.clear();
+                    replication.follower_caught_up_ms.clear();
+                }
+                let lowest_in_sync = state
+                    .isr
+                    .iter()
+                    .filter(|&&member| member != me)
+                    .map(|member| replication.follower_log_end_offsets.get(member).copied().unwrap_or(0))
+                    .fold(log_end_offset, i64::min);
+                replication.high_watermark = replication.high_watermark.max(lowest_in_sync).min(log_end_offset);
+                replication.high_watermark
+            }
+            _ => replication.high_watermark.min(log_end_offset),
+        }
     }
 
     /// The partition if this shard has it open; never opens one.

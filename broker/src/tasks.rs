@@ -42,12 +42,14 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
     let group_timers = glommio::spawn_local(expire_group_members(shard.clone()));
     let offsets_writer = glommio::spawn_local(coordinator::run_writer(shard.clone()));
     let acceptor = listener.map(|listener| glommio::spawn_local(accept_connections(shard.clone(), listener)));
+    let followers = glommio::spawn_local(crate::replica_fetcher::follow_leaders(shard.clone()));
     while !shard.broker.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
     drop(acceptor); // stops accepting
     drop(maintenance);
     drop(group_timers);
+    followers.await; // its fetchers see the shutdown flag and stop
     shard.shutdown.notify_all();
     shard.appended.notify_all();
     coordinator::fail_waiting(&shard);

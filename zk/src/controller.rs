@@ -6,9 +6,8 @@
 //! that checks `/controller_epoch` still has the version this controller wrote, so a deposed
 //! controller's writes fail.
 //!
-//! Replication is not built yet, so a new partition's ISR is its leader alone: no follower holds
-//! its data, and when the leader dies the partition has no leader until it comes back (unless
-//! unclean election is enabled). That is the honest state until followers fetch.
+//! A new partition's ISR is its leader alone; followers join it once they have caught up (the
+//! leader writes that). When the leader dies, the next leader comes from the live ISR.
 
 use std::collections::BTreeMap;
 
@@ -55,7 +54,15 @@ pub async fn reconcile(
                     let Some(&leader) = live_replicas.first() else { continue };
                     (leader, 0, vec![leader], None)
                 }
-                Some(s) if s.leader >= 0 && live(&s.leader) => continue,
+                // The leader lives: only drop dead brokers from its ISR (Kafka's controller does so
+                // when a broker's session ends, without waiting for the leader's lag timeout).
+                Some(s) if s.leader >= 0 && live(&s.leader) => {
+                    let isr: Vec<i32> = s.isr.iter().copied().filter(live).collect();
+                    if isr.len() == s.isr.len() {
+                        continue;
+                    }
+                    (s.leader, s.leader_epoch + 1, isr, Some(s.zk_version))
+                }
                 Some(s) => {
                     let from_isr = s.isr.iter().copied().find(|b| live(b));
                     let unclean = if unclean_leader_election { live_replicas.first().copied() } else { None };

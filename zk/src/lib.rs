@@ -105,6 +105,14 @@ enum Command {
         topic_id: [u8; 16],
         reply: futures_channel::oneshot::Sender<Result<Vec<Vec<i32>>, CreateTopicError>>,
     },
+    UpdateIsr {
+        topic: String,
+        partition: i32,
+        isr: Vec<i32>,
+        /// The state this leader read: the write is conditional on it.
+        expected: PartitionState,
+        reply: futures_channel::oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// Called on the coordinator thread with every new snapshot (keep it short: no I/O).
@@ -137,6 +145,18 @@ impl CoordinatorHandle {
         let command = Command::CreateTopic { name: name.to_string(), partitions, replication_factor, config, topic_id, reply };
         self.commands.send(command).map_err(|_| CreateTopicError::ZooKeeper("the ZooKeeper thread has stopped".into()))?;
         answer.await.map_err(|_| CreateTopicError::ZooKeeper("the ZooKeeper thread has stopped".into()))?
+    }
+}
+
+impl CoordinatorHandle {
+    /// A partition leader changes its ISR (Kafka's leaders did this in ZooKeeper themselves, before
+    /// AlterIsr): a write conditional on the state znode's version, so it fails if the controller
+    /// (or anyone) changed the state since `expected` was read.
+    pub async fn update_isr(&self, topic: &str, partition: i32, isr: Vec<i32>, expected: PartitionState) -> Result<(), String> {
+        let (reply, answer) = futures_channel::oneshot::channel();
+        let command = Command::UpdateIsr { topic: topic.to_string(), partition, isr, expected, reply };
+        self.commands.send(command).map_err(|_| "the ZooKeeper thread has stopped".to_string())?;
+        answer.await.map_err(|_| "the ZooKeeper thread has stopped".to_string())?
     }
 }
 
@@ -496,6 +516,15 @@ async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::
                     tracing::info!(topic = name, ?replicas, "created topic in ZooKeeper");
                 }
                 let _ = reply.send(created);
+            }
+            Command::UpdateIsr { topic, partition, isr, expected, reply } => {
+                let data = paths::partition_state_json(expected.leader, expected.leader_epoch, &isr, expected.controller_epoch);
+                let path = paths::partition_state_path(&topic, partition);
+                let written = client.set_data(&path, data.as_bytes(), Some(expected.zk_version)).await;
+                if written.is_ok() {
+                    tracing::info!(topic, partition, ?isr, previous = ?expected.isr, "ISR changed");
+                }
+                let _ = reply.send(written.map(|_| ()).map_err(|e| e.to_string()));
             }
         }
     }

@@ -32,6 +32,8 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> V
     let deadline = Instant::now() + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(MAX_WAIT_LIMIT_MS));
     let min_bytes = request.min_bytes.max(0) as u64;
     let max_bytes = if version >= 3 { request.max_bytes.max(0) as u64 } else { u64::MAX };
+    // A follower broker's fetch (replica id >= 0) reads up to the log end and reports its own.
+    let replica_id = request.replica_id.0;
     let wanted: Vec<(String, i32, i64, u64)> = request
         .topics
         .iter()
@@ -50,7 +52,9 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> V
             let (topic, partition, offset) = (topic.clone(), *partition, *offset);
             let fetched = shard
                 .router
-                .call(owner, move |owner| async move { read(&owner, &topic, partition, offset, budget, min_one_batch, zero_copy).await })
+                .call(owner, move |owner| async move {
+                    read(&owner, &topic, partition, offset, budget, min_one_batch, zero_copy, replica_id).await
+                })
                 .await;
             total += fetched.records.iter().map(RecordsLength::length_bytes).sum::<u64>();
             any_error |= fetched.error_code != 0;
@@ -60,7 +64,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> V
         if total >= min_bytes || any_error || now >= deadline || shard.broker.is_shutting_down() {
             return response(&request, results);
         }
-        wait_for_appends(shard, &wanted, deadline - now).await;
+        wait_for_appends(shard, &wanted, deadline - now, replica_id >= 0).await;
     }
 }
 
@@ -91,16 +95,45 @@ fn response(request: &FetchRequest, results: Vec<Fetched>) -> Vec<TopicFrame<Rec
 }
 
 /// Runs on the owning shard.
-async fn read(shard: &Shard, topic: &str, partition: i32, offset: i64, budget: u64, min_one_batch: bool, zero_copy: bool) -> Fetched {
+#[allow(clippy::too_many_arguments)]
+async fn read(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    budget: u64,
+    min_one_batch: bool,
+    zero_copy: bool,
+    replica_id: i32,
+) -> Fetched {
     let failed = |error_code| Fetched { error_code, high_watermark: -1, log_start_offset: -1, records: Vec::new() };
     let handle = match shard.partition(topic, partition).await {
         Ok(p) => p,
         Err(e) => return failed(partition_error_code(&e)),
     };
     let log = handle.log.read().await.expect("partition lock");
-    let high_watermark = log.log_end_offset();
+    let log_end_offset = log.log_end_offset();
+    let previous_high_watermark = handle.replication.borrow().high_watermark;
+    // A follower fetches from its log end: that is its log end offset. One past ours is a log that
+    // diverged (it truncates on our answer) and counts for nothing.
+    let replica_id = if offset <= log_end_offset { replica_id } else { -1 };
+    if replica_id >= 0 {
+        let mut replication = handle.replication.borrow_mut();
+        replication.follower_log_end_offsets.insert(replica_id, offset);
+        if offset >= log_end_offset {
+            replication.follower_caught_up_ms.insert(replica_id, crate::replica_fetcher::now_ms());
+        }
+    }
+    let high_watermark = shard.high_watermark(topic, partition, &handle, log_end_offset);
+    if replica_id >= 0 {
+        crate::replica_fetcher::maybe_expand_isr(shard, topic, partition, &handle, replica_id, offset, high_watermark);
+    }
+    if high_watermark > previous_high_watermark && shard.broker.cluster.is_some() {
+        shard.appended.notify_all(); // acks=all producers and consumers wait for the high watermark
+    }
+    let upper_bound = if replica_id >= 0 { log_end_offset } else { high_watermark };
     let log_start_offset = log.log_start_offset();
-    let result = log.read(offset, budget, high_watermark, min_one_batch).await;
+    let result = log.read(offset, budget, upper_bound, min_one_batch).await;
     drop(log);
     let failed = |error| Fetched { error_code: storage_error_code(&error), high_watermark, log_start_offset, records: Vec::new() };
     let slices = match result {
@@ -122,7 +155,7 @@ async fn read(shard: &Shard, topic: &str, partition: i32, offset: i64, budget: u
 }
 
 /// Returns when an owner of one of the partitions has data past the fetch offset, or after `wait`.
-async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64)], wait: Duration) {
+async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64)], wait: Duration, is_follower: bool) {
     let mut by_owner: std::collections::BTreeMap<usize, Vec<(String, i32, i64)>> = Default::default();
     for (topic, partition, offset, _) in wanted {
         by_owner.entry(shard.owner_of(topic, *partition)).or_default().push((topic.clone(), *partition, *offset));
@@ -132,7 +165,7 @@ async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64)],
     for (owner, positions) in by_owner {
         let (router, woken) = (shard.router.clone(), woken.clone());
         glommio::spawn_local(async move {
-            router.call(owner, move |owner| async move { wait_on_owner(&owner, positions, wait).await }).await;
+            router.call(owner, move |owner| async move { wait_on_owner(&owner, positions, wait, is_follower).await }).await;
             woken.notify_all();
         })
         .detach();
@@ -141,11 +174,15 @@ async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64)],
 }
 
 /// Runs on the owning shard: waits for an append unless one of the partitions already has data.
-async fn wait_on_owner(shard: &Shard, positions: Vec<(String, i32, i64)>, wait: Duration) {
+async fn wait_on_owner(shard: &Shard, positions: Vec<(String, i32, i64)>, wait: Duration, is_follower: bool) {
     let ticket = shard.appended.ticket();
     for (topic, partition, offset) in &positions {
         if let Some(handle) = shard.open_partition(topic, *partition) {
-            if handle.log.read().await.expect("partition lock").log_end_offset() > *offset {
+            let log_end_offset = handle.log.read().await.expect("partition lock").log_end_offset();
+            // Consumers wait for the high watermark, followers for the log end.
+            let readable_end =
+                if is_follower { log_end_offset } else { shard.high_watermark(topic, *partition, &handle, log_end_offset) };
+            if readable_end > *offset {
                 return;
             }
         }

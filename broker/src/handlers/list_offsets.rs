@@ -46,7 +46,8 @@ async fn lookup(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> (
     };
     let log = handle.log.read().await.expect("partition lock");
     let target = match timestamp {
-        LATEST => return (0, log.log_end_offset(), -1),
+        // What consumers can read: the high watermark (the log end when standalone).
+        LATEST => return (0, shard.high_watermark(topic, partition, &handle, log.log_end_offset()), -1),
         EARLIEST => return (0, log.log_start_offset(), -1),
         // The offset of the record with the largest timestamp: the first one reaching it.
         MAX_TIMESTAMP => match log.max_timestamp() {

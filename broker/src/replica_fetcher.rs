@@ -1,0 +1,316 @@
+//! Cluster mode, follower side: for every partition this shard owns where this broker is a
+//! follower, a task fetches from the leader with the Fetch API (replica id set, from this log's
+//! end) and appends what comes back unchanged (`Log::append_as_follower`: the leader's offsets and
+//! CRCs). The leader learns this broker's log end offset from the fetch offset, which is what
+//! moves its high watermark.
+//!
+//! Hand-written around kafka-protocol's client side (Fetch v11: no sessions, no tagged fields):
+//! glommio has no Kafka client, and one request in flight per partition is all a follower needs.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::ResponseError;
+
+use crate::shard_context::{Partition, Shard};
+
+/// How often a shard compares the partitions it follows with the cluster snapshot.
+const ROLE_CHECK_INTERVAL_MS: u64 = 200;
+const FETCH_VERSION: i16 = 11;
+const FETCH_MAX_WAIT_MS: i32 = 500;
+const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
+/// A response larger than this is refused (the leader sends at most one partition's worth).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+const RETRY_BACKOFF_MS: u64 = 500;
+
+/// (leader id, leader epoch, stop flag) per followed partition.
+type Followed = HashMap<(String, i32), (i32, i32, Rc<Cell<bool>>)>;
+
+/// Runs for the shard's life: starts and stops one fetcher per followed partition.
+pub async fn follow_leaders(shard: Rc<Shard>) {
+    let Some(cluster) = shard.broker.cluster.clone() else { return };
+    let me = shard.broker.config.broker_id;
+    let mut followed: Followed = HashMap::new();
+    while !shard.broker.is_shutting_down() {
+        let snapshot = cluster.view.snapshot();
+        let mut wanted: HashMap<(String, i32), (i32, i32)> = HashMap::new();
+        for (topic, state) in &snapshot.topics {
+            for (index, replicas) in state.replicas.iter().enumerate() {
+                let partition = index as i32;
+                let Some(partition_state) = snapshot.state(topic, partition) else { continue };
+                let leader = partition_state.leader;
+                if replicas.contains(&me)
+                    && leader >= 0
+                    && leader != me
+                    && snapshot.brokers.contains_key(&leader)
+                    && shard.owner_of(topic, partition) == shard.id()
+                {
+                    wanted.insert((topic.clone(), partition), (leader, partition_state.leader_epoch));
+                }
+            }
+        }
+        followed.retain(|key, (leader, epoch, stop)| {
+            let keep = wanted.get(key) == Some(&(*leader, *epoch));
+            if !keep {
+                stop.set(true);
+            }
+            keep
+        });
+        for (key, (leader, epoch)) in wanted {
+            if followed.contains_key(&key) {
+                continue;
+            }
+            let Some(address) = snapshot.brokers.get(&leader).map(|b| format!("{}:{}", b.host, b.port)) else { continue };
+            let stop = Rc::new(Cell::new(false));
+            followed.insert(key.clone(), (leader, epoch, stop.clone()));
+            tracing::info!(topic = key.0, partition = key.1, leader, epoch, "following the leader");
+            glommio::spawn_local(fetch_from_leader(shard.clone(), key.0, key.1, address, me, stop)).detach();
+        }
+        shrink_isrs(&shard, &snapshot, me);
+        glommio::timer::sleep(Duration::from_millis(ROLE_CHECK_INTERVAL_MS)).await;
+    }
+    for (_, (_, _, stop)) in followed {
+        stop.set(true);
+    }
+}
+
+async fn fetch_from_leader(shard: Rc<Shard>, topic: String, partition: i32, leader_address: String, me: i32, stop: Rc<Cell<bool>>) {
+    let mut correlation_id = 0;
+    // The first answer of a new leader tells its high watermark: cut this log back to it before
+    // taking anything (see `fetch_once`).
+    let mut truncated = false;
+    while !stop.get() && !shard.broker.is_shutting_down() {
+        let mut stream = match TcpStream::connect(leader_address.as_str()).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(topic, partition, leader_address, error = %e, "connecting to the leader");
+                glommio::timer::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
+                continue;
+            }
+        };
+        while !stop.get() && !shard.broker.is_shutting_down() {
+            correlation_id += 1;
+            match fetch_once(&shard, &mut stream, &topic, partition, me, correlation_id, &mut truncated).await {
+                Ok(true) => {}
+                Ok(false) => glommio::timer::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await,
+                Err(e) => {
+                    tracing::warn!(topic, partition, leader_address, error = %e, "replica fetch failed; reconnecting");
+                    glommio::timer::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!(topic, partition, leader_address, "stopped following");
+}
+
+/// One Fetch round trip. Ok(false): the leader answered with a partition error (retry later).
+///
+/// On the first answer from a leader (`truncated` false) this replica cuts its log back to the
+/// leader's high watermark and takes nothing else: records past the high watermark may exist
+/// here that the leader never had (appended under an earlier leader, never acknowledged), and
+/// everything below it is identical on every ISR member and holds every acknowledged record.
+/// Then it fetches the rest from the leader. Kafka replaced this with leader epochs
+/// (OffsetForLeaderEpoch), which also keep what both sides share past the high watermark.
+async fn fetch_once(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    me: i32,
+    correlation_id: i32,
+    truncated: &mut bool,
+) -> Result<bool, String> {
+    let handle = shard.local_replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
+    let (log_start_offset, log_end_offset) = {
+        let log = handle.log.read().await.expect("partition lock");
+        (log.log_start_offset(), log.log_end_offset())
+    };
+    // Before truncating, ask from our log start: the leader takes a fetch offset for our log end,
+    // and our log end may cover records the leader never had.
+    let fetch_offset = if *truncated { log_end_offset } else { log_start_offset };
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(me))
+        .with_max_wait_ms(FETCH_MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(PARTITION_MAX_BYTES)
+        .with_topics(vec![FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(vec![
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(fetch_offset)
+                .with_partition_max_bytes(PARTITION_MAX_BYTES),
+        ])]);
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Fetch as i16)
+        .with_request_api_version(FETCH_VERSION)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_string(format!("replica-fetcher-{me}"))));
+    let mut body = BytesMut::new();
+    body.extend_from_slice(&[0; 4]);
+    header.encode(&mut body, FetchRequest::header_version(FETCH_VERSION)).map_err(|e| e.to_string())?;
+    request.encode(&mut body, FETCH_VERSION).map_err(|e| e.to_string())?;
+    let length = (body.len() - 4) as i32;
+    body[..4].copy_from_slice(&length.to_be_bytes());
+    stream.write_all(&body).await.map_err(|e| e.to_string())?;
+
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).await.map_err(|e| e.to_string())?;
+    let size = i32::from_be_bytes(size);
+    if size < 0 || size as usize > MAX_RESPONSE_BYTES {
+        return Err(format!("response of {size} bytes"));
+    }
+    let mut frame = vec![0u8; size as usize];
+    stream.read_exact(&mut frame).await.map_err(|e| e.to_string())?;
+    let mut frame = Bytes::from(frame);
+    let response_header = ResponseHeader::decode(&mut frame, FetchResponse::header_version(FETCH_VERSION)).map_err(|e| e.to_string())?;
+    if response_header.correlation_id != correlation_id {
+        return Err("correlation id mismatch".into());
+    }
+    let response = FetchResponse::decode(&mut frame, FETCH_VERSION).map_err(|e| e.to_string())?;
+    let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
+        return Err("the response lacks the partition".into());
+    };
+    if !*truncated && data.high_watermark >= 0 {
+        // Our own high watermark bounds it too: records of ours below the leader's high watermark
+        // but past ours may be ones we appended as a leader that nobody else had. After a
+        // restart ours is unknown (0): the whole log is fetched again. Costly for big logs;
+        // a high-watermark checkpoint file or leader epochs will fix that.
+        let own_high_watermark = handle.replication.borrow().high_watermark;
+        let target = data.high_watermark.min(own_high_watermark);
+        let mut log = handle.log.write().await.expect("partition lock");
+        if log.log_end_offset() > target {
+            tracing::info!(topic, partition, from = log.log_end_offset(), to = target, "truncating to the high watermark");
+            log.truncate_to(target).await.map_err(|e| e.to_string())?;
+        }
+        *truncated = true;
+        return Ok(true);
+    }
+    if data.error_code != 0 {
+        let error = ResponseError::try_from_code(data.error_code);
+        tracing::debug!(topic, partition, ?error, "the leader refused a replica fetch");
+        return Ok(false);
+    }
+    if let Some(records) = &data.records {
+        if !records.is_empty() {
+            let mut log = handle.log.write().await.expect("partition lock");
+            if shard.broker.is_shutting_down() {
+                // Checked under the lock: the logs' final checkpoint must see every append.
+                return Ok(false);
+            }
+            let flush_due = log.append_as_follower(records, now_ms()).await.map_err(|e| e.to_string())?;
+            // Idempotent producers' state follows the log, so a new leader still spots retries.
+            if let Ok(batches) = storage::batch::split_batches(records) {
+                let mut producers = handle.producers.borrow_mut();
+                for batch in batches {
+                    if let Ok(header) = storage::batch::BatchHeader::parse(batch) {
+                        producers.record(&header);
+                    }
+                }
+            }
+            if flush_due {
+                log.flush().await.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let mut replication = handle.replication.borrow_mut();
+    replication.high_watermark = replication.high_watermark.max(data.high_watermark);
+    Ok(true)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Leader side: a follower that fetched from at least the high watermark joins the ISR (Kafka's
+/// rule), written by this leader with a conditional write on the state znode.
+pub fn maybe_expand_isr(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    handle: &Rc<Partition>,
+    follower: i32,
+    follower_log_end_offset: i64,
+    high_watermark: i64,
+) {
+    let Some(cluster) = shard.broker.cluster.clone() else { return };
+    let snapshot = cluster.view.snapshot();
+    let Some(state) = snapshot.state(topic, partition).cloned() else { return };
+    let is_replica = snapshot
+        .topics
+        .get(topic)
+        .and_then(|t| t.replicas.get(partition as usize))
+        .is_some_and(|replicas| replicas.contains(&follower));
+    if state.leader != shard.broker.config.broker_id || state.isr.contains(&follower) || !is_replica {
+        return;
+    }
+    if follower_log_end_offset < high_watermark {
+        return;
+    }
+    let mut isr = state.isr.clone();
+    isr.push(follower);
+    change_isr(cluster, topic, partition, isr, state, handle);
+}
+
+/// Leader side: followers that have not been caught up for `replica.lag.time.max.ms` leave the
+/// ISR. Runs with the role check, for the partitions this shard has open and leads.
+fn shrink_isrs(shard: &Rc<Shard>, snapshot: &zk::ClusterSnapshot, me: i32) {
+    let Some(cluster) = shard.broker.cluster.clone() else { return };
+    let now = now_ms();
+    let lag_max_ms = shard.broker.config.replica_lag_time_max_ms;
+    for ((topic, partition), handle) in shard.open_partitions() {
+        let Some(state) = snapshot.state(&topic, partition) else { continue };
+        if state.leader != me {
+            continue;
+        }
+        let isr: Vec<i32> = {
+            let mut replication = handle.replication.borrow_mut();
+            state
+                .isr
+                .iter()
+                .copied()
+                .filter(|&member| {
+                    // A member never seen since this broker became leader gets the full lag time.
+                    member == me || now - *replication.follower_caught_up_ms.entry(member).or_insert(now) <= lag_max_ms
+                })
+                .collect()
+        };
+        if isr.len() < state.isr.len() {
+            tracing::warn!(topic, partition, ?isr, previous = ?state.isr, "followers fell behind: shrinking the ISR");
+            change_isr(cluster.clone(), &topic, partition, isr, state.clone(), &handle);
+        }
+    }
+}
+
+/// Writes an ISR change in the background, one at a time per partition; the flag clears once the
+/// snapshot shows the write (or it failed), so the next change starts from the new state.
+fn change_isr(cluster: zk::CoordinatorHandle, topic: &str, partition: i32, isr: Vec<i32>, expected: zk::PartitionState, handle: &Rc<Partition>) {
+    if std::mem::replace(&mut handle.replication.borrow_mut().isr_change_pending, true) {
+        return;
+    }
+    let (topic, handle) = (topic.to_string(), handle.clone());
+    glommio::spawn_local(async move {
+        let expected_version = expected.zk_version;
+        match cluster.update_isr(&topic, partition, isr, expected).await {
+            Ok(()) => {
+                for _ in 0..100 {
+                    let seen = cluster.view.snapshot().state(&topic, partition).map(|s| s.zk_version);
+                    if seen != Some(expected_version) {
+                        break;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Err(e) => tracing::info!(topic, partition, error = %e, "ISR change not written (the state moved on)"),
+        }
+        handle.replication.borrow_mut().isr_change_pending = false;
+    })
+    .detach();
+}
