@@ -245,7 +245,7 @@ fn port_listener_check(config: &BrokerConfig) -> Result<(), String> {
 
 /// Cluster mode: the ZooKeeper coordinator thread registers this broker (getting an id from
 /// ZooKeeper for `broker.id=-1`, or reusing the one in meta.properties), takes part in controller
-/// elections and follows topics and partition leaders. Replication is not built yet.
+/// elections and follows topics and partition leaders.
 fn join_cluster(
     config: &BrokerConfig,
     connect: &str,
@@ -279,7 +279,7 @@ fn join_cluster(
     let (coordinator, joined) = zk::Coordinator::start(zk_config, endpoint, proposed_cluster_id, options)?;
     tracing::warn!(
         broker_id = joined.broker_id,
-        "cluster mode: partitions are led across brokers but not replicated yet; consumer groups stay on each broker"
+        "cluster mode: consumer groups still live on each broker (not in ZooKeeper yet); topic deletion and partition increase are refused"
     );
     Ok((coordinator, joined))
 }

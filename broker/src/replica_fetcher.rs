@@ -10,6 +10,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -22,8 +23,11 @@ use kafka_protocol::ResponseError;
 
 use crate::shard_context::{Partition, Shard};
 
-/// How often a shard compares the partitions it follows with the cluster snapshot.
-const ROLE_CHECK_INTERVAL_MS: u64 = 200;
+/// How often a shard looks for a new cluster snapshot (work happens only when it changed): the
+/// delay between a leader change in ZooKeeper and followers fetching from the new leader.
+const ROLE_CHECK_INTERVAL_MS: u64 = 20;
+/// How often the ISR is checked for followers that fell behind.
+const ISR_CHECK_INTERVAL_MS: u64 = 200;
 const FETCH_VERSION: i16 = 11;
 const FETCH_MAX_WAIT_MS: i32 = 500;
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
@@ -39,8 +43,19 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
     let Some(cluster) = shard.broker.cluster.clone() else { return };
     let me = shard.broker.config.broker_id;
     let mut followed: Followed = HashMap::new();
+    let mut seen: Option<Arc<zk::ClusterSnapshot>> = None;
+    let mut last_isr_check = std::time::Instant::now();
     while !shard.broker.is_shutting_down() {
         let snapshot = cluster.view.snapshot();
+        if last_isr_check.elapsed() >= Duration::from_millis(ISR_CHECK_INTERVAL_MS) {
+            last_isr_check = std::time::Instant::now();
+            shrink_isrs(&shard, &snapshot, me);
+        }
+        if seen.as_ref().is_some_and(|seen| Arc::ptr_eq(seen, &snapshot)) {
+            glommio::timer::sleep(Duration::from_millis(ROLE_CHECK_INTERVAL_MS)).await;
+            continue;
+        }
+        seen = Some(snapshot.clone());
         let mut wanted: HashMap<(String, i32), (i32, i32)> = HashMap::new();
         for (topic, state) in &snapshot.topics {
             for (index, replicas) in state.replicas.iter().enumerate() {
@@ -74,7 +89,6 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
             tracing::info!(topic = key.0, partition = key.1, leader, epoch, "following the leader");
             glommio::spawn_local(fetch_from_leader(shard.clone(), key.0, key.1, address, me, stop)).detach();
         }
-        shrink_isrs(&shard, &snapshot, me);
         glommio::timer::sleep(Duration::from_millis(ROLE_CHECK_INTERVAL_MS)).await;
     }
     for (_, (_, _, stop)) in followed {

@@ -28,6 +28,9 @@ pub struct BrokerState {
     pub shards_listening: std::sync::atomic::AtomicUsize,
     /// Cluster mode: the ZooKeeper coordinator's view and commands. None when standalone.
     pub cluster: Option<zk::CoordinatorHandle>,
+    /// Cluster mode: the producer id block this broker took from `/latest_producer_id_block`
+    /// (next, end inclusive).
+    cluster_producer_ids: Mutex<(i64, i64)>,
     next_producer_id: AtomicI64,
     producer_id_block_end: Mutex<i64>,
     producer_id_file: PathBuf,
@@ -53,6 +56,7 @@ impl BrokerState {
             shutting_down: Arc::new(AtomicBool::new(false)),
             shards_listening: std::sync::atomic::AtomicUsize::new(0),
             cluster,
+            cluster_producer_ids: Mutex::new((0, -1)),
             next_producer_id: AtomicI64::new(start),
             producer_id_block_end: Mutex::new(start),
             producer_id_file,
@@ -123,6 +127,23 @@ impl BrokerState {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Cluster mode: a producer id no broker of the cluster handed out before, from blocks taken
+    /// in ZooKeeper as Kafka's ZooKeeper-mode ProducerIdManager does.
+    pub async fn allocate_producer_id_in_cluster(&self) -> Result<i64, String> {
+        let cluster = self.cluster.as_ref().expect("cluster mode");
+        {
+            let mut block = self.cluster_producer_ids.lock().unwrap();
+            if block.0 <= block.1 {
+                block.0 += 1;
+                return Ok(block.0 - 1);
+            }
+        }
+        let start = cluster.allocate_producer_id_block(self.config.broker_id).await?;
+        let mut block = self.cluster_producer_ids.lock().unwrap();
+        *block = (start + 1, start + zk::PRODUCER_ID_BLOCK_SIZE - 1);
+        Ok(start)
     }
 
     /// A producer id never handed out before, by this broker or an earlier run of it.

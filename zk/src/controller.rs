@@ -68,10 +68,17 @@ pub async fn reconcile(
                     let unclean = if unclean_leader_election { live_replicas.first().copied() } else { None };
                     match from_isr.or(unclean) {
                         Some(leader) => {
-                            if from_isr.is_none() {
+                            let isr = if from_isr.is_some() {
+                                // The live rest of the ISR stays in it: they have every committed
+                                // record, so acks=all keeps working at once.
+                                let mut isr = vec![leader];
+                                isr.extend(s.isr.iter().copied().filter(|b| *b != leader && live(b)));
+                                isr
+                            } else {
                                 tracing::warn!(topic, partition, leader, "unclean leader election: records may be lost");
-                            }
-                            (leader, s.leader_epoch + 1, vec![leader], Some(s.zk_version))
+                                vec![leader]
+                            };
+                            (leader, s.leader_epoch + 1, isr, Some(s.zk_version))
                         }
                         // Offline; Kafka keeps the last ISR so the last leader can take over again.
                         None if s.leader == -1 => continue,

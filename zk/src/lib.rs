@@ -105,6 +105,10 @@ enum Command {
         topic_id: [u8; 16],
         reply: futures_channel::oneshot::Sender<Result<Vec<Vec<i32>>, CreateTopicError>>,
     },
+    ProducerIdBlock {
+        broker_id: i32,
+        reply: futures_channel::oneshot::Sender<Result<i64, String>>,
+    },
     UpdateIsr {
         topic: String,
         partition: i32,
@@ -148,7 +152,17 @@ impl CoordinatorHandle {
     }
 }
 
+/// Producer ids a broker takes from ZooKeeper at a time (Kafka's block size).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
 impl CoordinatorHandle {
+    /// Takes the next block of producer ids from `/latest_producer_id_block`; returns its start.
+    pub async fn allocate_producer_id_block(&self, broker_id: i32) -> Result<i64, String> {
+        let (reply, answer) = futures_channel::oneshot::channel();
+        self.commands.send(Command::ProducerIdBlock { broker_id, reply }).map_err(|_| "the ZooKeeper thread has stopped".to_string())?;
+        answer.await.map_err(|_| "the ZooKeeper thread has stopped".to_string())?
+    }
+
     /// A partition leader changes its ISR (Kafka's leaders did this in ZooKeeper themselves, before
     /// AlterIsr): a write conditional on the state znode's version, so it fails if the controller
     /// (or anyone) changed the state since `expected` was read.
@@ -517,6 +531,9 @@ async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::
                 }
                 let _ = reply.send(created);
             }
+            Command::ProducerIdBlock { broker_id, reply } => {
+                let _ = reply.send(take_producer_id_block(client, broker_id).await);
+            }
             Command::UpdateIsr { topic, partition, isr, expected, reply } => {
                 let data = paths::partition_state_json(expected.leader, expected.leader_epoch, &isr, expected.controller_epoch);
                 let path = paths::partition_state_path(&topic, partition);
@@ -526,6 +543,39 @@ async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::
                 }
                 let _ = reply.send(written.map(|_| ()).map_err(|e| e.to_string()));
             }
+        }
+    }
+}
+
+/// `/latest_producer_id_block` holds the last block handed out; the next one is written with a
+/// conditional write, so two brokers never take the same block.
+async fn take_producer_id_block(client: &Client, broker_id: i32) -> Result<i64, String> {
+    const PATH: &str = "/latest_producer_id_block";
+    loop {
+        let (data, stat) = match client.get_data(PATH).await {
+            Ok(found) => found,
+            Err(ZkError::NoNode) => {
+                let _ = client.create(PATH, b"", &persistent()).await;
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let last_end: i64 = serde_json::from_slice::<serde_json::Value>(&data)
+            .ok()
+            .and_then(|v| v.get("block_end")?.as_str()?.parse().ok())
+            .unwrap_or(-1);
+        let start = last_end + 1;
+        let block = serde_json::json!({
+            "version": 1,
+            "broker": broker_id,
+            "block_start": start.to_string(),
+            "block_end": (start + PRODUCER_ID_BLOCK_SIZE - 1).to_string(),
+        })
+        .to_string();
+        match client.set_data(PATH, block.as_bytes(), Some(stat.version)).await {
+            Ok(_) => return Ok(start),
+            Err(ZkError::BadVersion) => continue,
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

@@ -8,11 +8,16 @@ use kafka_protocol::ResponseError;
 
 use crate::shard_context::Shard;
 
-pub fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitProducerIdResponse {
     if request.transactional_id.is_some() {
         return InitProducerIdResponse::default().with_error_code(ResponseError::CoordinatorNotAvailable.code());
     }
-    match shard.broker.allocate_producer_id() {
+    let allocated = match &shard.broker.cluster {
+        // Ids must be unique across the cluster: a new leader keeps the old one's producer state.
+        Some(_) => shard.broker.allocate_producer_id_in_cluster().await,
+        None => shard.broker.allocate_producer_id(),
+    };
+    match allocated {
         Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
             tracing::error!(error = e, "allocating a producer id");
