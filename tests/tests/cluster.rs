@@ -231,3 +231,37 @@ fn topics_are_assigned_in_zookeeper_led_across_brokers_and_replicated() {
     }
     assert!(log_of(0, 0).len() > 1000, "the logs hold the records");
 }
+
+/// A deposed controller's writes fail: the controller code itself (`zk::controller::reconcile`)
+/// against a real ZooKeeper, with the fence of an epoch another controller has since replaced.
+#[test]
+fn a_deposed_controllers_writes_are_rejected() {
+    use zookeeper_client::{Acls, Client, CreateMode};
+    let zookeeper = ZooKeeper::start();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = Client::connect(&zookeeper.connect("")).await.unwrap();
+        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        for path in ["/brokers/ids", "/brokers/topics"] {
+            client.mkdir(path, &persistent).await.unwrap();
+        }
+        let registration = zk::paths::broker_registration_json("127.0.0.1", 9092, None, 0);
+        client.create("/brokers/ids/1", registration.as_bytes(), &CreateMode::Ephemeral.with_acls(Acls::anyone_all())).await.unwrap();
+        client.create("/brokers/topics/t", zk::paths::topic_json(&[1; 16], &[vec![1]]).as_bytes(), &persistent).await.unwrap();
+
+        let deposed = zk::bump_controller_epoch(&client).await.unwrap();
+        let current = zk::bump_controller_epoch(&client).await.unwrap();
+        assert_eq!(current.epoch, deposed.epoch + 1);
+        let snapshot = zk::cluster::read(&client).await.unwrap();
+        assert!(snapshot.state("t", 0).is_none(), "no leader yet");
+
+        let refused = zk::controller::reconcile(&client, &snapshot, deposed, false).await;
+        assert!(matches!(refused, Err(zk::controller::ReconcileError::Fenced)), "{refused:?}");
+        assert!(zk::cluster::read(&client).await.unwrap().state("t", 0).is_none(), "the deposed controller wrote nothing");
+
+        let written = zk::controller::reconcile(&client, &snapshot, current, false).await;
+        assert!(matches!(written, Ok(1)), "{written:?}");
+        let state = zk::cluster::read(&client).await.unwrap().state("t", 0).cloned().unwrap();
+        assert_eq!((state.leader, state.controller_epoch), (1, current.epoch));
+    });
+}

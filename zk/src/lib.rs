@@ -588,7 +588,7 @@ async fn read_controller_epoch(client: &Client) -> Result<i32, String> {
 /// Increments `/controller_epoch` conditionally on the version read, so two controllers can never
 /// both believe they hold the same epoch. Returns the epoch and the znode version that fence this
 /// controller's writes.
-async fn bump_controller_epoch(client: &Client) -> Result<ControllerFence, String> {
+pub async fn bump_controller_epoch(client: &Client) -> Result<ControllerFence, String> {
     loop {
         match client.get_data(paths::CONTROLLER_EPOCH).await {
             Ok((data, stat)) => {
