@@ -1,5 +1,7 @@
-//! Metadata: this broker, and for each topic its partitions, all led by this broker. Unknown
-//! topics are created when `auto.create.topics.enable` and the request allow it, as Kafka does.
+//! Metadata. Standalone: this broker, and for each topic its partitions, all led by this broker.
+//! Cluster mode: the live brokers, the controller and every partition's leader, replicas and ISR
+//! from the ZooKeeper snapshot. Unknown topics are created when `auto.create.topics.enable` and
+//! the request allow it, as Kafka does.
 
 use std::rc::Rc;
 
