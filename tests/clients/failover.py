@@ -25,7 +25,11 @@ producer = Producer({
     "enable.idempotence": True,
     "linger.ms": 5,
     "message.timeout.ms": 60000,
-    "topic.metadata.refresh.interval.ms": 1000,
+    # librdkafka backs off up to 1 s between metadata retries by default: cap it, so the
+    # failover time measured is the cluster's, not the client's retry schedule.
+    "topic.metadata.refresh.interval.ms": 500,
+    "retry.backoff.ms": 50,
+    "retry.backoff.max.ms": 250,
 })
 n = first
 end = time.time() + seconds
