@@ -175,6 +175,27 @@ fn signal(pid: u32, signal: i32) {
     unsafe { libc::kill(pid as i32, signal) };
 }
 
+/// Runs `kcat -b BOOTSTRAP -P` with `args`, feeding it `lines`; returns its output (status and
+/// stderr, where kcat reports delivery failures).
+pub fn kcat_produce(bootstrap: &str, args: &[&str], lines: impl IntoIterator<Item = String>) -> std::process::Output {
+    use std::io::Write;
+    let mut producer = Command::new("kcat")
+        .args(["-b", bootstrap, "-P"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (tests/clients/setup.sh installs it)");
+    {
+        let stdin = producer.stdin.as_mut().unwrap();
+        for line in lines {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    }
+    producer.wait_with_output().unwrap()
+}
+
 /// Runs a command with a time limit (killed past it); returns (success, stdout, stderr).
 pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> (bool, String, String) {
     let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the command");

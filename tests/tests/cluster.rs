@@ -169,20 +169,11 @@ fn topics_are_assigned_in_zookeeper_led_across_brokers_and_replicated() {
 
     // kcat produces through one bootstrap broker to every leader and reads everything back
     // through another.
-    let mut producer = std::process::Command::new("kcat")
-        .args(["-b", &brokers[0].bootstrap(), "-P", "-t", topic, "-K", ":", "-X", "acks=1"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = producer.stdin.as_mut().unwrap();
-        for i in 0..600 {
-            writeln!(stdin, "key-{}:value-{i}", i % 37).unwrap();
-        }
-    }
-    let output = producer.wait_with_output().unwrap();
+    let output = tests::kcat_produce(
+        &brokers[0].bootstrap(),
+        &["-t", topic, "-K", ":", "-X", "acks=1"],
+        (0..600).map(|i| format!("key-{}:value-{i}", i % 37)),
+    );
     assert!(output.status.success(), "kcat -P: {}", String::from_utf8_lossy(&output.stderr));
     let (ok, stdout, stderr) = tests::run_with_timeout(
         std::process::Command::new("kcat").args(["-b", &brokers[1].bootstrap(), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %s\n"]),
@@ -198,19 +189,11 @@ fn topics_are_assigned_in_zookeeper_led_across_brokers_and_replicated() {
 
     // acks=all: answered once the followers have the records (min.insync.replicas=2 holds, as
     // the followers joined the ISR).
-    let mut strict = std::process::Command::new("kcat")
-        .args(["-b", &brokers[0].bootstrap(), "-P", "-t", topic, "-X", "acks=all", "-X", "message.timeout.ms=20000"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        for i in 0..100 {
-            writeln!(strict.stdin.as_mut().unwrap(), "acks-all-{i}").unwrap();
-        }
-    }
-    let output = strict.wait_with_output().unwrap();
+    let output = tests::kcat_produce(
+        &brokers[0].bootstrap(),
+        &["-t", topic, "-X", "acks=all", "-X", "message.timeout.ms=20000"],
+        (0..100).map(|i| format!("acks-all-{i}")),
+    );
     assert!(output.status.success() && output.stderr.is_empty(), "kcat -P acks=all: {}", String::from_utf8_lossy(&output.stderr));
 
     // Followers copy their leaders: every replica's log ends up byte for byte the leader's.

@@ -204,17 +204,11 @@ fn acknowledged_records_survive_five_leader_kills() {
     brokers[0].stop();
     brokers[1].stop();
     std::thread::sleep(Duration::from_millis(SESSION_TIMEOUT_MS + 1500));
-    let mut strict = Command::new("kcat")
-        .args(["-b", &brokers[survivor].bootstrap(), "-P", "-t", TOPIC, "-p", "0", "-X", "acks=all", "-X", "retries=0", "-X", "message.timeout.ms=10000"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        writeln!(strict.stdin.as_mut().unwrap(), "999999999999").unwrap();
-    }
-    let output = strict.wait_with_output().unwrap();
+    let output = tests::kcat_produce(
+        &brokers[survivor].bootstrap(),
+        &["-t", TOPIC, "-p", "0", "-X", "acks=all", "-X", "retries=0", "-X", "message.timeout.ms=10000"],
+        ["999999999999".to_string()],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Not enough in-sync replicas"), "acks=all with one broker left: {stderr}");
     let (ok, stdout, stderr) = run_with_timeout(
