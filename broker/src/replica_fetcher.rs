@@ -21,6 +21,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, Re
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::ResponseError;
 
+use crate::handlers::now_ms;
 use crate::shard_context::{Partition, Shard};
 
 /// How often a shard looks for a new cluster snapshot (work happens only when it changed): the
@@ -237,10 +238,6 @@ async fn fetch_once(
     let mut replication = handle.replication.borrow_mut();
     replication.high_watermark = replication.high_watermark.max(data.high_watermark);
     Ok(true)
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Leader side: a follower that fetched from at least the high watermark joins the ISR (Kafka's

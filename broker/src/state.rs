@@ -209,27 +209,8 @@ pub fn load_or_create_meta(log_dirs: &LogDirs, broker_id: i32, cluster_id_from_z
     Ok(cluster_id)
 }
 
-/// A fresh cluster id.
+/// A fresh cluster id: 16 random bytes in URL-safe base64 without padding, as Kafka's.
 pub fn new_cluster_id() -> String {
-    base64_url(uuid::Uuid::new_v4().as_bytes())
+    zk::paths::base64_url(uuid::Uuid::new_v4().as_bytes())
 }
 
-/// Kafka cluster ids are 16 bytes in URL-safe base64 without padding (22 characters).
-fn base64_url(bytes: &[u8; 16]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bits: u32 = 0;
-    let mut bit_count = 0;
-    let mut out = String::new();
-    for &byte in bytes {
-        bits = (bits << 8) | byte as u32;
-        bit_count += 8;
-        while bit_count >= 6 {
-            bit_count -= 6;
-            out.push(ALPHABET[((bits >> bit_count) & 63) as usize] as char);
-        }
-    }
-    if bit_count > 0 {
-        out.push(ALPHABET[((bits << (6 - bit_count)) & 63) as usize] as char);
-    }
-    out
-}

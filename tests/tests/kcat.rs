@@ -2,8 +2,7 @@
 //! every compression codec, 1 and 4 shards, graceful restart and kill -9.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use tests::{assert_stored_compressed, run_with_timeout, Broker, TempDir};
@@ -11,21 +10,11 @@ use tests::{assert_stored_compressed, run_with_timeout, Broker, TempDir};
 const KEYS: usize = 17;
 
 fn kcat_produce(broker: &Broker, topic: &str, records: std::ops::Range<usize>, compression: &str) {
-    let mut child = Command::new("kcat")
-        .args(["-b", &broker.bootstrap(), "-P", "-t", topic, "-K", ":", "-z", compression])
-        .args(["-X", "acks=all", "-X", "linger.ms=5"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat is installed (tests/clients/setup.sh installs it)");
-    {
-        let stdin = child.stdin.as_mut().unwrap();
-        for i in records {
-            writeln!(stdin, "key-{}:value-{i:06}", i % KEYS).unwrap();
-        }
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = tests::kcat_produce(
+        &broker.bootstrap(),
+        &["-t", topic, "-K", ":", "-z", compression, "-X", "acks=all", "-X", "linger.ms=5"],
+        records.map(|i| format!("key-{}:value-{i:06}", i % KEYS)),
+    );
     assert!(output.status.success(), "kcat -P failed: {}\n{}", String::from_utf8_lossy(&output.stderr), broker.log());
 }
 

@@ -11,10 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error as ZkError};
+use zookeeper_client::{Client, Error as ZkError};
 
 use crate::cluster::ClusterSnapshot;
-use crate::paths;
+use crate::{paths, persistent};
 
 /// What this broker holds while it is the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +29,6 @@ pub enum ReconcileError {
     /// Another controller bumped the epoch: stop acting as controller.
     Fenced,
     ZooKeeper(ZkError),
-}
-
-fn persistent() -> CreateOptions<'static> {
-    CreateMode::Persistent.with_acls(Acls::anyone_all())
 }
 
 /// Brings every partition state in line with the live brokers. Returns how many it wrote.

@@ -235,7 +235,7 @@ impl Drop for Coordinator {
     }
 }
 
-fn persistent() -> CreateOptions<'static> {
+pub(crate) fn persistent() -> CreateOptions<'static> {
     CreateMode::Persistent.with_acls(Acls::anyone_all())
 }
 

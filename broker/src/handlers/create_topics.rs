@@ -24,19 +24,19 @@ pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i1
         let overrides: BTreeMap<String, String> =
             topic.configs.iter().filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string()))).collect();
         let checked = check(shard, &name, partitions, topic.replication_factor, !topic.assignments.is_empty(), &overrides);
+        let replication_factor = match (&shard.broker.cluster, topic.replication_factor) {
+            (Some(_), -1) => shard.broker.config.default_replication_factor,
+            (Some(_), factor) => factor,
+            (None, _) => 1,
+        };
         let outcome = match checked {
             Err(error) => Err(error),
             Ok(()) if request.validate_only => Ok(None),
             Ok(()) if shard.broker.cluster.is_some() => {
                 let wait_ms = request.timeout_ms.clamp(0, MAX_LEADER_WAIT_MS) as u64;
-                create_topic_in_cluster(shard, &name, partitions, topic.replication_factor, overrides.clone(), wait_ms).await.map(|_| None)
+                create_topic_in_cluster(shard, &name, partitions, replication_factor, overrides.clone(), wait_ms).await.map(|_| None)
             }
             Ok(()) => create_topic(shard, &name, partitions, overrides.clone()).await.map(Some),
-        };
-        let replication_factor = match (&shard.broker.cluster, topic.replication_factor) {
-            (Some(_), -1) => shard.broker.config.default_replication_factor,
-            (Some(_), factor) => factor,
-            (None, _) => 1,
         };
         match outcome {
             Ok(_) => {
@@ -104,7 +104,8 @@ fn check(
 /// How long CreateTopics waits at most for the controller to elect the new partitions' leaders.
 const MAX_LEADER_WAIT_MS: i32 = 10_000;
 
-/// Cluster mode: writes the topic to ZooKeeper through the coordinator (which assigns replicas
+/// Cluster mode (`replication_factor` already resolved from -1 to the default): writes the
+/// topic to ZooKeeper through the coordinator (which assigns replicas
 /// over the live brokers), then waits up to `wait_ms` until every partition has a leader, so a
 /// client's next Metadata finds them (Kafka's CreateTopics waits the same way).
 pub async fn create_topic_in_cluster(
@@ -116,9 +117,8 @@ pub async fn create_topic_in_cluster(
     wait_ms: u64,
 ) -> Result<(), (i16, String)> {
     let cluster = shard.broker.cluster.as_ref().expect("cluster mode");
-    let factor = if replication_factor == -1 { shard.broker.config.default_replication_factor } else { replication_factor };
     let topic_id = crate::topics::new_topic_id(name);
-    cluster.create_topic(name, partitions, factor, overrides, topic_id).await.map_err(|e| match e {
+    cluster.create_topic(name, partitions, replication_factor, overrides, topic_id).await.map_err(|e| match e {
         zk::CreateTopicError::AlreadyExists => (ResponseError::TopicAlreadyExists.code(), format!("Topic '{name}' already exists.")),
         zk::CreateTopicError::InvalidReplicationFactor(message) => (ResponseError::InvalidReplicationFactor.code(), message),
         zk::CreateTopicError::ZooKeeper(message) => (ResponseError::UnknownServerError.code(), message),
@@ -131,7 +131,7 @@ pub async fn create_topic_in_cluster(
         }
         glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
     }
-    tracing::info!(topic = name, partitions, replication_factor = factor, "created topic in the cluster");
+    tracing::info!(topic = name, partitions, replication_factor, "created topic in the cluster");
     Ok(())
 }
 

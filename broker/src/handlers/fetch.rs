@@ -121,7 +121,7 @@ async fn read(
         let mut replication = handle.replication.borrow_mut();
         replication.follower_log_end_offsets.insert(replica_id, offset);
         if offset >= log_end_offset {
-            replication.follower_caught_up_ms.insert(replica_id, crate::replica_fetcher::now_ms());
+            replication.follower_caught_up_ms.insert(replica_id, super::now_ms());
         }
     }
     let high_watermark = shard.high_watermark(topic, partition, &handle, log_end_offset);
