@@ -60,6 +60,10 @@ pub struct BrokerConfig {
     pub offset_metadata_max_bytes: usize,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_segment_bytes: u64,
+    /// Cluster mode: replicas of each `__consumer_offsets` partition. As in Kafka, the topic is
+    /// not created (FindCoordinator answers COORDINATOR_NOT_AVAILABLE) until that many brokers
+    /// are live. Standalone ignores it.
+    pub offsets_topic_replication_factor: i16,
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: u64,
 }
@@ -68,7 +72,7 @@ pub struct BrokerConfig {
 /// pools, JVM-side buffers, security we do not offer yet). Accepted and ignored with a log line.
 const IGNORED_KAFKA_KEYS: &[&str] = &[
     "num.network.threads", "num.io.threads", "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
-    "num.recovery.threads.per.data.dir", "offsets.topic.replication.factor",
+    "num.recovery.threads.per.data.dir",
     "transaction.state.log.replication.factor", "transaction.state.log.min.isr",
     "log.cleaner.enable", "log.cleaner.threads",
     "num.replica.fetchers",
@@ -178,6 +182,7 @@ impl BrokerConfig {
             offset_metadata_max_bytes: 4096,
             offsets_topic_num_partitions: 50,
             offsets_topic_segment_bytes: 100 * 1024 * 1024,
+            offsets_topic_replication_factor: 3,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
         };
@@ -250,6 +255,7 @@ impl BrokerConfig {
                 "offset.metadata.max.bytes" => config.offset_metadata_max_bytes = parse_number(key, v)?,
                 "offsets.topic.num.partitions" => config.offsets_topic_num_partitions = parse_number(key, v)?,
                 "offsets.topic.segment.bytes" => config.offsets_topic_segment_bytes = parse_number(key, v)?,
+                "offsets.topic.replication.factor" => config.offsets_topic_replication_factor = parse_number(key, v)?,
                 "offsets.retention.minutes" => config.offsets_retention_ms = parse_number::<i64>(key, v)? * 60_000,
                 "offsets.retention.check.interval.ms" => config.offsets_retention_check_interval_ms = parse_number(key, v)?,
                 "log.message.timestamp.type" => config.log_defaults.timestamp_type = parse_timestamp_type(key, v)?,
@@ -283,6 +289,9 @@ impl BrokerConfig {
             return Err(format!("num.partitions={} must be at least 1", self.num_partitions));
         }
         validate_log_config(&self.log_defaults)?;
+        if self.offsets_topic_replication_factor < 1 {
+            return Err("offsets.topic.replication.factor must be at least 1".into());
+        }
         if self.offsets_topic_num_partitions < 1 {
             return Err("offsets.topic.num.partitions must be at least 1".into());
         }

@@ -107,6 +107,11 @@ fn run(cli: Cli) -> Result<(), String> {
     let cluster = coordinator.as_ref().map(|c| c.handle());
     let broker = Arc::new(BrokerState::new(config.clone(), log_dirs, topics, cluster_id, clean_shutdown, cluster)?);
     if let Some(coordinator) = &coordinator {
+        // Serve only once the cluster has been read: which topics exist, who leads what.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(config.zookeeper_connection_timeout_ms.unwrap_or(config.zookeeper_session_timeout_ms));
+        while !coordinator.view.snapshot().complete && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = broker_slot.set(broker.clone());
         broker.apply_cluster_snapshot(&coordinator.view.snapshot());
     }
@@ -277,9 +282,5 @@ fn join_cluster(
         }),
     };
     let (coordinator, joined) = zk::Coordinator::start(zk_config, endpoint, proposed_cluster_id, options)?;
-    tracing::warn!(
-        broker_id = joined.broker_id,
-        "cluster mode: consumer groups still live on each broker (not in ZooKeeper yet); topic deletion and partition increase are refused"
-    );
     Ok((coordinator, joined))
 }

@@ -57,6 +57,7 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
             continue;
         }
         seen = Some(snapshot.clone());
+        shard.delete_topics_gone_from_cluster(&snapshot).await;
         let mut wanted: HashMap<(String, i32), (i32, i32)> = HashMap::new();
         for (topic, state) in &snapshot.topics {
             for (index, replicas) in state.replicas.iter().enumerate() {

@@ -73,6 +73,14 @@ pub enum PartitionError {
     Storage(StorageError),
 }
 
+/// Why an acks=all wait for the ISR ended without the records replicated.
+#[derive(Debug)]
+pub enum HighWatermarkWaitError {
+    /// This broker no longer leads the partition (the new leader may lack the records).
+    LeadershipMoved(PartitionError),
+    TimedOut,
+}
+
 impl Shard {
     /// Must run on the shard's executor (the splice sender starts a task there).
     pub fn new(router: Rc<Router<Shard>>, broker: Arc<BrokerState>) -> Shard {
@@ -164,14 +172,11 @@ impl Shard {
         Ok(opened)
     }
 
-    /// What consumers may read up to. Standalone (and `__consumer_offsets`): the log end. Cluster
-    /// mode, on the leader: the smallest log end offset over the ISR, never moving back; on a
-    /// follower: the leader's as last fetched.
+    /// What consumers may read up to. Standalone: the log end. Cluster mode, on the leader: the
+    /// smallest log end offset over the ISR, never moving back; on a follower: the leader's as
+    /// last fetched.
     pub fn high_watermark(&self, topic: &str, partition: i32, handle: &Partition, log_end_offset: i64) -> i64 {
         let Some(cluster) = &self.broker.cluster else { return log_end_offset };
-        if topic == crate::topics::CONSUMER_OFFSETS_TOPIC {
-            return log_end_offset;
-        }
         let me = self.broker.config.broker_id;
         let snapshot = cluster.view.snapshot();
         let mut replication = handle.replication.borrow_mut();
@@ -192,6 +197,37 @@ impl Shard {
                 replication.high_watermark
             }
             _ => replication.high_watermark.min(log_end_offset),
+        }
+    }
+
+    /// acks=all in cluster mode (produce, and offset commits): returns once the high watermark
+    /// covers `end_offset`, that is once every replica in the ISR has the records. Fails when
+    /// leadership moves first, or at `timeout_ms` (the caller's request timeout).
+    pub async fn wait_for_high_watermark(
+        &self,
+        topic: &str,
+        partition: i32,
+        handle: &Partition,
+        end_offset: i64,
+        timeout_ms: i32,
+    ) -> Result<(), HighWatermarkWaitError> {
+        /// The ISR can shrink without an append: look again at least this often.
+        const RECHECK_MS: u64 = 100;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.clamp(1, 300_000) as u64);
+        loop {
+            let ticket = self.appended.ticket();
+            let log_end_offset = handle.log.read().await.expect("partition lock").log_end_offset();
+            if self.high_watermark(topic, partition, handle, log_end_offset) >= end_offset {
+                return Ok(());
+            }
+            if let Err(e) = self.broker.check_leader(topic, partition) {
+                return Err(HighWatermarkWaitError::LeadershipMoved(e));
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline || self.broker.is_shutting_down() {
+                return Err(HighWatermarkWaitError::TimedOut);
+            }
+            shard::notify::Notify::wait(ticket, (deadline - now).min(std::time::Duration::from_millis(RECHECK_MS))).await;
         }
     }
 
@@ -241,6 +277,31 @@ impl Shard {
                     let _ = std::fs::remove_dir_all(dir);
                 }
             }
+        }
+    }
+
+    /// Cluster mode: deletes this shard's replicas of topics the cluster no longer has: deleted
+    /// by the controller, possibly while this broker was down. (A log dir joins only the cluster
+    /// named in its meta.properties, so every topic on it is this cluster's.)
+    pub async fn delete_topics_gone_from_cluster(&self, snapshot: &zk::ClusterSnapshot) {
+        if !snapshot.complete {
+            return; // the placeholder before the first read: absence means nothing yet
+        }
+        let mut gone: std::collections::BTreeSet<String> =
+            self.partitions.borrow().keys().map(|(topic, _)| topic.clone()).filter(|t| !snapshot.topics.contains_key(t)).collect();
+        if let Ok(existing) = self.broker.log_dirs.existing_partitions() {
+            gone.extend(
+                existing
+                    .into_iter()
+                    .filter(|(topic, partition, _)| self.owner_of(topic, *partition) == self.id() && !snapshot.topics.contains_key(topic))
+                    .map(|(topic, _, _)| topic),
+            );
+        }
+        for topic in gone {
+            tracing::warn!(shard = self.id(), topic, "deleting this broker's replicas: the topic is no longer in the cluster");
+            // Out of the table first, so nothing opens the partitions again meanwhile.
+            let _ = self.broker.topics.write().unwrap().remove(&topic);
+            self.delete_topic_partitions(&topic).await;
         }
     }
 

@@ -9,7 +9,7 @@ use storage::log_manager::LogDirs;
 
 use crate::config::BrokerConfig;
 use crate::shard_context::PartitionError;
-use crate::topics::{TopicTable, CONSUMER_OFFSETS_TOPIC};
+use crate::topics::TopicTable;
 
 /// Producer ids are handed out in blocks; the file remembers the end of the last block, so ids
 /// are never reused after a restart (or a crash: the next start begins a fresh block).
@@ -64,13 +64,10 @@ impl BrokerState {
         Ok(state)
     }
 
-    /// Cluster mode: only the partition's leader serves it. Consumer groups still live on every
-    /// broker's own `__consumer_offsets` (not in ZooKeeper yet), so that topic is exempt.
+    /// Cluster mode: only the partition's leader serves it (`__consumer_offsets` included: its
+    /// leader is the coordinator of the partition's groups).
     pub fn check_leader(&self, topic: &str, partition: i32) -> Result<(), PartitionError> {
         let Some(cluster) = &self.cluster else { return Ok(()) };
-        if topic == CONSUMER_OFFSETS_TOPIC {
-            return Ok(());
-        }
         let snapshot = cluster.view.snapshot();
         if !snapshot.topics.contains_key(topic) {
             return Err(PartitionError::UnknownTopicOrPartition);
@@ -78,6 +75,15 @@ impl BrokerState {
         match snapshot.leader(topic, partition) {
             Some(leader) if leader == self.config.broker_id => Ok(()),
             _ => Err(PartitionError::NotLeaderOrFollower),
+        }
+    }
+
+    /// The topic's partition count as clients see it: the cluster's (ZooKeeper) in cluster mode,
+    /// where this broker's table holds only topics it has replicas of.
+    pub fn partition_count(&self, topic: &str) -> Option<i32> {
+        match &self.cluster {
+            Some(cluster) => cluster.view.snapshot().topics.get(topic).map(|t| t.replicas.len() as i32),
+            None => self.topics.read().unwrap().get(topic).map(|info| info.partitions),
         }
     }
 

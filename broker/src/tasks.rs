@@ -43,12 +43,14 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
     let offsets_writer = glommio::spawn_local(coordinator::run_writer(shard.clone()));
     let acceptor = listener.map(|listener| glommio::spawn_local(accept_connections(shard.clone(), listener)));
     let followers = glommio::spawn_local(crate::replica_fetcher::follow_leaders(shard.clone()));
+    let group_leadership = glommio::spawn_local(coordinator::follow_leadership(shard.clone()));
     while !shard.broker.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
     drop(acceptor); // stops accepting
     drop(maintenance);
     drop(group_timers);
+    drop(group_leadership);
     followers.await; // its fetchers see the shutdown flag and stop
     shard.shutdown.notify_all();
     shard.appended.notify_all();

@@ -150,11 +150,12 @@ def create_topic(args, partitions):
     if args.client == "confluent":
         from confluent_kafka.admin import AdminClient, NewTopic
         admin = AdminClient({"bootstrap.servers": args.bootstrap, "log_level": 4})
-        admin.create_topics([NewTopic(args.topic, num_partitions=partitions, replication_factor=1)])[args.topic].result(timeout=20)
+        topic = NewTopic(args.topic, num_partitions=partitions, replication_factor=args.replication_factor)
+        admin.create_topics([topic])[args.topic].result(timeout=20)
     else:
         from kafka.admin import KafkaAdminClient, NewTopic
         admin = KafkaAdminClient(bootstrap_servers=args.bootstrap)
-        admin.create_topics([NewTopic(args.topic, partitions, 1)])
+        admin.create_topics([NewTopic(args.topic, partitions, args.replication_factor)])
         admin.close()
 
 
@@ -596,6 +597,7 @@ def main():
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group")
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--replication-factor", type=int, default=1, help="of the topics a scenario creates")
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--how", choices=["leave", "kill"], default="leave")
     parser.add_argument("--expect", help="resume: the committed offsets printed by commit")

@@ -215,6 +215,93 @@ fn topics_are_assigned_in_zookeeper_led_across_brokers_and_replicated() {
     assert!(log_of(0, 0).len() > 1000, "the logs hold the records");
 }
 
+/// Runs a Python snippet with confluent-kafka's AdminClient bound to `admin`.
+fn admin(bootstrap: &str, body: &str) {
+    let script = format!(
+        "from confluent_kafka.admin import AdminClient, NewTopic, NewPartitions\n\
+         admin = AdminClient({{'bootstrap.servers': '{bootstrap}'}})\n{body}\n"
+    );
+    let (ok, stdout, stderr) = tests::run_with_timeout(std::process::Command::new(python()).arg("-c").arg(script), Duration::from_secs(60));
+    assert!(ok, "admin call failed: {stdout}\n{stderr}");
+}
+
+fn partition_dirs(dir: &TempDir, topic: &str) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(dir.0.join("logs"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.rsplit_once('-').is_some_and(|(t, p)| t == topic && p.parse::<u32>().is_ok()))
+        .collect();
+    found.sort();
+    found
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// DeleteTopics and CreatePartitions work cluster-wide: the controller deletes the topic in
+/// ZooKeeper and every replica goes, including that of a broker that was down at the time; new
+/// partitions get replicas and leaders and take records.
+#[test]
+fn topics_are_deleted_and_grown_cluster_wide() {
+    let zookeeper = ZooKeeper::start();
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("topic-admin-{i}"))).collect();
+    let mut brokers: Vec<Broker> = [1, 2, 3].iter().zip(&dirs).map(|(&id, dir)| start_broker(dir, &zookeeper, id)).collect();
+    let all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+
+    // Deletion, with broker 3 down: the topic goes from ZooKeeper and from brokers 1 and 2 at
+    // once, from broker 3 when it comes back.
+    create_topic(&all, "doomed", 3, 3, "");
+    let output = tests::kcat_produce(&all, &["-t", "doomed", "-X", "acks=all"], (0..300).map(|i| format!("doomed-{i}")));
+    assert!(output.status.success(), "kcat -P: {}", String::from_utf8_lossy(&output.stderr));
+    for dir in &dirs {
+        wait_until("replicas created", Duration::from_secs(10), || partition_dirs(dir, "doomed").len() == 3);
+    }
+    brokers[2].kill_9();
+    let survivors = format!("{},{}", brokers[0].bootstrap(), brokers[1].bootstrap());
+    admin(&survivors, "for f in admin.delete_topics(['doomed'], operation_timeout=30).values():\n    f.result(30)");
+    assert!(!zookeeper.cli("ls /kafka/brokers/topics").contains("doomed"));
+    assert!(!zookeeper.cli("ls /kafka/config/topics").contains("doomed"));
+    assert_eq!(zookeeper.cli("ls /kafka/admin/delete_topics"), "[]");
+    for dir in &dirs[..2] {
+        wait_until("replicas deleted", Duration::from_secs(10), || partition_dirs(dir, "doomed").is_empty());
+    }
+    assert_eq!(partition_dirs(&dirs[2], "doomed").len(), 3, "the stopped broker still has its replicas");
+    brokers[2].restart();
+    wait_until("the returning broker deletes its replicas", Duration::from_secs(10), || partition_dirs(&dirs[2], "doomed").is_empty());
+    // The name is free again.
+    create_topic(&all, "doomed", 1, 3, "");
+
+    // CreatePartitions: 2 -> 5, each new partition with 3 replicas and a leader, taking records.
+    create_topic(&all, "growing", 2, 3, "");
+    admin(&all, "for f in admin.create_partitions([NewPartitions('growing', 5)], operation_timeout=30).values():\n    f.result(30)");
+    let assignment = zookeeper.cli("get /kafka/brokers/topics/growing");
+    let json: serde_json::Value = serde_json::from_str(assignment.trim()).unwrap();
+    let partitions = json["partitions"].as_object().unwrap();
+    assert_eq!(partitions.len(), 5, "{assignment}");
+    assert!(partitions.values().all(|r| r.as_array().unwrap().len() == 3), "{assignment}");
+    for broker in &brokers {
+        let (_, leaders) = metadata(&broker.bootstrap(), "growing");
+        assert_eq!(leaders.len(), 5, "every broker knows 5 partitions with leaders: {leaders:?}");
+        assert!(leaders.iter().all(|&l| l > 0));
+    }
+    let output = tests::kcat_produce(&all, &["-t", "growing", "-p", "4", "-X", "acks=all"], (0..50).map(|i| format!("new-{i}")));
+    assert!(output.status.success() && output.stderr.is_empty(), "kcat -P: {}", String::from_utf8_lossy(&output.stderr));
+    let (ok, stdout, stderr) = tests::run_with_timeout(
+        std::process::Command::new("kcat").args(["-b", &all, "-C", "-t", "growing", "-p", "4", "-o", "beginning", "-e", "-q"]),
+        Duration::from_secs(30),
+    );
+    assert!(ok, "kcat -C: {stderr}");
+    assert_eq!(stdout.lines().count(), 50);
+    for broker in &mut brokers {
+        assert_eq!(broker.stop(), 0, "clean stop:\n{}", broker.log());
+    }
+}
+
 /// A deposed controller's writes fail: the controller code itself (`zk::controller::reconcile`)
 /// against a real ZooKeeper, with the fence of an epoch another controller has since replaced.
 #[test]

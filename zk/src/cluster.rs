@@ -4,7 +4,7 @@
 //! number of partitions per change. Kafka's controller pushes deltas instead; that is the step to
 //! take when clusters grow past a few thousand partitions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use zookeeper_client::{Client, Error as ZkError};
 
@@ -41,8 +41,13 @@ pub struct TopicState {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterSnapshot {
+    /// False only for the empty placeholder before the first read: nothing may be concluded from
+    /// a topic's absence until this is true.
+    pub complete: bool,
     pub brokers: BTreeMap<i32, BrokerInfo>,
     pub topics: BTreeMap<String, TopicState>,
+    /// Children of `/admin/delete_topics`: deletion asked for, not yet done by the controller.
+    pub topics_being_deleted: BTreeSet<String>,
 }
 
 impl ClusterSnapshot {
@@ -57,7 +62,12 @@ impl ClusterSnapshot {
 
 /// Reads the whole cluster state. A znode deleted between listing and reading is skipped.
 pub async fn read(client: &Client) -> Result<ClusterSnapshot, ZkError> {
-    let mut snapshot = ClusterSnapshot::default();
+    let mut snapshot = ClusterSnapshot { complete: true, ..ClusterSnapshot::default() };
+    snapshot.topics_being_deleted = match client.list_children(paths::DELETE_TOPICS).await {
+        Ok(children) => children.into_iter().collect(),
+        Err(ZkError::NoNode) => BTreeSet::new(),
+        Err(e) => return Err(e),
+    };
     for child in client.list_children(paths::BROKER_IDS).await? {
         let Ok(id) = child.parse::<i32>() else { continue };
         match client.get_data(&paths::broker_path(id)).await {

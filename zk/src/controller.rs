@@ -8,6 +8,12 @@
 //!
 //! A new partition's ISR is its leader alone; followers join it once they have caught up (the
 //! leader writes that). When the leader dies, the next leader comes from the live ISR.
+//!
+//! Topic deletion: an admin's DeleteTopics writes `/admin/delete_topics/<topic>`; the controller
+//! removes the topic's znodes and then that request. Brokers delete their replicas when the topic
+//! leaves the snapshot (Kafka's controller sent StopReplica and waited for every replica; here a
+//! broker that is down at the time deletes its replicas when it comes back and finds the topic
+//! gone).
 
 use std::collections::BTreeMap;
 
@@ -40,7 +46,14 @@ pub async fn reconcile(
 ) -> Result<usize, ReconcileError> {
     let live = |id: &i32| snapshot.brokers.contains_key(id);
     let mut written = 0;
+    for topic in &snapshot.topics_being_deleted {
+        delete_topic(client, snapshot, topic, fence).await?;
+        written += 1;
+    }
     for (topic, state) in &snapshot.topics {
+        if snapshot.topics_being_deleted.contains(topic) {
+            continue; // no leaders for a topic on its way out
+        }
         for (index, replicas) in state.replicas.iter().enumerate() {
             let partition = index as i32;
             let live_replicas: Vec<i32> = replicas.iter().copied().filter(live).collect();
@@ -112,6 +125,86 @@ pub async fn reconcile(
         }
     }
     Ok(written)
+}
+
+/// Removes a topic asked for deletion: the partition znodes first (only the controller creates
+/// them), then, in one multi fenced by the controller epoch, the topic's assignment and the
+/// deletion request; its config last. A controller deposed half-way leaves the request in
+/// place, and the next controller finishes the job.
+async fn delete_topic(client: &Client, snapshot: &ClusterSnapshot, topic: &str, fence: ControllerFence) -> Result<(), ReconcileError> {
+    let ignore_missing = |result: Result<(), ZkError>| match result {
+        Ok(()) | Err(ZkError::NoNode) => Ok(()),
+        Err(e) => Err(ReconcileError::ZooKeeper(e)),
+    };
+    let partitions = snapshot.topics.get(topic).map(|t| t.replicas.len() as i32).unwrap_or(0);
+    for partition in 0..partitions {
+        ignore_missing(client.delete(&paths::partition_state_path(topic, partition), None).await)?;
+        ignore_missing(client.delete(&paths::partition_path(topic, partition), None).await)?;
+    }
+    ignore_missing(client.delete(&paths::partitions_path(topic), None).await)?;
+    let mut writer =
+        client.new_check_writer(paths::CONTROLLER_EPOCH, Some(fence.epoch_zk_version)).map_err(ReconcileError::ZooKeeper)?;
+    if snapshot.topics.contains_key(topic) {
+        writer.add_delete(&paths::topic_path(topic), None).map_err(ReconcileError::ZooKeeper)?;
+    }
+    writer.add_delete(&paths::delete_topic_path(topic), None).map_err(ReconcileError::ZooKeeper)?;
+    match writer.commit().await {
+        Ok(_) => {}
+        Err(zookeeper_client::CheckWriteError::CheckFailed { .. }) => return Err(ReconcileError::Fenced),
+        // Changed meanwhile (another round did it): the watch brings the next round.
+        Err(zookeeper_client::CheckWriteError::OperationFailed { source: ZkError::NoNode | ZkError::NotEmpty, .. }) => return Ok(()),
+        Err(e) => return Err(ReconcileError::ZooKeeper(e.into())),
+    }
+    ignore_missing(client.delete(&paths::topic_config_path(topic), None).await)?;
+    tracing::info!(topic, partitions, "topic deleted");
+    Ok(())
+}
+
+/// Why a topic could not be deleted or grown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicChangeError {
+    UnknownTopic,
+    InvalidPartitions(String),
+    InvalidReplicationFactor(String),
+    ZooKeeper(String),
+}
+
+/// CreatePartitions: extends the topic's replica assignment to `total` partitions (written
+/// conditionally on the znode version, as Kafka's admin client did); the controller then elects
+/// the new partitions' leaders. New replicas are spread as if the topic had been created with
+/// `total` partitions.
+pub async fn add_partitions(client: &Client, live_brokers: &[i32], name: &str, total: i32) -> Result<Vec<Vec<i32>>, TopicChangeError> {
+    let zk = |e: ZkError| TopicChangeError::ZooKeeper(e.to_string());
+    loop {
+        let (data, stat) = match client.get_data(&paths::topic_path(name)).await {
+            Ok(found) => found,
+            Err(ZkError::NoNode) => return Err(TopicChangeError::UnknownTopic),
+            Err(e) => return Err(zk(e)),
+        };
+        let (topic_id, mut replicas) =
+            paths::parse_topic_json(&data).ok_or_else(|| TopicChangeError::ZooKeeper(format!("unparsable {}", paths::topic_path(name))))?;
+        let current = replicas.len() as i32;
+        if total <= current {
+            return Err(TopicChangeError::InvalidPartitions(format!(
+                "Topic currently has {current} partitions, which is higher than the requested {total}."
+            )));
+        }
+        let factor = replicas.first().map_or(1, |r| r.len());
+        if live_brokers.is_empty() || factor > live_brokers.len() {
+            return Err(TopicChangeError::InvalidReplicationFactor(format!(
+                "Replication factor: {factor} larger than available brokers: {}.",
+                live_brokers.len()
+            )));
+        }
+        let start = (topic_id[0] as usize) % live_brokers.len();
+        let added: Vec<Vec<i32>> = assign_replicas(live_brokers, total, factor, start).split_off(current as usize);
+        replicas.extend(added.iter().cloned());
+        match client.set_data(&paths::topic_path(name), paths::topic_json(&topic_id, &replicas).as_bytes(), Some(stat.version)).await {
+            Ok(_) => return Ok(added),
+            Err(ZkError::BadVersion) => continue, // changed meanwhile: read it again
+            Err(e) => return Err(zk(e)),
+        }
+    }
 }
 
 /// Why a topic could not be created.

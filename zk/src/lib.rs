@@ -20,7 +20,7 @@ use std::time::Duration;
 use zookeeper_client::{Acls, AddWatchMode, Client, CreateMode, CreateOptions, Error as ZkError, SessionState};
 
 pub use cluster::{BrokerInfo, ClusterSnapshot, PartitionState, TopicState};
-pub use controller::CreateTopicError;
+pub use controller::{CreateTopicError, TopicChangeError};
 use controller::{ControllerFence, ReconcileError};
 
 /// `zookeeper.*` settings.
@@ -105,6 +105,15 @@ enum Command {
         topic_id: [u8; 16],
         reply: futures_channel::oneshot::Sender<Result<Vec<Vec<i32>>, CreateTopicError>>,
     },
+    DeleteTopic {
+        name: String,
+        reply: futures_channel::oneshot::Sender<Result<(), TopicChangeError>>,
+    },
+    AddPartitions {
+        name: String,
+        total: i32,
+        reply: futures_channel::oneshot::Sender<Result<Vec<Vec<i32>>, TopicChangeError>>,
+    },
     ProducerIdBlock {
         broker_id: i32,
         reply: futures_channel::oneshot::Sender<Result<i64, String>>,
@@ -149,6 +158,25 @@ impl CoordinatorHandle {
         let command = Command::CreateTopic { name: name.to_string(), partitions, replication_factor, config, topic_id, reply };
         self.commands.send(command).map_err(|_| CreateTopicError::ZooKeeper("the ZooKeeper thread has stopped".into()))?;
         answer.await.map_err(|_| CreateTopicError::ZooKeeper("the ZooKeeper thread has stopped".into()))?
+    }
+}
+
+impl CoordinatorHandle {
+    /// Asks the controller to delete the topic (`/admin/delete_topics/<name>`, as Kafka's admin
+    /// tools did); returns once asked, not once deleted: the topic leaves the snapshot then.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicChangeError> {
+        let (reply, answer) = futures_channel::oneshot::channel();
+        let stopped = || TopicChangeError::ZooKeeper("the ZooKeeper thread has stopped".into());
+        self.commands.send(Command::DeleteTopic { name: name.to_string(), reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Grows the topic to `total` partitions; returns the new partitions' replicas.
+    pub async fn add_partitions(&self, name: &str, total: i32) -> Result<Vec<Vec<i32>>, TopicChangeError> {
+        let (reply, answer) = futures_channel::oneshot::channel();
+        let stopped = || TopicChangeError::ZooKeeper("the ZooKeeper thread has stopped".into());
+        self.commands.send(Command::AddPartitions { name: name.to_string(), total, reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
@@ -463,7 +491,8 @@ async fn elect(client: &Client, broker_id: i32, view: &ClusterView, fence: &Cell
     }
 }
 
-/// Follows the cluster: one persistent recursive watch on `/brokers`; after each change, reads the
+/// Follows the cluster: persistent recursive watches on `/brokers` and `/admin/delete_topics`;
+/// after each change, reads the
 /// whole state, publishes it, and if this broker is the controller brings partition states in
 /// line. Loops until the session ends.
 async fn follow(
@@ -473,15 +502,19 @@ async fn follow(
     wake: &tokio::sync::Notify,
     options: &CoordinatorOptions,
 ) {
-    let mut watcher = loop {
-        match client.watch("/brokers", AddWatchMode::PersistentRecursive).await {
-            Ok(watcher) => break watcher,
-            Err(e) => {
-                tracing::error!(error = %e, "watching /brokers");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+    let watch = |path: &'static str| async move {
+        loop {
+            match client.watch(path, AddWatchMode::PersistentRecursive).await {
+                Ok(watcher) => break watcher,
+                Err(e) => {
+                    tracing::error!(error = %e, "watching {path}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     };
+    let mut watcher = watch("/brokers").await;
+    let mut deletions = watch(paths::DELETE_TOPICS).await;
     loop {
         match cluster::read(client).await {
             Ok(snapshot) => {
@@ -505,6 +538,7 @@ async fn follow(
         }
         tokio::select! {
             _ = watcher.changed() => {}
+            _ = deletions.changed() => {}
             _ = wake.notified() => {}
         }
     }
@@ -516,20 +550,35 @@ async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::
         match command {
             Command::Shutdown => return,
             Command::CreateTopic { name, partitions, replication_factor, config, topic_id, reply } => {
-                let live: Vec<i32> = match client.list_children(paths::BROKER_IDS).await {
-                    Ok(ids) => {
-                        let mut ids: Vec<i32> = ids.iter().filter_map(|id| id.parse().ok()).collect();
-                        ids.sort_unstable();
-                        ids
-                    }
-                    Err(_) => view.snapshot().brokers.keys().copied().collect(),
-                };
+                let live = live_brokers(client, view).await;
                 let created =
                     controller::create_topic(client, &live, &name, partitions, replication_factor, &config, topic_id).await;
                 if let Ok(replicas) = &created {
                     tracing::info!(topic = name, ?replicas, "created topic in ZooKeeper");
                 }
                 let _ = reply.send(created);
+            }
+            Command::DeleteTopic { name, reply } => {
+                let asked = match client.check_stat(&paths::topic_path(&name)).await {
+                    Ok(None) => Err(TopicChangeError::UnknownTopic),
+                    Ok(Some(_)) => match client.create(&paths::delete_topic_path(&name), b"", &persistent()).await {
+                        Ok(_) | Err(ZkError::NodeExists) => Ok(()),
+                        Err(e) => Err(TopicChangeError::ZooKeeper(e.to_string())),
+                    },
+                    Err(e) => Err(TopicChangeError::ZooKeeper(e.to_string())),
+                };
+                if asked.is_ok() {
+                    tracing::info!(topic = name, "topic deletion requested");
+                }
+                let _ = reply.send(asked);
+            }
+            Command::AddPartitions { name, total, reply } => {
+                let live = live_brokers(client, view).await;
+                let added = controller::add_partitions(client, &live, &name, total).await;
+                if let Ok(replicas) = &added {
+                    tracing::info!(topic = name, total, ?replicas, "added partitions in ZooKeeper");
+                }
+                let _ = reply.send(added);
             }
             Command::ProducerIdBlock { broker_id, reply } => {
                 let _ = reply.send(take_producer_id_block(client, broker_id).await);
@@ -544,6 +593,18 @@ async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::
                 let _ = reply.send(written.map(|_| ()).map_err(|e| e.to_string()));
             }
         }
+    }
+}
+
+/// The registered brokers, sorted (the snapshot's if ZooKeeper cannot be asked).
+async fn live_brokers(client: &Client, view: &ClusterView) -> Vec<i32> {
+    match client.list_children(paths::BROKER_IDS).await {
+        Ok(ids) => {
+            let mut ids: Vec<i32> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+            ids.sort_unstable();
+            ids
+        }
+        Err(_) => view.snapshot().brokers.keys().copied().collect(),
     }
 }
 

@@ -8,11 +8,13 @@ pub const BROKER_SEQUENCE_ID: &str = "/brokers/seqid";
 pub const CONTROLLER: &str = "/controller";
 pub const CONTROLLER_EPOCH: &str = "/controller_epoch";
 pub const CLUSTER_ID: &str = "/cluster/id";
+/// A child per topic an admin asked to delete; the controller deletes the topic, then the child.
+pub const DELETE_TOPICS: &str = "/admin/delete_topics";
 
 /// The persistent paths Kafka creates at start (`KafkaZkClient.createTopLevelPaths`).
 pub const PERSISTENT_PATHS: &[&str] = &[
     "/consumers",
-    "/admin/delete_topics",
+    DELETE_TOPICS,
     BROKER_IDS,
     BROKER_TOPICS,
     "/config/changes",
@@ -43,6 +45,10 @@ pub fn partition_path(topic: &str, partition: i32) -> String {
 
 pub fn partition_state_path(topic: &str, partition: i32) -> String {
     format!("{BROKER_TOPICS}/{topic}/partitions/{partition}/state")
+}
+
+pub fn delete_topic_path(topic: &str) -> String {
+    format!("{DELETE_TOPICS}/{topic}")
 }
 
 pub fn topic_config_path(topic: &str) -> String {

@@ -21,7 +21,7 @@ use super::group::{CommittedOffset, Group, GroupState, JoinResult, Member, SyncR
 use super::offsets_topic::{self, StoredGroup, StoredMember, StoredRecord};
 use super::{offsets_partition_count, partition_for_group};
 use crate::handlers::now_ms;
-use crate::shard_context::Shard;
+use crate::shard_context::{HighWatermarkWaitError, Partition, PartitionError, Shard};
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
 
 const NONE: i16 = 0;
@@ -33,8 +33,19 @@ pub struct OffsetsWrite {
     pub done: Option<oneshot::Sender<Result<(), i16>>>,
 }
 
+/// Cluster mode: where this shard stands with one `__consumer_offsets` partition it leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartitionLoad {
+    /// Its groups are being read from the log: COORDINATOR_LOAD_IN_PROGRESS meanwhile.
+    Loading,
+    Loaded,
+}
+
 pub struct GroupCoordinator {
     groups: RefCell<HashMap<String, Group>>,
+    /// Cluster mode: the `__consumer_offsets` partitions whose groups this shard holds (this
+    /// broker leads them). Standalone coordinates every group of its partitions from start-up.
+    partitions: RefCell<HashMap<i32, PartitionLoad>>,
     /// Writes go through one queue per shard so they reach the log in the order they were made
     /// (a tombstone never overtakes the commit it deletes).
     writes: RefCell<Option<mpsc::UnboundedSender<OffsetsWrite>>>,
@@ -46,6 +57,7 @@ impl Default for GroupCoordinator {
         let (sender, receiver) = mpsc::unbounded();
         GroupCoordinator {
             groups: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(HashMap::new()),
             writes: RefCell::new(Some(sender)),
             writes_receiver: RefCell::new(Some(receiver)),
         }
@@ -104,6 +116,7 @@ pub struct DescribedMember {
 }
 
 pub struct Described {
+    pub error_code: i16,
     pub state: String,
     pub protocol_type: String,
     pub protocol_name: String,
@@ -124,6 +137,19 @@ fn new_member_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
 
+/// None when this shard coordinates `group_id`; else the error every group API answers with
+/// (clients then look for the coordinator again). Standalone: always this shard (the handlers
+/// route there).
+pub fn coordinator_error(shard: &Shard, group_id: &str) -> Option<i16> {
+    shard.broker.cluster.as_ref()?;
+    let partition = partition_for_group(group_id, offsets_partition_count(&shard.broker));
+    match shard.groups.partitions.borrow().get(&partition) {
+        Some(PartitionLoad::Loaded) => None,
+        Some(PartitionLoad::Loading) => Some(code(ResponseError::CoordinatorLoadInProgress)),
+        None => Some(code(ResponseError::NotCoordinator)),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // JoinGroup
 
@@ -140,6 +166,9 @@ fn join_now(shard: &Shard, request: JoinRequest) -> Result<JoinResult, oneshot::
     let config = &shard.broker.config;
     if request.group_id.is_empty() {
         return Ok(JoinResult::error(code(ResponseError::InvalidGroupId), &request.member_id));
+    }
+    if let Some(error) = coordinator_error(shard, &request.group_id) {
+        return Ok(JoinResult::error(error, &request.member_id));
     }
     if request.session_timeout_ms < config.group_min_session_timeout_ms
         || request.session_timeout_ms > config.group_max_session_timeout_ms
@@ -385,6 +414,9 @@ pub async fn sync(shard: &Shard, request: SyncRequest) -> SyncResult {
 }
 
 fn sync_now(shard: &Shard, request: SyncRequest) -> Result<SyncResult, oneshot::Receiver<SyncResult>> {
+    if let Some(error) = coordinator_error(shard, &request.group_id) {
+        return Ok(SyncResult::error(error));
+    }
     let now = Instant::now();
     let mut groups = shard.groups.groups.borrow_mut();
     let Some(group) = groups.get_mut(&request.group_id) else {
@@ -452,6 +484,9 @@ fn validate_member(group: &Group, member_id: &str, group_instance_id: Option<&st
 }
 
 pub fn heartbeat(shard: &Shard, group_id: &str, member_id: &str, group_instance_id: Option<&str>, generation_id: i32) -> i16 {
+    if let Some(error) = coordinator_error(shard, group_id) {
+        return error;
+    }
     let mut groups = shard.groups.groups.borrow_mut();
     let Some(group) = groups.get_mut(group_id) else {
         return code(ResponseError::UnknownMemberId);
@@ -472,6 +507,9 @@ pub fn heartbeat(shard: &Shard, group_id: &str, member_id: &str, group_instance_
 
 /// Removes the members named by (member id, instance id); one error code per member.
 pub fn leave(shard: &Shard, group_id: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
+    if let Some(error) = coordinator_error(shard, group_id) {
+        return vec![error; members.len()];
+    }
     let now = Instant::now();
     let mut groups = shard.groups.groups.borrow_mut();
     let Some(group) = groups.get_mut(group_id) else {
@@ -538,6 +576,9 @@ fn remove_member(shard: &Shard, group: &mut Group, index: usize, now: Instant) {
 // Offsets
 
 pub async fn commit(shard: &Shard, request: CommitRequest) -> Vec<i16> {
+    if let Some(error) = coordinator_error(shard, &request.group_id) {
+        return vec![error; request.offsets.len()];
+    }
     let group_error = {
         let now = Instant::now();
         let mut groups = shard.groups.groups.borrow_mut();
@@ -568,10 +609,9 @@ pub async fn commit(shard: &Shard, request: CommitRequest) -> Vec<i16> {
     let mut errors = Vec::with_capacity(request.offsets.len());
     let mut accepted = Vec::new();
     {
-        let topics = shard.broker.topics.read().unwrap();
         for (topic, partition, offset, leader_epoch, metadata) in &request.offsets {
             let metadata = metadata.clone().unwrap_or_default();
-            let known = topics.get(topic).map(|t| *partition >= 0 && *partition < t.partitions).unwrap_or(false);
+            let known = shard.broker.partition_count(topic).is_some_and(|count| *partition >= 0 && *partition < count);
             let error = if !known {
                 code(ResponseError::UnknownTopicOrPartition)
             } else if metadata.len() > config.offset_metadata_max_bytes {
@@ -607,8 +647,16 @@ pub async fn commit(shard: &Shard, request: CommitRequest) -> Vec<i16> {
     errors
 }
 
-/// Committed offsets of `topics` (None: every partition the group has an offset for).
-pub fn fetch_offsets(shard: &Shard, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<FetchedOffset>)> {
+/// Committed offsets of `topics` (None: every partition the group has an offset for); Err is
+/// the group's error code.
+pub fn fetch_offsets(
+    shard: &Shard,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
+    if let Some(error) = coordinator_error(shard, group_id) {
+        return Err(error);
+    }
     let groups = shard.groups.groups.borrow();
     let group = groups.get(group_id);
     let fetched = |topic: &str, partition: i32| {
@@ -623,7 +671,7 @@ pub fn fetch_offsets(shard: &Shard, group_id: &str, topics: Option<Vec<(String, 
             None => FetchedOffset { partition, offset: -1, leader_epoch: -1, metadata: String::new(), error_code: NONE },
         }
     };
-    match topics {
+    Ok(match topics {
         Some(topics) => {
             topics.into_iter().map(|(topic, partitions)| {
                 let answers = partitions.into_iter().map(|p| fetched(&topic, p)).collect();
@@ -641,12 +689,15 @@ pub fn fetch_offsets(shard: &Shard, group_id: &str, topics: Option<Vec<(String, 
             }
             by_topic
         }
-    }
+    })
 }
 
 /// OffsetDelete: (group error, per-partition errors). Offsets of topics the group's consumers
 /// subscribe to stay (GROUP_SUBSCRIBED_TO_TOPIC), as in Kafka.
 pub async fn delete_offsets(shard: &Shard, group_id: &str, topics: Vec<(String, Vec<i32>)>) -> (i16, Vec<(String, Vec<(i32, i16)>)>) {
+    if let Some(error) = coordinator_error(shard, group_id) {
+        return (error, Vec::new());
+    }
     let (results, records) = {
         let mut groups = shard.groups.groups.borrow_mut();
         let Some(group) = groups.get_mut(group_id) else {
@@ -712,14 +763,25 @@ fn subscribed_topics(group: &Group) -> Option<Vec<String>> {
 // Admin: DescribeGroups, ListGroups, DeleteGroups
 
 pub fn describe(shard: &Shard, group_id: &str) -> Described {
+    let dead = |error_code| Described {
+        error_code,
+        state: "Dead".into(),
+        protocol_type: String::new(),
+        protocol_name: String::new(),
+        members: Vec::new(),
+    };
+    if let Some(error) = coordinator_error(shard, group_id) {
+        return dead(error);
+    }
     let groups = shard.groups.groups.borrow();
     let Some(group) = groups.get(group_id) else {
         // Kafka describes an unknown group as Dead, without an error.
-        return Described { state: "Dead".into(), protocol_type: String::new(), protocol_name: String::new(), members: Vec::new() };
+        return dead(NONE);
     };
     let stable = group.state == GroupState::Stable;
     let protocol = group.protocol_name.clone().unwrap_or_default();
     Described {
+        error_code: NONE,
         state: group.state.name().to_string(),
         protocol_type: group.protocol_type.clone().unwrap_or_default(),
         // As Kafka: the protocol, subscriptions and assignments only once the group is Stable.
@@ -754,6 +816,9 @@ pub fn list(shard: &Shard) -> Vec<Listed> {
 }
 
 pub async fn delete_group(shard: &Shard, group_id: &str) -> i16 {
+    if let Some(error) = coordinator_error(shard, group_id) {
+        return error;
+    }
     let records = {
         let mut groups = shard.groups.groups.borrow_mut();
         match groups.get(group_id) {
@@ -862,13 +927,17 @@ pub fn expire_offsets(shard: &Shard, now_ms: i64) {
 /// clients look for the coordinator again.
 pub fn fail_waiting(shard: &Shard) {
     for group in shard.groups.groups.borrow_mut().values_mut() {
-        for member in &mut group.members {
-            if let Some(waiting) = member.awaiting_join.take() {
-                let _ = waiting.send(JoinResult::error(code(ResponseError::NotCoordinator), &member.member_id));
-            }
-            if let Some(waiting) = member.awaiting_sync.take() {
-                let _ = waiting.send(SyncResult::error(code(ResponseError::NotCoordinator)));
-            }
+        fail_waiting_members(group);
+    }
+}
+
+fn fail_waiting_members(group: &mut Group) {
+    for member in &mut group.members {
+        if let Some(waiting) = member.awaiting_join.take() {
+            let _ = waiting.send(JoinResult::error(code(ResponseError::NotCoordinator), &member.member_id));
+        }
+        if let Some(waiting) = member.awaiting_sync.take() {
+            let _ = waiting.send(SyncResult::error(code(ResponseError::NotCoordinator)));
         }
     }
 }
@@ -927,18 +996,51 @@ async fn write_and_wait(shard: &Shard, group_id: &str, records: Vec<(Bytes, Opti
     receiver.await.unwrap_or(Err(code(ResponseError::NotCoordinator)))
 }
 
+/// Cluster mode: how long an offset commit waits for the ISR to have its records (Kafka's
+/// `offsets.commit.timeout.ms` default) before it is answered REQUEST_TIMED_OUT.
+const OFFSETS_COMMIT_TIMEOUT_MS: i32 = 5_000;
+
 /// The shard's writer: appends queued records to `__consumer_offsets` in order, until the queue
-/// is closed at shutdown and drained.
+/// is closed at shutdown and drained. In cluster mode a write someone waits for is answered
+/// once the partition's ISR has it (Kafka commits offsets with acks=all), so a committed offset
+/// survives the coordinator's failover; the wait runs beside the writer, so later writes do not
+/// queue behind replication.
 pub async fn run_writer(shard: Rc<Shard>) {
     let Some(mut receiver) = shard.groups.writes_receiver.borrow_mut().take() else { return };
     while let Some(write) = receiver.next().await {
-        let result = append(&shard, write.partition, &write.records).await;
-        if let Err(error) = &result {
-            tracing::error!(partition = write.partition, error, "writing to __consumer_offsets failed");
+        let partition = write.partition;
+        if write.done.is_some() {
+            if let Some(reason) = shard.broker.not_enough_replicas(CONSUMER_OFFSETS_TOPIC, partition, -1) {
+                tracing::warn!(partition, reason, "offset commit refused");
+                let _ = write.done.map(|done| done.send(Err(code(ResponseError::CoordinatorNotAvailable))));
+                continue;
+            }
         }
-        if let Some(done) = write.done {
-            let _ = done.send(result.map_err(|_| code(ResponseError::CoordinatorNotAvailable)));
+        let (handle, end_offset) = match append(&shard, partition, &write.records).await {
+            Ok(appended) => appended,
+            Err((error_code, error)) => {
+                tracing::error!(partition, error, "writing to __consumer_offsets failed");
+                let _ = write.done.map(|done| done.send(Err(error_code)));
+                continue;
+            }
+        };
+        let Some(done) = write.done else { continue };
+        if shard.broker.cluster.is_none() {
+            let _ = done.send(Ok(()));
+            continue;
         }
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let replicated = shard
+                .wait_for_high_watermark(CONSUMER_OFFSETS_TOPIC, partition, &handle, end_offset, OFFSETS_COMMIT_TIMEOUT_MS)
+                .await
+                .map_err(|e| match e {
+                    HighWatermarkWaitError::LeadershipMoved(_) => code(ResponseError::NotCoordinator),
+                    HighWatermarkWaitError::TimedOut => code(ResponseError::RequestTimedOut),
+                });
+            let _ = done.send(replicated);
+        })
+        .detach();
     }
 }
 
@@ -947,69 +1049,138 @@ pub fn close_writes(shard: &Shard) {
     shard.groups.writes.borrow_mut().take();
 }
 
-async fn append(shard: &Shard, partition: i32, records: &[(Bytes, Option<Bytes>)]) -> Result<(), String> {
+/// Appends one batch; Ok is the partition and the offset after the batch, Err the error code
+/// for whoever waits (NOT_COORDINATOR when this broker no longer leads the partition).
+async fn append(shard: &Shard, partition: i32, records: &[(Bytes, Option<Bytes>)]) -> Result<(Rc<Partition>, i64), (i16, String)> {
+    let unavailable = |e: String| (code(ResponseError::CoordinatorNotAvailable), e);
     let now = now_ms();
-    let batch = offsets_topic::encode_batch(records, now)?;
-    let handle = shard.partition(CONSUMER_OFFSETS_TOPIC, partition).await.map_err(|e| format!("{e:?}"))?;
-    let mut log = handle.log.write().await.map_err(|e| format!("{e:?}"))?;
-    log.append(batch, now).await.map_err(|e| e.to_string())?;
-    log.flush_if_due().await.map_err(|e| e.to_string())?;
+    let batch = offsets_topic::encode_batch(records, now).map_err(unavailable)?;
+    let handle = shard.partition(CONSUMER_OFFSETS_TOPIC, partition).await.map_err(|e| match e {
+        PartitionError::NotLeaderOrFollower => (code(ResponseError::NotCoordinator), format!("{e:?}")),
+        e => unavailable(format!("{e:?}")),
+    })?;
+    let mut log = handle.log.write().await.map_err(|e| unavailable(format!("{e:?}")))?;
+    let appended = log.append(batch, now).await.map_err(|e| unavailable(e.to_string()))?;
+    log.flush_if_due().await.map_err(|e| unavailable(e.to_string()))?;
     drop(log);
     shard.appended.notify_all();
-    Ok(())
+    Ok((handle, appended.last_offset + 1))
 }
 
-/// Rebuilds this shard's groups and offsets from its `__consumer_offsets` partitions.
+/// Standalone: rebuilds this shard's groups and offsets from its `__consumer_offsets`
+/// partitions, at start. (Cluster mode loads a partition when this broker becomes its leader:
+/// `follow_leadership`.)
 pub async fn load(shard: &Shard) {
+    if shard.broker.cluster.is_some() {
+        return;
+    }
     let count = match shard.broker.topics.read().unwrap().get(CONSUMER_OFFSETS_TOPIC) {
         Some(info) => info.partitions,
         None => return,
     };
+    for partition in (0..count).filter(|p| shard.owner_of(CONSUMER_OFFSETS_TOPIC, *p) == shard.id()) {
+        load_partition(shard, partition).await;
+    }
+}
+
+/// How often a shard looks for a new cluster snapshot to follow `__consumer_offsets`
+/// leadership (work happens only when it changed).
+const LEADERSHIP_CHECK_INTERVAL_MS: u64 = 20;
+
+/// Cluster mode, for the shard's life: this shard coordinates the groups of exactly the
+/// `__consumer_offsets` partitions it owns and this broker leads. Gaining a partition loads its
+/// groups from the log (requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS); losing it drops
+/// them (NOT_COORDINATOR from then on, and to every JoinGroup and SyncGroup waiting).
+pub async fn follow_leadership(shard: Rc<Shard>) {
+    let Some(cluster) = shard.broker.cluster.clone() else { return };
+    let me = shard.broker.config.broker_id;
+    let mut seen: Option<std::sync::Arc<zk::ClusterSnapshot>> = None;
+    while !shard.broker.is_shutting_down() {
+        let snapshot = cluster.view.snapshot();
+        if seen.as_ref().is_some_and(|seen| std::sync::Arc::ptr_eq(seen, &snapshot)) {
+            glommio::timer::sleep(Duration::from_millis(LEADERSHIP_CHECK_INTERVAL_MS)).await;
+            continue;
+        }
+        seen = Some(snapshot.clone());
+        let count = snapshot.topics.get(CONSUMER_OFFSETS_TOPIC).map(|t| t.replicas.len() as i32).unwrap_or(0);
+        let led: Vec<i32> = (0..count)
+            .filter(|&p| shard.owner_of(CONSUMER_OFFSETS_TOPIC, p) == shard.id())
+            .filter(|&p| snapshot.leader(CONSUMER_OFFSETS_TOPIC, p) == Some(me))
+            .collect();
+        let held: Vec<i32> = shard.groups.partitions.borrow().keys().copied().collect();
+        for &partition in held.iter().filter(|p| !led.contains(p)) {
+            unload_partition(&shard, partition, count);
+        }
+        for &partition in led.iter().filter(|p| !held.contains(p)) {
+            shard.groups.partitions.borrow_mut().insert(partition, PartitionLoad::Loading);
+            load_partition(&shard, partition).await;
+            shard.groups.partitions.borrow_mut().insert(partition, PartitionLoad::Loaded);
+        }
+        glommio::timer::sleep(Duration::from_millis(LEADERSHIP_CHECK_INTERVAL_MS)).await;
+    }
+}
+
+/// Drops the groups of `partition` (leadership moved away): their members' waiting requests
+/// get NOT_COORDINATOR and find the new coordinator.
+fn unload_partition(shard: &Shard, partition: i32, partition_count: i32) {
+    shard.groups.partitions.borrow_mut().remove(&partition);
+    let mut groups = shard.groups.groups.borrow_mut();
+    let leaving: Vec<String> =
+        groups.keys().filter(|id| partition_for_group(id, partition_count) == partition).cloned().collect();
+    for group_id in &leaving {
+        if let Some(mut group) = groups.remove(group_id) {
+            fail_waiting_members(&mut group);
+        }
+    }
+    tracing::info!(shard = shard.id(), partition, groups = leaving.len(), "no longer coordinating a __consumer_offsets partition");
+}
+
+/// Reads one `__consumer_offsets` partition from its start and applies every record to the
+/// shard's groups.
+async fn load_partition(shard: &Shard, partition: i32) {
     let started = Instant::now();
     let mut records_read = 0usize;
-    for partition in (0..count).filter(|p| shard.owner_of(CONSUMER_OFFSETS_TOPIC, *p) == shard.id()) {
-        let handle = match shard.partition(CONSUMER_OFFSETS_TOPIC, partition).await {
-            Ok(handle) => handle,
+    let handle = match shard.partition(CONSUMER_OFFSETS_TOPIC, partition).await {
+        Ok(handle) => handle,
+        Err(e) => {
+            tracing::error!(partition, error = ?e, "__consumer_offsets partition cannot be loaded");
+            return;
+        }
+    };
+    let log = handle.log.read().await.expect("partition lock");
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let chunk = match log.read(offset, 1 << 20, i64::MAX, true).await {
+            Ok(read) => read,
             Err(e) => {
-                tracing::error!(partition, error = ?e, "__consumer_offsets partition cannot be loaded");
-                continue;
+                tracing::error!(partition, offset, error = %e, "reading __consumer_offsets");
+                break;
             }
         };
-        let log = handle.log.read().await.expect("partition lock");
-        let mut offset = log.log_start_offset();
-        while offset < log.log_end_offset() {
-            let chunk = match log.read(offset, 1 << 20, i64::MAX, true).await {
-                Ok(read) => read,
+        let Some(last) = chunk.slices.last().map(|s| s.last_offset) else { break };
+        for slice in chunk.slices {
+            let bytes = match slice.read_bytes().await {
+                Ok(bytes) => Bytes::from(bytes),
                 Err(e) => {
-                    tracing::error!(partition, offset, error = %e, "reading __consumer_offsets");
+                    tracing::error!(partition, error = %e, "reading __consumer_offsets");
                     break;
                 }
             };
-            let Some(last) = chunk.slices.last().map(|s| s.last_offset) else { break };
-            for slice in chunk.slices {
-                let bytes = match slice.read_bytes().await {
-                    Ok(bytes) => Bytes::from(bytes),
-                    Err(e) => {
-                        tracing::error!(partition, error = %e, "reading __consumer_offsets");
-                        break;
+            match offsets_topic::decode_batches(bytes) {
+                Ok(records) => {
+                    records_read += records.len();
+                    for (key, value) in records {
+                        apply_stored(shard, key, value);
                     }
-                };
-                match offsets_topic::decode_batches(bytes) {
-                    Ok(records) => {
-                        records_read += records.len();
-                        for (key, value) in records {
-                            apply_stored(shard, key, value);
-                        }
-                    }
-                    Err(e) => tracing::error!(partition, error = e, "skipping undecodable __consumer_offsets batch"),
                 }
+                Err(e) => tracing::error!(partition, error = e, "skipping undecodable __consumer_offsets batch"),
             }
-            offset = last + 1;
         }
+        offset = last + 1;
     }
-    let groups = shard.groups.groups.borrow().len();
-    if groups > 0 {
-        tracing::info!(shard = shard.id(), groups, records_read, elapsed_ms = started.elapsed().as_millis() as u64, "groups loaded");
+    if records_read > 0 || shard.broker.cluster.is_some() {
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(shard = shard.id(), partition, records_read, elapsed_ms, "groups loaded from __consumer_offsets");
     }
 }
 

@@ -1,5 +1,7 @@
 //! DeleteTopics: remove the topic from the table, then every shard closes and deletes the
-//! partitions of it that it owns.
+//! partitions of it that it owns. In cluster mode the controller deletes the topic in ZooKeeper
+//! and every broker deletes its replicas when the topic leaves its snapshot
+//! (`Shard::delete_topics_gone_from_cluster`); the answer waits for the topic to be gone.
 
 use std::rc::Rc;
 
@@ -16,11 +18,20 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i1
     targets.extend(request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
     let mut responses = Vec::new();
     for (name, topic_id) in targets {
-        let resolved = {
-            let topics = shard.broker.topics.read().unwrap();
-            match &name {
-                Some(n) => topics.get(n).map(|t| (t.name.clone(), t.topic_id)),
-                None => topics.all().find(|t| t.topic_id == *topic_id.as_bytes()).map(|t| (t.name.clone(), t.topic_id)),
+        let resolved = match &shard.broker.cluster {
+            Some(cluster) => {
+                let snapshot = cluster.view.snapshot();
+                match &name {
+                    Some(n) => snapshot.topics.get(n).map(|t| (n.clone(), t.topic_id)),
+                    None => snapshot.topics.iter().find(|(_, t)| t.topic_id == *topic_id.as_bytes()).map(|(n, t)| (n.clone(), t.topic_id)),
+                }
+            }
+            None => {
+                let topics = shard.broker.topics.read().unwrap();
+                match &name {
+                    Some(n) => topics.get(n).map(|t| (t.name.clone(), t.topic_id)),
+                    None => topics.all().find(|t| t.topic_id == *topic_id.as_bytes()).map(|t| (t.name.clone(), t.topic_id)),
+                }
             }
         };
         let mut result = DeletableTopicResult::default().with_name(name.as_deref().map(|n| TopicName(str_bytes(n))));
@@ -35,16 +46,13 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i1
             Some(_) if !shard.broker.config.delete_topic_enable => {
                 result = result.with_error_code(ResponseError::TopicDeletionDisabled.code());
             }
-            // Deleting on one broker only would leave the cluster inconsistent.
-            Some(_) if shard.broker.cluster.is_some() => {
-                result = result.with_error_code(ResponseError::InvalidRequest.code());
-                if version >= 5 {
-                    result = result.with_error_message(Some(str_bytes("topic deletion is not built for cluster mode yet")));
-                }
-            }
             Some((name, id)) => {
-                if let Err(e) = delete_topic(shard, &name).await {
-                    result = result.with_error_code(ResponseError::KafkaStorageError.code());
+                let deleted = match shard.broker.cluster.is_some() {
+                    true => delete_topic_in_cluster(shard, &name, request.timeout_ms).await,
+                    false => delete_topic(shard, &name).await.map_err(|e| (ResponseError::KafkaStorageError.code(), e)),
+                };
+                if let Err((code, e)) = deleted {
+                    result = result.with_error_code(code);
                     if version >= 5 {
                         result = result.with_error_message(Some(str_bytes(&e)));
                     }
@@ -68,5 +76,24 @@ async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<(), String> {
         shard.router.call(owner, move |owner| async move { owner.delete_topic_partitions(&topic).await }).await;
     }
     tracing::info!(topic = name, "deleted topic");
+    Ok(())
+}
+
+/// Cluster mode: asks the controller, then waits (at most the request's timeout) until the topic
+/// has left this broker's snapshot.
+async fn delete_topic_in_cluster(shard: &Rc<Shard>, name: &str, timeout_ms: i32) -> Result<(), (i16, String)> {
+    let cluster = shard.broker.cluster.as_ref().expect("cluster mode");
+    cluster.delete_topic(name).await.map_err(|e| match e {
+        zk::TopicChangeError::UnknownTopic => (ResponseError::UnknownTopicOrPartition.code(), format!("The topic '{name}' does not exist.")),
+        e => (ResponseError::UnknownServerError.code(), format!("{e:?}")),
+    })?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.clamp(0, 60_000) as u64);
+    while cluster.view.snapshot().topics.contains_key(name) {
+        if std::time::Instant::now() >= deadline {
+            return Err((ResponseError::RequestTimedOut.code(), "the controller has not deleted the topic yet".into()));
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tracing::info!(topic = name, "deleted topic in the cluster");
     Ok(())
 }

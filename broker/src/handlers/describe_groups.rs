@@ -37,6 +37,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DescribeGroupsRequest, version: 
             })
             .collect();
         let mut group = DescribedGroup::default()
+            .with_error_code(described.error_code)
             .with_group_id(group_id)
             .with_group_state(str_bytes(&described.state))
             .with_protocol_type(str_bytes(&described.protocol_type))

@@ -1,5 +1,6 @@
 //! FindCoordinator: on a single broker every group's coordinator is this broker (the shard
-//! behind it is found per request: see groups/mod.rs). Transaction
+//! behind it is found per request: see groups/mod.rs). In cluster mode it is the leader of the
+//! group's `__consumer_offsets` partition, from the cluster snapshot. Transaction
 //! coordinators are not offered yet. (librdkafka also takes this API's presence as the sign that
 //! a broker accepts LZ4 batches, so it must be advertised for lz4 producers to compress.)
 
@@ -28,6 +29,21 @@ pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version:
                 .with_node_id(BrokerId(-1))
                 .with_error_code(ResponseError::CoordinatorNotAvailable.code())
                 .with_error_message(Some(str_bytes("transactions are not supported")));
+        }
+        if shard.broker.cluster.is_some() {
+            return match crate::groups::coordinator_broker(&shard.broker, &key) {
+                Some(broker) => Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(broker.id))
+                    .with_host(str_bytes(&broker.host))
+                    .with_port(broker.port as i32)
+                    .with_error_message(None),
+                None => Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(-1))
+                    .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                    .with_error_message(Some(str_bytes("the group's __consumer_offsets partition has no leader yet"))),
+            };
         }
         Coordinator::default()
             .with_key(key)

@@ -16,7 +16,8 @@ use crate::shard_context::Shard;
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
-async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Wanted) -> Vec<(String, Vec<FetchedOffset>)> {
+/// Err: the group's error (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS).
+async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Wanted) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
     let owner = shard_for_group(shard, &group_id);
     shard.router.call(owner, move |owner| async move { coordinator::fetch_offsets(&owner, &group_id, topics) }).await
 }
@@ -28,7 +29,10 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16
             let wanted: Wanted = group
                 .topics
                 .map(|topics| topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-            let fetched = fetch(shard, group.group_id.0.to_string(), wanted).await;
+            let (fetched, error_code) = match fetch(shard, group.group_id.0.to_string(), wanted).await {
+                Ok(fetched) => (fetched, 0),
+                Err(error_code) => (Vec::new(), error_code),
+            };
             let topics = fetched
                 .into_iter()
                 .map(|(name, partitions)| {
@@ -47,12 +51,17 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16
                     )
                 })
                 .collect();
-            groups.push(OffsetFetchResponseGroup::default().with_group_id(group.group_id).with_topics(topics));
+            groups.push(
+                OffsetFetchResponseGroup::default().with_group_id(group.group_id).with_topics(topics).with_error_code(error_code),
+            );
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let wanted: Wanted = request.topics.map(|topics| topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-    let fetched = fetch(shard, request.group_id.0.to_string(), wanted).await;
+    let (fetched, error_code) = match fetch(shard, request.group_id.0.to_string(), wanted).await {
+        Ok(fetched) => (fetched, 0),
+        Err(error_code) => (Vec::new(), error_code),
+    };
     let topics = fetched
         .into_iter()
         .map(|(name, partitions)| {
@@ -74,5 +83,11 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16
             )
         })
         .collect();
-    OffsetFetchResponse::default().with_topics(topics)
+    // v0-v1 have no group error field: the client sees no offsets and asks again later.
+    let response = OffsetFetchResponse::default().with_topics(topics);
+    if version >= 2 {
+        response.with_error_code(error_code)
+    } else {
+        response
+    }
 }

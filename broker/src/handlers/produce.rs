@@ -11,7 +11,7 @@ use storage::batch::{self, BatchHeader};
 
 use super::{now_ms, partition_error_code, storage_error_code, str_bytes};
 use crate::producer_state::SequenceCheck;
-use crate::shard_context::{Partition, Shard};
+use crate::shard_context::{HighWatermarkWaitError, Partition, Shard};
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
 
 struct Appended {
@@ -138,43 +138,21 @@ async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes, acks: i1
                 }
             }
             if acks == -1 && shard.broker.cluster.is_some() {
-                if let Err(failed) = wait_for_in_sync_replicas(shard, topic, index, &partition, info.last_offset + 1, timeout_ms).await {
-                    return failed;
+                // Answers once every replica in the ISR has the batch; REQUEST_TIMED_OUT after the
+                // request's timeout, as Kafka.
+                match shard.wait_for_high_watermark(topic, index, &partition, info.last_offset + 1, timeout_ms).await {
+                    Ok(()) => {}
+                    Err(HighWatermarkWaitError::LeadershipMoved(e)) => {
+                        return Appended::error(partition_error_code(&e), "leadership moved before the ISR had the batch")
+                    }
+                    Err(HighWatermarkWaitError::TimedOut) => {
+                        return Appended::error(ResponseError::RequestTimedOut.code(), "the ISR did not have the batch within the request timeout")
+                    }
                 }
             }
             Appended { error_code: 0, error_message: None, base_offset: info.base_offset, log_append_time_ms: info.log_append_time_ms, log_start_offset }
         }
         Err(e) => Appended::error(storage_error_code(&e), e.to_string()),
-    }
-}
-
-/// acks=all in cluster mode: answers once the high watermark covers the batch, that is once
-/// every replica in the ISR has it; REQUEST_TIMED_OUT after the request's timeout, as Kafka.
-async fn wait_for_in_sync_replicas(
-    shard: &Shard,
-    topic: &str,
-    index: i32,
-    partition: &crate::shard_context::Partition,
-    end_offset: i64,
-    timeout_ms: i32,
-) -> Result<(), Appended> {
-    /// The ISR can shrink without an append: look again at least this often.
-    const RECHECK_MS: u64 = 100;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.clamp(1, 300_000) as u64);
-    loop {
-        let ticket = shard.appended.ticket();
-        let log_end_offset = partition.log.read().await.expect("partition lock").log_end_offset();
-        if shard.high_watermark(topic, index, partition, log_end_offset) >= end_offset {
-            return Ok(());
-        }
-        if let Err(e) = shard.broker.check_leader(topic, index) {
-            return Err(Appended::error(partition_error_code(&e), "leadership moved before the ISR had the batch"));
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline || shard.broker.is_shutting_down() {
-            return Err(Appended::error(ResponseError::RequestTimedOut.code(), "the ISR did not have the batch within the request timeout"));
-        }
-        shard::notify::Notify::wait(ticket, (deadline - now).min(std::time::Duration::from_millis(RECHECK_MS))).await;
     }
 }
 
