@@ -4,6 +4,9 @@
 //! CRCs). The leader learns this broker's log end offset from the fetch offset, which is what
 //! moves its high watermark.
 //!
+//! Before fetching from a new leader it cuts its log back to what that leader confirms
+//! (OffsetForLeaderEpoch, `truncate_to_leader`).
+//!
 //! Hand-written around kafka-protocol's client side (Fetch v11: no sessions, no tagged fields):
 //! glommio has no Kafka client, and one request in flight per partition is all a follower needs.
 
@@ -17,7 +20,11 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestHeader,
+    ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::ResponseError;
 
@@ -30,6 +37,7 @@ const ROLE_CHECK_INTERVAL_MS: u64 = 20;
 /// How often the ISR is checked for followers that fell behind.
 const ISR_CHECK_INTERVAL_MS: u64 = 200;
 const FETCH_VERSION: i16 = 11;
+const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
 const FETCH_MAX_WAIT_MS: i32 = 500;
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
 /// A response larger than this is refused (the leader sends at most one partition's worth).
@@ -89,7 +97,7 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
             let stop = Rc::new(Cell::new(false));
             followed.insert(key.clone(), (leader, epoch, stop.clone()));
             tracing::info!(topic = key.0, partition = key.1, leader, epoch, "following the leader");
-            glommio::spawn_local(fetch_from_leader(shard.clone(), key.0, key.1, address, me, stop)).detach();
+            glommio::spawn_local(fetch_from_leader(shard.clone(), key.0, key.1, address, me, epoch, stop)).detach();
         }
         glommio::timer::sleep(Duration::from_millis(ROLE_CHECK_INTERVAL_MS)).await;
     }
@@ -98,10 +106,18 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
     }
 }
 
-async fn fetch_from_leader(shard: Rc<Shard>, topic: String, partition: i32, leader_address: String, me: i32, stop: Rc<Cell<bool>>) {
+async fn fetch_from_leader(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    leader_address: String,
+    me: i32,
+    leader_epoch: i32,
+    stop: Rc<Cell<bool>>,
+) {
     let mut correlation_id = 0;
-    // The first answer of a new leader tells its high watermark: cut this log back to it before
-    // taking anything (see `fetch_once`).
+    // Before taking anything from a new leader, cut this log back to what the leader confirms
+    // (see `truncate_to_leader`).
     let mut truncated = false;
     while !stop.get() && !shard.broker.is_shutting_down() {
         let mut stream = match TcpStream::connect(leader_address.as_str()).await {
@@ -114,7 +130,12 @@ async fn fetch_from_leader(shard: Rc<Shard>, topic: String, partition: i32, lead
         };
         while !stop.get() && !shard.broker.is_shutting_down() {
             correlation_id += 1;
-            match fetch_once(&shard, &mut stream, &topic, partition, me, correlation_id, &mut truncated).await {
+            let step = if truncated {
+                fetch_once(&shard, &mut stream, &topic, partition, me, leader_epoch, correlation_id).await
+            } else {
+                truncate_to_leader(&shard, &mut stream, &topic, partition, me, leader_epoch, correlation_id, &mut truncated).await
+            };
+            match step {
                 Ok(true) => {}
                 Ok(false) => glommio::timer::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await,
                 Err(e) => {
@@ -128,51 +149,24 @@ async fn fetch_from_leader(shard: Rc<Shard>, topic: String, partition: i32, lead
     tracing::info!(topic, partition, leader_address, "stopped following");
 }
 
-/// One Fetch round trip. Ok(false): the leader answered with a partition error (retry later).
-///
-/// On the first answer from a leader (`truncated` false) this replica cuts its log back to the
-/// leader's high watermark and takes nothing else: records past the high watermark may exist
-/// here that the leader never had (appended under an earlier leader, never acknowledged), and
-/// everything below it is identical on every ISR member and holds every acknowledged record.
-/// Then it fetches the rest from the leader. Kafka replaced this with leader epochs
-/// (OffsetForLeaderEpoch), which also keep what both sides share past the high watermark.
-async fn fetch_once(
-    shard: &Rc<Shard>,
+/// One request and its response over the connection to the leader (kafka-protocol's client side).
+async fn round_trip<Q: Encodable + HeaderVersion, R: Decodable + HeaderVersion>(
     stream: &mut TcpStream,
-    topic: &str,
-    partition: i32,
-    me: i32,
+    api_key: ApiKey,
+    version: i16,
     correlation_id: i32,
-    truncated: &mut bool,
-) -> Result<bool, String> {
-    let handle = shard.local_replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
-    let (log_start_offset, log_end_offset) = {
-        let log = handle.log.read().await.expect("partition lock");
-        (log.log_start_offset(), log.log_end_offset())
-    };
-    // Before truncating, ask from our log start: the leader takes a fetch offset for our log end,
-    // and our log end may cover records the leader never had.
-    let fetch_offset = if *truncated { log_end_offset } else { log_start_offset };
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(me))
-        .with_max_wait_ms(FETCH_MAX_WAIT_MS)
-        .with_min_bytes(1)
-        .with_max_bytes(PARTITION_MAX_BYTES)
-        .with_topics(vec![FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(vec![
-            FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(fetch_offset)
-                .with_partition_max_bytes(PARTITION_MAX_BYTES),
-        ])]);
+    me: i32,
+    request: &Q,
+) -> Result<R, String> {
     let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Fetch as i16)
-        .with_request_api_version(FETCH_VERSION)
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_string(format!("replica-fetcher-{me}"))));
     let mut body = BytesMut::new();
     body.extend_from_slice(&[0; 4]);
-    header.encode(&mut body, FetchRequest::header_version(FETCH_VERSION)).map_err(|e| e.to_string())?;
-    request.encode(&mut body, FETCH_VERSION).map_err(|e| e.to_string())?;
+    header.encode(&mut body, Q::header_version(version)).map_err(|e| e.to_string())?;
+    request.encode(&mut body, version).map_err(|e| e.to_string())?;
     let length = (body.len() - 4) as i32;
     body[..4].copy_from_slice(&length.to_be_bytes());
     stream.write_all(&body).await.map_err(|e| e.to_string())?;
@@ -186,29 +180,129 @@ async fn fetch_once(
     let mut frame = vec![0u8; size as usize];
     stream.read_exact(&mut frame).await.map_err(|e| e.to_string())?;
     let mut frame = Bytes::from(frame);
-    let response_header = ResponseHeader::decode(&mut frame, FetchResponse::header_version(FETCH_VERSION)).map_err(|e| e.to_string())?;
+    let response_header = ResponseHeader::decode(&mut frame, R::header_version(version)).map_err(|e| e.to_string())?;
     if response_header.correlation_id != correlation_id {
         return Err("correlation id mismatch".into());
     }
-    let response = FetchResponse::decode(&mut frame, FETCH_VERSION).map_err(|e| e.to_string())?;
+    R::decode(&mut frame, version).map_err(|e| e.to_string())
+}
+
+/// The first step with a new leader: cut this log back to what the leader confirms, so the logs
+/// never diverge. Records past that point may exist here that the leader never had (appended
+/// under an earlier leader, never acknowledged).
+///
+/// With leader epochs (Kafka's KIP-101/279): ask the leader where this log's latest epoch ends
+/// (OffsetForLeaderEpoch); cut to the smaller of that and where the answered epoch ends here.
+/// Everything both logs share is kept, also past the high watermark. Without epochs (a log
+/// from before they were stamped, or an empty one), fall back to the high watermark: the
+/// smaller of the leader's and our own (0 after a restart, when the whole log is fetched again).
+#[allow(clippy::too_many_arguments)]
+async fn truncate_to_leader(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    me: i32,
+    leader_epoch: i32,
+    correlation_id: i32,
+    truncated: &mut bool,
+) -> Result<bool, String> {
+    let handle = shard.local_replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
+    let (latest_epoch, log_start_offset) = {
+        let log = handle.log.read().await.expect("partition lock");
+        (log.latest_epoch(), log.log_start_offset())
+    };
+    if let Some(latest_epoch) = latest_epoch {
+        let request = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(me)).with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(leader_epoch)
+                .with_leader_epoch(latest_epoch)])]);
+        let response: OffsetForLeaderEpochResponse =
+            round_trip(stream, ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, correlation_id, me, &request).await?;
+        let Some(answer) = response.topics.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition == partition) else {
+            return Err("the OffsetForLeaderEpoch response lacks the partition".into());
+        };
+        if answer.error_code != 0 {
+            tracing::debug!(topic, partition, error = ?ResponseError::try_from_code(answer.error_code), "OffsetForLeaderEpoch refused");
+            return Ok(false);
+        }
+        if answer.leader_epoch >= 0 {
+            let mut log = handle.log.write().await.expect("partition lock");
+            let (_, own_end) = log.end_offset_for_epoch(answer.leader_epoch);
+            let own_end = if own_end >= 0 { own_end } else { log.log_end_offset() };
+            let target = answer.end_offset.min(own_end);
+            if log.log_end_offset() > target {
+                tracing::info!(topic, partition, from = log.log_end_offset(), to = target, epoch = answer.leader_epoch, "truncating to the leader's epoch end");
+            }
+            // Also when no record goes: epochs of ours starting at the target are dropped.
+            log.truncate_to(target).await.map_err(|e| e.to_string())?;
+            *truncated = true;
+            return Ok(true);
+        }
+    }
+    // No epochs to go by: a fetch from our log start tells the leader's high watermark without
+    // claiming our log end (the leader takes a fetch offset for it).
+    let response = fetch(stream, topic, partition, me, leader_epoch, log_start_offset, correlation_id).await?;
     let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
         return Err("the response lacks the partition".into());
     };
-    if !*truncated && data.high_watermark >= 0 {
-        // Our own high watermark bounds it too: records of ours below the leader's high watermark
-        // but past ours may be ones we appended as a leader that nobody else had. After a
-        // restart ours is unknown (0): the whole log is fetched again. Costly for big logs;
-        // a high-watermark checkpoint file or leader epochs will fix that.
-        let own_high_watermark = handle.replication.borrow().high_watermark;
-        let target = data.high_watermark.min(own_high_watermark);
-        let mut log = handle.log.write().await.expect("partition lock");
-        if log.log_end_offset() > target {
-            tracing::info!(topic, partition, from = log.log_end_offset(), to = target, "truncating to the high watermark");
-            log.truncate_to(target).await.map_err(|e| e.to_string())?;
-        }
-        *truncated = true;
-        return Ok(true);
+    if data.error_code != 0 || data.high_watermark < 0 {
+        return Ok(false);
     }
+    let own_high_watermark = handle.replication.borrow().high_watermark;
+    let target = data.high_watermark.min(own_high_watermark);
+    let mut log = handle.log.write().await.expect("partition lock");
+    if log.log_end_offset() > target {
+        tracing::info!(topic, partition, from = log.log_end_offset(), to = target, "truncating to the high watermark");
+        log.truncate_to(target).await.map_err(|e| e.to_string())?;
+    }
+    *truncated = true;
+    Ok(true)
+}
+
+async fn fetch(
+    stream: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    me: i32,
+    leader_epoch: i32,
+    fetch_offset: i64,
+    correlation_id: i32,
+) -> Result<FetchResponse, String> {
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(me))
+        .with_max_wait_ms(FETCH_MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(PARTITION_MAX_BYTES)
+        .with_topics(vec![FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(vec![
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(leader_epoch)
+                .with_fetch_offset(fetch_offset)
+                .with_partition_max_bytes(PARTITION_MAX_BYTES),
+        ])]);
+    round_trip(stream, ApiKey::Fetch, FETCH_VERSION, correlation_id, me, &request).await
+}
+
+/// One Fetch round trip from this log's end, appending what the leader sends. Ok(false): the
+/// leader answered with a partition error (retry later).
+async fn fetch_once(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    me: i32,
+    leader_epoch: i32,
+    correlation_id: i32,
+) -> Result<bool, String> {
+    let handle = shard.local_replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
+    let log_end_offset = handle.log.read().await.expect("partition lock").log_end_offset();
+    let response = fetch(stream, topic, partition, me, leader_epoch, log_end_offset, correlation_id).await?;
+    let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
+        return Err("the response lacks the partition".into());
+    };
     if data.error_code != 0 {
         let error = ResponseError::try_from_code(data.error_code);
         tracing::debug!(topic, partition, ?error, "the leader refused a replica fetch");
@@ -221,6 +315,7 @@ async fn fetch_once(
                 // Checked under the lock: the logs' final checkpoint must see every append.
                 return Ok(false);
             }
+            shard.sync_leader_epoch(topic, partition, &mut log);
             let flush_due = log.append_as_follower(records, now_ms()).await.map_err(|e| e.to_string())?;
             // Idempotent producers' state follows the log, so a new leader still spots retries.
             if let Ok(batches) = storage::batch::split_batches(records) {

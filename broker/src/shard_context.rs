@@ -200,6 +200,25 @@ impl Shard {
         }
     }
 
+    /// Cluster mode, under the log's write lock before an append: keeps the epoch the log stamps
+    /// into batches in line with the partition state (this broker's leadership and its epoch).
+    pub fn sync_leader_epoch(&self, topic: &str, partition: i32, log: &mut storage::log::Log) {
+        let Some(cluster) = &self.broker.cluster else { return };
+        let snapshot = cluster.view.snapshot();
+        match snapshot.state(topic, partition) {
+            Some(state) if state.leader == self.broker.config.broker_id => {
+                if log.leader_epoch() != Some(state.leader_epoch) {
+                    log.become_leader(state.leader_epoch);
+                }
+            }
+            _ => {
+                if log.leader_epoch().is_some() {
+                    log.become_follower();
+                }
+            }
+        }
+    }
+
     /// acks=all in cluster mode (produce, and offset commits): returns once the high watermark
     /// covers `end_offset`, that is once every replica in the ISR has the records. Fails when
     /// leadership moves first, or at `timeout_ms` (the caller's request timeout).

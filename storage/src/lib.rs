@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod leader_epoch_cache;
 pub mod log;
 pub mod log_manager;
 pub mod segment;

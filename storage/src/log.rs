@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::batch::{self, BatchHeader, TimestampType, Validation, BATCH_HEADER_SIZE_BYTES};
 use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
+use crate::leader_epoch_cache::LeaderEpochCache;
 use crate::segment::{self, FileSlice, ScanOutcome, Segment, MAX_SEGMENT_BYTES};
 
 /// Per-partition file holding the offset below which every byte is known durable and checked.
@@ -55,6 +56,10 @@ pub struct Log {
     checkpointed_recovery_point: Option<i64>,
     unflushed_records: i64,
     oldest_unflushed_append_ms: Option<i64>,
+    /// Which leader epoch wrote from which offset (`leader-epoch-checkpoint`).
+    leader_epochs: LeaderEpochCache,
+    /// Cluster mode, while this replica leads: the epoch stamped into every appended batch.
+    leader_epoch: Option<i32>,
 }
 
 impl Log {
@@ -76,6 +81,8 @@ impl Log {
             checkpointed_recovery_point: None,
             unflushed_records: 0,
             oldest_unflushed_append_ms: None,
+            leader_epochs: LeaderEpochCache::load(dir),
+            leader_epoch: None,
         };
         let count = base_offsets.len();
         for (i, &base_offset) in base_offsets.iter().enumerate() {
@@ -120,6 +127,10 @@ impl Log {
         let active = log.active();
         log.log_end_offset = active.next_offset().max(active.base_offset);
         log.recovery_point = if clean_shutdown { log.log_end_offset } else { recovery_point.min(log.log_end_offset) };
+        // Epochs that started in a torn tail, or in segments retention removed, are gone.
+        log.leader_epochs.truncate_from_end(log.log_end_offset)?;
+        let log_start_offset = log.log_start_offset();
+        log.leader_epochs.truncate_from_start(log_start_offset)?;
         // Everything now on disk has been checked: write that down so a crash before the next
         // flush does not scan it all again, and make the rebuilt indexes durable.
         log.checkpoint().await?;
@@ -153,6 +164,49 @@ impl Log {
     }
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.keys().copied().collect()
+    }
+
+    /// Cluster mode: this replica now leads in `epoch`; appends are stamped with it (the batch
+    /// header's partition leader epoch, outside the CRC), and its first append starts the epoch
+    /// in the leader epoch cache.
+    pub fn become_leader(&mut self, epoch: i32) {
+        if let Some(latest) = self.leader_epochs.latest_epoch().filter(|&latest| epoch < latest) {
+            // Not possible while ZooKeeper's epochs only grow; stamping would break the cache's
+            // order, so the batches keep the producer's value instead.
+            tracing::error!(dir = %self.dir.display(), epoch, latest, "leader epoch older than this log's; not stamping");
+            return;
+        }
+        self.leader_epoch = Some(epoch);
+        // As Kafka's makeLeader: the epoch starts at the log end now, not at its first append,
+        // so a follower asking about an epoch this leader never saw gets a defined answer.
+        let log_end_offset = self.log_end_offset;
+        if let Err(e) = self.leader_epochs.assign(epoch, log_end_offset) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "writing the leader epoch checkpoint");
+        }
+    }
+
+    /// The epoch this replica leads in, if it does.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        self.leader_epoch
+    }
+
+    pub fn become_follower(&mut self) {
+        self.leader_epoch = None;
+    }
+
+    /// The latest leader epoch this log holds batches of.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.leader_epochs.latest_epoch()
+    }
+
+    /// The leader epoch that wrote `offset` (None when no epoch covers it).
+    pub fn epoch_of_offset(&self, offset: i64) -> Option<i32> {
+        self.leader_epochs.entries().iter().rev().find(|e| e.start_offset <= offset).map(|e| e.epoch)
+    }
+
+    /// OffsetForLeaderEpoch: (the largest epoch <= `requested` this log knows, where it ends).
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        self.leader_epochs.end_offset_for(requested, self.log_end_offset)
     }
 
     fn active(&self) -> &Segment {
@@ -190,6 +244,9 @@ impl Log {
             let (header_bytes, body) = batch.split_at(BATCH_HEADER_SIZE_BYTES);
             let mut header_bytes: [u8; BATCH_HEADER_SIZE_BYTES] = header_bytes.try_into().expect("validated batch has a header");
             batch::set_base_offset(&mut header_bytes, next_offset);
+            if let Some(epoch) = self.leader_epoch {
+                batch::set_partition_leader_epoch(&mut header_bytes, epoch);
+            }
             if log_append_time {
                 batch::set_log_append_time_split(&mut header_bytes, body, now_ms);
             }
@@ -204,6 +261,9 @@ impl Log {
         for (header_bytes, batch) in rewritten_headers.iter().zip(&batches) {
             pieces.push(&header_bytes[..]);
             pieces.push(&batch[BATCH_HEADER_SIZE_BYTES..]);
+        }
+        if let Some(epoch) = self.leader_epoch {
+            self.leader_epochs.assign(epoch, base_offset)?;
         }
         let flush_due = self.append_validated(&pieces, &headers, now_ms).await?;
         Ok(AppendInfo {
@@ -233,6 +293,9 @@ impl Log {
             if pair[1].base_offset <= pair[0].last_offset() {
                 return Err(StorageError::CorruptBatch("replicated batches out of order".into()));
             }
+        }
+        for header in &headers {
+            self.leader_epochs.assign(header.partition_leader_epoch, header.base_offset)?;
         }
         self.append_validated(&[records], &headers, now_ms).await
     }
@@ -466,6 +529,10 @@ impl Log {
             segment.delete().await?;
             deleted += 1;
         }
+        if deleted > 0 {
+            let log_start_offset = self.log_start_offset();
+            self.leader_epochs.truncate_from_start(log_start_offset)?;
+        }
         Ok(deleted)
     }
 
@@ -473,7 +540,9 @@ impl Log {
     /// leader). Segments entirely past it are deleted.
     pub async fn truncate_to(&mut self, offset: i64) -> Result<()> {
         if offset >= self.log_end_offset {
-            return Ok(());
+            // No record goes, but epochs starting there do (one that wrote nothing here), so
+            // the batches fetched next start their own epoch entries.
+            return self.leader_epochs.truncate_from_end(offset);
         }
         let offset = offset.max(self.log_start_offset());
         let later: Vec<i64> = self.segments.range(offset + 1..).map(|(&b, _)| b).collect();
@@ -493,6 +562,7 @@ impl Log {
         }
         self.log_end_offset = self.active().next_offset().max(self.active().base_offset);
         self.recovery_point = self.recovery_point.min(self.log_end_offset);
+        self.leader_epochs.truncate_from_end(self.log_end_offset)?;
         self.checkpoint().await
     }
 

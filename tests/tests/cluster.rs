@@ -168,10 +168,11 @@ fn topics_are_assigned_in_zookeeper_led_across_brokers_and_replicated() {
     }
 
     // kcat produces through one bootstrap broker to every leader and reads everything back
-    // through another.
+    // through another. acks=all: consumers read up to the high watermark, so with acks=1 a
+    // follower still catching up (five clusters share two cores here) would hide records.
     let output = tests::kcat_produce(
         &brokers[0].bootstrap(),
-        &["-t", topic, "-K", ":", "-X", "acks=1"],
+        &["-t", topic, "-K", ":", "-X", "acks=all"],
         (0..600).map(|i| format!("key-{}:value-{i}", i % 37)),
     );
     assert!(output.status.success(), "kcat -P: {}", String::from_utf8_lossy(&output.stderr));
@@ -297,6 +298,84 @@ fn topics_are_deleted_and_grown_cluster_wide() {
     );
     assert!(ok, "kcat -C: {stderr}");
     assert_eq!(stdout.lines().count(), 50);
+    for broker in &mut brokers {
+        assert_eq!(broker.stop(), 0, "clean stop:\n{}", broker.log());
+    }
+}
+
+/// (leader, isr) of a partition, from its state znode.
+fn partition_state(zookeeper: &ZooKeeper, topic: &str, partition: i32) -> (i32, Vec<i32>) {
+    let state = zookeeper.cli(&format!("get /kafka/brokers/topics/{topic}/partitions/{partition}/state"));
+    let json: serde_json::Value = serde_json::from_str(state.trim()).unwrap_or_else(|e| panic!("state znode {state:?}: {e}"));
+    let isr = json["isr"].as_array().unwrap().iter().map(|b| b.as_i64().unwrap() as i32).collect();
+    (json["leader"].as_i64().unwrap() as i32, isr)
+}
+
+/// Leader epochs keep replicas from diverging (Kafka's KIP-101 case): a leader takes records
+/// nobody else has (acks=1, followers dead), dies; an unclean election makes a follower leader,
+/// which takes other records at the same offsets. When the old leader returns, it asks the new
+/// one where its latest epoch ends (OffsetForLeaderEpoch), cuts its own records there and
+/// copies the new leader's: the logs end byte for byte equal, without refetching the shared part.
+#[test]
+fn a_returning_leader_truncates_to_the_new_leaders_epoch() {
+    let zookeeper = ZooKeeper::start();
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("epochs-{i}"))).collect();
+    let start = |i: usize| {
+        let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
+        let id = format!("broker.id={}", i + 1);
+        let session = format!("zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}");
+        Broker::start(&dirs[i].0, 1, &[&connect, &id, &session, "unclean.leader.election.enable=true"])
+    };
+    let mut brokers: Vec<Broker> = (0..3).map(start).collect();
+    let all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    let topic = "epochs";
+    create_topic(&all, topic, 1, 3, "");
+    let produce = |bootstrap: &str, prefix: &str, count: usize| {
+        let output = tests::kcat_produce(bootstrap, &["-t", topic, "-p", "0", "-X", "acks=1"], (0..count).map(|i| format!("{prefix}-{i}")));
+        assert!(output.status.success() && output.stderr.is_empty(), "kcat -P: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let log_of = |i: usize| std::fs::read(dirs[i].0.join("logs").join(format!("{topic}-0")).join("00000000000000000000.log")).unwrap_or_default();
+    produce(&all, "common", 100);
+    let (old_leader, _) = partition_state(&zookeeper, topic, 0);
+    let old = old_leader as usize - 1;
+    wait_until("followers have the common records", Duration::from_secs(10), || (0..3).all(|i| log_of(i) == log_of(old)));
+
+    // The followers die; the leader alone takes records.
+    let followers: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    for &f in &followers {
+        brokers[f].kill_9();
+    }
+    wait_until("the ISR shrinks to the leader", Duration::from_secs(15), || partition_state(&zookeeper, topic, 0).1 == vec![old_leader]);
+    produce(&brokers[old].bootstrap(), "lost", 50);
+    brokers[old].kill_9();
+
+    // A follower comes back and is elected uncleanly; it takes records of its own.
+    brokers[followers[0]].restart();
+    let new_leader = followers[0] as i32 + 1;
+    wait_until("the returning follower leads", Duration::from_secs(20), || partition_state(&zookeeper, topic, 0).0 == new_leader);
+    produce(&brokers[followers[0]].bootstrap(), "new", 70);
+
+    // The old leader returns: its lost records go, the new leader's come.
+    brokers[old].restart();
+    brokers[followers[1]].restart();
+    wait_until("every replica equals the new leader's log", Duration::from_secs(20), || {
+        (0..3).all(|i| log_of(i) == log_of(followers[0]))
+    });
+    assert!(
+        brokers[old].log().contains("truncating to the leader's epoch end"),
+        "the old leader cut its log by leader epoch:\n{}",
+        brokers[old].log()
+    );
+    let (ok, stdout, stderr) = tests::run_with_timeout(
+        std::process::Command::new("kcat").args(["-b", &all, "-C", "-t", topic, "-o", "beginning", "-e", "-q"]),
+        Duration::from_secs(30),
+    );
+    assert!(ok, "kcat -C: {stderr}");
+    let values: Vec<&str> = stdout.lines().collect();
+    assert_eq!(values.len(), 170, "common and new records: {values:?}");
+    assert!(!values.iter().any(|v| v.starts_with("lost-")));
+    let checkpoint = |i: usize| std::fs::read_to_string(dirs[i].0.join("logs").join(format!("{topic}-0")).join("leader-epoch-checkpoint")).unwrap();
+    assert_eq!(checkpoint(old), checkpoint(followers[0]), "the epoch caches agree");
     for broker in &mut brokers {
         assert_eq!(broker.stop(), 0, "clean stop:\n{}", broker.log());
     }

@@ -1060,6 +1060,7 @@ async fn append(shard: &Shard, partition: i32, records: &[(Bytes, Option<Bytes>)
         e => unavailable(format!("{e:?}")),
     })?;
     let mut log = handle.log.write().await.map_err(|e| unavailable(format!("{e:?}")))?;
+    shard.sync_leader_epoch(CONSUMER_OFFSETS_TOPIC, partition, &mut log);
     let appended = log.append(batch, now).await.map_err(|e| unavailable(e.to_string()))?;
     log.flush_if_due().await.map_err(|e| unavailable(e.to_string()))?;
     drop(log);

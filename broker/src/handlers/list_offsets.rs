@@ -7,7 +7,8 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{partition_error_code, storage_error_code};
-use crate::shard_context::Shard;
+use crate::shard_context::{Partition, Shard};
+use storage::log::Log;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -21,7 +22,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
         for p in topic.partitions {
             let owner = shard.owner_of(&name, p.partition_index);
             let (topic_name, index, timestamp) = (name.clone(), p.partition_index, p.timestamp);
-            let (error_code, offset, found_timestamp) =
+            let (error_code, offset, found_timestamp, leader_epoch) =
                 shard.router.call(owner, move |owner| async move { lookup(&owner, &topic_name, index, timestamp).await }).await;
             let mut response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
@@ -29,7 +30,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
                 .with_offset(offset)
                 .with_timestamp(found_timestamp);
             if version >= 4 && error_code == 0 {
-                response = response.with_leader_epoch(0);
+                response = response.with_leader_epoch(leader_epoch);
             }
             partitions.push(response);
         }
@@ -38,16 +39,28 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// Runs on the owning shard: (error code, offset, timestamp).
-async fn lookup(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
+/// Runs on the owning shard: (error code, offset, timestamp, leader epoch). The epoch is the one
+/// that wrote the offset (the latest for LATEST), as Kafka: consumers validate their position
+/// against it after a leader change. A single broker has no epochs and answers 0.
+async fn lookup(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64, i32) {
     let handle = match shard.partition(topic, partition).await {
         Ok(p) => p,
-        Err(e) => return (partition_error_code(&e), -1, -1),
+        Err(e) => return (partition_error_code(&e), -1, -1, -1),
     };
     let log = handle.log.read().await.expect("partition lock");
+    let (error_code, offset, found_timestamp) = find(shard, topic, partition, &handle, &log, timestamp).await;
+    let leader_epoch = match shard.broker.cluster {
+        None => 0,
+        Some(_) if timestamp == LATEST => log.latest_epoch().unwrap_or(-1),
+        Some(_) => log.epoch_of_offset(offset).unwrap_or(-1),
+    };
+    (error_code, offset, found_timestamp, leader_epoch)
+}
+
+async fn find(shard: &Shard, topic: &str, partition: i32, handle: &Partition, log: &Log, timestamp: i64) -> (i16, i64, i64) {
     let target = match timestamp {
         // What consumers can read: the high watermark (the log end when standalone).
-        LATEST => return (0, shard.high_watermark(topic, partition, &handle, log.log_end_offset()), -1),
+        LATEST => return (0, shard.high_watermark(topic, partition, handle, log.log_end_offset()), -1),
         EARLIEST => return (0, log.log_start_offset(), -1),
         // The offset of the record with the largest timestamp: the first one reaching it.
         MAX_TIMESTAMP => match log.max_timestamp() {

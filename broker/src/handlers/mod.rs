@@ -26,6 +26,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 
@@ -68,6 +69,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // Cluster mode only (api_versions.rs leaves it out of a single broker's list).
+    (ApiKey::OffsetForLeaderEpoch, 0, 3),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -107,7 +110,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) ->
     if version < min || version > max {
         if api_key == ApiKey::ApiVersions {
             // Kafka answers with a v0 response listing what it supports, so the client can retry.
-            let response = api_versions::unsupported_version_response();
+            let response = api_versions::unsupported_version_response(shard.broker.cluster.is_some());
             return encode(ApiKey::ApiVersions, 0, correlation_id, ResponseKind::ApiVersions(response));
         }
         return Outcome::Close(format!("{api_key:?} v{version} is not supported (v{min}-v{max})"));
@@ -142,7 +145,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) ->
     let client_id = header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
     let client = Client { id: &client_id, host: client_host };
     let response = match request {
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(shard.broker.cluster.is_some())),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(shard, r, version).await),
         RequestKind::Produce(r) => match produce::handle(shard, r, version).await {
             Some(response) => ResponseKind::Produce(response),
@@ -173,6 +176,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) ->
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(describe_groups::handle(shard, r, version).await),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(shard, r).await),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(shard, r).await),
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(shard, r).await),
         other => return Outcome::Close(format!("no handler for {other:?}")),
     };
     encode(api_key, version, header.correlation_id, response)

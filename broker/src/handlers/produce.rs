@@ -119,6 +119,7 @@ async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes, acks: i1
             }
         }
     }
+    shard.sync_leader_epoch(topic, index, &mut log);
     match log.append(&records, now_ms()).await {
         Ok(info) => {
             let mut producers = partition.producers.borrow_mut();
