@@ -62,6 +62,14 @@ impl ZooKeeper {
         server
     }
 
+    /// (leader, isr) of a partition, from its state znode under `chroot`, read with zkCli.
+    pub fn partition_state(&self, chroot: &str, topic: &str, partition: i32) -> (i32, Vec<i32>) {
+        let state = self.cli(&format!("get {chroot}/brokers/topics/{topic}/partitions/{partition}/state"));
+        let json: serde_json::Value = serde_json::from_str(state.trim()).unwrap_or_else(|e| panic!("state znode {state:?}: {e}"));
+        let isr = json["isr"].as_array().unwrap().iter().map(|b| b.as_i64().unwrap() as i32).collect();
+        (json["leader"].as_i64().unwrap() as i32, isr)
+    }
+
     /// `zookeeper.connect` for the brokers.
     pub fn connect(&self, chroot: &str) -> String {
         format!("127.0.0.1:{}{chroot}", self.port)

@@ -303,14 +303,6 @@ fn topics_are_deleted_and_grown_cluster_wide() {
     }
 }
 
-/// (leader, isr) of a partition, from its state znode.
-fn partition_state(zookeeper: &ZooKeeper, topic: &str, partition: i32) -> (i32, Vec<i32>) {
-    let state = zookeeper.cli(&format!("get /kafka/brokers/topics/{topic}/partitions/{partition}/state"));
-    let json: serde_json::Value = serde_json::from_str(state.trim()).unwrap_or_else(|e| panic!("state znode {state:?}: {e}"));
-    let isr = json["isr"].as_array().unwrap().iter().map(|b| b.as_i64().unwrap() as i32).collect();
-    (json["leader"].as_i64().unwrap() as i32, isr)
-}
-
 /// Leader epochs keep replicas from diverging (Kafka's KIP-101 case): a leader takes records
 /// nobody else has (acks=1, followers dead), dies; an unclean election makes a follower leader,
 /// which takes other records at the same offsets. When the old leader returns, it asks the new
@@ -336,7 +328,7 @@ fn a_returning_leader_truncates_to_the_new_leaders_epoch() {
     };
     let log_of = |i: usize| std::fs::read(dirs[i].0.join("logs").join(format!("{topic}-0")).join("00000000000000000000.log")).unwrap_or_default();
     produce(&all, "common", 100);
-    let (old_leader, _) = partition_state(&zookeeper, topic, 0);
+    let (old_leader, _) = zookeeper.partition_state("/kafka", topic, 0);
     let old = old_leader as usize - 1;
     wait_until("followers have the common records", Duration::from_secs(10), || (0..3).all(|i| log_of(i) == log_of(old)));
 
@@ -345,14 +337,14 @@ fn a_returning_leader_truncates_to_the_new_leaders_epoch() {
     for &f in &followers {
         brokers[f].kill_9();
     }
-    wait_until("the ISR shrinks to the leader", Duration::from_secs(15), || partition_state(&zookeeper, topic, 0).1 == vec![old_leader]);
+    wait_until("the ISR shrinks to the leader", Duration::from_secs(15), || zookeeper.partition_state("/kafka", topic, 0).1 == vec![old_leader]);
     produce(&brokers[old].bootstrap(), "lost", 50);
     brokers[old].kill_9();
 
     // A follower comes back and is elected uncleanly; it takes records of its own.
     brokers[followers[0]].restart();
     let new_leader = followers[0] as i32 + 1;
-    wait_until("the returning follower leads", Duration::from_secs(20), || partition_state(&zookeeper, topic, 0).0 == new_leader);
+    wait_until("the returning follower leads", Duration::from_secs(20), || zookeeper.partition_state("/kafka", topic, 0).0 == new_leader);
     produce(&brokers[followers[0]].bootstrap(), "new", 70);
 
     // The old leader returns: its lost records go, the new leader's come.

@@ -52,14 +52,6 @@ fn partition_for_group(group: &str) -> i32 {
     (hash & 0x7fff_ffff) % OFFSETS_PARTITIONS
 }
 
-/// (leader, isr) of a partition, from its state znode.
-fn partition_state(zookeeper: &ZooKeeper, topic: &str, partition: i32) -> (i32, Vec<i32>) {
-    let state = zookeeper.cli(&format!("get /kafka/brokers/topics/{topic}/partitions/{partition}/state"));
-    let json: serde_json::Value = serde_json::from_str(state.trim()).unwrap_or_else(|e| panic!("state znode {state:?}: {e}"));
-    let isr = json["isr"].as_array().unwrap().iter().map(|b| b.as_i64().unwrap() as i32).collect();
-    (json["leader"].as_i64().unwrap() as i32, isr)
-}
-
 fn find_coordinator(broker: &Broker, group: &str) -> (i16, i32) {
     let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()));
     let response: FindCoordinatorResponse = Connection::open(broker.address()).call(ApiKey::FindCoordinator, 3, &request);
@@ -95,7 +87,7 @@ fn groups_follow_the_leadership_of_their_offsets_partition() {
     let group = format!("group-{topic}");
     let committed = fact(&scenario(&bootstrap_all, "commit", topic, &["--partitions", "3", "--replication-factor", "3"]), "committed");
     let offsets_partition = partition_for_group(&group);
-    let (coordinator, isr) = partition_state(&zookeeper, "__consumer_offsets", offsets_partition);
+    let (coordinator, isr) = zookeeper.partition_state("/kafka", "__consumer_offsets", offsets_partition);
     assert_eq!(isr.len(), 3, "the offsets partition's ISR: {isr:?}");
     for broker in &brokers {
         assert_eq!(find_coordinator(broker, &group), (0, coordinator), "FindCoordinator on broker {}", broker.port);
@@ -109,7 +101,7 @@ fn groups_follow_the_leadership_of_their_offsets_partition() {
     let survivors = brokers.iter().enumerate().filter(|(i, _)| *i as i32 + 1 != coordinator).map(|(_, b)| b.bootstrap()).collect::<Vec<_>>().join(",");
     let after = fact(&scenario(&survivors, "committed", topic, &["--partitions", "3"]), "committed");
     assert_eq!(after, committed, "committed offsets after the coordinator's kill -9");
-    let (new_coordinator, _) = partition_state(&zookeeper, "__consumer_offsets", offsets_partition);
+    let (new_coordinator, _) = zookeeper.partition_state("/kafka", "__consumer_offsets", offsets_partition);
     assert_ne!(new_coordinator, coordinator);
     let resumed = fact(&scenario(&survivors, "resume", topic, &["--expect", &committed]), "resumed");
     assert_eq!(resumed, committed);

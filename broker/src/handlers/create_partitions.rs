@@ -68,12 +68,9 @@ async fn add_partitions_in_cluster(shard: &Rc<Shard>, name: &str, current: i32, 
         zk::TopicChangeError::InvalidReplicationFactor(message) => (ResponseError::InvalidReplicationFactor, message),
         zk::TopicChangeError::ZooKeeper(message) => (ResponseError::UnknownServerError, message),
     })?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.clamp(0, 60_000) as u64);
-    while !(current..total).all(|p| cluster.view.snapshot().leader(name, p).is_some()) {
-        if std::time::Instant::now() >= deadline {
-            return Err((ResponseError::RequestTimedOut, "the new partitions have no leader yet".into()));
-        }
-        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+    let timeout_ms = timeout_ms.clamp(0, 60_000) as u64;
+    if !super::wait_for_snapshot(cluster, timeout_ms, |snapshot| (current..total).all(|p| snapshot.leader(name, p).is_some())).await {
+        return Err((ResponseError::RequestTimedOut, "the new partitions have no leader yet".into()));
     }
     tracing::info!(topic = name, partitions = total, "added partitions in the cluster");
     Ok(())

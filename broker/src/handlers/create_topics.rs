@@ -123,14 +123,8 @@ pub async fn create_topic_in_cluster(
         zk::CreateTopicError::InvalidReplicationFactor(message) => (ResponseError::InvalidReplicationFactor.code(), message),
         zk::CreateTopicError::ZooKeeper(message) => (ResponseError::UnknownServerError.code(), message),
     })?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
-    loop {
-        let snapshot = cluster.view.snapshot();
-        if (0..partitions).all(|p| snapshot.leader(name, p).is_some()) || std::time::Instant::now() >= deadline {
-            break;
-        }
-        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // Not having every leader within `wait_ms` is no error: the topic exists.
+    super::wait_for_snapshot(cluster, wait_ms, |snapshot| (0..partitions).all(|p| snapshot.leader(name, p).is_some())).await;
     tracing::info!(topic = name, partitions, replication_factor, "created topic in the cluster");
     Ok(())
 }

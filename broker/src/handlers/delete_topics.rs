@@ -87,12 +87,9 @@ async fn delete_topic_in_cluster(shard: &Rc<Shard>, name: &str, timeout_ms: i32)
         zk::TopicChangeError::UnknownTopic => (ResponseError::UnknownTopicOrPartition.code(), format!("The topic '{name}' does not exist.")),
         e => (ResponseError::UnknownServerError.code(), format!("{e:?}")),
     })?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.clamp(0, 60_000) as u64);
-    while cluster.view.snapshot().topics.contains_key(name) {
-        if std::time::Instant::now() >= deadline {
-            return Err((ResponseError::RequestTimedOut.code(), "the controller has not deleted the topic yet".into()));
-        }
-        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+    let timeout_ms = timeout_ms.clamp(0, 60_000) as u64;
+    if !super::wait_for_snapshot(cluster, timeout_ms, |snapshot| !snapshot.topics.contains_key(name)).await {
+        return Err((ResponseError::RequestTimedOut.code(), "the controller has not deleted the topic yet".into()));
     }
     tracing::info!(topic = name, "deleted topic in the cluster");
     Ok(())

@@ -224,6 +224,20 @@ pub fn partition_error_code(error: &PartitionError) -> i16 {
     }
 }
 
+/// Cluster mode: waits until `done` holds for the cluster snapshot, looking every 20 ms, for at
+/// most `timeout_ms`; returns whether it did. Admin requests answer once their ZooKeeper write
+/// shows in the metadata (new leaders elected, a topic gone), as Kafka's do.
+pub async fn wait_for_snapshot(cluster: &zk::CoordinatorHandle, timeout_ms: u64, done: impl Fn(&zk::ClusterSnapshot) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    while !done(&cluster.view.snapshot()) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    true
+}
+
 pub fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
