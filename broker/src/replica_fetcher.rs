@@ -106,6 +106,18 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
     }
 }
 
+/// One followed partition, as the fetcher's steps need it.
+#[derive(Clone, Copy)]
+struct Follower<'a> {
+    shard: &'a Rc<Shard>,
+    topic: &'a str,
+    partition: i32,
+    /// This broker's id (the fetch's replica id).
+    me: i32,
+    /// The leader's epoch this fetcher follows.
+    leader_epoch: i32,
+}
+
 async fn fetch_from_leader(
     shard: Rc<Shard>,
     topic: String,
@@ -130,10 +142,13 @@ async fn fetch_from_leader(
         };
         while !stop.get() && !shard.broker.is_shutting_down() {
             correlation_id += 1;
+            let follower = Follower { shard: &shard, topic: &topic, partition, me, leader_epoch };
             let step = if truncated {
-                fetch_once(&shard, &mut stream, &topic, partition, me, leader_epoch, correlation_id).await
+                fetch_once(follower, &mut stream, correlation_id).await
             } else {
-                truncate_to_leader(&shard, &mut stream, &topic, partition, me, leader_epoch, correlation_id, &mut truncated).await
+                let step = truncate_to_leader(follower, &mut stream, correlation_id).await;
+                truncated = matches!(step, Ok(true));
+                step
             };
             match step {
                 Ok(true) => {}
@@ -196,17 +211,10 @@ async fn round_trip<Q: Encodable + HeaderVersion, R: Decodable + HeaderVersion>(
 /// Everything both logs share is kept, also past the high watermark. Without epochs (a log
 /// from before they were stamped, or an empty one), fall back to the high watermark: the
 /// smaller of the leader's and our own (0 after a restart, when the whole log is fetched again).
-#[allow(clippy::too_many_arguments)]
-async fn truncate_to_leader(
-    shard: &Rc<Shard>,
-    stream: &mut TcpStream,
-    topic: &str,
-    partition: i32,
-    me: i32,
-    leader_epoch: i32,
-    correlation_id: i32,
-    truncated: &mut bool,
-) -> Result<bool, String> {
+///
+/// Ok(true): truncated, fetching can start. Ok(false): the leader refused (retry later).
+async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, correlation_id: i32) -> Result<bool, String> {
+    let Follower { shard, topic, partition, me, leader_epoch } = follower;
     let handle = shard.local_replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
     let (latest_epoch, log_start_offset) = {
         let log = handle.log.read().await.expect("partition lock");
@@ -238,13 +246,12 @@ async fn truncate_to_leader(
             }
             // Also when no record goes: epochs of ours starting at the target are dropped.
             log.truncate_to(target).await.map_err(|e| e.to_string())?;
-            *truncated = true;
             return Ok(true);
         }
     }
     // No epochs to go by: a fetch from our log start tells the leader's high watermark without
     // claiming our log end (the leader takes a fetch offset for it).
-    let response = fetch(stream, topic, partition, me, leader_epoch, log_start_offset, correlation_id).await?;
+    let response = fetch(follower, stream, log_start_offset, correlation_id).await?;
     let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
         return Err("the response lacks the partition".into());
     };
@@ -258,19 +265,11 @@ async fn truncate_to_leader(
         tracing::info!(topic, partition, from = log.log_end_offset(), to = target, "truncating to the high watermark");
         log.truncate_to(target).await.map_err(|e| e.to_string())?;
     }
-    *truncated = true;
     Ok(true)
 }
 
-async fn fetch(
-    stream: &mut TcpStream,
-    topic: &str,
-    partition: i32,
-    me: i32,
-    leader_epoch: i32,
-    fetch_offset: i64,
-    correlation_id: i32,
-) -> Result<FetchResponse, String> {
+async fn fetch(follower: Follower<'_>, stream: &mut TcpStream, fetch_offset: i64, correlation_id: i32) -> Result<FetchResponse, String> {
+    let Follower { topic, partition, me, leader_epoch, .. } = follower;
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(me))
         .with_max_wait_ms(FETCH_MAX_WAIT_MS)
@@ -288,18 +287,11 @@ async fn fetch(
 
 /// One Fetch round trip from this log's end, appending what the leader sends. Ok(false): the
 /// leader answered with a partition error (retry later).
-async fn fetch_once(
-    shard: &Rc<Shard>,
-    stream: &mut TcpStream,
-    topic: &str,
-    partition: i32,
-    me: i32,
-    leader_epoch: i32,
-    correlation_id: i32,
-) -> Result<bool, String> {
+async fn fetch_once(follower: Follower<'_>, stream: &mut TcpStream, correlation_id: i32) -> Result<bool, String> {
+    let Follower { shard, topic, partition, .. } = follower;
     let handle = shard.local_replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
     let log_end_offset = handle.log.read().await.expect("partition lock").log_end_offset();
-    let response = fetch(stream, topic, partition, me, leader_epoch, log_end_offset, correlation_id).await?;
+    let response = fetch(follower, stream, log_end_offset, correlation_id).await?;
     let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
         return Err("the response lacks the partition".into());
     };
