@@ -18,6 +18,10 @@ const CHUNK_BYTES: usize = 1 << 20;
 const DISK_LIMIT_BYTES: u64 = 4 << 30;
 /// Bytes of each request and response in the round-trip test: one 1 KiB record.
 const ROUND_TRIP_BYTES: usize = 1024;
+/// O_DIRECT writes in flight at once in the direct-write test (one thread each).
+const DIRECT_WRITERS: u64 = 4;
+/// O_DIRECT wants buffers, offsets and lengths aligned to the device's block; a page covers it.
+const DIRECT_ALIGNMENT_BYTES: usize = 4096;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CeilingFigures {
@@ -32,6 +36,10 @@ pub struct CeilingFigures {
     pub disk_buffered_write_mb_per_second: f64,
     /// The same bytes counted until fdatasync returns: what the disk itself sustains.
     pub disk_durable_write_mb_per_second: f64,
+    /// Sequential 1 MiB O_DIRECT writes, `DIRECT_WRITERS` in flight, into a preallocated file:
+    /// what the disk takes when the page cache is bypassed, the bound of an append path that
+    /// writes around the page cache. None where the file system refuses O_DIRECT (tmpfs).
+    pub disk_direct_write_mb_per_second: Option<f64>,
 }
 
 /// Where the two ends of the loopback tests run: the receiving end plays the broker, the sending
@@ -57,12 +65,16 @@ pub fn measure(dir: &Path, seconds: f64, cpus: Option<CeilingCpus>) -> Result<Ce
     .join()
     .map_err(|_| "disk writer panicked".to_string())?
     .map_err(|error| format!("disk write in {}: {error}", dir.display()))?;
+    let disk_direct_write_mb_per_second = disk_direct_write(dir, duration)
+        .inspect_err(|error| eprintln!("ceiling: no direct disk write figure: O_DIRECT writes in {}: {error}", dir.display()))
+        .ok();
     Ok(CeilingFigures {
         loopback_mb_per_second,
         loopback_cpu_seconds_per_gb,
         loopback_round_trip_ms,
         disk_buffered_write_mb_per_second,
         disk_durable_write_mb_per_second,
+        disk_direct_write_mb_per_second,
     })
 }
 
@@ -166,6 +178,63 @@ fn disk_write(dir: &Path, duration: Duration) -> std::io::Result<(f64, f64)> {
         file.sync_data()?;
         let durable = start.elapsed().as_secs_f64();
         Ok((written as f64 / buffered / 1e6, written as f64 / durable / 1e6))
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// `DIRECT_WRITERS` threads write interleaved 1 MiB chunks of one preallocated file with
+/// O_DIRECT (writes inside the file's size run in parallel on ext4; extending ones would not).
+fn disk_direct_write(dir: &Path, duration: Duration) -> std::io::Result<f64> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!(".bench-ceiling-direct-{}", std::process::id()));
+    let result = (|| {
+        let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).custom_flags(libc::O_DIRECT).open(&path)?;
+        // SAFETY: fallocate on a descriptor we own, with a valid range.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, DISK_LIMIT_BYTES as libc::off_t) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let file = std::sync::Arc::new(file);
+        let start = Instant::now();
+        let writers: Vec<_> = (0..DIRECT_WRITERS)
+            .map(|writer| {
+                let file = file.clone();
+                std::thread::spawn(move || -> std::io::Result<u64> {
+                    let layout = std::alloc::Layout::from_size_align(CHUNK_BYTES, DIRECT_ALIGNMENT_BYTES).expect("valid layout");
+                    // SAFETY: the layout has a non-zero size; the buffer is freed below.
+                    let buffer = unsafe { std::alloc::alloc(layout) };
+                    assert!(!buffer.is_null(), "out of memory for a 1 MiB buffer");
+                    // SAFETY: `buffer` holds CHUNK_BYTES bytes, written here before any read.
+                    let chunk = unsafe {
+                        std::ptr::write_bytes(buffer, 0x5a, CHUNK_BYTES);
+                        std::slice::from_raw_parts(buffer, CHUNK_BYTES)
+                    };
+                    let mut written = 0u64;
+                    let mut position = writer * CHUNK_BYTES as u64;
+                    let outcome = loop {
+                        if start.elapsed() >= duration || position + CHUNK_BYTES as u64 > DISK_LIMIT_BYTES {
+                            break Ok(written);
+                        }
+                        if let Err(error) = file.write_all_at(chunk, position) {
+                            break Err(error);
+                        }
+                        written += CHUNK_BYTES as u64;
+                        position += DIRECT_WRITERS * CHUNK_BYTES as u64;
+                    };
+                    // SAFETY: allocated above with this layout; `chunk` is not used after this.
+                    unsafe { std::alloc::dealloc(buffer, layout) };
+                    outcome
+                })
+            })
+            .collect();
+        let mut written = 0u64;
+        for writer in writers {
+            written += writer.join().map_err(|_| std::io::Error::other("direct writer panicked"))??;
+        }
+        file.sync_data()?;
+        Ok(written as f64 / start.elapsed().as_secs_f64() / 1e6)
     })();
     let _ = std::fs::remove_file(&path);
     result

@@ -74,6 +74,15 @@ struct Args {
     /// Cap the catch-up consumer's read rate, in MB/s (0: as fast as it can).
     #[arg(long, default_value_t = 0)]
     catch_up_mb_per_second: u64,
+    /// librdkafka settings for the catch-up consumer only, key=value (repeatable), applied after
+    /// `--client-config`. The default bounds its socket receive buffer: the kernel otherwise
+    /// grows it to megabytes, and on a box where the catch-up consumer shares a core with the
+    /// latency clients each of its receive calls then copies megabytes in one kernel call, which
+    /// this VM's kernel (PREEMPT_NONE) does not interrupt for the latency clients' threads; the
+    /// latency measured is then this tool's, not the broker's (tuning.md has the figures). Pass
+    /// `socket.receive.buffer.bytes=0` for the kernel's default.
+    #[arg(long = "catch-up-client-config", value_parser = parse_key_value, default_value = "socket.receive.buffer.bytes=65536")]
+    catch_up_client_config: Vec<(String, String)>,
     /// Drop the page cache before each end-to-end run (root), so the catch-up consumer reads
     /// cold segments from the disk.
     #[arg(long)]
@@ -230,6 +239,7 @@ fn run(args: Args) -> Result<(), String> {
         catch_up_topic: args.catch_up_topic.clone(),
         catch_up_idle_priority: !args.catch_up_normal_priority,
         catch_up_rate_bytes_per_second: args.catch_up_mb_per_second * 1_000_000,
+        catch_up_client_config: args.catch_up_client_config.clone(),
         drop_caches: args.drop_caches,
         run_id: format!("{}-{}", started.as_secs(), std::process::id()),
     };

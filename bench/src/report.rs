@@ -95,6 +95,7 @@ pub fn ceiling_metrics(ceiling: &CeilingFigures) -> Vec<Metric> {
         Metric { label: "loopback round trip p99.9 ms", value: Some(ceiling.loopback_round_trip_ms.p99_9) },
         Metric { label: "disk buffered write MB/s", value: Some(ceiling.disk_buffered_write_mb_per_second) },
         Metric { label: "disk durable write MB/s", value: Some(ceiling.disk_durable_write_mb_per_second) },
+        Metric { label: "disk direct write MB/s", value: ceiling.disk_direct_write_mb_per_second },
     ]
 }
 

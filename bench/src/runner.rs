@@ -37,6 +37,8 @@ pub struct Plan {
     pub catch_up_idle_priority: bool,
     /// Bytes per second the catch-up consumer reads at most (0: as fast as it can).
     pub catch_up_rate_bytes_per_second: u64,
+    /// librdkafka settings for the catch-up consumer, after `client_config`.
+    pub catch_up_client_config: Vec<(String, String)>,
     /// Drop the page cache before each end-to-end run.
     pub drop_caches: bool,
     /// Makes this run's topic names unique.
@@ -179,8 +181,8 @@ fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, to
                 consume_rate_bytes_per_second: plan.catch_up_rate_bytes_per_second,
                 ..workload.clone()
             };
-            let (target, topics, stop, progress, extra) =
-                (target.clone(), vec![topic.clone()], stop.clone(), Arc::new(Progress::default()), plan.client_config.clone());
+            let extra: Vec<(String, String)> = plan.client_config.iter().chain(&plan.catch_up_client_config).cloned().collect();
+            let (target, topics, stop, progress) = (target.clone(), vec![topic.clone()], stop.clone(), Arc::new(Progress::default()));
             let idle = plan.catch_up_idle_priority;
             Some(std::thread::spawn(move || {
                 if idle {
@@ -241,7 +243,41 @@ fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, to
 fn drop_page_cache() -> Result<(), String> {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "1").map_err(|error| format!("--drop-caches: /proc/sys/vm/drop_caches: {error}"))
+    std::fs::write("/proc/sys/vm/drop_caches", "1").map_err(|error| format!("--drop-caches: /proc/sys/vm/drop_caches: {error}"))?;
+    wait_for_free_page_reporting();
+    Ok(())
+}
+
+/// How much memory a VM's kernel has handed back to its host (virtio-balloon free page
+/// reporting); absent on bare metal.
+const FREE_PAGE_REPORTING_KIB_PATH: &str = "/sys/module/page_reporting/parameters/reported_kib";
+/// Free page reporting waits about 2 s before it works on freed memory: quiet for longer than
+/// that means it is done.
+const FREE_PAGE_REPORTING_QUIET: Duration = Duration::from_secs(3);
+const FREE_PAGE_REPORTING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// On a VM with free page reporting, the gigabytes just dropped are handed back to the host by a
+/// kernel worker over the next seconds, on whichever core it lands, in stretches of tens of
+/// milliseconds that a PREEMPT_NONE kernel does not interrupt (measured on the 2-core VM: 525 ms
+/// of the broker's core during the run that followed, with a single 23 ms stretch). That is the
+/// measurement's own setup, not the broker: wait until the count stops moving.
+fn wait_for_free_page_reporting() {
+    let read = || std::fs::read_to_string(FREE_PAGE_REPORTING_KIB_PATH).ok().and_then(|text| text.trim().parse::<u64>().ok());
+    let Some(first) = read() else { return };
+    let started = Instant::now();
+    let (mut last, mut quiet_since) = (first, Instant::now());
+    while quiet_since.elapsed() < FREE_PAGE_REPORTING_QUIET && started.elapsed() < FREE_PAGE_REPORTING_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = read().unwrap_or(last);
+        if now != last {
+            (last, quiet_since) = (now, Instant::now());
+        }
+    }
+    eprintln!(
+        "--drop-caches: waited {:.1} s for the kernel's free page reporting to hand {} MiB back to the host",
+        started.elapsed().as_secs_f64(),
+        (last - first) / 1024
+    );
 }
 
 fn same_shape(produced: &Workload, consume: &Workload) -> bool {
