@@ -276,7 +276,7 @@ fn wait_for_free_page_reporting() {
     eprintln!(
         "--drop-caches: waited {:.1} s for the kernel's free page reporting to hand {} MiB back to the host",
         started.elapsed().as_secs_f64(),
-        (last - first) / 1024
+        last.saturating_sub(first) / 1024
     );
 }
 
