@@ -183,6 +183,11 @@ fn disk_write(dir: &Path, duration: Duration) -> std::io::Result<(f64, f64)> {
     result
 }
 
+/// A page-aligned page, so a Vec of them is a buffer O_DIRECT accepts.
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct AlignedPage([u8; DIRECT_ALIGNMENT_BYTES]);
+
 /// `DIRECT_WRITERS` threads write interleaved 1 MiB chunks of one preallocated file with
 /// O_DIRECT (writes inside the file's size run in parallel on ext4; extending ones would not).
 fn disk_direct_write(dir: &Path, duration: Duration) -> std::io::Result<f64> {
@@ -202,30 +207,18 @@ fn disk_direct_write(dir: &Path, duration: Duration) -> std::io::Result<f64> {
             .map(|writer| {
                 let file = file.clone();
                 std::thread::spawn(move || -> std::io::Result<u64> {
-                    let layout = std::alloc::Layout::from_size_align(CHUNK_BYTES, DIRECT_ALIGNMENT_BYTES).expect("valid layout");
-                    // SAFETY: the layout has a non-zero size; the buffer is freed below.
-                    let buffer = unsafe { std::alloc::alloc(layout) };
-                    assert!(!buffer.is_null(), "out of memory for a 1 MiB buffer");
-                    // SAFETY: `buffer` holds CHUNK_BYTES bytes, written here before any read.
-                    let chunk = unsafe {
-                        std::ptr::write_bytes(buffer, 0x5a, CHUNK_BYTES);
-                        std::slice::from_raw_parts(buffer, CHUNK_BYTES)
-                    };
+                    let pages = vec![AlignedPage([0x5a; DIRECT_ALIGNMENT_BYTES]); CHUNK_BYTES / DIRECT_ALIGNMENT_BYTES];
+                    // SAFETY: the pages are plain bytes back to back (an AlignedPage's size is its
+                    // alignment), CHUNK_BYTES in all, alive for the whole loop.
+                    let chunk = unsafe { std::slice::from_raw_parts(pages.as_ptr().cast::<u8>(), CHUNK_BYTES) };
                     let mut written = 0u64;
                     let mut position = writer * CHUNK_BYTES as u64;
-                    let outcome = loop {
-                        if start.elapsed() >= duration || position + CHUNK_BYTES as u64 > DISK_LIMIT_BYTES {
-                            break Ok(written);
-                        }
-                        if let Err(error) = file.write_all_at(chunk, position) {
-                            break Err(error);
-                        }
+                    while start.elapsed() < duration && position + CHUNK_BYTES as u64 <= DISK_LIMIT_BYTES {
+                        file.write_all_at(chunk, position)?;
                         written += CHUNK_BYTES as u64;
                         position += DIRECT_WRITERS * CHUNK_BYTES as u64;
-                    };
-                    // SAFETY: allocated above with this layout; `chunk` is not used after this.
-                    unsafe { std::alloc::dealloc(buffer, layout) };
-                    outcome
+                    }
+                    Ok(written)
                 })
             })
             .collect();
