@@ -162,11 +162,18 @@ fn loopback_round_trip(duration: Duration, cpus: Option<CeilingCpus>) -> std::io
     Ok(Percentiles::of(&histogram))
 }
 
-fn disk_write(dir: &Path, duration: Duration) -> std::io::Result<(f64, f64)> {
+/// Runs `test` on a fresh path in `dir` and removes the file it made there, whatever the outcome.
+fn with_scratch_file<T>(dir: &Path, name: &str, test: impl FnOnce(&Path) -> std::io::Result<T>) -> std::io::Result<T> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!(".bench-ceiling-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&path)?;
+    let path = dir.join(format!(".bench-ceiling-{name}{}", std::process::id()));
+    let result = test(&path);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn disk_write(dir: &Path, duration: Duration) -> std::io::Result<(f64, f64)> {
+    with_scratch_file(dir, "", |path| {
+        let mut file = std::fs::File::create(path)?;
         let chunk = vec![0x5a_u8; CHUNK_BYTES];
         let start = Instant::now();
         let mut written = 0u64;
@@ -178,9 +185,7 @@ fn disk_write(dir: &Path, duration: Duration) -> std::io::Result<(f64, f64)> {
         file.sync_data()?;
         let durable = start.elapsed().as_secs_f64();
         Ok((written as f64 / buffered / 1e6, written as f64 / durable / 1e6))
-    })();
-    let _ = std::fs::remove_file(&path);
-    result
+    })
 }
 
 /// A page-aligned page, so a Vec of them is a buffer O_DIRECT accepts.
@@ -193,10 +198,8 @@ struct AlignedPage([u8; DIRECT_ALIGNMENT_BYTES]);
 fn disk_direct_write(dir: &Path, duration: Duration) -> std::io::Result<f64> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!(".bench-ceiling-direct-{}", std::process::id()));
-    let result = (|| {
-        let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).custom_flags(libc::O_DIRECT).open(&path)?;
+    with_scratch_file(dir, "direct-", |path| {
+        let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).custom_flags(libc::O_DIRECT).open(path)?;
         // SAFETY: fallocate on a descriptor we own, with a valid range.
         if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, DISK_LIMIT_BYTES as libc::off_t) } != 0 {
             return Err(std::io::Error::last_os_error());
@@ -228,7 +231,5 @@ fn disk_direct_write(dir: &Path, duration: Duration) -> std::io::Result<f64> {
         }
         file.sync_data()?;
         Ok(written as f64 / start.elapsed().as_secs_f64() / 1e6)
-    })();
-    let _ = std::fs::remove_file(&path);
-    result
+    })
 }
