@@ -51,6 +51,8 @@ pub struct BrokerConfig {
     /// Topic defaults from the `log.*` keys; topic configs override them.
     pub log_defaults: LogConfig,
     pub cleanup_policy: String,
+    /// `compression.type` as configured (the topics' default; `log_defaults` holds its codec).
+    pub compression_type: String,
     pub min_insync_replicas: i32,
     /// Consumer groups: Kafka's `group.*`, `offsets.*` and `offset.metadata.max.bytes`.
     pub group_initial_rebalance_delay_ms: u64,
@@ -77,9 +79,25 @@ const IGNORED_KAFKA_KEYS: &[&str] = &[
     "log.cleaner.enable", "log.cleaner.threads",
     "num.replica.fetchers",
     "listener.security.protocol.map", "inter.broker.listener.name", "queued.max.requests", "background.threads",
-    "compression.type", "log.preallocate",
+    "log.preallocate",
     "confluent.support.metrics.enable", "log.message.format.version", "inter.broker.protocol.version",
 ];
+
+/// KIP-390's per-codec levels, with Kafka's ranges. Accepted and checked; batches are compressed
+/// at the codecs' default levels (kafka-protocol's encoder takes no level).
+pub fn check_compression_level(key: &str, value: &str) -> Result<(), String> {
+    let level: i32 = value.trim().parse().map_err(|_| format!("{key}={value}: expected a number"))?;
+    let valid = match key {
+        "compression.gzip.level" => level == -1 || (1..=9).contains(&level),
+        "compression.lz4.level" => (1..=17).contains(&level),
+        _ => (-131_072..=22).contains(&level),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{key}={value}: out of range"))
+    }
+}
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -137,6 +155,15 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// The shard that owns a partition, of `shard_count`: the shard table's pure function, over
+    /// `partition.shards` when that knob is set. Every shard computes it alike, without a lock.
+    pub fn owner_shard(&self, topic: &str, partition: i32, shard_count: usize) -> usize {
+        match &self.partition_shards {
+            None => shard::shards_table::shard_for_partition(topic, partition, shard_count),
+            Some(owners) => owners[shard::shards_table::shard_for_partition(topic, partition, owners.len())],
+        }
+    }
+
     pub fn accepts_on(&self, shard: usize) -> bool {
         self.listener_shards.as_ref().map_or(true, |shards| shards.contains(&shard))
     }
@@ -174,6 +201,7 @@ impl BrokerConfig {
             partition_shards: None,
             log_defaults: LogConfig::default(),
             cleanup_policy: "delete".into(),
+            compression_type: "producer".into(),
             min_insync_replicas: 1,
             group_initial_rebalance_delay_ms: 3_000,
             group_min_session_timeout_ms: 6_000,
@@ -259,6 +287,12 @@ impl BrokerConfig {
                 "offsets.retention.minutes" => config.offsets_retention_ms = parse_number::<i64>(key, v)? * 60_000,
                 "offsets.retention.check.interval.ms" => config.offsets_retention_check_interval_ms = parse_number(key, v)?,
                 "log.message.timestamp.type" => config.log_defaults.timestamp_type = parse_timestamp_type(key, v)?,
+                "compression.type" => {
+                    config.log_defaults.compression_codec = storage::config::parse_compression_type(v)
+                        .ok_or_else(|| format!("{key}={v}: expected one of uncompressed, zstd, lz4, snappy, gzip, producer"))?;
+                    config.compression_type = v.to_string();
+                }
+                "compression.gzip.level" | "compression.lz4.level" | "compression.zstd.level" => check_compression_level(key, v)?,
                 ignored if IGNORED_KAFKA_KEYS.contains(&ignored) => {
                     tracing::info!(key, value = v, "Kafka config key accepted and ignored by this broker");
                 }

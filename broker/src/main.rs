@@ -1,16 +1,20 @@
 //! The broker binary: reads Kafka-style configuration, claims the data directories and the port,
 //! starts one shard per core and serves the Kafka protocol until SIGTERM.
 
+mod clock;
 mod config;
 mod connection;
+mod group_router;
 mod groups;
 mod handlers;
+mod partition;
 mod producer_state;
-mod replica_fetcher;
+mod replication;
 mod shard_context;
 mod splice_sender;
 mod state;
 mod tasks;
+mod topic_admin;
 mod topics;
 
 use std::collections::BTreeMap;
@@ -135,8 +139,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let broker = broker.clone();
             async move {
                 let shard = Rc::new(Shard::new(router, broker));
-                shard.open_existing_partitions().await;
-                groups::coordinator::load(&shard).await;
+                shard.partitions.open_existing().await;
+                groups::loader::load(&shard.groups).await;
                 shard
             }
         }

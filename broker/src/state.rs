@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use storage::log_manager::LogDirs;
 
 use crate::config::BrokerConfig;
-use crate::shard_context::PartitionError;
 use crate::topics::TopicTable;
 
 /// Producer ids are handed out in blocks; the file remembers the end of the last block, so ids
@@ -64,18 +63,12 @@ impl BrokerState {
         Ok(state)
     }
 
-    /// Cluster mode: only the partition's leader serves it (`__consumer_offsets` included: its
-    /// leader is the coordinator of the partition's groups).
-    pub fn check_leader(&self, topic: &str, partition: i32) -> Result<(), PartitionError> {
-        let Some(cluster) = &self.cluster else { return Ok(()) };
+    /// Cluster mode: this broker is one of the partition's replicas (leader or follower).
+    pub fn holds_replica(&self, topic: &str, partition: i32) -> bool {
+        let Some(cluster) = &self.cluster else { return false };
         let snapshot = cluster.view.snapshot();
-        if !snapshot.topics.contains_key(topic) {
-            return Err(PartitionError::UnknownTopicOrPartition);
-        }
-        match snapshot.leader(topic, partition) {
-            Some(leader) if leader == self.config.broker_id => Ok(()),
-            _ => Err(PartitionError::NotLeaderOrFollower),
-        }
+        let replicas = snapshot.topics.get(topic).and_then(|t| t.replicas.get(partition as usize).cloned());
+        replicas.is_some_and(|replicas| replicas.contains(&self.config.broker_id))
     }
 
     /// The topic's partition count as clients see it: the cluster's (ZooKeeper) in cluster mode,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use glommio::net::TcpListener;
 
 use crate::connection::{self, SHUTDOWN_GRACE_MS};
-use crate::groups::coordinator;
-use crate::handlers::now_ms;
+use crate::groups::{loader, membership, offsets, offsets_writer};
+use crate::clock::now_ms;
 use crate::shard_context::Shard;
 
 /// How often a shard checks the shutdown flag set by the signal handler.
@@ -40,10 +40,10 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
     }
     let maintenance = glommio::spawn_local(maintain_logs(shard.clone()));
     let group_timers = glommio::spawn_local(expire_group_members(shard.clone()));
-    let offsets_writer = glommio::spawn_local(coordinator::run_writer(shard.clone()));
+    let offsets_writer = glommio::spawn_local(offsets_writer::run_writer(shard.groups.clone()));
     let acceptor = listener.map(|listener| glommio::spawn_local(accept_connections(shard.clone(), listener)));
-    let followers = glommio::spawn_local(crate::replica_fetcher::follow_leaders(shard.clone()));
-    let group_leadership = glommio::spawn_local(coordinator::follow_leadership(shard.clone()));
+    let followers = glommio::spawn_local(crate::replication::follower::follow_leaders(shard.clone()));
+    let group_leadership = glommio::spawn_local(loader::follow_leadership(shard.groups.clone()));
     while !shard.broker.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
@@ -53,16 +53,16 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
     drop(group_leadership);
     followers.await; // its fetchers see the shutdown flag and stop
     shard.shutdown.notify_all();
-    shard.appended.notify_all();
-    coordinator::fail_waiting(&shard);
+    shard.partitions.appended.notify_all();
+    membership::fail_waiting(&shard.groups);
     let started = std::time::Instant::now();
     while shard.connections.get() > 0 && started.elapsed() < Duration::from_millis(SHUTDOWN_GRACE_MS) {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     // Queued offset commits and group records reach the log before it is flushed.
-    coordinator::close_writes(&shard);
+    offsets_writer::close_writes(&shard.groups);
     offsets_writer.await;
-    shard.close_all().await
+    shard.partitions.close_all().await
 }
 
 /// How often member sessions, rebalance deadlines and the initial delay are checked: the
@@ -76,11 +76,11 @@ async fn expire_group_members(shard: Rc<Shard>) {
     let mut last_retention_ms = now_ms();
     loop {
         glommio::timer::sleep(Duration::from_millis(GROUP_TIMER_TICK_MS)).await;
-        coordinator::expire(&shard, std::time::Instant::now());
+        membership::expire(&shard.groups, std::time::Instant::now());
         let now = now_ms();
         if now - last_retention_ms >= retention_every_ms {
             last_retention_ms = now;
-            coordinator::expire_offsets(&shard, now);
+            offsets::expire_offsets(&shard.groups, now).await;
         }
     }
 }
@@ -133,7 +133,8 @@ async fn maintain_logs(shard: Rc<Shard>) {
         if checkpoint {
             last_checkpoint_ms = now;
         }
-        for ((topic, partition), handle) in shard.open_partitions() {
+        for handle in shard.partitions.all_open() {
+            let (topic, partition) = (&handle.topic, handle.index);
             let mut log = handle.log.write().await.expect("partition lock");
             if let Err(e) = log.maybe_flush_on_time(now).await {
                 tracing::error!(topic, partition, error = %e, "time-based flush failed");

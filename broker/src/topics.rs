@@ -33,7 +33,10 @@ pub fn topic_config_defaults(broker: &BrokerConfig) -> Vec<(&'static str, String
     let log = &broker.log_defaults;
     vec![
         ("cleanup.policy", broker.cleanup_policy.clone()),
-        ("compression.type", "producer".into()),
+        ("compression.type", broker.compression_type.clone()),
+        ("compression.gzip.level", "-1".into()),
+        ("compression.lz4.level", "9".into()),
+        ("compression.zstd.level", "3".into()),
         ("delete.retention.ms", "86400000".into()),
         ("file.delete.delay.ms", "60000".into()),
         ("flush.messages", log.flush_messages.to_string()),
@@ -81,14 +84,11 @@ pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String
                 }
             }
             "compression.type" => {
-                if !["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&value.as_str()) {
-                    return Err(format!("{key}={value}: unknown compression type"));
-                }
-                if value != "producer" {
-                    // Stored batches are kept as the producer compressed them; recompression on
-                    // the broker is not implemented, so a topic may not ask for it.
-                    return Err(format!("{key}={value}: only compression.type=producer is supported"));
-                }
+                log.compression_codec = storage::config::parse_compression_type(value)
+                    .ok_or_else(|| format!("{key}={value}: expected one of uncompressed, zstd, lz4, snappy, gzip, producer"))?;
+            }
+            "compression.gzip.level" | "compression.lz4.level" | "compression.zstd.level" => {
+                crate::config::check_compression_level(key, value)?;
             }
             other if known.contains(&other) => {}
             other => return Err(format!("unknown topic config {other:?}")),

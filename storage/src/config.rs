@@ -22,6 +22,24 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     /// `message.timestamp.type` [`log.message.timestamp.type`, CreateTime].
     pub timestamp_type: TimestampType,
+    /// `compression.type` [`compression.type`, producer]: the codec batches are stored in, as
+    /// the batch header numbers it (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd); None keeps what
+    /// the producer sent. The broker recompresses before appending; storage stores what it is
+    /// given.
+    pub compression_codec: Option<i16>,
+}
+
+/// `compression.type`'s values, as Kafka names them, and the codec each stores batches in.
+pub fn parse_compression_type(value: &str) -> Option<Option<i16>> {
+    match value {
+        "producer" => Some(None),
+        "uncompressed" | "none" => Some(Some(0)),
+        "gzip" => Some(Some(1)),
+        "snappy" => Some(Some(2)),
+        "lz4" => Some(Some(3)),
+        "zstd" => Some(Some(4)),
+        _ => None,
+    }
 }
 
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
@@ -40,6 +58,7 @@ impl Default for LogConfig {
             flush_ms: i64::MAX,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             timestamp_type: TimestampType::CreateTime,
+            compression_codec: None,
         }
     }
 }

@@ -12,5 +12,5 @@ pub mod test_support;
 
 pub use crate::config::LogConfig;
 pub use crate::error::{Result, StorageError};
-pub use crate::log::{AppendInfo, Log, ReadResult};
+pub use crate::log::{AppendInfo, CheckedBatches, Log, ReadResult};
 pub use crate::segment::{FileRegion, FileSlice};

@@ -20,8 +20,25 @@ use crate::segment::{self, FileSlice, ScanOutcome, Segment, MAX_SEGMENT_BYTES};
 /// Same name and text format as Kafka's per-directory file, with the one partition's line.
 const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 
+/// Batches checked for an append and not yet written (`Log::check_from_producer`,
+/// `Log::check_from_leader`); `Log::append_checked` writes them.
+#[derive(Debug)]
+pub struct CheckedBatches<'a> {
+    batches: Vec<&'a [u8]>,
+    headers: Vec<BatchHeader>,
+    /// A follower's copy: offsets and epochs as the leader wrote them.
+    from_leader: bool,
+}
+
+impl CheckedBatches<'_> {
+    /// The batches' headers as received (base offsets not yet assigned for a producer's).
+    pub fn headers(&self) -> &[BatchHeader] {
+        &self.headers
+    }
+}
+
 /// What one append did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
@@ -31,6 +48,14 @@ pub struct AppendInfo {
     /// `flush.messages` is reached: the caller flushes (`flush`) before acknowledging. Left to
     /// the caller so that one fdatasync can cover the appends of several requests.
     pub flush_due: bool,
+    /// The appended batches' headers as written (offsets assigned).
+    pub headers: Vec<BatchHeader>,
+}
+
+impl AppendInfo {
+    fn nothing(log_end_offset: i64) -> AppendInfo {
+        AppendInfo { base_offset: log_end_offset, last_offset: log_end_offset - 1, log_append_time_ms: -1, record_count: 0, flush_due: false, headers: Vec::new() }
+    }
 }
 
 /// The result of `read`.
@@ -216,24 +241,69 @@ impl Log {
         self.segments.values_mut().next_back().expect("a log always has a segment")
     }
 
-    /// Validates and appends the batches in `records` (one produce partition's bytes), assigning
-    /// offsets from the log end. Nothing is written unless every batch is valid. The records are
-    /// not copied: each batch's header is rewritten in a copy of its own 61 bytes and written
-    /// with the untouched rest of the batch (pwritev). The flush policy is the caller's: see
-    /// `AppendInfo::flush_due`.
-    pub async fn append(&mut self, records: impl AsRef<[u8]>, now_ms: i64) -> Result<AppendInfo> {
-        let records = records.as_ref();
+    /// Checks the batches of one produce partition's bytes before anything is written: framing,
+    /// magic, CRC, record count, `max.message.bytes`. The headers it parsed are the ones the
+    /// caller inspects (producer sequences) and `append_checked` writes: parsed once.
+    pub fn check_from_producer<'a>(&self, records: &'a [u8]) -> Result<CheckedBatches<'a>> {
         let mut batches = Vec::new();
+        let mut headers = Vec::new();
         for batch in batch::split_batches(records)? {
             if batch.len() > self.config.max_message_bytes {
                 return Err(StorageError::RecordTooLarge { size_bytes: batch.len(), max_bytes: self.config.max_message_bytes });
             }
-            batch::validate(batch, Validation::FromProducer)?;
+            headers.push(batch::validate(batch, Validation::FromProducer)?);
             batches.push(batch);
         }
         if batches.is_empty() {
             return Err(StorageError::CorruptBatch("produce request carries no record batch".into()));
         }
+        Ok(CheckedBatches { batches, headers, from_leader: false })
+    }
+
+    /// Checks batches a follower copies from its leader: they carry their final offsets and
+    /// epochs, must be valid as stored, in order, and start at or past this log's end.
+    pub fn check_from_leader<'a>(&self, records: &'a [u8]) -> Result<CheckedBatches<'a>> {
+        let mut batches = Vec::new();
+        let mut headers: Vec<BatchHeader> = Vec::new();
+        for batch in batch::split_batches(records)? {
+            let header = batch::validate(batch, Validation::FromLog)?;
+            let expected_from = headers.last().map_or(self.log_end_offset, |previous| previous.next_offset());
+            if header.base_offset < expected_from {
+                return Err(StorageError::CorruptBatch(format!(
+                    "replicated batch at offset {} is below {expected_from} (the log end or the previous batch)",
+                    header.base_offset
+                )));
+            }
+            headers.push(header);
+            batches.push(batch);
+        }
+        Ok(CheckedBatches { batches, headers, from_leader: true })
+    }
+
+    /// Appends batches checked by `check_from_producer` (offsets assigned from the log end; the
+    /// header's base offset, this leader's epoch and, for LogAppendTime topics, the timestamp
+    /// rewritten in a copy of its 61 bytes, the rest written untouched with pwritev) or by
+    /// `check_from_leader` (written unchanged). The flush policy is the caller's: see
+    /// `AppendInfo::flush_due`.
+    pub async fn append_checked(&mut self, checked: CheckedBatches<'_>, now_ms: i64) -> Result<AppendInfo> {
+        if checked.batches.is_empty() {
+            return Ok(AppendInfo::nothing(self.log_end_offset));
+        }
+        if checked.from_leader {
+            let base_offset = checked.headers[0].base_offset;
+            if base_offset < self.log_end_offset {
+                // The log moved (truncated or appended) since the check.
+                return Err(StorageError::CorruptBatch(format!("replicated batch at {base_offset} is below the log end {}", self.log_end_offset)));
+            }
+            for header in &checked.headers {
+                self.leader_epochs.assign(header.partition_leader_epoch, header.base_offset)?;
+            }
+            let flush_due = self.append_validated(&checked.batches, &checked.headers, now_ms).await?;
+            let last_offset = checked.headers.last().expect("not empty").last_offset();
+            let record_count = checked.headers.iter().map(|h| h.record_count as i64).sum();
+            return Ok(AppendInfo { base_offset, last_offset, log_append_time_ms: -1, record_count, flush_due, headers: checked.headers });
+        }
+        let batches = checked.batches;
         let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
         let base_offset = self.log_end_offset;
         let mut next_offset = base_offset;
@@ -272,32 +342,15 @@ impl Log {
             log_append_time_ms: if log_append_time { now_ms } else { -1 },
             record_count,
             flush_due,
+            headers,
         })
     }
 
-    /// Appends batches that already carry their final offsets (a follower copying its leader).
-    /// They must start at the log end offset. Returns whether the flush policy is due.
-    pub async fn append_as_follower(&mut self, records: &[u8], now_ms: i64) -> Result<bool> {
-        let mut headers = Vec::new();
-        for batch in batch::split_batches(records)? {
-            headers.push(batch::validate(batch, Validation::FromLog)?);
-        }
-        let Some(first) = headers.first() else { return Ok(false) };
-        if first.base_offset < self.log_end_offset {
-            return Err(StorageError::CorruptBatch(format!(
-                "replicated batch at offset {} is below the log end {}",
-                first.base_offset, self.log_end_offset
-            )));
-        }
-        for pair in headers.windows(2) {
-            if pair[1].base_offset <= pair[0].last_offset() {
-                return Err(StorageError::CorruptBatch("replicated batches out of order".into()));
-            }
-        }
-        for header in &headers {
-            self.leader_epochs.assign(header.partition_leader_epoch, header.base_offset)?;
-        }
-        self.append_validated(&[records], &headers, now_ms).await
+    /// `check_from_producer` then `append_checked`: for callers that need not look at the
+    /// batches in between (storage's own tests and benches).
+    pub async fn append(&mut self, records: impl AsRef<[u8]>, now_ms: i64) -> Result<AppendInfo> {
+        let checked = self.check_from_producer(records.as_ref())?;
+        self.append_checked(checked, now_ms).await
     }
 
     /// Writes `pieces` (whole batches, back to back) at the log end; returns whether

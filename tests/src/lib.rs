@@ -219,6 +219,30 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> (bool, Stri
     (!timed_out && output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
 }
 
+/// The Python of tests/clients/.venv (confluent-kafka, kafka-python), made by tests/clients/setup.sh.
+pub fn python() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/.venv/bin/python");
+    assert!(python.exists(), "{} is missing: run tests/clients/setup.sh", python.display());
+    python
+}
+
+/// Runs a Python script (confluent-kafka's admin client, say) with the venv's Python; asserts it
+/// exits 0 within a minute and returns its stdout.
+pub fn run_python(script: &str) -> String {
+    let (ok, stdout, stderr) = run_with_timeout(Command::new(python()).arg("-c").arg(script), Duration::from_secs(60));
+    assert!(ok, "python failed:\n{script}\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// Runs a Python snippet with confluent-kafka's AdminClient bound to `admin` (and `NewTopic`,
+/// `NewPartitions`, `ConfigResource`, `ConfigEntry`, `AlterConfigOpType` imported); returns its stdout.
+pub fn admin(bootstrap: &str, body: &str) -> String {
+    run_python(&format!(
+        "from confluent_kafka.admin import AdminClient, NewTopic, NewPartitions, ConfigResource, ConfigEntry, AlterConfigOpType\n\
+         admin = AdminClient({{'bootstrap.servers': '{bootstrap}'}})\n{body}\n"
+    ))
+}
+
 /// Most of the topic's bytes on disk (3 partitions) are batches compressed with `codec_id`, and
 /// none carries another codec: the client compressed and the broker stored the batches as sent.
 /// (Clients send a batch uncompressed when compressing would not shrink it, so not every one.)

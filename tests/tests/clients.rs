@@ -6,16 +6,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{assert_stored_compressed, run_with_timeout, Broker, TempDir};
+use tests::{assert_stored_compressed, python, run_with_timeout, Broker, TempDir};
 
 fn clients_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients")
-}
-
-fn python() -> PathBuf {
-    let python = clients_dir().join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing: run tests/clients/setup.sh", python.display());
-    python
 }
 
 fn roundtrip_py(broker: &Broker, client: &str, topic: &str, extra: &[&str]) {

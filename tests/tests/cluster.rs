@@ -98,10 +98,6 @@ fn brokers_register_and_elect_a_controller_in_kafkas_layout() {
     assert!(!registered.contains(&second) && registered.contains(&third), "{registered:?}");
 }
 
-fn python() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/.venv/bin/python")
-}
-
 /// CreateTopics through confluent-kafka's AdminClient, sent to one broker.
 fn create_topic(bootstrap: &str, topic: &str, partitions: i32, replication_factor: i32, config: &str) {
     let script = format!(
@@ -111,9 +107,7 @@ fn create_topic(bootstrap: &str, topic: &str, partitions: i32, replication_facto
          for future in admin.create_topics([NewTopic('{topic}', {partitions}, {replication_factor}, config=config)]).values():\n\
          \x20   future.result(30)\n"
     );
-    let (ok, stdout, stderr) =
-        tests::run_with_timeout(std::process::Command::new(python()).arg("-c").arg(script), Duration::from_secs(60));
-    assert!(ok, "create_topics failed: {stdout}\n{stderr}");
+    tests::run_python(&script);
 }
 
 /// `kcat -L -J` from one broker: (broker ids, leader by partition).
@@ -216,16 +210,6 @@ fn topics_are_assigned_in_zookeeper_led_across_brokers_and_replicated() {
     assert!(log_of(0, 0).len() > 1000, "the logs hold the records");
 }
 
-/// Runs a Python snippet with confluent-kafka's AdminClient bound to `admin`.
-fn admin(bootstrap: &str, body: &str) {
-    let script = format!(
-        "from confluent_kafka.admin import AdminClient, NewTopic, NewPartitions\n\
-         admin = AdminClient({{'bootstrap.servers': '{bootstrap}'}})\n{body}\n"
-    );
-    let (ok, stdout, stderr) = tests::run_with_timeout(std::process::Command::new(python()).arg("-c").arg(script), Duration::from_secs(60));
-    assert!(ok, "admin call failed: {stdout}\n{stderr}");
-}
-
 fn partition_dirs(dir: &TempDir, topic: &str) -> Vec<String> {
     let mut found: Vec<String> = std::fs::read_dir(dir.0.join("logs"))
         .unwrap()
@@ -264,7 +248,7 @@ fn topics_are_deleted_and_grown_cluster_wide() {
     }
     brokers[2].kill_9();
     let survivors = format!("{},{}", brokers[0].bootstrap(), brokers[1].bootstrap());
-    admin(&survivors, "for f in admin.delete_topics(['doomed'], operation_timeout=30).values():\n    f.result(30)");
+    tests::admin(&survivors, "for f in admin.delete_topics(['doomed'], operation_timeout=30).values():\n    f.result(30)");
     assert!(!zookeeper.cli("ls /kafka/brokers/topics").contains("doomed"));
     assert!(!zookeeper.cli("ls /kafka/config/topics").contains("doomed"));
     assert_eq!(zookeeper.cli("ls /kafka/admin/delete_topics"), "[]");
@@ -279,7 +263,7 @@ fn topics_are_deleted_and_grown_cluster_wide() {
 
     // CreatePartitions: 2 -> 5, each new partition with 3 replicas and a leader, taking records.
     create_topic(&all, "growing", 2, 3, "");
-    admin(&all, "for f in admin.create_partitions([NewPartitions('growing', 5)], operation_timeout=30).values():\n    f.result(30)");
+    tests::admin(&all, "for f in admin.create_partitions([NewPartitions('growing', 5)], operation_timeout=30).values():\n    f.result(30)");
     let assignment = zookeeper.cli("get /kafka/brokers/topics/growing");
     let json: serde_json::Value = serde_json::from_str(assignment.trim()).unwrap();
     let partitions = json["partitions"].as_object().unwrap();
@@ -405,4 +389,60 @@ fn a_deposed_controllers_writes_are_rejected() {
         let state = zk::cluster::read(&client).await.unwrap().state("t", 0).cloned().unwrap();
         assert_eq!((state.leader, state.controller_epoch), (1, current.epoch));
     });
+}
+
+/// A fetch waiting on a follower wakes when the follower's replication brings it data: Kafka
+/// serves consumers' Fetch v11+ (KIP-392 client metadata) from any replica up to that replica's
+/// high watermark, and a follower's replicated append and high watermark go through the
+/// partition's door, which wakes the fetches waiting on it. Without the wake-up the fetch would
+/// sit out its whole max wait.
+#[test]
+fn a_followers_replication_wakes_a_fetch_waiting_on_it() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let zookeeper = ZooKeeper::start();
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("follower-wake-{i}"))).collect();
+    let brokers: Vec<Broker> = (0..2).map(|i| start_broker(&dirs[i], &zookeeper, i as i32 + 1)).collect();
+    let all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    let topic = "follower-wake";
+    create_topic(&all, topic, 1, 2, "");
+    let produce = |value: &str| {
+        let output = tests::kcat_produce(&all, &["-t", topic, "-p", "0", "-X", "acks=all"], [value.to_string()]);
+        assert!(output.status.success() && output.stderr.is_empty(), "kcat -P: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    produce("first");
+    let (leader, _) = zookeeper.partition_state("/kafka", topic, 0);
+    let follower = &brokers[if leader == 1 { 1 } else { 0 }];
+    let fetch = |offset: i64, max_wait_ms: i32| -> (i16, i64, usize, Duration) {
+        let request = FetchRequest::default().with_max_wait_ms(max_wait_ms).with_min_bytes(1).with_max_bytes(1 << 20).with_topics(vec![
+            FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)]),
+        ]);
+        let started = Instant::now();
+        let response: FetchResponse = tests::wire::Connection::open(follower.address()).call(ApiKey::Fetch, 11, &request);
+        let data = &response.responses[0].partitions[0];
+        (data.error_code, data.high_watermark, data.records.as_ref().map_or(0, |r| r.len()), started.elapsed())
+    };
+    wait_until("the follower serves the first record", Duration::from_secs(15), || {
+        let (error, high_watermark, bytes, _) = fetch(0, 0);
+        error == 0 && high_watermark == 1 && bytes > 0
+    });
+
+    // A consumer long-polls the follower past its end; the leader then takes a record.
+    const MAX_WAIT_MS: i32 = 15_000;
+    let (error, high_watermark, bytes, took) = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| fetch(1, MAX_WAIT_MS));
+        std::thread::sleep(Duration::from_millis(500));
+        produce("second");
+        waiting.join().unwrap()
+    });
+    assert_eq!(error, 0);
+    assert_eq!(high_watermark, 2, "the follower's high watermark covers the new record");
+    assert!(bytes > 0, "the follower answered with the replicated record");
+    assert!(took < Duration::from_millis(MAX_WAIT_MS as u64 / 2), "the fetch waited {took:?}: the follower's replication did not wake it");
+    eprintln!("a fetch waiting on the follower was answered after {took:?}");
 }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use zookeeper_client::{Client, Error as ZkError};
 
 use crate::cluster::ClusterSnapshot;
-use crate::{paths, persistent};
+use crate::paths::{self, persistent};
 
 /// What this broker holds while it is the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +166,7 @@ pub enum TopicChangeError {
     UnknownTopic,
     InvalidPartitions(String),
     InvalidReplicationFactor(String),
+    InvalidReplicaAssignment(String),
     ZooKeeper(String),
 }
 
@@ -173,7 +174,16 @@ pub enum TopicChangeError {
 /// conditionally on the znode version, as Kafka's admin client did); the controller then elects
 /// the new partitions' leaders. New replicas are spread as if the topic had been created with
 /// `total` partitions.
-pub async fn add_partitions(client: &Client, live_brokers: &[i32], name: &str, total: i32) -> Result<Vec<Vec<i32>>, TopicChangeError> {
+pub async fn add_partitions(
+    client: &Client,
+    live_brokers: &[i32],
+    name: &str,
+    total: i32,
+    assignment: Option<Vec<Vec<i32>>>,
+) -> Result<Vec<Vec<i32>>, TopicChangeError> {
+    if let Some(assignment) = &assignment {
+        unknown_brokers(assignment, live_brokers).map_err(TopicChangeError::InvalidReplicaAssignment)?;
+    }
     let zk = |e: ZkError| TopicChangeError::ZooKeeper(e.to_string());
     loop {
         let (data, stat) = match client.get_data(&paths::topic_path(name)).await {
@@ -190,14 +200,32 @@ pub async fn add_partitions(client: &Client, live_brokers: &[i32], name: &str, t
             )));
         }
         let factor = replicas.first().map_or(1, |r| r.len());
-        if live_brokers.is_empty() || factor > live_brokers.len() {
+        if let Some(assignment) = &assignment {
+            if assignment.len() as i32 != total - current {
+                return Err(TopicChangeError::InvalidReplicaAssignment(format!(
+                    "Increasing the number of partitions by {} but {} assignments provided.",
+                    total - current,
+                    assignment.len()
+                )));
+            }
+            if let Some(other) = assignment.iter().find(|r| r.len() != factor) {
+                return Err(TopicChangeError::InvalidReplicaAssignment(format!(
+                    "Inconsistent replication factor between partitions, partition 0 has {factor} while partitions [{}] have replication factors [{}], respectively.",
+                    current,
+                    other.len()
+                )));
+            }
+        }
+        if assignment.is_none() && (live_brokers.is_empty() || factor > live_brokers.len()) {
             return Err(TopicChangeError::InvalidReplicationFactor(format!(
                 "Replication factor: {factor} larger than available brokers: {}.",
                 live_brokers.len()
             )));
         }
-        let start = (topic_id[0] as usize) % live_brokers.len();
-        let added: Vec<Vec<i32>> = assign_replicas(live_brokers, total, factor, start).split_off(current as usize);
+        let added: Vec<Vec<i32>> = match &assignment {
+            Some(assignment) => assignment.clone(),
+            None => assign_replicas(live_brokers, total, factor, (topic_id[0] as usize) % live_brokers.len()).split_off(current as usize),
+        };
         replicas.extend(added.iter().cloned());
         match client.set_data(&paths::topic_path(name), paths::topic_json(&topic_id, &replicas).as_bytes(), Some(stat.version)).await {
             Ok(_) => return Ok(added),
@@ -212,7 +240,19 @@ pub async fn add_partitions(client: &Client, live_brokers: &[i32], name: &str, t
 pub enum CreateTopicError {
     AlreadyExists,
     InvalidReplicationFactor(String),
+    InvalidReplicaAssignment(String),
     ZooKeeper(String),
+}
+
+/// A client's assignment may only name live brokers (Kafka: "Unknown broker(s) in replica
+/// assignment"). Its shape (no empty or duplicated replica lists, one factor) is the broker's check.
+fn unknown_brokers(assignment: &[Vec<i32>], live_brokers: &[i32]) -> Result<(), String> {
+    let unknown: std::collections::BTreeSet<i32> = assignment.iter().flatten().copied().filter(|b| !live_brokers.contains(b)).collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("Unknown broker(s) in replica assignment: {}.", unknown.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ")))
+    }
 }
 
 /// Spreads replicas over the live brokers as Kafka's rack-unaware assignment does: partition p's
@@ -242,18 +282,26 @@ pub async fn create_topic(
     name: &str,
     partitions: i32,
     replication_factor: i16,
+    assignment: Option<Vec<Vec<i32>>>,
     config: &BTreeMap<String, String>,
     topic_id: [u8; 16],
 ) -> Result<Vec<Vec<i32>>, CreateTopicError> {
-    let factor = replication_factor.max(1) as usize;
-    if factor > live_brokers.len() {
-        return Err(CreateTopicError::InvalidReplicationFactor(format!(
-            "Replication factor: {replication_factor} larger than available brokers: {}.",
-            live_brokers.len()
-        )));
-    }
-    let start = (topic_id[0] as usize) % live_brokers.len();
-    let replicas = assign_replicas(live_brokers, partitions, factor, start);
+    let replicas = match assignment {
+        Some(assignment) => {
+            unknown_brokers(&assignment, live_brokers).map_err(CreateTopicError::InvalidReplicaAssignment)?;
+            assignment
+        }
+        None => {
+            let factor = replication_factor.max(1) as usize;
+            if factor > live_brokers.len() {
+                return Err(CreateTopicError::InvalidReplicationFactor(format!(
+                    "Replication factor: {replication_factor} larger than available brokers: {}.",
+                    live_brokers.len()
+                )));
+            }
+            assign_replicas(live_brokers, partitions, factor, (topic_id[0] as usize) % live_brokers.len())
+        }
+    };
     let mut writer = client.new_multi_writer();
     let zk = |e: ZkError| CreateTopicError::ZooKeeper(e.to_string());
     writer.add_create(&paths::topic_config_path(name), paths::topic_config_json(config).as_bytes(), &persistent()).map_err(zk)?;

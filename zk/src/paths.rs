@@ -2,6 +2,8 @@
 //! inspect a cluster of ours with zkCli and Kafka's own tools' expectations hold. The JSON shapes
 //! are Kafka's: `BrokerIdZNode` v5, `ControllerZNode` v1, `ClusterIdZNode` v1.
 
+use zookeeper_client::{Acls, CreateMode, CreateOptions};
+
 pub const BROKER_IDS: &str = "/brokers/ids";
 pub const BROKER_TOPICS: &str = "/brokers/topics";
 pub const BROKER_SEQUENCE_ID: &str = "/brokers/seqid";
@@ -196,6 +198,14 @@ pub fn parse_cluster_id_json(data: &[u8]) -> Option<String> {
 
 fn json_string(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
+}
+
+pub(crate) fn persistent() -> CreateOptions<'static> {
+    CreateMode::Persistent.with_acls(Acls::anyone_all())
+}
+
+pub(crate) fn ephemeral() -> CreateOptions<'static> {
+    CreateMode::Ephemeral.with_acls(Acls::anyone_all())
 }
 
 #[cfg(test)]

@@ -9,18 +9,29 @@
 //! Cluster mode: `__consumer_offsets` is a replicated topic in ZooKeeper like any other, and a
 //! group's coordinator is the leader of its partition. The owning shard loads the partition's
 //! groups when this broker becomes its leader and drops them when leadership moves
-//! (`coordinator::follow_leadership`); requests for groups not loaded here get NOT_COORDINATOR,
+//! (`loader::follow_leadership`); requests for groups not loaded here get NOT_COORDINATOR,
 //! and clients ask FindCoordinator again.
+//!
+//! Layout: `coordinator` (a shard's `GroupCoordinator`: the state the operations share),
+//! `membership` (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, rebalances, member timers),
+//! `offsets` (OffsetCommit, OffsetFetch, OffsetDelete, retention), `admin` (DescribeGroups,
+//! ListGroups, DeleteGroups), `offsets_writer` (the ordered, bounded queue of writes to
+//! `__consumer_offsets` and its writer task), `loader` (loading groups from the log), `group` (one
+//! group's state), `offsets_topic` (Kafka's record formats).
+//!
+//! Never: this module imports nothing of the shard's context, the handlers or the group router;
+//! the shard holds a `GroupCoordinator`, built with what it needs (broker state, partition table,
+//! shard id), and the handlers route to it.
 
+pub mod admin;
 pub mod coordinator;
 pub mod group;
+pub mod loader;
+pub mod membership;
+pub mod offsets;
 pub mod offsets_topic;
+pub mod offsets_writer;
 
-use std::collections::BTreeMap;
-use std::rc::Rc;
-
-use crate::handlers::create_topics;
-use crate::shard_context::Shard;
 use crate::state::BrokerState;
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
 
@@ -59,45 +70,6 @@ pub fn coordinator_broker(broker: &BrokerState, group_id: &str) -> Option<zk::Br
     snapshot.brokers.get(&leader).cloned()
 }
 
-/// The shard coordinating `group_id`.
-pub fn shard_for_group(shard: &Shard, group_id: &str) -> usize {
-    shard.owner_of(CONSUMER_OFFSETS_TOPIC, partition_for_group(group_id, offsets_partition_count(&shard.broker)))
-}
-
-/// Cluster mode: how long the first FindCoordinator waits for the offsets topic's leaders.
-const OFFSETS_TOPIC_LEADER_WAIT_MS: u64 = 5_000;
-
-/// Creates `__consumer_offsets` on first use (Kafka does it on the first FindCoordinator):
-/// compacted, never deleted by time, with `offsets.topic.segment.bytes` segments.
-pub async fn ensure_offsets_topic(shard: &Rc<Shard>) {
-    let exists = match &shard.broker.cluster {
-        Some(cluster) => cluster.view.snapshot().topics.contains_key(CONSUMER_OFFSETS_TOPIC),
-        None => shard.broker.topics.read().unwrap().get(CONSUMER_OFFSETS_TOPIC).is_some(),
-    };
-    if exists {
-        return;
-    }
-    let config = &shard.broker.config;
-    let overrides = BTreeMap::from([
-        ("cleanup.policy".to_string(), "compact".to_string()),
-        ("segment.bytes".to_string(), config.offsets_topic_segment_bytes.to_string()),
-        ("compression.type".to_string(), "producer".to_string()),
-    ]);
-    let partitions = config.offsets_topic_num_partitions;
-    let created = match &shard.broker.cluster {
-        Some(_) => {
-            let replication_factor = config.offsets_topic_replication_factor;
-            create_topics::create_topic_in_cluster(shard, CONSUMER_OFFSETS_TOPIC, partitions, replication_factor, overrides, OFFSETS_TOPIC_LEADER_WAIT_MS)
-                .await
-        }
-        None => create_topics::create_topic(shard, CONSUMER_OFFSETS_TOPIC, partitions, overrides).await.map(|_| ()),
-    };
-    match created {
-        Ok(_) => {}
-        Err((code, _)) if code == kafka_protocol::ResponseError::TopicAlreadyExists.code() => {}
-        Err((_, message)) => tracing::error!(error = message, "cannot create __consumer_offsets"),
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,46 +1,63 @@
 //! CreateTopics: validate the name, partition count, replication factor and configs; add the
-//! topic to the table; open its partitions on their owning shards.
+//! the change itself is `topic_admin`'s.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::shard_context::Shard;
-use crate::topics::{log_config_for, topic_config_defaults, validate_topic_name, TopicInfo};
-
-/// Most partitions one topic may have: a bound on what one request can make us open.
-pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+use crate::topic_admin::{
+    check_brokers_here, check_replica_lists, create_topic_here, create_topic_in_cluster, MAX_LEADER_WAIT_MS, MAX_PARTITIONS_PER_TOPIC,
+};
+use crate::topics::{log_config_for, topic_config_defaults, validate_topic_name};
 
 pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let mut results = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut result = CreatableTopicResult::default().with_name(topic.name.clone());
-        let partitions = if topic.num_partitions == -1 { shard.broker.config.num_partitions } else { topic.num_partitions };
         let overrides: BTreeMap<String, String> =
             topic.configs.iter().filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string()))).collect();
-        let checked = check(shard, &name, partitions, topic.replication_factor, !topic.assignments.is_empty(), &overrides);
-        let replication_factor = match (&shard.broker.cluster, topic.replication_factor) {
-            (Some(_), -1) => shard.broker.config.default_replication_factor,
-            (Some(_), factor) => factor,
-            (None, _) => 1,
+        let assignment = match manual_assignment(&topic) {
+            Ok(assignment) => assignment,
+            Err((code, message)) => {
+                results.push(result.with_error_code(code).with_error_message(Some(str_bytes(&message))));
+                continue;
+            }
         };
+        let partitions = match (&assignment, topic.num_partitions) {
+            (Some(assignment), _) => assignment.len() as i32,
+            (None, -1) => shard.broker.config.num_partitions,
+            (None, count) => count,
+        };
+        let replication_factor = match (&assignment, &shard.broker.cluster, topic.replication_factor) {
+            (Some(assignment), _, _) => assignment[0].len() as i16,
+            (None, Some(_), -1) => shard.broker.config.default_replication_factor,
+            (None, Some(_), factor) => factor,
+            (None, None, _) => 1,
+        };
+        let checked = check(shard, &name, partitions, replication_factor, assignment.as_deref(), &overrides);
         let outcome = match checked {
             Err(error) => Err(error),
             Ok(()) if request.validate_only => Ok(None),
             Ok(()) if shard.broker.cluster.is_some() => {
                 let wait_ms = request.timeout_ms.clamp(0, MAX_LEADER_WAIT_MS) as u64;
-                create_topic_in_cluster(shard, &name, partitions, replication_factor, overrides.clone(), wait_ms).await.map(|_| None)
+                create_topic_in_cluster(shard, &name, partitions, replication_factor, assignment, overrides.clone(), wait_ms).await.map(Some)
             }
-            Ok(()) => create_topic(shard, &name, partitions, overrides.clone()).await.map(Some),
+            Ok(()) => create_topic_here(shard, &name, partitions, overrides.clone()).await.map(|info| Some(info.topic_id)),
         };
         match outcome {
-            Ok(_) => {
+            Ok(topic_id) => {
                 result = result.with_error_message(None);
+                if version >= 7 {
+                    // Zero for validate_only, as Kafka.
+                    result = result.with_topic_id(uuid::Uuid::from_bytes(topic_id.unwrap_or_default()));
+                }
                 if version >= 5 {
                     result = result.with_num_partitions(partitions).with_replication_factor(replication_factor).with_configs(Some(
                         topic_config_defaults(&shard.broker.config)
@@ -68,12 +85,39 @@ pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i1
     CreateTopicsResponse::default().with_topics(results)
 }
 
+/// CreateTopics' `assignments`, in partition order (None when the client left placement to us),
+/// checked as Kafka's `validateReplicaAssignment`.
+fn manual_assignment(topic: &CreatableTopic) -> Result<Option<Vec<Vec<i32>>>, (i16, String)> {
+    if topic.assignments.is_empty() {
+        return Ok(None);
+    }
+    if topic.num_partitions != -1 || topic.replication_factor != -1 {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
+        ));
+    }
+    let mut by_partition: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for assignment in &topic.assignments {
+        by_partition.insert(assignment.partition_index, assignment.broker_ids.iter().map(|b| b.0).collect());
+    }
+    if by_partition.keys().copied().ne(0..by_partition.len() as i32) {
+        return Err((
+            ResponseError::InvalidReplicaAssignment.code(),
+            format!("Partitions should be a consecutive 0-based integer sequence: {:?}", by_partition.keys().collect::<Vec<_>>()),
+        ));
+    }
+    let assignment: Vec<Vec<i32>> = by_partition.into_values().collect();
+    check_replica_lists(&assignment).map_err(|(error, message)| (error.code(), message))?;
+    Ok(Some(assignment))
+}
+
 fn check(
     shard: &Shard,
     name: &str,
     partitions: i32,
     replication_factor: i16,
-    has_assignments: bool,
+    assignment: Option<&[Vec<i32>]>,
     overrides: &BTreeMap<String, String>,
 ) -> Result<(), (i16, String)> {
     validate_topic_name(name).map_err(|e| (ResponseError::InvalidTopicException.code(), e))?;
@@ -84,7 +128,7 @@ fn check(
     if exists {
         return Err((ResponseError::TopicAlreadyExists.code(), format!("Topic '{name}' already exists.")));
     }
-    if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) && !has_assignments {
+    if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
         return Err((ResponseError::InvalidPartitions.code(), format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}.")));
     }
     // In cluster mode the coordinator checks the factor against the live brokers.
@@ -94,71 +138,11 @@ fn check(
             format!("Replication factor: {replication_factor} larger than available brokers: 1."),
         ));
     }
-    if has_assignments {
-        return Err((ResponseError::InvalidRequest.code(), "manual replica assignment is not supported on a single broker".into()));
+    if let (Some(assignment), None) = (assignment, &shard.broker.cluster) {
+        // A single broker: the only broker an assignment can name is this one.
+        check_brokers_here(shard, assignment).map_err(|(error, message)| (error.code(), message))?;
     }
     log_config_for(&shard.broker.config, overrides).map_err(|e| (ResponseError::InvalidConfig.code(), e))?;
     Ok(())
 }
 
-/// How long CreateTopics waits at most for the controller to elect the new partitions' leaders.
-const MAX_LEADER_WAIT_MS: i32 = 10_000;
-
-/// Cluster mode (`replication_factor` already resolved from -1 to the default): writes the
-/// topic to ZooKeeper through the coordinator (which assigns replicas
-/// over the live brokers), then waits up to `wait_ms` until every partition has a leader, so a
-/// client's next Metadata finds them (Kafka's CreateTopics waits the same way).
-pub async fn create_topic_in_cluster(
-    shard: &Rc<Shard>,
-    name: &str,
-    partitions: i32,
-    replication_factor: i16,
-    overrides: BTreeMap<String, String>,
-    wait_ms: u64,
-) -> Result<(), (i16, String)> {
-    let cluster = shard.broker.cluster.as_ref().expect("cluster mode");
-    let topic_id = crate::topics::new_topic_id(name);
-    cluster.create_topic(name, partitions, replication_factor, overrides, topic_id).await.map_err(|e| match e {
-        zk::CreateTopicError::AlreadyExists => (ResponseError::TopicAlreadyExists.code(), format!("Topic '{name}' already exists.")),
-        zk::CreateTopicError::InvalidReplicationFactor(message) => (ResponseError::InvalidReplicationFactor.code(), message),
-        zk::CreateTopicError::ZooKeeper(message) => (ResponseError::UnknownServerError.code(), message),
-    })?;
-    // Not having every leader within `wait_ms` is no error: the topic exists.
-    super::wait_for_snapshot(cluster, wait_ms, |snapshot| (0..partitions).all(|p| snapshot.leader(name, p).is_some())).await;
-    tracing::info!(topic = name, partitions, replication_factor, "created topic in the cluster");
-    Ok(())
-}
-
-/// Adds the topic and opens its partitions on their owners. Errors are (code, message).
-pub async fn create_topic(
-    shard: &Rc<Shard>,
-    name: &str,
-    partitions: i32,
-    overrides: BTreeMap<String, String>,
-) -> Result<TopicInfo, (i16, String)> {
-    let info = {
-        let mut topics = shard.broker.topics.write().unwrap();
-        if topics.get(name).is_some() {
-            return Err((ResponseError::TopicAlreadyExists.code(), format!("Topic '{name}' already exists.")));
-        }
-        topics.create(name, partitions, overrides).map_err(|e| (ResponseError::KafkaStorageError.code(), e))?
-    };
-    open_partitions(shard, name, 0..partitions).await;
-    tracing::info!(topic = name, partitions, "created topic");
-    Ok(info)
-}
-
-/// Opens the given partitions of `topic` on their owning shards (creating their directories).
-pub async fn open_partitions(shard: &Rc<Shard>, topic: &str, partitions: std::ops::Range<i32>) {
-    for partition in partitions {
-        let owner = shard.owner_of(topic, partition);
-        let topic = topic.to_string();
-        let opened = shard
-            .router
-            .call(owner, move |owner| async move { owner.partition(&topic, partition).await.map(|_| ()).map_err(|e| format!("{e:?}")) })
-            .await;
-        if let Err(e) = opened {
-            tracing::error!(partition, error = e, "opening a new partition");
-        }
-    }
-}

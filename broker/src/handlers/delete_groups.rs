@@ -5,7 +5,8 @@ use std::rc::Rc;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use crate::groups::{coordinator, shard_for_group};
+use crate::group_router::shard_for_group;
+use crate::groups::admin;
 use crate::shard_context::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
@@ -13,7 +14,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteGroupsRequest) -> DeleteGr
     for group_id in request.groups_names {
         let id = group_id.0.to_string();
         let owner = shard_for_group(shard, &id);
-        let error_code = shard.router.call(owner, move |owner| async move { coordinator::delete_group(&owner, &id).await }).await;
+        let error_code = shard.router.call(owner, move |owner| async move { admin::delete_group(&owner.groups, &id).await }).await;
         results.push(DeletableGroupResult::default().with_group_id(group_id).with_error_code(error_code));
     }
     DeleteGroupsResponse::default().with_results(results)

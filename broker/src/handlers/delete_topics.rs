@@ -1,7 +1,7 @@
 //! DeleteTopics: remove the topic from the table, then every shard closes and deletes the
 //! partitions of it that it owns. In cluster mode the controller deletes the topic in ZooKeeper
 //! and every broker deletes its replicas when the topic leaves its snapshot
-//! (`Shard::delete_topics_gone_from_cluster`); the answer waits for the topic to be gone.
+//! (`topic_admin::delete_topics_gone_from_cluster`); the answer waits for the topic to be gone.
 
 use std::rc::Rc;
 
@@ -11,6 +11,7 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::topic_admin::{delete_topic_here, delete_topic_in_cluster};
 
 pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     // v6 names topics in `topics` (by name or id); earlier versions in `topic_names`.
@@ -49,7 +50,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i1
             Some((name, id)) => {
                 let deleted = match shard.broker.cluster.is_some() {
                     true => delete_topic_in_cluster(shard, &name, request.timeout_ms).await,
-                    false => delete_topic(shard, &name).await.map_err(|e| (ResponseError::KafkaStorageError.code(), e)),
+                    false => delete_topic_here(shard, &name).await.map_err(|e| (ResponseError::KafkaStorageError.code(), e)),
                 };
                 if let Err((code, e)) = deleted {
                     result = result.with_error_code(code);
@@ -69,28 +70,3 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i1
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<(), String> {
-    shard.broker.topics.write().unwrap().remove(name)?;
-    for owner in 0..shard.router.shard_count() {
-        let topic = name.to_string();
-        shard.router.call(owner, move |owner| async move { owner.delete_topic_partitions(&topic).await }).await;
-    }
-    tracing::info!(topic = name, "deleted topic");
-    Ok(())
-}
-
-/// Cluster mode: asks the controller, then waits (at most the request's timeout) until the topic
-/// has left this broker's snapshot.
-async fn delete_topic_in_cluster(shard: &Rc<Shard>, name: &str, timeout_ms: i32) -> Result<(), (i16, String)> {
-    let cluster = shard.broker.cluster.as_ref().expect("cluster mode");
-    cluster.delete_topic(name).await.map_err(|e| match e {
-        zk::TopicChangeError::UnknownTopic => (ResponseError::UnknownTopicOrPartition.code(), format!("The topic '{name}' does not exist.")),
-        e => (ResponseError::UnknownServerError.code(), format!("{e:?}")),
-    })?;
-    let timeout_ms = timeout_ms.clamp(0, 60_000) as u64;
-    if !super::wait_for_snapshot(cluster, timeout_ms, |snapshot| !snapshot.topics.contains_key(name)).await {
-        return Err((ResponseError::RequestTimedOut.code(), "the controller has not deleted the topic yet".into()));
-    }
-    tracing::info!(topic = name, "deleted topic in the cluster");
-    Ok(())
-}

@@ -6,7 +6,8 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::str_bytes;
-use crate::groups::{coordinator, shard_for_group};
+use crate::group_router::shard_for_group;
+use crate::groups::admin;
 use crate::shard_context::Shard;
 
 /// Kafka's "operations unknown" when the client did not ask for them.
@@ -19,7 +20,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DescribeGroupsRequest, version: 
     for group_id in request.groups {
         let id = group_id.0.to_string();
         let owner = shard_for_group(shard, &id);
-        let described = shard.router.call(owner, move |owner| async move { coordinator::describe(&owner, &id) }).await;
+        let described = shard.router.call(owner, move |owner| async move { admin::describe(&owner.groups, &id) }).await;
         let members = described
             .members
             .into_iter()

@@ -14,6 +14,8 @@ use shard::notify::Notify;
 
 use super::fetch_framing::{PartitionFrame, Records, RecordsLength, TopicFrame};
 use super::{partition_error_code, storage_error_code};
+use crate::partition::{PartitionError, ReadBound};
+use crate::replication::leader;
 use crate::shard_context::Shard;
 
 /// Upper bound on how long a fetch may wait, whatever the client asks.
@@ -53,7 +55,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> V
             let fetched = shard
                 .router
                 .call(owner, move |owner| async move {
-                    read(&owner, &topic, partition, offset, budget, min_one_batch, zero_copy, replica_id).await
+                    read(&owner, &topic, partition, offset, budget, min_one_batch, zero_copy, replica_id, version).await
                 })
                 .await;
             total += fetched.records.iter().map(RecordsLength::length_bytes).sum::<u64>();
@@ -105,53 +107,52 @@ async fn read(
     min_one_batch: bool,
     zero_copy: bool,
     replica_id: i32,
+    version: i16,
 ) -> Fetched {
-    let failed = |error_code| Fetched { error_code, high_watermark: -1, log_start_offset: -1, records: Vec::new() };
-    let handle = match shard.partition(topic, partition).await {
-        Ok(p) => p,
-        Err(e) => return failed(partition_error_code(&e)),
-    };
-    let log = handle.log.read().await.expect("partition lock");
-    let log_end_offset = log.log_end_offset();
-    let previous_high_watermark = handle.replication.borrow().high_watermark;
-    // A follower fetches from its log end: that is its log end offset. One past ours is a log that
-    // diverged (it truncates on our answer) and counts for nothing.
-    let replica_id = if offset <= log_end_offset { replica_id } else { -1 };
-    if replica_id >= 0 {
-        let mut replication = handle.replication.borrow_mut();
-        replication.follower_log_end_offsets.insert(replica_id, offset);
-        if offset >= log_end_offset {
-            replication.follower_caught_up_ms.insert(replica_id, super::now_ms());
+    let found = match shard.partition(topic, partition).await {
+        // Kafka serves consumers' Fetch v11+ (which carry client metadata, KIP-392) from any
+        // replica, up to that replica's high watermark; older versions and followers only from
+        // the leader.
+        Err(PartitionError::NotLeaderOrFollower) if version >= 11 && replica_id < 0 && shard.broker.holds_replica(topic, partition) => {
+            shard.partitions.replica(topic, partition).await
         }
-    }
-    let high_watermark = shard.high_watermark(topic, partition, &handle, log_end_offset);
-    if replica_id >= 0 {
-        crate::replica_fetcher::maybe_expand_isr(shard, topic, partition, &handle, replica_id, offset, high_watermark);
-    }
-    if high_watermark > previous_high_watermark && shard.broker.cluster.is_some() {
-        shard.appended.notify_all(); // acks=all producers and consumers wait for the high watermark
-    }
-    let upper_bound = if replica_id >= 0 { log_end_offset } else { high_watermark };
-    let log_start_offset = log.log_start_offset();
-    let result = log.read(offset, budget, upper_bound, min_one_batch).await;
-    drop(log);
-    let failed = |error| Fetched { error_code: storage_error_code(&error), high_watermark, log_start_offset, records: Vec::new() };
-    let slices = match result {
-        Ok(result) => result.slices,
-        Err(e) => return failed(e),
+        found => found,
     };
-    let mut records = Vec::with_capacity(slices.len());
-    for slice in &slices {
+    let handle = match found {
+        Ok(p) => p,
+        Err(e) => return Fetched { error_code: partition_error_code(&e), high_watermark: -1, log_start_offset: -1, records: Vec::new() },
+    };
+    // A follower reads up to the log end, once the leader has taken note of its fetch.
+    let bound = if replica_id >= 0 && leader::on_follower_fetch(shard, &handle, replica_id, offset).await {
+        ReadBound::LogEnd
+    } else {
+        ReadBound::HighWatermark
+    };
+    let read = match handle.read(offset, budget, min_one_batch, bound).await {
+        Ok(read) => read,
+        Err((e, high_watermark, log_start_offset)) => {
+            return Fetched { error_code: storage_error_code(&e), high_watermark, log_start_offset, records: Vec::new() }
+        }
+    };
+    let mut records = Vec::with_capacity(read.slices.len());
+    for slice in &read.slices {
         if zero_copy {
             records.push(Records::InFile(slice.region()));
         } else {
             match slice.read_bytes().await {
                 Ok(bytes) => records.push(Records::InMemory(Bytes::from(bytes))),
-                Err(e) => return failed(e),
+                Err(e) => {
+                    return Fetched {
+                        error_code: storage_error_code(&e),
+                        high_watermark: read.high_watermark,
+                        log_start_offset: read.log_start_offset,
+                        records: Vec::new(),
+                    }
+                }
             }
         }
     }
-    Fetched { error_code: 0, high_watermark, log_start_offset, records }
+    Fetched { error_code: 0, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, records }
 }
 
 /// Returns when an owner of one of the partitions has data past the fetch offset, or after `wait`.
@@ -173,16 +174,15 @@ async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64)],
     Notify::wait(ticket, wait).await;
 }
 
-/// Runs on the owning shard: waits for an append unless one of the partitions already has data.
+/// Runs on the owning shard: waits for an append (or a high watermark that moved) unless one of
+/// the partitions already has data.
 async fn wait_on_owner(shard: &Shard, positions: Vec<(String, i32, i64)>, wait: Duration, is_follower: bool) {
-    let ticket = shard.appended.ticket();
+    let ticket = shard.partitions.appended.ticket();
+    // Consumers wait for the high watermark, followers for the log end.
+    let bound = if is_follower { ReadBound::LogEnd } else { ReadBound::HighWatermark };
     for (topic, partition, offset) in &positions {
-        if let Some(handle) = shard.open_partition(topic, *partition) {
-            let log_end_offset = handle.log.read().await.expect("partition lock").log_end_offset();
-            // Consumers wait for the high watermark, followers for the log end.
-            let readable_end =
-                if is_follower { log_end_offset } else { shard.high_watermark(topic, *partition, &handle, log_end_offset) };
-            if readable_end > *offset {
+        if let Some(handle) = shard.partitions.if_open(topic, *partition) {
+            if handle.readable_end(bound).await > *offset {
                 return;
             }
         }

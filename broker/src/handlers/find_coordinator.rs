@@ -19,7 +19,7 @@ const KEY_TYPE_GROUP: i8 = 0;
 pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
     if request.key_type == KEY_TYPE_GROUP {
         // As Kafka: the offsets topic is made when the first group looks for its coordinator.
-        crate::groups::ensure_offsets_topic(shard).await;
+        crate::topic_admin::ensure_offsets_topic(shard).await;
     }
     let config = &shard.broker.config;
     let answer = |key: StrBytes| -> Coordinator {

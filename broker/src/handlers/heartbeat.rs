@@ -4,7 +4,8 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use crate::groups::{coordinator, shard_for_group};
+use crate::group_router::shard_for_group;
+use crate::groups::membership;
 use crate::shard_context::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatResponse {
@@ -14,7 +15,7 @@ pub async fn handle(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatRe
         .router
         .call(owner, move |owner| async move {
             let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
-            coordinator::heartbeat(&owner, &group_id, &request.member_id, instance.as_deref(), request.generation_id)
+            membership::heartbeat(&owner.groups, &group_id, &request.member_id, instance.as_deref(), request.generation_id)
         })
         .await;
     HeartbeatResponse::default().with_error_code(error_code)

@@ -92,9 +92,6 @@ pub async fn apply_topic_overrides(
         return Ok(());
     }
     shard.broker.topics.write().unwrap().set_overrides(topic, next).map_err(|e| (ResponseError::KafkaStorageError, e))?;
-    for owner in 0..shard.router.shard_count() {
-        let topic = topic.to_string();
-        shard.router.call(owner, move |owner| async move { owner.reconfigure_topic(&topic).await }).await;
-    }
+    crate::topic_admin::reconfigure_topic_everywhere(shard, topic).await;
     Ok(())
 }

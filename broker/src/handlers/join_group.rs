@@ -7,8 +7,9 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::{str_bytes, Client};
-use crate::groups::coordinator::{self, JoinRequest};
-use crate::groups::{ensure_offsets_topic, shard_for_group};
+use crate::groups::membership::{self, JoinRequest};
+use crate::group_router::shard_for_group;
+use crate::topic_admin::ensure_offsets_topic;
 use crate::shard_context::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, request: JoinGroupRequest, version: i16, client: &Client<'_>) -> JoinGroupResponse {
@@ -27,7 +28,7 @@ pub async fn handle(shard: &Rc<Shard>, request: JoinGroupRequest, version: i16, 
         require_known_member_id: version >= 4,
     };
     let owner = shard_for_group(shard, &join.group_id);
-    let result = shard.router.call(owner, move |owner| async move { coordinator::join(&owner, join).await }).await;
+    let result = shard.router.call(owner, move |owner| async move { membership::join(&owner.groups, join).await }).await;
     let members = result
         .members
         .into_iter()

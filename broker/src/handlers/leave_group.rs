@@ -6,7 +6,8 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::str_bytes;
-use crate::groups::{coordinator, shard_for_group};
+use crate::group_router::shard_for_group;
+use crate::groups::membership;
 use crate::shard_context::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
@@ -18,7 +19,7 @@ pub async fn handle(shard: &Rc<Shard>, request: LeaveGroupRequest, version: i16)
     };
     let owner = shard_for_group(shard, &group_id);
     let leaving = members.clone();
-    let errors = shard.router.call(owner, move |owner| async move { coordinator::leave(&owner, &group_id, &leaving) }).await;
+    let errors = shard.router.call(owner, move |owner| async move { membership::leave(&owner.groups, &group_id, &leaving) }).await;
     if version < 3 {
         return LeaveGroupResponse::default().with_error_code(errors.first().copied().unwrap_or(0));
     }

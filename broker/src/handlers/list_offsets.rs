@@ -7,7 +7,8 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{partition_error_code, storage_error_code};
-use crate::shard_context::{Partition, Shard};
+use crate::partition::Partition;
+use crate::shard_context::Shard;
 use storage::log::Log;
 
 const LATEST: i64 = -1;
@@ -48,7 +49,7 @@ async fn lookup(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> (
         Err(e) => return (partition_error_code(&e), -1, -1, -1),
     };
     let log = handle.log.read().await.expect("partition lock");
-    let (error_code, offset, found_timestamp) = find(shard, topic, partition, &handle, &log, timestamp).await;
+    let (error_code, offset, found_timestamp) = find(&handle, &log, timestamp).await;
     let leader_epoch = match shard.broker.cluster {
         None => 0,
         Some(_) if timestamp == LATEST => log.latest_epoch().unwrap_or(-1),
@@ -57,10 +58,10 @@ async fn lookup(shard: &Shard, topic: &str, partition: i32, timestamp: i64) -> (
     (error_code, offset, found_timestamp, leader_epoch)
 }
 
-async fn find(shard: &Shard, topic: &str, partition: i32, handle: &Partition, log: &Log, timestamp: i64) -> (i16, i64, i64) {
+async fn find(handle: &Partition, log: &Log, timestamp: i64) -> (i16, i64, i64) {
     let target = match timestamp {
         // What consumers can read: the high watermark (the log end when standalone).
-        LATEST => return (0, shard.high_watermark(topic, partition, handle, log.log_end_offset()), -1),
+        LATEST => return (0, handle.high_watermark(log.log_end_offset()), -1),
         EARLIEST => return (0, log.log_start_offset(), -1),
         // The offset of the record with the largest timestamp: the first one reaching it.
         MAX_TIMESTAMP => match log.max_timestamp() {

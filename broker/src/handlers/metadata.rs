@@ -6,12 +6,13 @@
 use std::rc::Rc;
 
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
 
-use super::create_topics::create_topic;
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::topic_admin::{create_topic_here, create_topic_in_cluster};
 use crate::topics::{validate_topic_name, TopicInfo};
 
 pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
@@ -21,11 +22,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     let config = &shard.broker.config;
     let broker_id = BrokerId(config.broker_id);
     // v0: an empty list means every topic; v1+: null means every topic.
-    let requested: Option<Vec<String>> = match request.topics {
-        None => None,
-        Some(topics) if version == 0 && topics.is_empty() => None,
-        Some(topics) => Some(topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
-    };
+    let (requested, unknown_ids) = requested_topics(shard, request.topics, version);
     let allow_auto_create = config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
     let mut topics = Vec::new();
     match requested {
@@ -40,7 +37,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
                     Some(info) => Ok(info),
                     None if validate_topic_name(&name).is_err() => Err(ResponseError::InvalidTopicException),
                     None if allow_auto_create => {
-                        match create_topic(shard, &name, config.num_partitions, Default::default()).await {
+                        match create_topic_here(shard, &name, config.num_partitions, Default::default()).await {
                             Ok(info) => Ok(info),
                             Err((error, message)) => {
                                 tracing::warn!(topic = name, %message, "auto-creating a topic failed");
@@ -70,7 +67,38 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
             .with_port(config.advertised_port as i32)])
         .with_cluster_id(Some(str_bytes(&shard.broker.cluster_id)))
         .with_controller_id(broker_id)
-        .with_topics(topics)
+        .with_topics(topics.into_iter().chain(unknown_ids).collect())
+}
+
+/// The topics a request names (None: every topic). Metadata v10+ may name a topic by its id (the
+/// Java client then sends an empty name): a non-zero id wins and is resolved to the name here;
+/// an unknown id gets UNKNOWN_TOPIC_ID, as Kafka.
+fn requested_topics(shard: &Shard, topics: Option<Vec<MetadataRequestTopic>>, version: i16) -> (Option<Vec<String>>, Vec<MetadataResponseTopic>) {
+    let topics = match topics {
+        None => return (None, Vec::new()),
+        Some(topics) if version == 0 && topics.is_empty() => return (None, Vec::new()),
+        Some(topics) => topics,
+    };
+    let mut names = Vec::with_capacity(topics.len());
+    let mut unknown = Vec::new();
+    for topic in topics {
+        if topic.topic_id.is_nil() {
+            names.extend(topic.name.map(|name| name.0.to_string()));
+            continue;
+        }
+        let id = *topic.topic_id.as_bytes();
+        let found = match &shard.broker.cluster {
+            Some(cluster) => cluster.view.snapshot().topics.iter().find(|(_, t)| t.topic_id == id).map(|(name, _)| name.clone()),
+            None => shard.broker.topics.read().unwrap().all().find(|t| t.topic_id == id).map(|t| t.name.clone()),
+        };
+        match found {
+            Some(name) => names.push(name),
+            None => unknown.push(
+                MetadataResponseTopic::default().with_topic_id(topic.topic_id).with_error_code(ResponseError::UnknownTopicId.code()),
+            ),
+        }
+    }
+    (Some(names), unknown)
 }
 
 /// Cluster mode: every live broker, the controller, and each topic's partitions as ZooKeeper says
@@ -78,11 +106,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
 async fn handle_in_cluster(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
     let config = &shard.broker.config;
     let cluster = shard.broker.cluster.as_ref().expect("cluster mode");
-    let requested: Option<Vec<String>> = match request.topics {
-        None => None,
-        Some(topics) if version == 0 && topics.is_empty() => None,
-        Some(topics) => Some(topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
-    };
+    let (requested, unknown_ids) = requested_topics(shard, request.topics, version);
     let allow_auto_create = config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
     let mut names = requested.clone().unwrap_or_else(|| cluster.view.snapshot().topics.keys().cloned().collect());
     let mut errors = std::collections::BTreeMap::new();
@@ -95,8 +119,8 @@ async fn handle_in_cluster(shard: &Rc<Shard>, request: MetadataRequest, version:
                 ResponseError::InvalidTopicException
             } else if allow_auto_create {
                 let factor = config.default_replication_factor;
-                match super::create_topics::create_topic_in_cluster(shard, name, config.num_partitions, factor, Default::default(), 2_000).await {
-                    Ok(()) => continue,
+                match create_topic_in_cluster(shard, name, config.num_partitions, factor, None, Default::default(), 2_000).await {
+                    Ok(_) => continue,
                     Err((code, _)) if code == ResponseError::TopicAlreadyExists.code() => continue,
                     Err((_, message)) => {
                         tracing::warn!(topic = name, %message, "auto-creating a topic failed");
@@ -111,7 +135,7 @@ async fn handle_in_cluster(shard: &Rc<Shard>, request: MetadataRequest, version:
     }
     names.dedup();
     let snapshot = cluster.view.snapshot();
-    let topics = names
+    let topics: Vec<MetadataResponseTopic> = names
         .iter()
         .map(|name| match (errors.get(name), snapshot.topics.get(name)) {
             (None, Some(state)) => cluster_topic_metadata(name, state, &snapshot),
@@ -135,7 +159,7 @@ async fn handle_in_cluster(shard: &Rc<Shard>, request: MetadataRequest, version:
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(&shard.broker.cluster_id)))
         .with_controller_id(BrokerId(cluster.view.controller_id()))
-        .with_topics(topics)
+        .with_topics(topics.into_iter().chain(unknown_ids).collect())
 }
 
 fn cluster_topic_metadata(name: &str, state: &zk::TopicState, snapshot: &zk::ClusterSnapshot) -> MetadataResponseTopic {

@@ -12,6 +12,7 @@ mod delete_groups;
 mod delete_topics;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod fetch;
 pub mod fetch_framing;
 mod find_coordinator;
@@ -38,7 +39,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 use storage::StorageError;
 
-use crate::shard_context::{PartitionError, Shard};
+use crate::partition::PartitionError;
+use crate::shard_context::Shard;
 
 /// The APIs and versions we serve, as Apache Kafka 3.x advertises them (Produce and Fetch stop at
 /// v12: v13 names topics by id only). Produce v0-v2 and Fetch v0-v3 are older than
@@ -66,9 +68,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeLogDirs, 1, 4),
     // Cluster mode only (api_versions.rs leaves it out of a single broker's list).
     (ApiKey::OffsetForLeaderEpoch, 0, 3),
 ];
@@ -176,6 +179,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) ->
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(describe_groups::handle(shard, r, version).await),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(shard, r).await),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(shard, r).await),
+        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, r).await),
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(shard, r).await),
         other => return Outcome::Close(format!("no handler for {other:?}")),
     };
@@ -224,24 +228,6 @@ pub fn partition_error_code(error: &PartitionError) -> i16 {
     }
 }
 
-/// Cluster mode: waits until `done` holds for the cluster snapshot, looking every 20 ms, for at
-/// most `timeout_ms`; returns whether it did. Admin requests answer once their ZooKeeper write
-/// shows in the metadata (new leaders elected, a topic gone), as Kafka's do.
-pub async fn wait_for_snapshot(cluster: &zk::CoordinatorHandle, timeout_ms: u64, done: impl Fn(&zk::ClusterSnapshot) -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
-    while !done(&cluster.view.snapshot()) {
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    true
-}
-
 pub fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }

@@ -6,8 +6,9 @@ use std::rc::Rc;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use crate::groups::coordinator::{self, CommitRequest};
-use crate::groups::{ensure_offsets_topic, shard_for_group};
+use crate::groups::offsets::{self, CommitRequest};
+use crate::group_router::shard_for_group;
+use crate::topic_admin::ensure_offsets_topic;
 use crate::shard_context::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, request: OffsetCommitRequest) -> OffsetCommitResponse {
@@ -35,7 +36,7 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetCommitRequest) -> OffsetCo
         offsets,
     };
     let owner = shard_for_group(shard, &commit.group_id);
-    let errors = shard.router.call(owner, move |owner| async move { coordinator::commit(&owner, commit).await }).await;
+    let errors = shard.router.call(owner, move |owner| async move { offsets::commit(&owner.groups, commit).await }).await;
     let mut errors = errors.into_iter();
     let topics = request
         .topics

@@ -6,7 +6,8 @@ use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponseParti
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
 
 use super::str_bytes;
-use crate::groups::{coordinator, shard_for_group};
+use crate::group_router::shard_for_group;
+use crate::groups::offsets;
 use crate::shard_context::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
@@ -18,7 +19,7 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> OffsetDe
         .collect();
     let owner = shard_for_group(shard, &group_id);
     let (error_code, results) =
-        shard.router.call(owner, move |owner| async move { coordinator::delete_offsets(&owner, &group_id, topics).await }).await;
+        shard.router.call(owner, move |owner| async move { offsets::delete_offsets(&owner.groups, &group_id, topics).await }).await;
     let topics = results
         .into_iter()
         .map(|(name, partitions)| {

@@ -10,8 +10,8 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
 use super::str_bytes;
-use crate::groups::coordinator::{self, FetchedOffset};
-use crate::groups::shard_for_group;
+use crate::groups::offsets::{self, FetchedOffset};
+use crate::group_router::shard_for_group;
 use crate::shard_context::Shard;
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
@@ -19,7 +19,7 @@ type Wanted = Option<Vec<(String, Vec<i32>)>>;
 /// Err: the group's error (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS).
 async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Wanted) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
     let owner = shard_for_group(shard, &group_id);
-    shard.router.call(owner, move |owner| async move { coordinator::fetch_offsets(&owner, &group_id, topics) }).await
+    shard.router.call(owner, move |owner| async move { offsets::fetch_offsets(&owner.groups, &group_id, topics) }).await
 }
 
 pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {

@@ -1,5 +1,5 @@
 //! Produce: each partition's record bytes go to the owning shard (as `Bytes`, no copy across
-//! shards), which checks idempotent-producer sequences, appends, and wakes waiting fetches.
+//! shards), which appends through the partition's one door (`Partition::append`).
 
 use std::rc::Rc;
 
@@ -7,11 +7,10 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
-use storage::batch::{self, BatchHeader};
 
-use super::{now_ms, partition_error_code, storage_error_code, str_bytes};
-use crate::producer_state::SequenceCheck;
-use crate::shard_context::{HighWatermarkWaitError, Partition, Shard};
+use super::{partition_error_code, str_bytes};
+use crate::partition::{AppendError, AppendOrigin, HighWatermarkWaitError};
+use crate::shard_context::Shard;
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
 
 struct Appended {
@@ -84,89 +83,45 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-/// Runs on the owning shard.
+/// Runs on the owning shard: the partition's one append door, then (acks=all in cluster mode)
+/// the wait for the ISR.
 async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes, acks: i16, timeout_ms: i32) -> Appended {
     let partition = match shard.partition(topic, index).await {
         Ok(p) => p,
         Err(e) => return Appended::error(partition_error_code(&e), format!("{e:?}")),
     };
-    let headers: Vec<BatchHeader> = match batch::split_batches(&records).and_then(|batches| {
-        batches.iter().map(|b| BatchHeader::parse(b)).collect::<Result<Vec<_>, _>>()
-    }) {
-        Ok(headers) if !headers.is_empty() => headers,
-        Ok(_) => return Appended::error(ResponseError::CorruptMessage.code(), "no record batch"),
-        Err(e) => return Appended::error(storage_error_code(&e), e.to_string()),
+    let appended = match partition.append(&records, AppendOrigin::Client).await {
+        Ok(appended) => appended,
+        Err(e) => return Appended::error(append_error_code(&e), e.to_string()),
     };
-    let mut log = partition.log.write().await.expect("partition lock");
-    {
-        let producers = partition.producers.borrow();
-        for header in &headers {
-            match producers.check(header) {
-                SequenceCheck::Accept => {}
-                SequenceCheck::Duplicate { base_offset } => {
-                    // Already appended: a retry. Kafka answers success with the original offset.
-                    return Appended { error_code: 0, error_message: None, base_offset, log_append_time_ms: -1, log_start_offset: log.log_start_offset() };
-                }
-                SequenceCheck::OutOfOrder { expected, got } => {
-                    return Appended::error(
-                        ResponseError::OutOfOrderSequenceNumber.code(),
-                        format!("producer {} expected sequence {expected}, got {got}", header.producer_id),
-                    );
-                }
-                SequenceCheck::FencedEpoch => {
-                    return Appended::error(ResponseError::InvalidProducerEpoch.code(), format!("producer {} epoch {} is fenced", header.producer_id, header.producer_epoch));
-                }
+    if acks == -1 && shard.broker.cluster.is_some() && !appended.duplicate {
+        // Answers once every replica in the ISR has the batch; REQUEST_TIMED_OUT after the
+        // request's timeout, as Kafka.
+        match partition.wait_for_high_watermark(appended.end_offset, timeout_ms).await {
+            Ok(()) => {}
+            Err(HighWatermarkWaitError::LeadershipMoved(e)) => {
+                return Appended::error(partition_error_code(&e), "leadership moved before the ISR had the batch")
+            }
+            Err(HighWatermarkWaitError::TimedOut) => {
+                return Appended::error(ResponseError::RequestTimedOut.code(), "the ISR did not have the batch within the request timeout")
             }
         }
     }
-    shard.sync_leader_epoch(topic, index, &mut log);
-    match log.append(&records, now_ms()).await {
-        Ok(info) => {
-            let mut producers = partition.producers.borrow_mut();
-            let mut next_offset = info.base_offset;
-            for header in &headers {
-                let assigned = BatchHeader { base_offset: next_offset, ..*header };
-                next_offset = assigned.next_offset();
-                producers.record(&assigned);
-            }
-            drop(producers);
-            let log_start_offset = log.log_start_offset();
-            drop(log);
-            shard.appended.notify_all();
-            if info.flush_due {
-                if let Err(e) = flush_through(&partition, info.last_offset + 1).await {
-                    return Appended::error(storage_error_code(&e), e.to_string());
-                }
-            }
-            if acks == -1 && shard.broker.cluster.is_some() {
-                // Answers once every replica in the ISR has the batch; REQUEST_TIMED_OUT after the
-                // request's timeout, as Kafka.
-                match shard.wait_for_high_watermark(topic, index, &partition, info.last_offset + 1, timeout_ms).await {
-                    Ok(()) => {}
-                    Err(HighWatermarkWaitError::LeadershipMoved(e)) => {
-                        return Appended::error(partition_error_code(&e), "leadership moved before the ISR had the batch")
-                    }
-                    Err(HighWatermarkWaitError::TimedOut) => {
-                        return Appended::error(ResponseError::RequestTimedOut.code(), "the ISR did not have the batch within the request timeout")
-                    }
-                }
-            }
-            Appended { error_code: 0, error_message: None, base_offset: info.base_offset, log_append_time_ms: info.log_append_time_ms, log_start_offset }
-        }
-        Err(e) => Appended::error(storage_error_code(&e), e.to_string()),
+    Appended {
+        error_code: 0,
+        error_message: None,
+        base_offset: appended.base_offset,
+        log_append_time_ms: appended.log_append_time_ms,
+        log_start_offset: appended.log_start_offset,
     }
 }
 
-/// Group commit for `flush.messages`: makes the log durable at least up to `end_offset`. The
-/// flush takes the write lock, so appends that arrive while an fdatasync runs queue behind it,
-/// append together when it ends, and the first of them to flush covers them all; the others
-/// find the recovery point already past their batches and return without another fdatasync.
-async fn flush_through(partition: &Partition, end_offset: i64) -> Result<(), storage::StorageError> {
-    let mut log = partition.log.write().await.expect("partition lock");
-    if log.recovery_point() < end_offset {
-        log.flush().await?;
+fn append_error_code(error: &AppendError) -> i16 {
+    match error {
+        AppendError::Partition(e) => partition_error_code(e),
+        AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),
+        AppendError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch.code(),
     }
-    Ok(())
 }
 
 /// The response to Produce v0-v2, hand-encoded (kafka-protocol 0.18 starts at v3): v2 is v3's

@@ -5,8 +5,8 @@ use std::rc::Rc;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::str_bytes;
-use crate::groups::coordinator::{self, SyncRequest};
-use crate::groups::shard_for_group;
+use crate::groups::membership::{self, SyncRequest};
+use crate::group_router::shard_for_group;
 use crate::shard_context::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, request: SyncGroupRequest, version: i16) -> SyncGroupResponse {
@@ -20,7 +20,7 @@ pub async fn handle(shard: &Rc<Shard>, request: SyncGroupRequest, version: i16) 
         assignments: request.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect(),
     };
     let owner = shard_for_group(shard, &sync.group_id);
-    let result = shard.router.call(owner, move |owner| async move { coordinator::sync(&owner, sync).await }).await;
+    let result = shard.router.call(owner, move |owner| async move { membership::sync(&owner.groups, sync).await }).await;
     let mut response = SyncGroupResponse::default().with_error_code(result.error_code).with_assignment(result.assignment);
     if version >= 5 {
         response = response

@@ -1,7 +1,8 @@
 //! Cluster mode, follower side: for every partition this shard owns where this broker is a
 //! follower, a task fetches from the leader with the Fetch API (replica id set, from this log's
-//! end) and appends what comes back unchanged (`Log::append_as_follower`: the leader's offsets and
-//! CRCs). The leader learns this broker's log end offset from the fetch offset, which is what
+//! end) and appends what comes back unchanged through the partition's door
+//! (`Partition::append` with `AppendOrigin::Replication`: the leader's offsets and CRCs; it
+//! records producer state and wakes fetches waiting on this replica like any append). The leader learns this broker's log end offset from the fetch offset, which is what
 //! moves its high watermark.
 //!
 //! Before fetching from a new leader it cuts its log back to what that leader confirms
@@ -28,14 +29,14 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::ResponseError;
 
-use crate::handlers::now_ms;
-use crate::shard_context::{Partition, Shard};
+use super::leader;
+use crate::partition::AppendOrigin;
+use crate::shard_context::Shard;
+use crate::topic_admin;
 
 /// How often a shard looks for a new cluster snapshot (work happens only when it changed): the
 /// delay between a leader change in ZooKeeper and followers fetching from the new leader.
 const ROLE_CHECK_INTERVAL_MS: u64 = 20;
-/// How often the ISR is checked for followers that fell behind.
-const ISR_CHECK_INTERVAL_MS: u64 = 200;
 const FETCH_VERSION: i16 = 11;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
 const FETCH_MAX_WAIT_MS: i32 = 500;
@@ -47,7 +48,8 @@ const RETRY_BACKOFF_MS: u64 = 500;
 /// (leader id, leader epoch, stop flag) per followed partition.
 type Followed = HashMap<(String, i32), (i32, i32, Rc<Cell<bool>>)>;
 
-/// Runs for the shard's life: starts and stops one fetcher per followed partition.
+/// Runs for the shard's life: starts and stops one fetcher per followed partition; on the same
+/// beat, the leader side's ISR check and the deletion of replicas whose topic left the cluster.
 pub async fn follow_leaders(shard: Rc<Shard>) {
     let Some(cluster) = shard.broker.cluster.clone() else { return };
     let me = shard.broker.config.broker_id;
@@ -56,16 +58,16 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
     let mut last_isr_check = std::time::Instant::now();
     while !shard.broker.is_shutting_down() {
         let snapshot = cluster.view.snapshot();
-        if last_isr_check.elapsed() >= Duration::from_millis(ISR_CHECK_INTERVAL_MS) {
+        if last_isr_check.elapsed() >= Duration::from_millis(leader::ISR_CHECK_INTERVAL_MS) {
             last_isr_check = std::time::Instant::now();
-            shrink_isrs(&shard, &snapshot, me);
+            leader::shrink_isrs(&shard, &snapshot, me);
         }
         if seen.as_ref().is_some_and(|seen| Arc::ptr_eq(seen, &snapshot)) {
             glommio::timer::sleep(Duration::from_millis(ROLE_CHECK_INTERVAL_MS)).await;
             continue;
         }
         seen = Some(snapshot.clone());
-        shard.delete_topics_gone_from_cluster(&snapshot).await;
+        topic_admin::delete_topics_gone_from_cluster(&shard, &snapshot).await;
         let mut wanted: HashMap<(String, i32), (i32, i32)> = HashMap::new();
         for (topic, state) in &snapshot.topics {
             for (index, replicas) in state.replicas.iter().enumerate() {
@@ -215,7 +217,7 @@ async fn round_trip<Q: Encodable + HeaderVersion, R: Decodable + HeaderVersion>(
 /// Ok(true): truncated, fetching can start. Ok(false): the leader refused (retry later).
 async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, correlation_id: i32) -> Result<bool, String> {
     let Follower { shard, topic, partition, me, leader_epoch } = follower;
-    let handle = shard.local_replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
+    let handle = shard.partitions.replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
     let (latest_epoch, log_start_offset) = {
         let log = handle.log.read().await.expect("partition lock");
         (log.latest_epoch(), log.log_start_offset())
@@ -289,7 +291,7 @@ async fn fetch(follower: Follower<'_>, stream: &mut TcpStream, fetch_offset: i64
 /// leader answered with a partition error (retry later).
 async fn fetch_once(follower: Follower<'_>, stream: &mut TcpStream, correlation_id: i32) -> Result<bool, String> {
     let Follower { shard, topic, partition, .. } = follower;
-    let handle = shard.local_replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
+    let handle = shard.partitions.replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
     let log_end_offset = handle.log.read().await.expect("partition lock").log_end_offset();
     let response = fetch(follower, stream, log_end_offset, correlation_id).await?;
     let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
@@ -300,116 +302,10 @@ async fn fetch_once(follower: Follower<'_>, stream: &mut TcpStream, correlation_
         tracing::debug!(topic, partition, ?error, "the leader refused a replica fetch");
         return Ok(false);
     }
-    if let Some(records) = &data.records {
-        if !records.is_empty() {
-            let mut log = handle.log.write().await.expect("partition lock");
-            if shard.broker.is_shutting_down() {
-                // Checked under the lock: the logs' final checkpoint must see every append.
-                return Ok(false);
-            }
-            shard.sync_leader_epoch(topic, partition, &mut log);
-            let flush_due = log.append_as_follower(records, now_ms()).await.map_err(|e| e.to_string())?;
-            // Idempotent producers' state follows the log, so a new leader still spots retries.
-            if let Ok(batches) = storage::batch::split_batches(records) {
-                let mut producers = handle.producers.borrow_mut();
-                for batch in batches {
-                    if let Ok(header) = storage::batch::BatchHeader::parse(batch) {
-                        producers.record(&header);
-                    }
-                }
-            }
-            if flush_due {
-                log.flush().await.map_err(|e| e.to_string())?;
-            }
-        }
+    if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
+        handle.append(records, AppendOrigin::Replication).await.map_err(|e| e.to_string())?;
     }
-    let mut replication = handle.replication.borrow_mut();
-    replication.high_watermark = replication.high_watermark.max(data.high_watermark);
+    handle.follow_high_watermark(data.high_watermark);
     Ok(true)
 }
 
-/// Leader side: a follower that fetched from at least the high watermark joins the ISR (Kafka's
-/// rule), written by this leader with a conditional write on the state znode.
-pub fn maybe_expand_isr(
-    shard: &Shard,
-    topic: &str,
-    partition: i32,
-    handle: &Rc<Partition>,
-    follower: i32,
-    follower_log_end_offset: i64,
-    high_watermark: i64,
-) {
-    let Some(cluster) = shard.broker.cluster.clone() else { return };
-    let snapshot = cluster.view.snapshot();
-    let Some(state) = snapshot.state(topic, partition).cloned() else { return };
-    let is_replica = snapshot
-        .topics
-        .get(topic)
-        .and_then(|t| t.replicas.get(partition as usize))
-        .is_some_and(|replicas| replicas.contains(&follower));
-    if state.leader != shard.broker.config.broker_id || state.isr.contains(&follower) || !is_replica {
-        return;
-    }
-    if follower_log_end_offset < high_watermark {
-        return;
-    }
-    let mut isr = state.isr.clone();
-    isr.push(follower);
-    change_isr(cluster, topic, partition, isr, state, handle);
-}
-
-/// Leader side: followers that have not been caught up for `replica.lag.time.max.ms` leave the
-/// ISR. Runs with the role check, for the partitions this shard has open and leads.
-fn shrink_isrs(shard: &Rc<Shard>, snapshot: &zk::ClusterSnapshot, me: i32) {
-    let Some(cluster) = shard.broker.cluster.clone() else { return };
-    let now = now_ms();
-    let lag_max_ms = shard.broker.config.replica_lag_time_max_ms;
-    for ((topic, partition), handle) in shard.open_partitions() {
-        let Some(state) = snapshot.state(&topic, partition) else { continue };
-        if state.leader != me {
-            continue;
-        }
-        let isr: Vec<i32> = {
-            let mut replication = handle.replication.borrow_mut();
-            state
-                .isr
-                .iter()
-                .copied()
-                .filter(|&member| {
-                    // A member never seen since this broker became leader gets the full lag time.
-                    member == me || now - *replication.follower_caught_up_ms.entry(member).or_insert(now) <= lag_max_ms
-                })
-                .collect()
-        };
-        if isr.len() < state.isr.len() {
-            tracing::warn!(topic, partition, ?isr, previous = ?state.isr, "followers fell behind: shrinking the ISR");
-            change_isr(cluster.clone(), &topic, partition, isr, state.clone(), &handle);
-        }
-    }
-}
-
-/// Writes an ISR change in the background, one at a time per partition; the flag clears once the
-/// snapshot shows the write (or it failed), so the next change starts from the new state.
-fn change_isr(cluster: zk::CoordinatorHandle, topic: &str, partition: i32, isr: Vec<i32>, expected: zk::PartitionState, handle: &Rc<Partition>) {
-    if std::mem::replace(&mut handle.replication.borrow_mut().isr_change_pending, true) {
-        return;
-    }
-    let (topic, handle) = (topic.to_string(), handle.clone());
-    glommio::spawn_local(async move {
-        let expected_version = expected.zk_version;
-        match cluster.update_isr(&topic, partition, isr, expected).await {
-            Ok(()) => {
-                for _ in 0..100 {
-                    let seen = cluster.view.snapshot().state(&topic, partition).map(|s| s.zk_version);
-                    if seen != Some(expected_version) {
-                        break;
-                    }
-                    glommio::timer::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            Err(e) => tracing::info!(topic, partition, error = %e, "ISR change not written (the state moved on)"),
-        }
-        handle.replication.borrow_mut().isr_change_pending = false;
-    })
-    .detach();
-}

@@ -1,0 +1,168 @@
+//! The partitions one shard owns: opened on first use (recovery runs then, or at start for those
+//! on disk), under a semaphore so a log is never opened twice, never after shutdown began.
+//!
+//! Contract: lives on its shard's thread; only the owner (`BrokerConfig::owner_shard`) opens a
+//! partition (asserted), so no two shards ever touch one log.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::sync::Semaphore;
+use shard::notify::Notify;
+
+use super::{check_leader, Partition, PartitionError, TopicPartition};
+use crate::state::BrokerState;
+use crate::topics::log_config_for;
+
+pub struct PartitionTable {
+    broker: Arc<BrokerState>,
+    shard_id: usize,
+    shard_count: usize,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    /// Serialises opening partitions, so two requests never open the same log twice.
+    opening: Semaphore,
+    /// Fired after every append on this shard (and when a high watermark moves): long-polling
+    /// fetches and acks=all waits re-check.
+    pub appended: Rc<Notify>,
+}
+
+impl PartitionTable {
+    pub fn new(broker: Arc<BrokerState>, shard_id: usize, shard_count: usize) -> PartitionTable {
+        PartitionTable {
+            broker,
+            shard_id,
+            shard_count,
+            partitions: RefCell::new(HashMap::new()),
+            opening: Semaphore::new(1),
+            appended: Rc::new(Notify::default()),
+        }
+    }
+
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.broker.config.owner_shard(topic, partition, self.shard_count) == self.shard_id
+    }
+
+    /// The partition for serving clients: in cluster mode only while this broker leads it.
+    pub async fn serving(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, PartitionError> {
+        check_leader(&self.broker, topic, partition)?;
+        self.replica(topic, partition).await
+    }
+
+    /// This broker's replica of the partition, whatever its role (the follower's fetcher).
+    pub async fn replica(&self, topic: &str, partition: i32) -> Result<Rc<Partition>, PartitionError> {
+        assert!(self.owns(topic, partition), "only the owner shard opens {topic}-{partition}");
+        let key = (topic.to_string(), partition);
+        if let Some(found) = self.partitions.borrow().get(&key) {
+            return Ok(found.clone());
+        }
+        if self.broker.is_shutting_down() {
+            return Err(PartitionError::ShuttingDown);
+        }
+        let overrides = {
+            let topics = self.broker.topics.read().unwrap();
+            match topics.get(topic) {
+                Some(info) if partition >= 0 && partition < info.partitions => info.overrides.clone(),
+                _ => return Err(PartitionError::UnknownTopicOrPartition),
+            }
+        };
+        let _permit = self.opening.acquire_permit(1).await.expect("opening semaphore never closes");
+        if let Some(found) = self.partitions.borrow().get(&key) {
+            return Ok(found.clone());
+        }
+        let opened = Rc::new(Partition::open(self.broker.clone(), self.appended.clone(), topic, partition, &overrides).await?);
+        self.partitions.borrow_mut().insert(key, opened.clone());
+        Ok(opened)
+    }
+
+    /// The partition if this shard has it open; never opens one.
+    pub fn if_open(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(&(topic.to_string(), partition)).cloned()
+    }
+
+    pub fn all_open(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Opens every partition this shard owns that exists on disk (recovery runs at start, not at
+    /// the first request).
+    pub async fn open_existing(&self) {
+        let existing = match self.broker.log_dirs.existing_partitions() {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, "listing log dirs");
+                return;
+            }
+        };
+        for (topic, partition, _) in existing {
+            if self.owns(&topic, partition) {
+                if let Err(e) = self.replica(&topic, partition).await {
+                    tracing::error!(topic, partition, error = ?e, "partition left offline");
+                }
+            }
+        }
+    }
+
+    /// Closes and deletes this shard's partitions of `topic` (topic deletion), also those on
+    /// disk that were never opened.
+    pub async fn delete_topic(&self, topic: &str) {
+        let doomed: Vec<Rc<Partition>> = {
+            let mut partitions = self.partitions.borrow_mut();
+            let keys: Vec<TopicPartition> = partitions.keys().filter(|(t, _)| t == topic).cloned().collect();
+            keys.into_iter().filter_map(|k| partitions.remove(&k)).collect()
+        };
+        for handle in doomed {
+            match handle.close(false).await {
+                Ok(dir) => {
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(topic, partition = handle.index, error = %e, "deleting partition dir");
+                    }
+                }
+                Err(e) => tracing::warn!(topic, partition = handle.index, error = %e, "closing a deleted partition"),
+            }
+        }
+        if let Ok(existing) = self.broker.log_dirs.existing_partitions() {
+            for (t, partition, dir) in existing {
+                if t == topic && self.owns(&t, partition) {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+        }
+    }
+
+    /// The topics this shard has partitions of, open or on disk.
+    pub fn topics_held(&self) -> std::collections::BTreeSet<String> {
+        let mut topics: std::collections::BTreeSet<String> = self.partitions.borrow().keys().map(|(topic, _)| topic.clone()).collect();
+        if let Ok(existing) = self.broker.log_dirs.existing_partitions() {
+            topics.extend(existing.into_iter().filter(|(topic, partition, _)| self.owns(topic, *partition)).map(|(topic, _, _)| topic));
+        }
+        topics
+    }
+
+    /// Applies new topic overrides to this shard's open partitions of `topic`.
+    pub async fn reconfigure_topic(&self, topic: &str) {
+        let overrides = match self.broker.topics.read().unwrap().get(topic) {
+            Some(info) => info.overrides.clone(),
+            None => return,
+        };
+        let Ok(config) = log_config_for(&self.broker.config, &overrides) else { return };
+        let handles: Vec<Rc<Partition>> = self.all_open().into_iter().filter(|p| p.topic == topic).collect();
+        for handle in handles {
+            handle.log.write().await.expect("partition lock").set_config(config.clone());
+        }
+    }
+
+    /// Flushes and closes every partition (graceful shutdown); false if one could not be flushed.
+    pub async fn close_all(&self) -> bool {
+        let mut all_clean = true;
+        let partitions: Vec<_> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        for handle in partitions {
+            if let Err(e) = handle.close(true).await {
+                tracing::error!(topic = handle.topic, partition = handle.index, error = %e, "flush at shutdown failed");
+                all_clean = false;
+            }
+        }
+        all_clean
+    }
+}

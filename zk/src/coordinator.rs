@@ -1,0 +1,300 @@
+//! The coordinator thread: one ZooKeeper session after another (a new one when the last expires),
+//! and within each, election, following the cluster and serving the shards' commands side by side.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zookeeper_client::{AddWatchMode, Client, Error as ZkError, SessionState};
+
+use crate::controller::{ControllerFence, ReconcileError};
+use crate::election::elect;
+use crate::paths::persistent;
+use crate::session::{connect, join};
+use crate::{
+    cluster, controller, paths, BrokerEndpoint, ClusterView, Command, CoordinatorHandle, CoordinatorOptions, Joined,
+    TopicChangeError, ZkConfig, COMMAND_QUEUE_CAPACITY, PRODUCER_ID_BLOCK_SIZE,
+};
+
+/// The coordinator thread's owner. Dropping it (or `shutdown`) closes the session, which deletes
+/// this broker's ephemeral znodes at once instead of after the session timeout.
+pub struct Coordinator {
+    commands: tokio::sync::mpsc::Sender<Command>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub view: Arc<ClusterView>,
+}
+
+impl Coordinator {
+    pub fn handle(&self) -> CoordinatorHandle {
+        CoordinatorHandle { commands: self.commands.clone(), view: self.view.clone() }
+    }
+
+    /// Connects, agrees on the cluster id (`/cluster/id`, created from `proposed_cluster_id` if
+    /// absent), obtains a broker id if -1, registers `/brokers/ids/<id>` and starts taking part in
+    /// controller elections. Returns once registered.
+    pub fn start(
+        config: ZkConfig,
+        endpoint: BrokerEndpoint,
+        proposed_cluster_id: String,
+        options: CoordinatorOptions,
+    ) -> Result<(Coordinator, Joined), String> {
+        let (commands, receiver) = tokio::sync::mpsc::channel(COMMAND_QUEUE_CAPACITY);
+        let (joined_sender, joined_receiver) = std::sync::mpsc::channel();
+        let view = Arc::new(ClusterView::new());
+        let thread_view = view.clone();
+        let thread = std::thread::Builder::new()
+            .name("zk-coordinator".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = joined_sender.send(Err(format!("starting the ZooKeeper thread's runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(run(config, endpoint, proposed_cluster_id, options, thread_view, joined_sender, receiver));
+            })
+            .map_err(|e| format!("starting the ZooKeeper thread: {e}"))?;
+        let joined = joined_receiver.recv().map_err(|_| "the ZooKeeper thread stopped while joining".to_string())??;
+        Ok((Coordinator { commands, thread: Some(thread), view }, joined))
+    }
+
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        // Blocks while the queue is full, as Shutdown waits behind the queued commands anyway;
+        // fine here: this runs on the broker's main thread, not inside any async runtime.
+        let _ = self.commands.blocking_send(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn run(
+    config: ZkConfig,
+    mut endpoint: BrokerEndpoint,
+    proposed_cluster_id: String,
+    options: CoordinatorOptions,
+    view: Arc<ClusterView>,
+    joined_sender: std::sync::mpsc::Sender<Result<Joined, String>>,
+    mut commands: tokio::sync::mpsc::Receiver<Command>,
+) {
+    let mut joined_sender = Some(joined_sender);
+    loop {
+        let session = async {
+            let client = connect(&config).await?;
+            let joined = join(&client, &endpoint, &proposed_cluster_id).await?;
+            Ok::<_, String>((client, joined))
+        };
+        let (client, joined) = match session.await {
+            Ok(ok) => ok,
+            Err(e) => match joined_sender.take() {
+                Some(sender) => {
+                    let _ = sender.send(Err(e));
+                    return;
+                }
+                None => {
+                    tracing::error!(error = %e, "rejoining the cluster failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        tracing::info!(broker_id = joined.broker_id, cluster_id = %joined.cluster_id, "registered in ZooKeeper");
+        endpoint.broker_id = joined.broker_id;
+        if let Some(sender) = joined_sender.take() {
+            let _ = sender.send(Ok(joined));
+        }
+        let mut states = client.state_watcher();
+        let expired = async {
+            loop {
+                match states.changed().await {
+                    SessionState::Expired => return,
+                    state => tracing::debug!(?state, "ZooKeeper session state"),
+                }
+            }
+        };
+        let fence: Cell<Option<ControllerFence>> = Cell::new(None);
+        let wake = tokio::sync::Notify::new();
+        let shutdown = tokio::select! {
+            _ = elect(&client, endpoint.broker_id, &view, &fence, &wake) => false,
+            _ = follow(&client, &view, &fence, &wake, &options) => false,
+            _ = expired => false,
+            _ = serve(&client, &view, &mut commands) => true,
+        };
+        if !shutdown {
+            tracing::warn!("ZooKeeper session expired: registering again with a new session");
+            view.set_controller(-1, view.controller_epoch());
+            continue;
+        }
+        // Dropping the last client makes the session task send CloseSession: our ephemeral
+        // znodes (registration, controllership) go now, not a session timeout later. Wait for it.
+        drop(client);
+        let closed = async {
+            while !matches!(states.changed().await, SessionState::Closed | SessionState::Expired) {}
+        };
+        if tokio::time::timeout(Duration::from_secs(2), closed).await.is_err() {
+            tracing::warn!("the ZooKeeper session did not close within 2 s; it will expire instead");
+        }
+        return;
+    }
+}
+
+/// Follows the cluster: persistent recursive watches on `/brokers` and `/admin/delete_topics`;
+/// after each change, reads the
+/// whole state, publishes it, and if this broker is the controller brings partition states in
+/// line. Loops until the session ends.
+async fn follow(
+    client: &Client,
+    view: &ClusterView,
+    fence: &Cell<Option<ControllerFence>>,
+    wake: &tokio::sync::Notify,
+    options: &CoordinatorOptions,
+) {
+    let watch = |path: &'static str| async move {
+        loop {
+            match client.watch(path, AddWatchMode::PersistentRecursive).await {
+                Ok(watcher) => break watcher,
+                Err(e) => {
+                    tracing::error!(error = %e, "watching {path}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    };
+    let mut watcher = watch("/brokers").await;
+    let mut deletions = watch(paths::DELETE_TOPICS).await;
+    loop {
+        match cluster::read(client).await {
+            Ok(snapshot) => {
+                let snapshot = Arc::new(snapshot);
+                if *snapshot != *view.snapshot() {
+                    view.set_snapshot(snapshot.clone());
+                    (options.on_change)(&snapshot);
+                }
+                if let Some(current) = fence.get() {
+                    match controller::reconcile(client, &snapshot, current, options.unclean_leader_election).await {
+                        Ok(_) => {}
+                        Err(ReconcileError::Fenced) => {
+                            tracing::warn!(epoch = current.epoch, "a newer controller epoch exists: this broker's controller writes stop");
+                            fence.set(None);
+                        }
+                        Err(ReconcileError::ZooKeeper(e)) => tracing::error!(error = %e, "controller: writing partition states"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading the cluster state"),
+        }
+        tokio::select! {
+            _ = watcher.changed() => {}
+            _ = deletions.changed() => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// Serves the shards' commands until told to shut down (or every handle is gone).
+async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::mpsc::Receiver<Command>) {
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::Shutdown => return,
+            Command::CreateTopic { name, partitions, replication_factor, assignment, config, topic_id, reply } => {
+                let live = live_brokers(client, view).await;
+                let created =
+                    controller::create_topic(client, &live, &name, partitions, replication_factor, assignment, &config, topic_id).await;
+                if let Ok(replicas) = &created {
+                    tracing::info!(topic = name, ?replicas, "created topic in ZooKeeper");
+                }
+                let _ = reply.send(created);
+            }
+            Command::DeleteTopic { name, reply } => {
+                let asked = match client.check_stat(&paths::topic_path(&name)).await {
+                    Ok(None) => Err(TopicChangeError::UnknownTopic),
+                    Ok(Some(_)) => match client.create(&paths::delete_topic_path(&name), b"", &persistent()).await {
+                        Ok(_) | Err(ZkError::NodeExists) => Ok(()),
+                        Err(e) => Err(TopicChangeError::ZooKeeper(e.to_string())),
+                    },
+                    Err(e) => Err(TopicChangeError::ZooKeeper(e.to_string())),
+                };
+                if asked.is_ok() {
+                    tracing::info!(topic = name, "topic deletion requested");
+                }
+                let _ = reply.send(asked);
+            }
+            Command::AddPartitions { name, total, assignment, reply } => {
+                let live = live_brokers(client, view).await;
+                let added = controller::add_partitions(client, &live, &name, total, assignment).await;
+                if let Ok(replicas) = &added {
+                    tracing::info!(topic = name, total, ?replicas, "added partitions in ZooKeeper");
+                }
+                let _ = reply.send(added);
+            }
+            Command::ProducerIdBlock { broker_id, reply } => {
+                let _ = reply.send(take_producer_id_block(client, broker_id).await);
+            }
+            Command::UpdateIsr { topic, partition, isr, expected, reply } => {
+                let data = paths::partition_state_json(expected.leader, expected.leader_epoch, &isr, expected.controller_epoch);
+                let path = paths::partition_state_path(&topic, partition);
+                let written = client.set_data(&path, data.as_bytes(), Some(expected.zk_version)).await;
+                if written.is_ok() {
+                    tracing::info!(topic, partition, ?isr, previous = ?expected.isr, "ISR changed");
+                }
+                let _ = reply.send(written.map(|_| ()).map_err(|e| e.to_string()));
+            }
+        }
+    }
+}
+
+/// The registered brokers, sorted (the snapshot's if ZooKeeper cannot be asked).
+async fn live_brokers(client: &Client, view: &ClusterView) -> Vec<i32> {
+    match client.list_children(paths::BROKER_IDS).await {
+        Ok(ids) => {
+            let mut ids: Vec<i32> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+            ids.sort_unstable();
+            ids
+        }
+        Err(_) => view.snapshot().brokers.keys().copied().collect(),
+    }
+}
+
+/// `/latest_producer_id_block` holds the last block handed out; the next one is written with a
+/// conditional write, so two brokers never take the same block.
+async fn take_producer_id_block(client: &Client, broker_id: i32) -> Result<i64, String> {
+    const PATH: &str = "/latest_producer_id_block";
+    loop {
+        let (data, stat) = match client.get_data(PATH).await {
+            Ok(found) => found,
+            Err(ZkError::NoNode) => {
+                let _ = client.create(PATH, b"", &persistent()).await;
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let last_end: i64 = serde_json::from_slice::<serde_json::Value>(&data)
+            .ok()
+            .and_then(|v| v.get("block_end")?.as_str()?.parse().ok())
+            .unwrap_or(-1);
+        let start = last_end + 1;
+        let block = serde_json::json!({
+            "version": 1,
+            "broker": broker_id,
+            "block_start": start.to_string(),
+            "block_end": (start + PRODUCER_ID_BLOCK_SIZE - 1).to_string(),
+        })
+        .to_string();
+        match client.set_data(PATH, block.as_bytes(), Some(stat.version)).await {
+            Ok(_) => return Ok(start),
+            Err(ZkError::BadVersion) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
