@@ -32,8 +32,9 @@ use crate::workload::{KeyDistribution, Workload, PRESETS};
 #[derive(Parser, Debug)]
 #[command(name = "bench", about = "Measures Kafka-API brokers side by side (throughput, latency, broker CPU and memory)")]
 struct Args {
-    /// A broker: name=host:port[,pid=PID] (repeatable; the first is the reference for ratios).
-    /// With pid, the broker's CPU-seconds per GB and peak RSS are read from /proc.
+    /// A broker: name=host:port[,host:port...][,pid=PID[+PID...]] (repeatable; the first is the
+    /// reference for ratios). With pid, the broker's CPU-seconds per GB and peak RSS are read
+    /// from /proc; with several (pid=PID+PID+PID, a local cluster) they are summed.
     #[arg(long = "target", value_parser = Target::parse)]
     targets: Vec<Target>,
     /// Workload presets, run in this order each round: produce-1k, consume-1k, e2e-latency, acks-all.

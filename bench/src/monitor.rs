@@ -24,8 +24,9 @@ pub struct Monitor {
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Monitor {
-    /// `label` starts the progress line; `pid` is the broker whose memory is sampled.
-    pub fn start(label: String, progress: Arc<Progress>, pid: Option<u32>) -> Monitor {
+    /// `label` starts the progress line; `pids` are the broker processes whose memory is sampled
+    /// (summed: a local cluster's peak is the peak of its brokers' total).
+    pub fn start(label: String, progress: Arc<Progress>, pids: Vec<u32>) -> Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_seen = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -38,7 +39,7 @@ impl Monitor {
             let mut peak_rss_bytes = 0u64;
             while !stop_seen.load(Ordering::Relaxed) {
                 std::thread::sleep(SAMPLE_INTERVAL);
-                if let Some(rss) = pid.and_then(process_usage::process_rss_bytes) {
+                if let Some(rss) = process_usage::processes_rss_bytes(&pids) {
                     peak_rss_bytes = peak_rss_bytes.max(rss);
                 }
                 let now = Instant::now();

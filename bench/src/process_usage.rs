@@ -16,6 +16,24 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos((user_ticks + system_ticks) * 1_000_000_000 / ticks_per_second))
 }
 
+/// CPU time summed over several processes (a local cluster's brokers), or None if there are
+/// none or any is gone.
+pub fn processes_cpu(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|pid| process_cpu(*pid)).sum()
+}
+
+/// Resident set size summed over several processes now, in bytes, or None if there are none or
+/// any is gone.
+pub fn processes_rss_bytes(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|pid| process_rss_bytes(*pid)).sum()
+}
+
 /// Resident set size now, in bytes.
 pub fn process_rss_bytes(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:").map(|kib| kib * 1024)
@@ -51,6 +69,10 @@ mod tests {
         std::hint::black_box(x);
         assert!(process_cpu(pid).unwrap() >= start);
         assert!(process_rss_bytes(pid).unwrap() > 0);
+        assert_eq!(processes_rss_bytes(&[pid, pid]).map(|both| both > 0), Some(true));
+        assert!(processes_cpu(&[pid, pid]).unwrap() >= start * 2);
+        assert_eq!(processes_cpu(&[pid, u32::MAX]), None);
+        assert_eq!(processes_cpu(&[]), None);
         assert!(own_cpu() > Duration::ZERO);
     }
 }

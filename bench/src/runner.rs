@@ -296,21 +296,23 @@ struct Usage {
 
 fn measured<T>(label: &str, target: &Target, run: impl FnOnce(Arc<Progress>) -> Result<T, String>) -> Result<(T, Usage), String> {
     let progress = Arc::new(Progress::default());
-    let monitor = Monitor::start(label.to_string(), progress.clone(), target.pid);
-    let broker_cpu_start = target.pid.and_then(process_usage::process_cpu);
+    let pids = &target.pids;
+    let monitor = Monitor::start(label.to_string(), progress.clone(), pids.clone());
+    let broker_cpu = || process_usage::processes_cpu(pids);
+    let broker_cpu_start = broker_cpu();
     let client_cpu_start = process_usage::own_cpu();
     let start = Instant::now();
     let outcome = run(progress);
     let wall_seconds = start.elapsed().as_secs_f64();
     let client_cpu_seconds = (process_usage::own_cpu() - client_cpu_start).as_secs_f64();
-    let broker_cpu_end = target.pid.and_then(process_usage::process_cpu);
+    let broker_cpu_end = broker_cpu();
     let peak_rss_bytes = monitor.finish();
     let broker_cpu_seconds = match (broker_cpu_start, broker_cpu_end) {
         (Some(start), Some(end)) => Some((end.saturating_sub(start)).as_secs_f64()),
         _ => None,
     };
-    if target.pid.is_some() && broker_cpu_seconds.is_none() {
-        eprintln!("warning: could not read /proc for {}'s pid: no broker CPU or memory figures", target.name);
+    if !pids.is_empty() && broker_cpu_seconds.is_none() {
+        eprintln!("warning: could not read /proc for {}'s pid(s) {pids:?}: no broker CPU or memory figures", target.name);
     }
     let usage = Usage {
         wall_seconds,
