@@ -195,7 +195,7 @@ impl Partition {
             }
             _ => replication.high_watermark.min(log_end_offset),
         };
-        debug_assert!(high_watermark <= log_end_offset, "HW <= LEO");
+        assert!(high_watermark <= log_end_offset, "HW <= LEO");
         high_watermark
     }
 

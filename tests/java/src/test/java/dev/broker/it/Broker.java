@@ -31,6 +31,8 @@ public final class Broker implements AutoCloseable {
     public final Path logFile;
     private final Process process;
     private final Thread killOnExit;
+    /** Set by {@link #kill()}: close() then expects no clean exit. */
+    private volatile boolean killed;
 
     private Broker(int port, Path dataDir, Path logFile, Process process) {
         this.port = port;
@@ -52,13 +54,18 @@ public final class Broker implements AutoCloseable {
 
     /** Starts a standalone broker with 2 unpinned shards and extra key=value overrides. */
     public static Broker start(String name, String... overrides) throws IOException, InterruptedException {
+        return start(name, 2, overrides);
+    }
+
+    /** Starts a broker with `shards` unpinned shards and extra key=value overrides. */
+    public static Broker start(String name, int shards, String... overrides) throws IOException, InterruptedException {
         int port = freePort();
         Path dataDir = Files.createTempDirectory("java-it-" + name + "-");
         Path logDir = Paths.get("target", "broker-logs").toAbsolutePath();
         Files.createDirectories(logDir);
         Path logFile = logDir.resolve(name + "-" + port + ".log");
         List<String> command = new ArrayList<>(List.of(
-                binary().toString(), "--shards", "2",
+                binary().toString(), "--shards", Integer.toString(shards),
                 "--override", "listeners=PLAINTEXT://127.0.0.1:" + port,
                 "--override", "log.dirs=" + dataDir.resolve("logs"),
                 // As Kafka's own integration tests: no 3 s wait before a new group's first rebalance.
@@ -130,10 +137,24 @@ public final class Broker implements AutoCloseable {
         }
     }
 
+    /** SIGKILL (a crash, as `kill -9`), and waits for the process to end; close() still cleans up. */
+    public void kill() throws InterruptedException {
+        killed = true;
+        process.destroyForcibly();
+        if (!process.waitFor(STOP_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)) {
+            throw new IllegalStateException("broker still running " + STOP_TIMEOUT + " after SIGKILL");
+        }
+    }
+
     /** SIGTERM, then SIGKILL if it has not exited within 30 s; removes the data dir. */
     @Override
     public void close() {
         try {
+            if (killed) {
+                process.destroyForcibly();
+                process.waitFor(STOP_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
+                return;
+            }
             process.destroy();
             if (!process.waitFor(STOP_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)) {
                 process.destroyForcibly();
