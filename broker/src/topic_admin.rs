@@ -179,7 +179,7 @@ pub async fn delete_topics_gone_from_cluster(shard: &Shard, snapshot: &zk::Clust
         return; // the placeholder before the first read: absence means nothing yet
     }
     for topic in shard.partitions.topics_held().into_iter().filter(|t| !snapshot.topics.contains_key(t)) {
-        tracing::warn!(shard = shard.id(), topic, "deleting this broker's replicas: the topic is no longer in the cluster");
+        tracing::info!(shard = shard.id(), topic, "deleting this broker's replicas: the topic is no longer in the cluster");
         // Out of the table first, so nothing opens the partitions again meanwhile.
         let _ = shard.broker.topics.write().unwrap().remove(&topic);
         shard.partitions.delete_topic(&topic).await;

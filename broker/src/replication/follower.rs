@@ -118,6 +118,8 @@ struct Follower<'a> {
     me: i32,
     /// The leader's epoch this fetcher follows.
     leader_epoch: i32,
+    /// Set when a newer fetcher replaces this one (a new leader or epoch).
+    stop: &'a Cell<bool>,
 }
 
 async fn fetch_from_leader(
@@ -144,7 +146,7 @@ async fn fetch_from_leader(
         };
         while !stop.get() && !shard.broker.is_shutting_down() {
             correlation_id += 1;
-            let follower = Follower { shard: &shard, topic: &topic, partition, me, leader_epoch };
+            let follower = Follower { shard: &shard, topic: &topic, partition, me, leader_epoch, stop: &stop };
             let step = if truncated {
                 fetch_once(follower, &mut stream, correlation_id).await
             } else {
@@ -216,7 +218,7 @@ async fn round_trip<Q: Encodable + HeaderVersion, R: Decodable + HeaderVersion>(
 ///
 /// Ok(true): truncated, fetching can start. Ok(false): the leader refused (retry later).
 async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, correlation_id: i32) -> Result<bool, String> {
-    let Follower { shard, topic, partition, me, leader_epoch } = follower;
+    let Follower { shard, topic, partition, me, leader_epoch, .. } = follower;
     let handle = shard.partitions.replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
     let (latest_epoch, log_start_offset) = {
         let log = handle.log.read().await.expect("partition lock");
@@ -290,7 +292,7 @@ async fn fetch(follower: Follower<'_>, stream: &mut TcpStream, fetch_offset: i64
 /// One Fetch round trip from this log's end, appending what the leader sends. Ok(false): the
 /// leader answered with a partition error (retry later).
 async fn fetch_once(follower: Follower<'_>, stream: &mut TcpStream, correlation_id: i32) -> Result<bool, String> {
-    let Follower { shard, topic, partition, .. } = follower;
+    let Follower { shard, topic, partition, stop, .. } = follower;
     let handle = shard.partitions.replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
     let log_end_offset = handle.log.read().await.expect("partition lock").log_end_offset();
     let response = fetch(follower, stream, log_end_offset, correlation_id).await?;
@@ -300,6 +302,11 @@ async fn fetch_once(follower: Follower<'_>, stream: &mut TcpStream, correlation_
     if data.error_code != 0 {
         let error = ResponseError::try_from_code(data.error_code);
         tracing::debug!(topic, partition, ?error, "the leader refused a replica fetch");
+        return Ok(false);
+    }
+    if stop.get() {
+        // Replaced while this fetch was in flight: the new fetcher appends from here on, and
+        // this answer may repeat what it appended already.
         return Ok(false);
     }
     if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
