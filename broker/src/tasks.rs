@@ -136,6 +136,9 @@ async fn maintain_logs(shard: Rc<Shard>) {
         for handle in shard.partitions.all_open() {
             let (topic, partition) = (&handle.topic, handle.index);
             let mut log = handle.log.write().await.expect("partition lock");
+            if handle.is_closed() {
+                continue; // deleted meanwhile (its directory is gone) or shutting down
+            }
             if let Err(e) = log.maybe_flush_on_time(now).await {
                 tracing::error!(topic, partition, error = %e, "time-based flush failed");
             }

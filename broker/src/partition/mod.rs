@@ -153,6 +153,12 @@ impl Partition {
         })
     }
 
+    /// Closed (shutdown or deletion, under the write lock): nothing appends, flushes or
+    /// checkpoints it any more; its directory may be gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
     /// Wakes every fetch and acks=all wait of this shard that looks at its partitions (an append,
     /// or a high watermark that moved).
     pub fn wake_waiters(&self) {
