@@ -90,8 +90,13 @@ public abstract class BrokerTestBase {
     }
 
     protected static Properties consumerProps(String groupId) {
+        return consumerProps(broker.bootstrap(), groupId);
+    }
+
+    /** A consumer's settings for any broker (ClusterTest's cluster too). */
+    static Properties consumerProps(String bootstrap, String groupId) {
         Properties props = new Properties();
-        props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, broker.bootstrap());
+        props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         if (groupId != null) {
             props.put(ConsumerConfig.GROUP_ID_CONFIG, groupId);
         }

@@ -187,18 +187,8 @@ class ClusterTest {
     }
 
     private static KafkaConsumer<String, String> consumer(String groupId, Map<String, Object> extra) {
-        Properties props = new Properties();
-        props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap());
-        if (groupId != null) {
-            props.put(ConsumerConfig.GROUP_ID_CONFIG, groupId);
-        }
-        props.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
-        props.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
-        props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        Properties props = BrokerTestBase.consumerProps(bootstrap(), groupId);
         props.put(ConsumerConfig.REQUEST_TIMEOUT_MS_CONFIG, 5_000);
-        props.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 20_000);
-        props.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, 500);
-        props.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 10_000);
         props.putAll(extra);
         return new KafkaConsumer<>(props);
     }
