@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the third-party Kafka clients that tests/clients/roundtrip.{py,js} drive:
-# kcat and ZooKeeper (Debian), confluent-kafka and kafka-python (a venv in .venv), kafkajs (node_modules).
+# kcat and ZooKeeper (Debian), confluent-kafka and kafka-python (a venv in .venv), kafkajs (node_modules),
+# and a JDK with Maven for tests/java (which fetches Apache Kafka's jars itself).
 # Idempotent: a second run installs nothing and touches no network. Run as root.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -30,6 +31,9 @@ apt_install() {
 command -v kcat >/dev/null || apt_install kcat
 # Cluster tests start a real ZooKeeper (Debian's package; it starts no service) with java.
 command -v java >/dev/null || apt_install default-jre-headless
+# tests/java (Apache Kafka's Java client, tools and Streams) builds with a JDK and Maven.
+command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
+command -v mvn >/dev/null || apt_install maven
 [[ -f /usr/share/java/zookeeper.jar ]] || apt_install zookeeper
 command -v npm >/dev/null || apt_install npm
 
