@@ -20,6 +20,9 @@ use super::{check_leader, Partition, PartitionError};
 use crate::clock::now_ms;
 use crate::producer_state::SequenceCheck;
 
+/// How often a partition's failing appends are logged at most (see `log_storage_error`).
+const STORAGE_ERROR_LOG_INTERVAL_MS: i64 = 10_000;
+
 /// Who writes, as Kafka's AppendOrigin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOrigin {
@@ -73,6 +76,35 @@ impl std::fmt::Display for AppendError {
 impl Partition {
     /// The one door: see the module doc.
     pub async fn append(&self, records: &[u8], origin: AppendOrigin) -> Result<Appended, AppendError> {
+        let appended = self.append_unlogged(records, origin).await;
+        if let Err(AppendError::Partition(PartitionError::Storage(error @ (StorageError::Io { .. } | StorageError::Offline { .. })))) = &appended {
+            self.log_storage_error(error);
+        }
+        appended
+    }
+
+    /// The log cannot be written (a full disk, an I/O error): the writer is answered
+    /// KAFKA_STORAGE_ERROR, and the operator reads why here. At most one line per partition every
+    /// `STORAGE_ERROR_LOG_INTERVAL_MS`, with the count of those not logged, so a full disk under
+    /// load does not flood the log.
+    fn log_storage_error(&self, error: &StorageError) {
+        let now = now_ms();
+        let (last_logged_ms, suppressed) = self.storage_errors.get();
+        if now - last_logged_ms < STORAGE_ERROR_LOG_INTERVAL_MS {
+            self.storage_errors.set((last_logged_ms, suppressed + 1));
+            return;
+        }
+        self.storage_errors.set((now, 0));
+        tracing::error!(
+            topic = self.topic,
+            partition = self.index,
+            %error,
+            not_logged_since_last = suppressed,
+            "append failed, answered KAFKA_STORAGE_ERROR: the log cannot be written (disk full?)"
+        );
+    }
+
+    async fn append_unlogged(&self, records: &[u8], origin: AppendOrigin) -> Result<Appended, AppendError> {
         let now = now_ms();
         let mut log = self.log.write().await.expect("partition lock");
         if self.closed.get() {

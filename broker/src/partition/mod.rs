@@ -51,6 +51,8 @@ pub struct Partition {
     /// Set under the write lock when the partition is closed (shutdown, deletion): the final
     /// checkpoint has seen every append, so nothing may append after it.
     closed: Cell<bool>,
+    /// Storage errors of appends: (when one was last logged, how many since were not).
+    storage_errors: Cell<(i64, u64)>,
 }
 
 /// A partition's replication state on this broker (cluster mode).
@@ -150,6 +152,7 @@ impl Partition {
             producers: RefCell::new(producers),
             replication: RefCell::new(ReplicaState::default()),
             closed: Cell::new(false),
+            storage_errors: Cell::new((i64::MIN / 2, 0)),
         })
     }
 
