@@ -40,7 +40,6 @@ bench_bin=$repo/target/release/bench
 kafka_sh=$here/kafka/kafka.sh
 libs=$repo/tests/java/target/kafka-libs
 ZOOKEEPER_JAR=/usr/share/java/zookeeper.jar
-SLF4J_BINDING=/usr/share/java/slf4j-simple.jar
 BROKER_CPUS=${COMPARE_BROKER_CPUS:-0}
 CLIENT_CPUS=${COMPARE_CLIENT_CPUS:-1}
 START_TIMEOUT=60
@@ -129,6 +128,7 @@ started_seconds=$SECONDS
 # --- Processes we started, and stopping exactly those --------------------------------------------
 own_pids=()        # "name:pid" of processes started here directly (ZooKeeper, our brokers)
 kafka_dirs=()      # kafka.sh --dir of every Kafka started (kafka.sh stops its own PIDs)
+zookeeper_dirs=()  # kafka.sh --dir of the ZooKeeper alone that our cluster uses
 foreground=()      # a load generator running now (and the tail showing its output)
 parts_done=()
 part_failed=
@@ -165,25 +165,30 @@ stop_pid() {
     echo "$name $pid $status" >>"$out/logs/exit-status.txt"
 }
 
-# Stops every process started by the current part: Kafka, then our brokers, then ZooKeeper.
+# Stops what kafka.sh started in DIR and keeps its logs (the data goes).
+stop_kafka_sh() {
+    local dir=$1 log
+    [[ -f $dir/pids ]] && { "$kafka_sh" stop --dir "$dir" >&2 || say "kafka.sh stop --dir $dir failed"; }
+    local keep=$out/logs/$(basename "$dir")
+    for log in "$dir"/broker-*/server.log "$dir"/broker-*/stdout.log "$dir"/zookeeper/zookeeper.log; do
+        [[ -f $log ]] || continue
+        mkdir -p "$keep/$(basename "$(dirname "$log")")"
+        cp "$log" "$keep/$(basename "$(dirname "$log")")/"
+    done
+}
+
+# Stops every process started by the current part: Kafka, then our brokers, then their ZooKeeper.
 stop_part() {
     local entry dir i
-    for dir in "${kafka_dirs[@]}"; do
-        [[ -f $dir/pids ]] && { "$kafka_sh" stop --dir "$dir" >&2 || say "kafka.sh stop --dir $dir failed"; }
-        # Keep Kafka's and its ZooKeeper's logs (the data goes).
-        local keep=$out/logs/$(basename "$dir") log
-        for log in "$dir"/broker-*/server.log "$dir"/broker-*/stdout.log "$dir"/zookeeper/zookeeper.log; do
-            [[ -f $log ]] || continue
-            mkdir -p "$keep/$(basename "$(dirname "$log")")"
-            cp "$log" "$keep/$(basename "$(dirname "$log")")/"
-        done
-    done
+    for dir in "${kafka_dirs[@]}"; do stop_kafka_sh "$dir"; done
     kafka_dirs=()
     for ((i = ${#own_pids[@]} - 1; i >= 0; i--)); do
         entry=${own_pids[i]}
         stop_pid "${entry%%:*}" "${entry##*:}"
     done
     own_pids=()
+    for dir in "${zookeeper_dirs[@]}"; do stop_kafka_sh "$dir"; done
+    zookeeper_dirs=()
 }
 
 cleanup() {
@@ -256,32 +261,14 @@ run_logged() {
     return $status
 }
 
+# start_zookeeper DIR: a ZooKeeper server alone for our cluster (kafka.sh --brokers 0, the same
+# zoo.cfg and launch as Kafka's), stopped after our brokers; sets zk_port.
 start_zookeeper() {
-    local dir=$1 port
-    port=$(free_ports 1)
-    mkdir -p "$dir/data"
-    cat >"$dir/zoo.cfg" <<EOF
-tickTime=2000
-dataDir=$dir/data
-clientPort=$port
-clientPortAddress=127.0.0.1
-admin.enableServer=false
-4lw.commands.whitelist=*
-maxClientCnxns=0
-EOF
-    taskset -c "$BROKER_CPUS" java -Xms256m -Xmx256m -Dzookeeper.jmx.log4j.disable=true \
-        -cp "$ZOOKEEPER_JAR:$SLF4J_BINDING" org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg" \
-        </dev/null >"$out/logs/zookeeper-$(basename "$dir").log" 2>&1 &
-    local pid=$!
-    own_pids+=("zookeeper:$pid")
-    local deadline=$((SECONDS + START_TIMEOUT))
-    until zk_ok "$port"; do
-        kill -0 "$pid" 2>/dev/null || die "ZooKeeper exited at start: see $out/logs/zookeeper-$(basename "$dir").log"
-        [[ $SECONDS -lt $deadline ]] || die "ZooKeeper did not answer ruok on 127.0.0.1:$port within ${START_TIMEOUT}s"
-        sleep 0.2
-    done
-    say "ZooKeeper PID $pid on 127.0.0.1:$port"
-    zk_port=$port
+    local dir=$1
+    zk_port=$(free_ports 1)
+    zookeeper_dirs+=("$dir")
+    "$kafka_sh" start --brokers 0 --dir "$dir" --zk-port "$zk_port" --cpus "$BROKER_CPUS" --libs "$libs" >&2 ||
+        die "ZooKeeper did not start (log: $dir/zookeeper/zookeeper.log)"
 }
 
 # start_ours NAME PORT [--override ...]: our broker, pinned, data under $out/data; sets ours_pid.

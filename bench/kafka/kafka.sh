@@ -12,7 +12,8 @@
 # ZooKeeper server on --zk-port (default: a free port) with data in DIR/zookeeper. --cpus pins
 # every process with `taskset -c CPUS`. Prints the PIDs and writes them to DIR/pids; waits until
 # each broker accepts connections and has logged that it started (bounded: a timeout names the
-# log to read). stop: SIGTERM to exactly the PIDs in DIR/pids (brokers first, then ZooKeeper),
+# log to read). --brokers 0 starts the ZooKeeper server alone (compare.sh's, for our cluster).
+# stop: SIGTERM to exactly the PIDs in DIR/pids (brokers first, then ZooKeeper),
 # SIGKILL after 30 s, and checks that none is left. The jars: `(cd tests/java && mvn -q -B
 # dependency:copy-dependencies)` fills tests/java/target/kafka-libs (start runs it if missing).
 set -euo pipefail
@@ -60,7 +61,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ $port =~ ^[0-9]+$ ]] || die "--port $port: not a number"
-[[ $brokers =~ ^[1-9][0-9]*$ ]] || die "--brokers $brokers: not a positive number"
+[[ $brokers =~ ^[0-9]+$ ]] || die "--brokers $brokers: not a number"
 [[ -z $zk_port || $zk_port =~ ^[0-9]+$ ]] || die "--zk-port $zk_port: not a number"
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
