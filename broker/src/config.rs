@@ -261,6 +261,7 @@ impl BrokerConfig {
                 "unclean.leader.election.enable" => config.unclean_leader_election_enable = parse_bool(key, v)?,
                 "broker.rack" => config.broker_rack = Some(v.to_string()).filter(|s| !s.is_empty()),
                 "log.segment.bytes" => config.log_defaults.segment_bytes = parse_number(key, v)?,
+                "log.segment.delete.delay.ms" => config.log_defaults.file_delete_delay_ms = parse_number(key, v)?,
                 "log.roll.ms" => roll_ms = Some(parse_number::<i64>(key, v)?),
                 "log.roll.hours" => roll_hours = Some(parse_number::<i64>(key, v)?),
                 "log.retention.ms" => retention_ms = Some(parse_number::<i64>(key, v)?),

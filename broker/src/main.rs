@@ -90,6 +90,8 @@ fn run(cli: Cli) -> Result<(), String> {
     let _locks = lock_log_dirs(&log_dirs)?;
     probe_port(&config)?;
     let clean_shutdown = log_dirs.take_clean_shutdown_markers().map_err(|e| e.to_string())?;
+    // Before any shard starts, so off every shard thread.
+    log_dirs.remove_leftover_deletions();
     // The coordinator starts first (it assigns the broker id); its snapshots reach the broker
     // state once that exists.
     let broker_slot: Arc<std::sync::OnceLock<Arc<BrokerState>>> = Arc::new(std::sync::OnceLock::new());

@@ -122,6 +122,11 @@ impl BrokerState {
                 tracing::error!(topic = name, error = %e, "recording a cluster topic locally");
             }
         }
+        drop(topics);
+        // The ZooKeeper coordinator's thread, not a shard: it may block.
+        if let Err(e) = crate::topics::save_blocking(&self.topics) {
+            tracing::error!(error = %e, "recording cluster topics locally");
+        }
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -145,9 +150,17 @@ impl BrokerState {
         Ok(start)
     }
 
-    /// A producer id never handed out before, by this broker or an earlier run of it.
-    pub fn allocate_producer_id(&self) -> Result<i64, String> {
+    /// A producer id never handed out before, by this broker or an earlier run of it. Taking a
+    /// new block writes (renames over) the block file: on glommio's blocking thread, never the
+    /// shard's (see `storage::file_deletion`).
+    pub async fn allocate_producer_id(self: &Arc<Self>) -> Result<i64, String> {
         let id = self.next_producer_id.fetch_add(1, Ordering::AcqRel);
+        let broker = self.clone();
+        storage::file_deletion::on_blocking_thread(move || broker.take_producer_id_block_for(id)).await
+    }
+
+    /// Blocking: makes sure the durable block end is past `id`.
+    fn take_producer_id_block_for(&self, id: i64) -> Result<i64, String> {
         let mut end = self.producer_id_block_end.lock().unwrap();
         if id >= *end {
             let new_end = id + PRODUCER_ID_BLOCK_SIZE;

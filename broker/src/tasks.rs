@@ -117,14 +117,21 @@ async fn accept_connections(shard: Rc<Shard>, listener: TcpListener) {
 /// `log.flush.offset.checkpoint.interval.ms`, for the partitions this shard owns.
 async fn maintain_logs(shard: Rc<Shard>) {
     let config = &shard.broker.config;
-    let flush_every = Duration::from_millis(config.log_flush_scheduler_interval_ms.max(10));
+    let flush_every_ms = config.log_flush_scheduler_interval_ms.max(10) as i64;
     let retention_every_ms = config.log_retention_check_interval_ms.max(10) as i64;
     let checkpoint_every_ms = config.log_flush_offset_checkpoint_interval_ms.max(10) as i64;
+    // Each job on its own schedule, as Kafka's scheduler runs them: wake for the most frequent.
+    let tick = Duration::from_millis(flush_every_ms.min(retention_every_ms).min(checkpoint_every_ms) as u64);
+    let mut last_flush_ms = now_ms();
     let mut last_retention_ms = now_ms();
     let mut last_checkpoint_ms = now_ms();
     loop {
-        glommio::timer::sleep(flush_every).await;
+        glommio::timer::sleep(tick).await;
         let now = now_ms();
+        let check_flush = now - last_flush_ms >= flush_every_ms;
+        if check_flush {
+            last_flush_ms = now;
+        }
         let check_retention = now - last_retention_ms >= retention_every_ms;
         if check_retention {
             last_retention_ms = now;
@@ -139,8 +146,10 @@ async fn maintain_logs(shard: Rc<Shard>) {
             if handle.is_closed() {
                 continue; // deleted meanwhile (its directory is gone) or shutting down
             }
-            if let Err(e) = log.maybe_flush_on_time(now).await {
-                tracing::error!(topic, partition, error = %e, "time-based flush failed");
+            if check_flush {
+                if let Err(e) = log.maybe_flush_on_time(now).await {
+                    tracing::error!(topic, partition, error = %e, "time-based flush failed");
+                }
             }
             if checkpoint {
                 if let Err(e) = log.checkpoint().await {

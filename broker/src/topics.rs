@@ -2,9 +2,15 @@
 //! behind a std RwLock: reads are many and short (metadata, routing), writes are rare (admin APIs).
 //! Persisted as one properties file per topic under `<first log dir>/.topics/`, so topics and
 //! their configs survive restarts even before any partition holds data.
+//!
+//! Changes are made in memory under the lock and written by `save` (or `save_blocking` off the
+//! shards) after it is released: the write replaces a file with a rename, which evicts the old
+//! inode and may sleep in the kernel, so on a shard it runs on glommio's blocking thread (see
+//! `storage::file_deletion`) and never under the table lock other shards wait on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use storage::LogConfig;
 
@@ -38,7 +44,7 @@ pub fn topic_config_defaults(broker: &BrokerConfig) -> Vec<(&'static str, String
         ("compression.lz4.level", "9".into()),
         ("compression.zstd.level", "3".into()),
         ("delete.retention.ms", "86400000".into()),
-        ("file.delete.delay.ms", "60000".into()),
+        ("file.delete.delay.ms", log.file_delete_delay_ms.to_string()),
         ("flush.messages", log.flush_messages.to_string()),
         ("flush.ms", log.flush_ms.to_string()),
         ("index.interval.bytes", log.index_interval_bytes.to_string()),
@@ -68,6 +74,7 @@ pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String
         match key.as_str() {
             "segment.bytes" => log.segment_bytes = number(value)?.max(0) as u64,
             "segment.ms" => log.segment_ms = number(value)?,
+            "file.delete.delay.ms" => log.file_delete_delay_ms = number(value)?.max(0) as u64,
             "retention.ms" => log.retention_ms = number(value)?,
             "retention.bytes" => log.retention_bytes = number(value)?,
             "flush.messages" => log.flush_messages = number(value)?,
@@ -122,6 +129,8 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 pub struct TopicTable {
     dir: PathBuf,
     topics: BTreeMap<String, TopicInfo>,
+    /// Topics changed (or removed) in memory and not yet written: `save`.
+    unsaved: BTreeSet<String>,
 }
 
 pub fn new_topic_id(name: &str) -> [u8; 16] {
@@ -141,7 +150,7 @@ impl TopicTable {
     pub fn load(log_dir: &Path, on_disk: &[(String, i32)]) -> Result<TopicTable, String> {
         let dir = log_dir.join(".topics");
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let mut table = TopicTable { dir, topics: BTreeMap::new() };
+        let mut table = TopicTable { dir, topics: BTreeMap::new(), unsaved: BTreeSet::new() };
         for entry in std::fs::read_dir(&table.dir).map_err(|e| format!("listing {}: {e}", table.dir.display()))?.flatten() {
             let path = entry.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".properties")) else {
@@ -162,7 +171,7 @@ impl TopicTable {
             if !table.topics.contains_key(topic) {
                 let info = TopicInfo { name: topic.clone(), partitions: partition + 1, topic_id: new_topic_id(topic), overrides: BTreeMap::new() };
                 table.topics.insert(topic.clone(), info);
-                table.persist(topic)?;
+                write_topic_file(&table.dir, topic, Some(&table.topics[topic]))?;
             } else if let Some(info) = table.topics.get_mut(topic) {
                 info.partitions = info.partitions.max(partition + 1);
             }
@@ -192,7 +201,7 @@ impl TopicTable {
         assert!(!self.topics.contains_key(name));
         let info = TopicInfo { name: name.to_string(), partitions, topic_id, overrides };
         self.topics.insert(name.to_string(), info.clone());
-        self.persist(name)?;
+        self.unsaved.insert(name.to_string());
         Ok(info)
     }
 
@@ -200,38 +209,73 @@ impl TopicTable {
         let info = self.topics.get_mut(name).expect("topic exists");
         assert!(partitions >= info.partitions, "partitions only grow");
         info.partitions = partitions;
-        self.persist(name)
+        self.unsaved.insert(name.to_string());
+        Ok(())
     }
 
     pub fn set_overrides(&mut self, name: &str, overrides: BTreeMap<String, String>) -> Result<(), String> {
         self.topics.get_mut(name).expect("topic exists").overrides = overrides;
-        self.persist(name)
+        self.unsaved.insert(name.to_string());
+        Ok(())
     }
 
     pub fn remove(&mut self, name: &str) -> Result<Option<TopicInfo>, String> {
         let removed = self.topics.remove(name);
-        let path = self.dir.join(format!("{name}.properties"));
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("removing {}: {e}", path.display())),
-        }
+        self.unsaved.insert(name.to_string());
         Ok(removed)
     }
+}
 
-    fn persist(&self, name: &str) -> Result<(), String> {
-        let info = &self.topics[name];
-        let mut text = format!("partitions={}\ntopic.id={:032x}\n", info.partitions, u128::from_be_bytes(info.topic_id));
-        for (key, value) in &info.overrides {
-            text.push_str(&format!("config.{key}={value}\n"));
+/// Writes every unsaved change of the table, durably. On a shard: never under the table lock,
+/// never on the shard thread (see the module doc).
+pub async fn save(broker: &Arc<crate::state::BrokerState>) -> Result<(), String> {
+    let broker = broker.clone();
+    storage::file_deletion::on_blocking_thread(move || save_blocking(&broker.topics)).await
+}
+
+/// `save` for threads that may block (start-up, the ZooKeeper coordinator thread).
+pub fn save_blocking(table: &RwLock<TopicTable>) -> Result<(), String> {
+    // One saver at a time, each writing the table as it is when it looks: a later change is
+    // marked unsaved again and written by its own save, after this one.
+    static ONE_SAVER: Mutex<()> = Mutex::new(());
+    let _saver = ONE_SAVER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (dir, work): (PathBuf, Vec<(String, Option<TopicInfo>)>) = {
+        let mut table = table.write().unwrap();
+        let names = std::mem::take(&mut table.unsaved);
+        (table.dir.clone(), names.into_iter().map(|name| { let info = table.topics.get(&name).cloned(); (name, info) }).collect())
+    };
+    let mut result = Ok(());
+    for (name, info) in &work {
+        if let Err(e) = write_topic_file(&dir, name, info.as_ref()) {
+            table.write().unwrap().unsaved.insert(name.clone());
+            result = Err(e);
         }
-        let path = self.dir.join(format!("{name}.properties"));
-        let tmp = self.dir.join(format!("{name}.properties.tmp"));
-        std::fs::write(&tmp, text).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| format!("syncing {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("renaming {}: {e}", tmp.display()))?;
-        storage::log_manager::sync_dir(&self.dir).map_err(|e| e.to_string())
     }
+    if !work.is_empty() {
+        storage::log_manager::sync_dir(&dir).map_err(|e| e.to_string())?;
+    }
+    result
+}
+
+/// Writes (or, for a removed topic, removes) one topic's file: a temporary file synced, then
+/// renamed over the old one, so a crash leaves one or the other. Blocking.
+fn write_topic_file(dir: &Path, name: &str, info: Option<&TopicInfo>) -> Result<(), String> {
+    let path = dir.join(format!("{name}.properties"));
+    let Some(info) = info else {
+        return match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("removing {}: {e}", path.display())),
+        };
+    };
+    let mut text = format!("partitions={}\ntopic.id={:032x}\n", info.partitions, u128::from_be_bytes(info.topic_id));
+    for (key, value) in &info.overrides {
+        text.push_str(&format!("config.{key}={value}\n"));
+    }
+    let tmp = dir.join(format!("{name}.properties.tmp"));
+    std::fs::write(&tmp, text).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| format!("syncing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("renaming {}: {e}", tmp.display()))
 }
 
 #[cfg(test)]

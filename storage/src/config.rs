@@ -27,6 +27,9 @@ pub struct LogConfig {
     /// the producer sent. The broker recompresses before appending; storage stores what it is
     /// given.
     pub compression_codec: Option<i16>,
+    /// `file.delete.delay.ms` [`log.segment.delete.delay.ms`, 60000]: how long a deleted
+    /// segment's files wait, renamed `.deleted`, before they are removed (`file_deletion`).
+    pub file_delete_delay_ms: u64,
 }
 
 /// `compression.type`'s values, as Kafka names them, and the codec each stores batches in.
@@ -59,6 +62,7 @@ impl Default for LogConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             timestamp_type: TimestampType::CreateTime,
             compression_codec: None,
+            file_delete_delay_ms: 60_000,
         }
     }
 }

@@ -6,10 +6,10 @@
 //!
 //! Invariants (asserted): epochs strictly grow, start offsets never go down.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Result, StorageError};
+use crate::error::Result;
+use crate::file_deletion;
 
 pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
 
@@ -31,9 +31,11 @@ pub struct LeaderEpochCache {
 
 impl LeaderEpochCache {
     /// Reads the checkpoint in `dir`; none (or an unreadable one, logged) is an empty cache.
-    pub fn load(dir: &Path) -> LeaderEpochCache {
+    pub async fn load(dir: &Path) -> LeaderEpochCache {
         let path = dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
-        let entries = match std::fs::read_to_string(&path) {
+        let read_path = path.clone();
+        let text = file_deletion::on_blocking_thread(move || std::fs::read_to_string(read_path)).await;
+        let entries = match text {
             Ok(text) => parse(&text).unwrap_or_else(|| {
                 tracing::warn!(path = %path.display(), "unreadable leader epoch checkpoint; starting without epochs");
                 Vec::new()
@@ -54,14 +56,14 @@ impl LeaderEpochCache {
     /// Records that `epoch` starts at `start_offset` (a leader's first append in its epoch, or a
     /// follower's first batch of a new epoch). Older or equal epochs change nothing. As Kafka,
     /// entries starting at or after `start_offset` give way (an epoch that wrote nothing).
-    pub fn assign(&mut self, epoch: i32, start_offset: i64) -> Result<()> {
+    pub async fn assign(&mut self, epoch: i32, start_offset: i64) -> Result<()> {
         if epoch < 0 || self.latest_epoch().is_some_and(|latest| epoch <= latest) {
             return Ok(());
         }
         self.entries.retain(|e| e.start_offset < start_offset);
         self.entries.push(EpochEntry { epoch, start_offset });
         self.check_invariants();
-        self.persist()
+        self.persist().await
     }
 
     /// Kafka's `endOffsetFor`: (the largest epoch <= `requested`, the offset where the next epoch
@@ -85,23 +87,23 @@ impl LeaderEpochCache {
     }
 
     /// The log was cut back to `end_offset`: epochs that started at or after it are gone.
-    pub fn truncate_from_end(&mut self, end_offset: i64) -> Result<()> {
+    pub async fn truncate_from_end(&mut self, end_offset: i64) -> Result<()> {
         let before = self.entries.len();
         self.entries.retain(|e| e.start_offset < end_offset);
         if self.entries.len() != before {
-            self.persist()?;
+            self.persist().await?;
         }
         Ok(())
     }
 
     /// Retention moved the log start to `start_offset`: the epoch holding it now starts there.
-    pub fn truncate_from_start(&mut self, start_offset: i64) -> Result<()> {
+    pub async fn truncate_from_start(&mut self, start_offset: i64) -> Result<()> {
         let covering = self.entries.iter().rposition(|e| e.start_offset <= start_offset);
         let Some(index) = covering.filter(|&i| i > 0 || self.entries[0].start_offset < start_offset) else { return Ok(()) };
         self.entries.drain(..index);
         self.entries[0].start_offset = start_offset;
         self.check_invariants();
-        self.persist()
+        self.persist().await
     }
 
     fn check_invariants(&self) {
@@ -112,18 +114,13 @@ impl LeaderEpochCache {
     }
 
     /// Written whole to a temporary file, synced, renamed over the old one: a crash leaves one
-    /// or the other. Rare (once per leader change), so plain blocking calls.
-    fn persist(&self) -> Result<()> {
+    /// or the other; the rename (which evicts the old file) runs off the shard thread.
+    async fn persist(&self) -> Result<()> {
         let mut text = format!("0\n{}\n", self.entries.len());
         for entry in &self.entries {
             text.push_str(&format!("{} {}\n", entry.epoch, entry.start_offset));
         }
-        let temporary = self.path.with_extension("tmp");
-        let io = |what: &str, e| StorageError::io(format!("{what} {}", temporary.display()), e);
-        let mut file = std::fs::File::create(&temporary).map_err(|e| io("creating", e))?;
-        file.write_all(text.as_bytes()).map_err(|e| io("writing", e))?;
-        file.sync_all().map_err(|e| io("syncing", e))?;
-        std::fs::rename(&temporary, &self.path).map_err(|e| io("renaming", e))
+        file_deletion::replace_file(&self.path, text.into_bytes()).await
     }
 }
 
@@ -147,13 +144,18 @@ fn parse(text: &str) -> Option<Vec<EpochEntry>> {
 mod tests {
     use super::*;
 
-    fn cache(entries: &[(i32, i64)]) -> (tempfile_dir::Dir, LeaderEpochCache) {
+    async fn cache(entries: &[(i32, i64)]) -> (tempfile_dir::Dir, LeaderEpochCache) {
         let dir = tempfile_dir::Dir::new();
-        let mut cache = LeaderEpochCache::load(&dir.0);
+        let mut cache = LeaderEpochCache::load(&dir.0).await;
         for &(epoch, offset) in entries {
-            cache.assign(epoch, offset).unwrap();
+            cache.assign(epoch, offset).await.unwrap();
         }
         (dir, cache)
+    }
+
+    /// The cache writes through glommio (its blocking thread): tests run in an executor.
+    fn on_executor(test: impl std::future::Future<Output = ()> + 'static) {
+        glommio::LocalExecutorBuilder::default().make().expect("executor").run(test);
     }
 
     /// A scratch directory removed on drop (no dev-dependency for one test module).
@@ -180,30 +182,34 @@ mod tests {
 
     #[test]
     fn end_offsets_follow_kafkas_rules() {
-        let (_dir, cache) = cache(&[(1, 0), (3, 100), (4, 250)]);
+        on_executor(async {
+        let (_dir, cache) = cache(&[(1, 0), (3, 100), (4, 250)]).await;
         assert_eq!(cache.end_offset_for(4, 300), (4, 300), "the latest epoch ends at the log end");
         assert_eq!(cache.end_offset_for(3, 300), (3, 250));
         assert_eq!(cache.end_offset_for(2, 300), (1, 100), "an epoch this log never saw: the one before it");
         assert_eq!(cache.end_offset_for(0, 300), (0, 0), "older than every entry");
         assert_eq!(cache.end_offset_for(7, 300), (UNDEFINED_EPOCH, UNDEFINED_OFFSET));
         assert_eq!(cache.end_offset_for(UNDEFINED_EPOCH, 300), (UNDEFINED_EPOCH, UNDEFINED_OFFSET));
+        });
     }
 
     #[test]
     fn assign_truncate_and_reload() {
-        let (dir, mut cache) = cache(&[(1, 0), (2, 50)]);
-        cache.assign(2, 60).unwrap();
-        cache.assign(1, 70).unwrap();
+        on_executor(async {
+        let (dir, mut cache) = cache(&[(1, 0), (2, 50)]).await;
+        cache.assign(2, 60).await.unwrap();
+        cache.assign(1, 70).await.unwrap();
         assert_eq!(cache.entries().len(), 2, "older or equal epochs change nothing");
-        cache.assign(3, 50).unwrap();
+        cache.assign(3, 50).await.unwrap();
         assert_eq!(cache.entries(), &[EpochEntry { epoch: 1, start_offset: 0 }, EpochEntry { epoch: 3, start_offset: 50 }], "epoch 2 wrote nothing");
-        cache.assign(5, 80).unwrap();
-        cache.truncate_from_end(80).unwrap();
+        cache.assign(5, 80).await.unwrap();
+        cache.truncate_from_end(80).await.unwrap();
         assert_eq!(cache.latest_epoch(), Some(3));
-        cache.truncate_from_start(60).unwrap();
+        cache.truncate_from_start(60).await.unwrap();
         assert_eq!(cache.entries(), &[EpochEntry { epoch: 3, start_offset: 60 }]);
-        let reloaded = LeaderEpochCache::load(&dir.0);
+        let reloaded = LeaderEpochCache::load(&dir.0).await;
         assert_eq!(reloaded.entries(), cache.entries());
         assert_eq!(std::fs::read_to_string(dir.0.join(LEADER_EPOCH_CHECKPOINT_FILE)).unwrap(), "0\n1\n3 60\n");
+        });
     }
 }

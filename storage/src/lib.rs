@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod file_deletion;
 pub mod leader_epoch_cache;
 pub mod log;
 pub mod log_manager;

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use crate::batch::{self, BatchHeader, TimestampType, Validation, BATCH_HEADER_SIZE_BYTES};
 use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
+use crate::file_deletion;
 use crate::leader_epoch_cache::LeaderEpochCache;
-use crate::segment::{self, FileSlice, ScanOutcome, Segment, MAX_SEGMENT_BYTES};
+use crate::segment::{FileSlice, ScanOutcome, Segment, MAX_SEGMENT_BYTES};
 
 /// Per-partition file holding the offset below which every byte is known durable and checked.
 /// Same name and text format as Kafka's per-directory file, with the one partition's line.
@@ -94,9 +95,16 @@ impl Log {
     /// offline: the error names the file and position.
     pub async fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<Log> {
         assert!(config.segment_bytes <= MAX_SEGMENT_BYTES, "segment.bytes over 2 GiB");
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
-        let base_offsets = list_segments(dir)?;
-        let recovery_point = if clean_shutdown { i64::MAX } else { read_recovery_point(dir) };
+        // Directory scans and reads by path may wait for the disk: off the shard thread.
+        let owned_dir = dir.to_path_buf();
+        let (base_offsets, leftovers, recovery_point) = file_deletion::on_blocking_thread(move || {
+            std::fs::create_dir_all(&owned_dir).map_err(|e| StorageError::io(format!("creating {}", owned_dir.display()), e))?;
+            let (base_offsets, leftovers) = list_segments(&owned_dir)?;
+            Ok::<_, StorageError>((base_offsets, leftovers, read_recovery_point(&owned_dir)))
+        })
+        .await?;
+        file_deletion::remove_files(leftovers).await;
+        let recovery_point = if clean_shutdown { i64::MAX } else { recovery_point };
         let mut log = Log {
             dir: dir.to_path_buf(),
             config,
@@ -106,7 +114,7 @@ impl Log {
             checkpointed_recovery_point: None,
             unflushed_records: 0,
             oldest_unflushed_append_ms: None,
-            leader_epochs: LeaderEpochCache::load(dir),
+            leader_epochs: LeaderEpochCache::load(dir).await,
             leader_epoch: None,
         };
         let count = base_offsets.len();
@@ -153,9 +161,9 @@ impl Log {
         log.log_end_offset = active.next_offset().max(active.base_offset);
         log.recovery_point = if clean_shutdown { log.log_end_offset } else { recovery_point.min(log.log_end_offset) };
         // Epochs that started in a torn tail, or in segments retention removed, are gone.
-        log.leader_epochs.truncate_from_end(log.log_end_offset)?;
+        log.leader_epochs.truncate_from_end(log.log_end_offset).await?;
         let log_start_offset = log.log_start_offset();
-        log.leader_epochs.truncate_from_start(log_start_offset)?;
+        log.leader_epochs.truncate_from_start(log_start_offset).await?;
         // Everything now on disk has been checked: write that down so a crash before the next
         // flush does not scan it all again, and make the rebuilt indexes durable.
         log.checkpoint().await?;
@@ -194,7 +202,7 @@ impl Log {
     /// Cluster mode: this replica now leads in `epoch`; appends are stamped with it (the batch
     /// header's partition leader epoch, outside the CRC), and its first append starts the epoch
     /// in the leader epoch cache.
-    pub fn become_leader(&mut self, epoch: i32) {
+    pub async fn become_leader(&mut self, epoch: i32) {
         if let Some(latest) = self.leader_epochs.latest_epoch().filter(|&latest| epoch < latest) {
             // Not possible while ZooKeeper's epochs only grow; stamping would break the cache's
             // order, so the batches keep the producer's value instead.
@@ -205,7 +213,7 @@ impl Log {
         // As Kafka's makeLeader: the epoch starts at the log end now, not at its first append,
         // so a follower asking about an epoch this leader never saw gets a defined answer.
         let log_end_offset = self.log_end_offset;
-        if let Err(e) = self.leader_epochs.assign(epoch, log_end_offset) {
+        if let Err(e) = self.leader_epochs.assign(epoch, log_end_offset).await {
             tracing::error!(dir = %self.dir.display(), error = %e, "writing the leader epoch checkpoint");
         }
     }
@@ -296,7 +304,7 @@ impl Log {
                 return Err(StorageError::CorruptBatch(format!("replicated batch at {base_offset} is below the log end {}", self.log_end_offset)));
             }
             for header in &checked.headers {
-                self.leader_epochs.assign(header.partition_leader_epoch, header.base_offset)?;
+                self.leader_epochs.assign(header.partition_leader_epoch, header.base_offset).await?;
             }
             let flush_due = self.append_validated(&checked.batches, &checked.headers, now_ms).await?;
             let last_offset = checked.headers.last().expect("not empty").last_offset();
@@ -333,7 +341,7 @@ impl Log {
             pieces.push(&batch[BATCH_HEADER_SIZE_BYTES..]);
         }
         if let Some(epoch) = self.leader_epoch {
-            self.leader_epochs.assign(epoch, base_offset)?;
+            self.leader_epochs.assign(epoch, base_offset).await?;
         }
         let flush_due = self.append_validated(&pieces, &headers, now_ms).await?;
         Ok(AppendInfo {
@@ -579,12 +587,12 @@ impl Log {
             let segment = self.segments.remove(&base).unwrap();
             total_bytes -= segment.size_bytes() as i64;
             tracing::info!(dir = %self.dir.display(), base_offset = base, expired, over_size, "retention deletes a segment");
-            segment.delete().await?;
+            segment.delete(self.config.file_delete_delay_ms).await?;
             deleted += 1;
         }
         if deleted > 0 {
             let log_start_offset = self.log_start_offset();
-            self.leader_epochs.truncate_from_start(log_start_offset)?;
+            self.leader_epochs.truncate_from_start(log_start_offset).await?;
         }
         Ok(deleted)
     }
@@ -595,13 +603,13 @@ impl Log {
         if offset >= self.log_end_offset {
             // No record goes, but epochs starting there do (one that wrote nothing here), so
             // the batches fetched next start their own epoch entries.
-            return self.leader_epochs.truncate_from_end(offset);
+            return self.leader_epochs.truncate_from_end(offset).await;
         }
         let offset = offset.max(self.log_start_offset());
         let later: Vec<i64> = self.segments.range(offset + 1..).map(|(&b, _)| b).collect();
         for base in later {
             if self.segments.len() > 1 {
-                self.segments.remove(&base).unwrap().delete().await?;
+                self.segments.remove(&base).unwrap().delete(self.config.file_delete_delay_ms).await?;
             }
         }
         let segment = self.active_mut();
@@ -615,7 +623,7 @@ impl Log {
         }
         self.log_end_offset = self.active().next_offset().max(self.active().base_offset);
         self.recovery_point = self.recovery_point.min(self.log_end_offset);
-        self.leader_epochs.truncate_from_end(self.log_end_offset)?;
+        self.leader_epochs.truncate_from_end(self.log_end_offset).await?;
         self.checkpoint().await
     }
 
@@ -625,40 +633,42 @@ impl Log {
         self.checkpoint().await
     }
 
-    /// Removes the partition's directory and every segment in it (topic deletion).
-    pub async fn delete(self) -> Result<()> {
-        let dir = self.dir.clone();
-        drop(self);
-        std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(format!("deleting {}", dir.display()), e))
+    /// Deletes the partition's directory and every segment in it (topic deletion), without
+    /// blocking the shard (`file_deletion`): the directory is renamed to `<dir>.<id>-delete` now
+    /// and removed after `file.delete.delay.ms`, once this log and every fetch in flight let go of
+    /// its files. The log must not be used after (its partition is closed).
+    pub async fn delete_files(&mut self) -> Result<()> {
+        let held = self.segments.values().map(Segment::held).collect();
+        let retired = file_deletion::retire_dir(self.dir.clone(), held).await?;
+        file_deletion::delete_later(retired, self.config.file_delete_delay_ms);
+        Ok(())
     }
 }
 
-/// Base offsets of the `.log` files in `dir`, sorted. Leftover files of an interrupted deletion
-/// (`.deleted`) and index files without a log are removed.
-fn list_segments(dir: &Path) -> Result<Vec<i64>> {
+/// Base offsets of the `.log` files in `dir`, sorted, and the leftovers to remove: files of an
+/// interrupted deletion (`.deleted`) or replacement (`.tmp`), and index files without a log.
+/// Blocking: runs on the blocking thread.
+fn list_segments(dir: &Path) -> Result<(Vec<i64>, Vec<PathBuf>)> {
     let mut base_offsets = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
-    let mut orphans = Vec::new();
+    let mut leftovers = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(stem) = name.strip_suffix(".log") {
+        if file_deletion::is_leftover(&name) {
+            leftovers.push(entry.path());
+        } else if let Some(stem) = name.strip_suffix(".log") {
             if let Ok(base) = stem.parse::<i64>() {
                 base_offsets.push(base);
             }
-        } else if name.ends_with(".deleted") || name.ends_with(".tmp") {
-            orphans.push(entry.path());
         } else if let Some(stem) = name.strip_suffix(".index").or_else(|| name.strip_suffix(".timeindex")) {
             if !dir.join(format!("{stem}.log")).exists() {
-                orphans.push(entry.path());
+                leftovers.push(entry.path());
             }
         }
     }
-    for path in orphans {
-        let _ = std::fs::remove_file(path);
-    }
     base_offsets.sort_unstable();
-    Ok(base_offsets)
+    Ok((base_offsets, leftovers))
 }
 
 fn read_recovery_point(dir: &Path) -> i64 {
@@ -668,12 +678,11 @@ fn read_recovery_point(dir: &Path) -> i64 {
         .unwrap_or(0)
 }
 
+/// Atomic (a crash leaves the old or the new file, never half of one) and never evicting the old
+/// file's inode on the shard: `file_deletion::replace_file`.
 async fn write_recovery_point(dir: &Path, offset: i64) -> Result<()> {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let (topic, partition) = name.rsplit_once('-').unwrap_or((&name, "0"));
     let text = format!("0\n1\n{topic} {partition} {offset}\n");
-    let tmp = dir.join(format!("{RECOVERY_POINT_FILE}.tmp"));
-    segment::write_whole_file(&tmp, text.into_bytes()).await?;
-    std::fs::rename(&tmp, dir.join(RECOVERY_POINT_FILE))
-        .map_err(|e| StorageError::io(format!("renaming {}", tmp.display()), e))
+    file_deletion::replace_file(&dir.join(RECOVERY_POINT_FILE), text.into_bytes()).await
 }

@@ -61,6 +61,24 @@ impl LogDirs {
         Ok(found)
     }
 
+    /// Removes the partition directories a deletion left renamed `<dir>.<id>-delete` when the
+    /// broker stopped before it finished (Kafka does the same at start). Blocking: call it
+    /// before the shards start. Errors are logged: a leftover that stays is harmless.
+    pub fn remove_leftover_deletions(&self) {
+        for dir in &self.dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(crate::file_deletion::DELETED_DIR_SUFFIX) && entry.path().is_dir() {
+                    match std::fs::remove_dir_all(entry.path()) {
+                        Ok(()) => tracing::info!(dir = %entry.path().display(), "removed a partition directory left by an interrupted deletion"),
+                        Err(e) => tracing::warn!(dir = %entry.path().display(), error = %e, "removing a deleted partition directory"),
+                    }
+                }
+            }
+        }
+    }
+
     /// The directory a new partition should live in: where it already is, or else the log dir
     /// with the fewest partitions.
     pub fn place_partition(&self, topic: &str, partition: i32) -> Result<PathBuf> {

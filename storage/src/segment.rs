@@ -13,6 +13,7 @@ use glommio::io::{BufferedFile, OpenOptions};
 
 use crate::batch::{self, BatchHeader, Validation, BATCH_HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES};
 use crate::error::{Result, StorageError};
+use crate::file_deletion::{self, HeldFile};
 use crate::segment_index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 
 /// How much a recovery scan reads per I/O. Batches larger than this are read whole.
@@ -251,7 +252,7 @@ impl Segment {
         }
         self.indexes_dirty = false;
         if self.size_bytes > 0 {
-            self.first_append_at_ms = Some(file_mtime_ms(&self.path()));
+            self.first_append_at_ms = Some(file_mtime_ms(self.file.as_raw_fd()));
         }
         Ok(true)
     }
@@ -476,30 +477,44 @@ impl Segment {
         Ok(())
     }
 
-    /// Unlinks the segment's files. Open `FileSlice`s keep the bytes readable until dropped.
-    pub async fn delete(self) -> Result<()> {
-        for path in [
+    /// Deletes the segment as Kafka does, without blocking the shard (see `file_deletion`): its
+    /// files are renamed to `.deleted` now and removed after `delay_ms`, once no `FileSlice` or
+    /// `FileRegion` of a fetch in flight holds them any more (they stay readable until then).
+    pub async fn delete(self, delay_ms: u64) -> Result<()> {
+        let (paths, held) = self.into_held();
+        let retired = file_deletion::retire_files(paths, vec![held]).await?;
+        file_deletion::delete_later(retired, delay_ms);
+        Ok(())
+    }
+
+    /// The segment's file paths and open handles, for a deletion (the segment is gone after).
+    pub fn into_held(self) -> (Vec<PathBuf>, HeldFile) {
+        let paths = vec![
             log_path(&self.dir, self.base_offset),
             index_path(&self.dir, self.base_offset),
             time_index_path(&self.dir, self.base_offset),
-        ] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StorageError::io(format!("deleting {}", path.display()), e)),
-            }
-        }
-        Ok(())
+        ];
+        (paths, HeldFile { file: self.file.clone(), shared_fd: self.shared_fd.clone() })
+    }
+
+    /// Clones of the segment's open handles (a whole-directory deletion holds them while the
+    /// segment itself lives on until its log is dropped).
+    pub fn held(&self) -> HeldFile {
+        HeldFile { file: self.file.clone(), shared_fd: self.shared_fd.clone() }
     }
 }
 
-fn file_mtime_ms(path: &Path) -> i64 {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// The file's modification time, by fstat on its open descriptor: the inode is in memory, so
+/// unlike a stat by path this never waits for the disk on the shard.
+fn file_mtime_ms(fd: RawFd) -> i64 {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is open for the call; fstat fills `stat` when it returns 0.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: fstat succeeded.
+    let stat = unsafe { stat.assume_init() };
+    stat.st_mtime * 1000 + stat.st_mtime_nsec / 1_000_000
 }
 
 /// Reads a small file whole; None if it does not exist.
@@ -524,15 +539,17 @@ async fn read_whole_file(path: &Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
-/// Replaces a small file with `bytes`, durably.
+/// Writes a small file whole with `bytes`, durably, in place: the file is not truncated first
+/// (that would free its blocks on the shard, see `file_deletion`), only cut at the end when it
+/// was longer. Not atomic: for files a crash may not leave half-written, `file_deletion::replace_file`.
 pub(crate) async fn write_whole_file(path: &Path, bytes: Vec<u8>) -> Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
         .buffered_open(path)
         .await
         .map_err(io_error(format!("creating {}", path.display())))?;
+    let old_size = file.file_size().await.map_err(io_error(format!("sizing {}", path.display())))?;
     let length = bytes.len();
     if length > 0 {
         let written = file.write_at(bytes, 0).await.map_err(io_error(format!("writing {}", path.display())))?;
@@ -542,6 +559,10 @@ pub(crate) async fn write_whole_file(path: &Path, bytes: Vec<u8>) -> Result<()> 
                 std::io::Error::new(std::io::ErrorKind::WriteZero, "short write"),
             ));
         }
+    }
+    if old_size > length as u64 {
+        // glommio truncates on its blocking thread.
+        file.truncate(length as u64).await.map_err(io_error(format!("truncating {}", path.display())))?;
     }
     file.fdatasync().await.map_err(io_error(format!("fdatasync {}", path.display())))?;
     file.close().await.map_err(io_error(format!("closing {}", path.display())))?;

@@ -15,7 +15,7 @@ pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitPr
     let allocated = match &shard.broker.cluster {
         // Ids must be unique across the cluster: a new leader keeps the old one's producer state.
         Some(_) => shard.broker.allocate_producer_id_in_cluster().await,
-        None => shard.broker.allocate_producer_id(),
+        None => shard.broker.allocate_producer_id().await,
     };
     match allocated {
         Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),

@@ -51,7 +51,7 @@ async fn end_offset(shard: &Shard, topic: &str, partition: i32, current_leader_e
     }
     // A leader that has not appended since it was elected starts its epoch now.
     let mut log = handle.log.write().await.expect("partition lock");
-    handle.sync_leader_epoch(&mut log);
+    handle.sync_leader_epoch(&mut log).await;
     let (epoch, end_offset) = log.end_offset_for_epoch(requested);
     (0, epoch, end_offset)
 }

@@ -118,7 +118,7 @@ impl Partition {
             }
             AppendOrigin::Replication => {}
         }
-        self.sync_leader_epoch(&mut log);
+        self.sync_leader_epoch(&mut log).await;
         let recompressed = match (origin, log.config().compression_codec) {
             (AppendOrigin::Client, Some(codec)) => recompress(records, codec)?,
             _ => None,

@@ -134,7 +134,11 @@ impl Partition {
     ) -> Result<Partition, PartitionError> {
         let config = log_config_for(&broker.config, overrides)
             .map_err(|e| PartitionError::Storage(StorageError::CorruptBatch(format!("topic config: {e}"))))?;
-        let dir = broker.log_dirs.place_partition(topic, index).map_err(PartitionError::Storage)?;
+        // Lists the log dirs: off the shard thread.
+        let (log_dirs, owned_topic) = (broker.log_dirs.clone(), topic.to_string());
+        let dir = storage::file_deletion::on_blocking_thread(move || log_dirs.place_partition(&owned_topic, index))
+            .await
+            .map_err(PartitionError::Storage)?;
         let log = Log::open(&dir, config, broker.clean_shutdown).await.map_err(|e| {
             tracing::error!(topic, partition = index, error = %e, "partition cannot be opened");
             PartitionError::Storage(e)
@@ -220,14 +224,14 @@ impl Partition {
 
     /// Cluster mode, under the log's write lock: keeps the epoch the log stamps into batches in
     /// line with the partition state (this broker's leadership and its epoch).
-    pub fn sync_leader_epoch(&self, log: &mut Log) {
+    pub async fn sync_leader_epoch(&self, log: &mut Log) {
         let Some(cluster) = &self.broker.cluster else { return };
         let snapshot = cluster.view.snapshot();
         match snapshot.state(&self.topic, self.index) {
             Some(state) if state.leader == self.broker.config.broker_id => {
                 assert!(!state.isr.is_empty(), "a leader serves with a non-empty ISR");
                 if log.leader_epoch() != Some(state.leader_epoch) {
-                    log.become_leader(state.leader_epoch);
+                    log.become_leader(state.leader_epoch).await;
                 }
             }
             _ => {
@@ -296,5 +300,13 @@ impl Partition {
             log.checkpoint().await?;
         }
         Ok(log.dir().to_path_buf())
+    }
+
+    /// Closes the partition and deletes its files (topic deletion) without blocking the shard:
+    /// see `storage::file_deletion`.
+    async fn close_and_delete(&self) -> Result<(), StorageError> {
+        let mut log = self.log.write().await.expect("partition lock");
+        self.closed.set(true);
+        log.delete_files().await
     }
 }

@@ -88,7 +88,7 @@ impl PartitionTable {
     /// Opens every partition this shard owns that exists on disk (recovery runs at start, not at
     /// the first request).
     pub async fn open_existing(&self) {
-        let existing = match self.broker.log_dirs.existing_partitions() {
+        let existing = match self.existing_partitions().await {
             Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "listing log dirs");
@@ -113,28 +113,33 @@ impl PartitionTable {
             keys.into_iter().filter_map(|k| partitions.remove(&k)).collect()
         };
         for handle in doomed {
-            match handle.close(false).await {
-                Ok(dir) => {
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
-                        tracing::warn!(topic, partition = handle.index, error = %e, "deleting partition dir");
-                    }
-                }
-                Err(e) => tracing::warn!(topic, partition = handle.index, error = %e, "closing a deleted partition"),
+            if let Err(e) = handle.close_and_delete().await {
+                tracing::warn!(topic, partition = handle.index, error = %e, "deleting a partition");
             }
         }
-        if let Ok(existing) = self.broker.log_dirs.existing_partitions() {
+        if let Ok(existing) = self.existing_partitions().await {
             for (t, partition, dir) in existing {
                 if t == topic && self.owns(&t, partition) {
-                    let _ = std::fs::remove_dir_all(dir);
+                    match storage::file_deletion::retire_dir(dir, Vec::new()).await {
+                        Ok(retired) => storage::file_deletion::delete_later(retired, self.broker.config.log_defaults.file_delete_delay_ms),
+                        Err(e) => tracing::warn!(topic, partition, error = %e, "deleting a partition never opened"),
+                    }
                 }
             }
         }
     }
 
+    /// Every partition directory in the log dirs, listed off the shard thread (a directory scan
+    /// may wait for the disk).
+    async fn existing_partitions(&self) -> storage::Result<Vec<(String, i32, std::path::PathBuf)>> {
+        let log_dirs = self.broker.log_dirs.clone();
+        storage::file_deletion::on_blocking_thread(move || log_dirs.existing_partitions()).await
+    }
+
     /// The topics this shard has partitions of, open or on disk.
-    pub fn topics_held(&self) -> std::collections::BTreeSet<String> {
+    pub async fn topics_held(&self) -> std::collections::BTreeSet<String> {
         let mut topics: std::collections::BTreeSet<String> = self.partitions.borrow().keys().map(|(topic, _)| topic.clone()).collect();
-        if let Ok(existing) = self.broker.log_dirs.existing_partitions() {
+        if let Ok(existing) = self.existing_partitions().await {
             topics.extend(existing.into_iter().filter(|(topic, partition, _)| self.owns(topic, *partition)).map(|(topic, _, _)| topic));
         }
         topics
