@@ -20,6 +20,9 @@ use crate::segment::{FileSlice, ScanOutcome, Segment, MAX_SEGMENT_BYTES};
 /// Per-partition file holding the offset below which every byte is known durable and checked.
 /// Same name and text format as Kafka's per-directory file, with the one partition's line.
 const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
+/// Per-partition file holding the log start offset when DeleteRecords (or a leader's, for a
+/// follower) moved it inside a segment. Kafka's name and text format, with the one partition's line.
+const LOG_START_OFFSET_FILE: &str = "log-start-offset-checkpoint";
 
 /// Batches checked for an append and not yet written (`Log::check_from_producer`,
 /// `Log::check_from_leader`); `Log::append_checked` writes them.
@@ -77,6 +80,11 @@ pub struct Log {
     config: LogConfig,
     segments: BTreeMap<i64, Segment>,
     log_end_offset: i64,
+    /// The first offset a read may return: the first segment's base, or past it once DeleteRecords
+    /// moved it (Kafka's logStartOffset). Only grows, never past the log end.
+    log_start_offset: i64,
+    /// What the log start offset file says, once this process wrote or read it.
+    checkpointed_log_start_offset: Option<i64>,
     recovery_point: i64,
     /// What the recovery point file says, once this process wrote it.
     checkpointed_recovery_point: Option<i64>,
@@ -97,10 +105,11 @@ impl Log {
         assert!(config.segment_bytes <= MAX_SEGMENT_BYTES, "segment.bytes over 2 GiB");
         // Directory scans and reads by path may wait for the disk: off the shard thread.
         let owned_dir = dir.to_path_buf();
-        let (base_offsets, leftovers, recovery_point) = file_deletion::on_blocking_thread(move || {
+        let (base_offsets, leftovers, recovery_point, saved_log_start_offset) = file_deletion::on_blocking_thread(move || {
             std::fs::create_dir_all(&owned_dir).map_err(|e| StorageError::io(format!("creating {}", owned_dir.display()), e))?;
             let (base_offsets, leftovers) = list_segments(&owned_dir)?;
-            Ok::<_, StorageError>((base_offsets, leftovers, read_recovery_point(&owned_dir)))
+            let recovery_point = read_checkpoint(&owned_dir.join(RECOVERY_POINT_FILE)).unwrap_or(0);
+            Ok::<_, StorageError>((base_offsets, leftovers, recovery_point, read_checkpoint(&owned_dir.join(LOG_START_OFFSET_FILE))))
         })
         .await?;
         file_deletion::remove_files(leftovers).await;
@@ -110,6 +119,8 @@ impl Log {
             config,
             segments: BTreeMap::new(),
             log_end_offset: 0,
+            log_start_offset: 0,
+            checkpointed_log_start_offset: saved_log_start_offset,
             recovery_point: 0,
             checkpointed_recovery_point: None,
             unflushed_records: 0,
@@ -159,6 +170,8 @@ impl Log {
         }
         let active = log.active();
         log.log_end_offset = active.next_offset().max(active.base_offset);
+        let first_base = log.first_segment_base();
+        log.log_start_offset = saved_log_start_offset.unwrap_or(first_base).clamp(first_base, log.log_end_offset);
         log.recovery_point = if clean_shutdown { log.log_end_offset } else { recovery_point.min(log.log_end_offset) };
         // Epochs that started in a torn tail, or in segments retention removed, are gone.
         log.leader_epochs.truncate_from_end(log.log_end_offset).await?;
@@ -181,6 +194,9 @@ impl Log {
         self.config = config;
     }
     pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    fn first_segment_base(&self) -> i64 {
         *self.segments.keys().next().expect("a log always has a segment")
     }
     pub fn log_end_offset(&self) -> i64 {
@@ -444,8 +460,8 @@ impl Log {
         for segment in self.segments.values_mut() {
             segment.write_indexes_if_dirty().await?;
         }
-        if self.checkpointed_recovery_point != Some(self.recovery_point) || !self.dir.join(RECOVERY_POINT_FILE).exists() {
-            write_recovery_point(&self.dir, self.recovery_point).await?;
+        if self.checkpointed_recovery_point != Some(self.recovery_point) {
+            write_checkpoint(&self.dir, RECOVERY_POINT_FILE, self.recovery_point).await?;
             self.checkpointed_recovery_point = Some(self.recovery_point);
         }
         Ok(())
@@ -519,7 +535,7 @@ impl Log {
     /// with that timestamp; None when every record is older.
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
         for segment in self.segments.values() {
-            if segment.max_timestamp_ms() < timestamp_ms {
+            if segment.max_timestamp_ms() < timestamp_ms || segment.next_offset() <= self.log_start_offset {
                 continue;
             }
             let start_offset = segment
@@ -531,7 +547,9 @@ impl Log {
             loop {
                 if header.max_timestamp >= timestamp_ms {
                     let bytes = segment.read_batch(position, &header).await?;
-                    return Ok(Some(batch::first_offset_at_or_after(&bytes, &header, timestamp_ms)));
+                    let (offset, timestamp) = batch::first_offset_at_or_after(&bytes, &header, timestamp_ms);
+                    // Records below the log start (DeleteRecords) are not there for readers.
+                    return Ok(Some((offset.max(self.log_start_offset), timestamp)));
                 }
                 position += header.size_bytes() as u64;
                 match segment.read_header_at(position).await? {
@@ -591,10 +609,46 @@ impl Log {
             deleted += 1;
         }
         if deleted > 0 {
-            let log_start_offset = self.log_start_offset();
+            self.log_start_offset = self.log_start_offset.max(self.first_segment_base());
+            let log_start_offset = self.log_start_offset;
             self.leader_epochs.truncate_from_start(log_start_offset).await?;
         }
         Ok(deleted)
+    }
+
+    /// DeleteRecords (and a follower following its leader's log start): records below `offset`
+    /// are gone for readers; whole segments below it are deleted (never the active one). The new
+    /// log start offset is durable on return (`log-start-offset-checkpoint`). An offset at or
+    /// below the current start changes nothing; the caller keeps it at or below the high
+    /// watermark (asserted: never past the log end). Returns the log start offset.
+    pub async fn advance_log_start_offset(&mut self, offset: i64) -> Result<i64> {
+        assert!(offset <= self.log_end_offset, "the log start offset never passes the log end ({offset} > {})", self.log_end_offset);
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        self.log_start_offset = offset;
+        // Whole segments below the new start: those whose successor starts at or below it.
+        loop {
+            let mut bases = self.segments.keys();
+            let (Some(&first), Some(&next)) = (bases.next(), bases.next()) else { break };
+            if next > offset {
+                break;
+            }
+            let segment = self.segments.remove(&first).expect("listed");
+            tracing::info!(dir = %self.dir.display(), base_offset = first, log_start_offset = offset, "the log start moved past a segment: deleting it");
+            segment.delete(self.config.file_delete_delay_ms).await?;
+        }
+        self.leader_epochs.truncate_from_start(offset).await?;
+        self.write_log_start_offset().await?;
+        Ok(offset)
+    }
+
+    async fn write_log_start_offset(&mut self) -> Result<()> {
+        if self.checkpointed_log_start_offset != Some(self.log_start_offset) {
+            write_checkpoint(&self.dir, LOG_START_OFFSET_FILE, self.log_start_offset).await?;
+            self.checkpointed_log_start_offset = Some(self.log_start_offset);
+        }
+        Ok(())
     }
 
     /// Cuts the log back so that `offset` becomes the log end (a follower diverged from its
@@ -605,7 +659,7 @@ impl Log {
             // the batches fetched next start their own epoch entries.
             return self.leader_epochs.truncate_from_end(offset).await;
         }
-        let offset = offset.max(self.log_start_offset());
+        let offset = offset.max(self.first_segment_base());
         let later: Vec<i64> = self.segments.range(offset + 1..).map(|(&b, _)| b).collect();
         for base in later {
             if self.segments.len() > 1 {
@@ -622,6 +676,7 @@ impl Log {
             return Err(StorageError::Offline { path: segment.path(), position: valid_bytes, reason });
         }
         self.log_end_offset = self.active().next_offset().max(self.active().base_offset);
+        self.log_start_offset = self.log_start_offset.min(self.log_end_offset);
         self.recovery_point = self.recovery_point.min(self.log_end_offset);
         self.leader_epochs.truncate_from_end(self.log_end_offset).await?;
         self.checkpoint().await
@@ -671,18 +726,17 @@ fn list_segments(dir: &Path) -> Result<(Vec<i64>, Vec<PathBuf>)> {
     Ok((base_offsets, leftovers))
 }
 
-fn read_recovery_point(dir: &Path) -> i64 {
-    std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE))
-        .ok()
-        .and_then(|text| text.lines().nth(2).and_then(|line| line.split_whitespace().last()?.parse().ok()))
-        .unwrap_or(0)
+/// The offset in one of the per-partition checkpoint files; None if missing or unreadable.
+fn read_checkpoint(path: &Path) -> Option<i64> {
+    std::fs::read_to_string(path).ok().and_then(|text| text.lines().nth(2).and_then(|line| line.split_whitespace().last()?.parse().ok()))
 }
 
-/// Atomic (a crash leaves the old or the new file, never half of one) and never evicting the old
-/// file's inode on the shard: `file_deletion::replace_file`.
-async fn write_recovery_point(dir: &Path, offset: i64) -> Result<()> {
+/// Writes one of the per-partition checkpoint files, in Kafka's text format (version 0, one
+/// entry: `topic partition offset`). Atomic (a crash leaves the old or the new file, never half
+/// of one) and never evicting the old file's inode on the shard: `file_deletion::replace_file`.
+async fn write_checkpoint(dir: &Path, file_name: &str, offset: i64) -> Result<()> {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let (topic, partition) = name.rsplit_once('-').unwrap_or((&name, "0"));
     let text = format!("0\n1\n{topic} {partition} {offset}\n");
-    file_deletion::replace_file(&dir.join(RECOVERY_POINT_FILE), text.into_bytes()).await
+    file_deletion::replace_file(&dir.join(file_name), text.into_bytes()).await
 }

@@ -36,26 +36,30 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> V
     let max_bytes = if version >= 3 { request.max_bytes.max(0) as u64 } else { u64::MAX };
     // A follower broker's fetch (replica id >= 0) reads up to the log end and reports its own.
     let replica_id = request.replica_id.0;
-    let wanted: Vec<(String, i32, i64, u64)> = request
+    // (topic, partition, fetch offset, max bytes, the fetching replica's log start offset)
+    let wanted: Vec<(String, i32, i64, u64, i64)> = request
         .topics
         .iter()
         .flat_map(|t| {
-            t.partitions.iter().map(move |p| (t.topic.0.to_string(), p.partition, p.fetch_offset, p.partition_max_bytes.max(0) as u64))
+            t.partitions
+                .iter()
+                .map(move |p| (t.topic.0.to_string(), p.partition, p.fetch_offset, p.partition_max_bytes.max(0) as u64, p.log_start_offset))
         })
         .collect();
     loop {
         let mut results = Vec::with_capacity(wanted.len());
         let mut total = 0u64;
         let mut any_error = false;
-        for (topic, partition, offset, partition_max_bytes) in &wanted {
+        for (topic, partition, offset, partition_max_bytes, replica_log_start_offset) in &wanted {
             let budget = (*partition_max_bytes).min(max_bytes.saturating_sub(total));
             let min_one_batch = total == 0;
             let owner = shard.owner_of(topic, *partition);
-            let (topic, partition, offset) = (topic.clone(), *partition, *offset);
+            let (topic, partition, offset, replica_log_start_offset) = (topic.clone(), *partition, *offset, *replica_log_start_offset);
             let fetched = shard
                 .router
                 .call(owner, move |owner| async move {
-                    read(&owner, &topic, partition, offset, budget, min_one_batch, zero_copy, replica_id, version).await
+                    let replica = (replica_id >= 0).then_some((replica_id, replica_log_start_offset));
+                    read(&owner, &topic, partition, offset, budget, min_one_batch, zero_copy, replica, version).await
                 })
                 .await;
             total += fetched.records.iter().map(RecordsLength::length_bytes).sum::<u64>();
@@ -106,14 +110,15 @@ async fn read(
     budget: u64,
     min_one_batch: bool,
     zero_copy: bool,
-    replica_id: i32,
+    // A follower broker's fetch: its id and log start offset.
+    replica: Option<(i32, i64)>,
     version: i16,
 ) -> Fetched {
     let found = match shard.partition(topic, partition).await {
         // Kafka serves consumers' Fetch v11+ (which carry client metadata, KIP-392) from any
         // replica, up to that replica's high watermark; older versions and followers only from
         // the leader.
-        Err(PartitionError::NotLeaderOrFollower) if version >= 11 && replica_id < 0 && shard.broker.holds_replica(topic, partition) => {
+        Err(PartitionError::NotLeaderOrFollower) if version >= 11 && replica.is_none() && shard.broker.holds_replica(topic, partition) => {
             shard.partitions.replica(topic, partition).await
         }
         found => found,
@@ -123,7 +128,11 @@ async fn read(
         Err(e) => return Fetched { error_code: partition_error_code(&e), high_watermark: -1, log_start_offset: -1, records: Vec::new() },
     };
     // A follower reads up to the log end, once the leader has taken note of its fetch.
-    let bound = if replica_id >= 0 && leader::on_follower_fetch(shard, &handle, replica_id, offset).await {
+    let followed = match replica {
+        Some((replica_id, replica_log_start_offset)) => leader::on_follower_fetch(shard, &handle, replica_id, offset, replica_log_start_offset).await,
+        None => false,
+    };
+    let bound = if followed {
         ReadBound::LogEnd
     } else {
         ReadBound::HighWatermark
@@ -156,9 +165,9 @@ async fn read(
 }
 
 /// Returns when an owner of one of the partitions has data past the fetch offset, or after `wait`.
-async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64)], wait: Duration, is_follower: bool) {
+async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64, i64)], wait: Duration, is_follower: bool) {
     let mut by_owner: std::collections::BTreeMap<usize, Vec<(String, i32, i64)>> = Default::default();
-    for (topic, partition, offset, _) in wanted {
+    for (topic, partition, offset, _, _) in wanted {
         by_owner.entry(shard.owner_of(topic, *partition)).or_default().push((topic.clone(), *partition, *offset));
     }
     let woken = Rc::new(Notify::default());

@@ -23,6 +23,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod delete_records;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -72,6 +73,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DeleteRecords, 0, 2),
     // Cluster mode only (api_versions.rs leaves it out of a single broker's list).
     (ApiKey::OffsetForLeaderEpoch, 0, 3),
 ];
@@ -160,6 +162,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) ->
         }
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await),
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(shard, r).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(shard, r, version).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(shard, r, version).await),
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(create_partitions::handle(shard, r).await),

@@ -15,6 +15,7 @@
 //! Never: this module does not import `handlers`, `groups` or `replication` (they call it).
 
 mod append;
+mod log_start;
 mod recompress;
 pub mod table;
 
@@ -32,6 +33,7 @@ use crate::state::BrokerState;
 use crate::topics::log_config_for;
 
 pub use append::{AppendError, AppendOrigin};
+pub use log_start::DeleteRecordsError;
 pub use table::PartitionTable;
 
 pub type TopicPartition = (String, i32);
@@ -60,6 +62,8 @@ pub struct Partition {
 pub struct ReplicaState {
     /// Leader: each follower's log end offset, as its last fetch said (the fetch offset).
     pub follower_log_end_offsets: std::collections::BTreeMap<i32, i64>,
+    /// Leader: each follower's log start offset, as its last fetch said (DeleteRecords).
+    pub follower_log_start_offsets: std::collections::BTreeMap<i32, i64>,
     /// Leader: when each follower last fetched from the log end (Kafka's lastCaughtUpTime).
     pub follower_caught_up_ms: std::collections::BTreeMap<i32, i64>,
     /// Leader: an ISR change is being written; no second one until it shows in the snapshot.
@@ -190,6 +194,7 @@ impl Partition {
                 if replication.leader_epoch != Some(state.leader_epoch) {
                     replication.leader_epoch = Some(state.leader_epoch);
                     replication.follower_log_end_offsets.clear();
+                    replication.follower_log_start_offsets.clear();
                     replication.follower_caught_up_ms.clear();
                 }
                 let lowest_in_sync = state

@@ -255,7 +255,7 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
     }
     // No epochs to go by: a fetch from our log start tells the leader's high watermark without
     // claiming our log end (the leader takes a fetch offset for it).
-    let response = fetch(follower, stream, log_start_offset, correlation_id).await?;
+    let response = fetch(follower, stream, log_start_offset, log_start_offset, correlation_id).await?;
     let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
         return Err("the response lacks the partition".into());
     };
@@ -272,7 +272,7 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
     Ok(true)
 }
 
-async fn fetch(follower: Follower<'_>, stream: &mut TcpStream, fetch_offset: i64, correlation_id: i32) -> Result<FetchResponse, String> {
+async fn fetch(follower: Follower<'_>, stream: &mut TcpStream, fetch_offset: i64, log_start_offset: i64, correlation_id: i32) -> Result<FetchResponse, String> {
     let Follower { topic, partition, me, leader_epoch, .. } = follower;
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(me))
@@ -284,6 +284,7 @@ async fn fetch(follower: Follower<'_>, stream: &mut TcpStream, fetch_offset: i64
                 .with_partition(partition)
                 .with_current_leader_epoch(leader_epoch)
                 .with_fetch_offset(fetch_offset)
+                .with_log_start_offset(log_start_offset)
                 .with_partition_max_bytes(PARTITION_MAX_BYTES),
         ])]);
     round_trip(stream, ApiKey::Fetch, FETCH_VERSION, correlation_id, me, &request).await
@@ -294,8 +295,11 @@ async fn fetch(follower: Follower<'_>, stream: &mut TcpStream, fetch_offset: i64
 async fn fetch_once(follower: Follower<'_>, stream: &mut TcpStream, correlation_id: i32) -> Result<bool, String> {
     let Follower { shard, topic, partition, stop, .. } = follower;
     let handle = shard.partitions.replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
-    let log_end_offset = handle.log.read().await.expect("partition lock").log_end_offset();
-    let response = fetch(follower, stream, log_end_offset, correlation_id).await?;
+    let (log_end_offset, log_start_offset) = {
+        let log = handle.log.read().await.expect("partition lock");
+        (log.log_end_offset(), log.log_start_offset())
+    };
+    let response = fetch(follower, stream, log_end_offset, log_start_offset, correlation_id).await?;
     let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
         return Err("the response lacks the partition".into());
     };
@@ -313,6 +317,10 @@ async fn fetch_once(follower: Follower<'_>, stream: &mut TcpStream, correlation_
         handle.append(records, AppendOrigin::Replication).await.map_err(|e| e.to_string())?;
     }
     handle.follow_high_watermark(data.high_watermark);
+    if data.log_start_offset > log_start_offset {
+        // DeleteRecords on the leader: ours follows (and says so in our next fetch).
+        handle.follow_log_start_offset(data.log_start_offset).await.map_err(|e| e.to_string())?;
+    }
     Ok(true)
 }
 

@@ -19,10 +19,11 @@ pub const ISR_CHECK_INTERVAL_MS: u64 = 200;
 const ISR_CHANGE_VISIBLE_WAIT_MS: u64 = 2_000;
 const ISR_CHANGE_POLL_MS: u64 = 20;
 
-/// A follower's fetch reached this leader: its fetch offset is its log end offset. Returns false
-/// when the offset is past our log end (a diverged log, which truncates on our answer): that
-/// counts for nothing and is served as a consumer's read.
-pub async fn on_follower_fetch(shard: &Shard, handle: &Rc<Partition>, follower: i32, fetch_offset: i64) -> bool {
+/// A follower's fetch reached this leader: its fetch offset is its log end offset, and it says its
+/// log start offset (DeleteRecords' low watermark is the smallest over the replicas). Returns
+/// false when the offset is past our log end (a diverged log, which truncates on our answer):
+/// that counts for nothing and is served as a consumer's read.
+pub async fn on_follower_fetch(shard: &Shard, handle: &Rc<Partition>, follower: i32, fetch_offset: i64, follower_log_start_offset: i64) -> bool {
     let log_end_offset = handle.log.read().await.expect("partition lock").log_end_offset();
     if fetch_offset > log_end_offset {
         return false;
@@ -30,6 +31,9 @@ pub async fn on_follower_fetch(shard: &Shard, handle: &Rc<Partition>, follower: 
     {
         let mut replication = handle.replication.borrow_mut();
         replication.follower_log_end_offsets.insert(follower, fetch_offset);
+        if follower_log_start_offset >= 0 {
+            replication.follower_log_start_offsets.insert(follower, follower_log_start_offset);
+        }
         if fetch_offset >= log_end_offset {
             replication.follower_caught_up_ms.insert(follower, now_ms());
         }
