@@ -149,6 +149,23 @@ class CliToolsTest extends BrokerTestBase {
     }
 
     @Test
+    void kafkaDeleteRecordsMovesTheLogStartOffset() throws Exception {
+        String topic = "cli-delete-records";
+        topics("--create", "--topic", topic, "--partitions", "1", "--replication-factor", "1");
+        ok(Tool.CONSOLE_PRODUCER, "a\nb\nc\nd\ne\nf\n", withBootstrap("--topic", topic, "--producer-property", "acks=all"));
+        java.nio.file.Path offsets = java.nio.file.Files.createTempFile("delete-records", ".json");
+        java.nio.file.Files.writeString(offsets,
+                "{\"partitions\": [{\"topic\": \"" + topic + "\", \"partition\": 0, \"offset\": 4}], \"version\": 1}");
+        Tool.Result deleted = ok(Tool.DELETE_RECORDS, null, withBootstrap("--offset-json-file", offsets.toString()));
+        java.nio.file.Files.delete(offsets);
+        assertTrue(deleted.out().contains("partition: " + topic + "-0\tlow_watermark: 4"), deleted.toString());
+        assertEquals(List.of(topic + ":0:4"), lines(ok(Tool.GET_OFFSETS, null, withBootstrap("--topic", topic, "--time", "-2")).out()));
+        Tool.Result consumed = ok(Tool.CONSOLE_CONSUMER, null, withBootstrap("--topic", topic,
+                "--from-beginning", "--max-messages", "2", "--timeout-ms", "20000"));
+        assertEquals(List.of("e", "f"), lines(consumed.out()), consumed.toString());
+    }
+
+    @Test
     void kafkaConfigsAlterDescribeAndDelete() {
         String topic = "cli-configs";
         topics("--create", "--topic", topic, "--partitions", "1", "--replication-factor", "1");

@@ -31,6 +31,8 @@ final class Tool {
 
     /** kafka-get-offsets.sh */
     static final String[] GET_OFFSETS = {"org.apache.kafka.tools.GetOffsetShell", "kafka.tools.GetOffsetShell"};
+    /** kafka-delete-records.sh */
+    static final String[] DELETE_RECORDS = {"org.apache.kafka.tools.DeleteRecordsCommand", "kafka.admin.DeleteRecordsCommand"};
 
     record Result(String tool, List<String> args, int status, String out, String err) {
         @Override
