@@ -208,6 +208,22 @@ fn topics_are_assigned_in_zookeeper_led_across_brokers_and_replicated() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(log_of(0, 0).len() > 1000, "the logs hold the records");
+
+    // DeleteRecords: answered with the low watermark once every replica's log start followed
+    // the leader's (Kafka's DelayedDeleteRecords), and each replica keeps it on disk.
+    let deleted = tests::admin(
+        &brokers[1].bootstrap(),
+        &format!(
+            "from confluent_kafka import TopicPartition\n\
+             for tp, f in admin.delete_records([TopicPartition('{topic}', 0, 5)], request_timeout=30).items():\n\
+             \x20   print(f.result().low_watermark)\n"
+        ),
+    );
+    assert_eq!(deleted.trim(), "5", "the low watermark over all replicas");
+    for dir in &dirs {
+        let checkpoint = std::fs::read_to_string(dir.0.join("logs").join(format!("{topic}-0")).join("log-start-offset-checkpoint")).unwrap_or_default();
+        assert_eq!(checkpoint, format!("0\n1\n{topic} 0 5\n"), "every replica's log start offset is durable");
+    }
 }
 
 fn partition_dirs(dir: &TempDir, topic: &str) -> Vec<String> {
