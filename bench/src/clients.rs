@@ -53,12 +53,24 @@ fn client_config(target: &Target, client_id: &str, settings: &[(&str, String)], 
     config
 }
 
-pub fn create_topics(target: &Target, workload: &Workload, names: &[String], extra: &[(String, String)]) -> Result<(), String> {
+/// Creates `names` with the workload's partitions and replication factor, and `topic_config`
+/// (`--topic-config`: e.g. segment.bytes and retention.bytes, so a soak's topic rolls and
+/// deletes segments as it runs) as the topics' own settings.
+pub fn create_topics(
+    target: &Target,
+    workload: &Workload,
+    names: &[String],
+    topic_config: &[(String, String)],
+    extra: &[(String, String)],
+) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> =
         base_config(target, extra).create().map_err(|error| format!("admin client: {error}"))?;
     let new_topics: Vec<NewTopic> = names
         .iter()
-        .map(|name| NewTopic::new(name, workload.partitions_per_topic, TopicReplication::Fixed(workload.replication_factor)))
+        .map(|name| {
+            let topic = NewTopic::new(name, workload.partitions_per_topic, TopicReplication::Fixed(workload.replication_factor));
+            topic_config.iter().fold(topic, |topic, (key, value)| topic.set(key, value))
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = block_on(admin.create_topics(&new_topics, &options)).map_err(|error| format!("create topics: {error}"))?;

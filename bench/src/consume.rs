@@ -2,7 +2,7 @@
 //! hand (no group rebalance in the measurement), reading from the beginning.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -13,6 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::clients;
 use crate::monitor::Progress;
 use crate::produce::{new_latency_histogram, payload_send_time_nanos, wall_clock_nanos};
+use crate::soak::{self, WindowClock};
 use crate::target::Target;
 use crate::workload::Workload;
 
@@ -35,14 +36,22 @@ pub struct ConsumeOutcome {
     pub elapsed: Duration,
     /// Microseconds from the producer's send to this consumer's receipt (end-to-end runs).
     pub end_to_end_latency_us: Histogram<u64>,
+    /// The same per soak window, by send time (soak runs; empty otherwise).
+    pub end_to_end_windows_us: Vec<Histogram<u64>>,
 }
 
+/// A soak's windows, set by the end-to-end run once the consumers are ready and before the
+/// producers start (so the consumers' threads exist before the clock does).
+pub type Windows = Arc<OnceLock<WindowClock>>;
+
+#[allow(clippy::too_many_arguments)]
 pub fn consume(
     target: &Target,
     workload: &Workload,
     topics: &[String],
     until: Until,
     ready: Option<Arc<std::sync::Barrier>>,
+    windows: Option<Windows>,
     progress: Arc<Progress>,
     extra: &[(String, String)],
 ) -> Result<ConsumeOutcome, String> {
@@ -55,10 +64,10 @@ pub fn consume(
         .map(|index| {
             let mine: Vec<(String, i32)> =
                 partitions.iter().skip(index).step_by(consumers).cloned().collect();
-            let (target, until, ready, progress, extra) =
-                (target.clone(), until.clone(), ready.clone(), progress.clone(), extra.to_vec());
+            let (target, until, ready, windows, progress, extra) =
+                (target.clone(), until.clone(), ready.clone(), windows.clone(), progress.clone(), extra.to_vec());
             let rate = workload.consume_rate_bytes_per_second;
-            std::thread::spawn(move || run_consumer(&target, &mine, until, ready, progress, &extra, rate))
+            std::thread::spawn(move || run_consumer(&target, &mine, until, ready, windows, progress, &extra, rate))
         })
         .collect();
     let mut total = ConsumeOutcome {
@@ -66,6 +75,7 @@ pub fn consume(
         bytes: 0,
         elapsed: Duration::ZERO,
         end_to_end_latency_us: new_latency_histogram(),
+        end_to_end_windows_us: Vec::new(),
     };
     for handle in handles {
         let outcome = handle.join().map_err(|_| "a consumer thread panicked".to_string())??;
@@ -73,6 +83,7 @@ pub fn consume(
         total.bytes += outcome.bytes;
         total.elapsed = total.elapsed.max(outcome.elapsed);
         total.end_to_end_latency_us.add(&outcome.end_to_end_latency_us).expect("same histogram bounds");
+        soak::merge_windows(&mut total.end_to_end_windows_us, &outcome.end_to_end_windows_us);
     }
     Ok(total)
 }
@@ -107,11 +118,13 @@ fn assign(
     Ok((consumer, remaining_until))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_consumer(
     target: &Target,
     partitions: &[(String, i32)],
     until: Until,
     ready: Option<Arc<std::sync::Barrier>>,
+    windows: Option<Windows>,
     progress: Arc<Progress>,
     extra: &[(String, String)],
     rate_bytes_per_second: u64,
@@ -133,6 +146,7 @@ fn run_consumer(
         bytes: 0,
         elapsed: Duration::ZERO,
         end_to_end_latency_us: new_latency_histogram(),
+        end_to_end_windows_us: Vec::new(),
     };
     let mut last_message = Instant::now();
     loop {
@@ -152,6 +166,12 @@ fn run_consumer(
                     if let Some(sent) = message.payload().and_then(payload_send_time_nanos) {
                         let latency_nanos = wall_clock_nanos().saturating_sub(sent);
                         outcome.end_to_end_latency_us.saturating_record(latency_nanos / 1000);
+                        if let Some(clock) = windows.as_ref().and_then(|windows| windows.get()) {
+                            if outcome.end_to_end_windows_us.is_empty() {
+                                outcome.end_to_end_windows_us = (0..clock.count).map(|_| new_latency_histogram()).collect();
+                            }
+                            outcome.end_to_end_windows_us[clock.window_of_send(sent)].saturating_record(latency_nanos / 1000);
+                        }
                     }
                 }
                 let caught_up = remaining_until.iter().position(|(topic, partition, high)| {

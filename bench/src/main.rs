@@ -7,16 +7,33 @@
 //! ```
 //! Prints a table (median [min-max] per target, ratio to the first target), and writes
 //! `bench.json` and `bench.svg` into `--out`.
+//!
+//! Soak (is the tail steady over half an hour, with retention deleting segments meanwhile?):
+//!
+//! ```text
+//! taskset -c 1 bench --target ours=127.0.0.1:9092,pid=$(pgrep -n broker) --soak-seconds 1800 \
+//!       --window-seconds 30 --rate 50000 --message-size-bytes 1024 \
+//!       --topic-config segment.bytes=16777216 --topic-config retention.bytes=67108864
+//! ```
+//! runs the e2e-latency workload at its fixed rate for the whole time (one round by default),
+//! keeps its latency per window as well as overall, and samples the broker's shard threads every
+//! millisecond for D state (uninterruptible sleep: the whole shard waits), with the kernel stacks
+//! they slept in (dstate.rs). Prints a line per window (count, p50, p99, p99.9, max, D samples) and
+//! writes `soak.csv` and `soak.svg` beside `bench.json`. `--dstate` samples D state in ordinary
+//! runs too. `bench/tools/retention_tail.sh` compares brokers with and without retention this way;
+//! `bench/tools/dstate_perf.sh` counts the same sleeps with perf (every switch, not samples).
 
 mod ceiling;
 mod clients;
 mod consume;
+mod dstate;
 mod monitor;
 mod plot;
 mod process_usage;
 mod produce;
 mod report;
 mod runner;
+mod soak;
 mod target;
 mod workload;
 
@@ -37,12 +54,14 @@ struct Args {
     /// from /proc; with several (pid=PID+PID+PID, a local cluster) they are summed.
     #[arg(long = "target", value_parser = Target::parse)]
     targets: Vec<Target>,
-    /// Workload presets, run in this order each round: produce-1k, consume-1k, e2e-latency, acks-all.
-    #[arg(long = "workload", default_values_t = ["produce-1k".to_string(), "consume-1k".to_string()])]
+    /// Workload presets, run in this order each round: produce-1k, consume-1k, e2e-latency, acks-all
+    /// [default: produce-1k consume-1k; e2e-latency with --soak-seconds].
+    #[arg(long = "workload")]
     workloads: Vec<String>,
-    /// Rounds; each round runs every target through every workload (A B A B ...).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
+    /// Rounds; each round runs every target through every workload (A B A B ...) [default: 3; 1
+    /// with --soak-seconds].
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Also measure the loopback TCP and disk write ceilings each round, in the same run.
     #[arg(long)]
     ceiling: bool,
@@ -56,7 +75,7 @@ struct Args {
     /// Seconds each ceiling measurement lasts.
     #[arg(long, default_value_t = 3.0)]
     ceiling_seconds: f64,
-    /// Directory for bench.json and bench.svg.
+    /// Directory for bench.json and bench.svg (and a soak's soak.csv and soak.svg).
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
     /// Leave the run's topics on the brokers (they are deleted after each round otherwise).
@@ -125,6 +144,37 @@ struct Args {
     message_count: Option<u64>,
     #[arg(long, value_enum)]
     key_distribution: Option<KeyDistribution>,
+
+    /// Soak: run the end-to-end workload(s) at their fixed rate for this many seconds (in place of
+    /// --duration-seconds), keeping latency per --window-seconds window as well as overall and
+    /// sampling the targets' shard threads for D state (targets with pid=). Writes soak.csv and
+    /// soak.svg into --out and prints a line per window.
+    #[arg(long, conflicts_with = "duration_seconds")]
+    soak_seconds: Option<f64>,
+    /// Length of a soak window.
+    #[arg(long, default_value_t = 30.0)]
+    window_seconds: f64,
+    /// A setting of every topic the run creates, key=value (repeatable), e.g.
+    /// segment.bytes=16777216 and retention.bytes=67108864 so a soak's topic rolls and deletes
+    /// segments while it runs (set on CreateTopics, as kafka-topics --config does).
+    #[arg(long = "topic-config", value_parser = parse_key_value)]
+    topic_config: Vec<(String, String)>,
+    /// Sample the targets' shard threads for D state in every measured run (soaks always do).
+    #[arg(long)]
+    dstate: bool,
+    /// How often the D-state sampler reads each shard thread's state.
+    #[arg(long, default_value_t = 1.0)]
+    dstate_interval_ms: f64,
+    /// Threads whose name starts with this are the broker's shard threads (ours: glommio names
+    /// them shard-1, shard-2, ...).
+    #[arg(long, default_value = "shard")]
+    shard_thread_prefix: String,
+    /// Threads whose name starts with this are a shard's helpers, where sleeping is their job
+    /// (ours names glommio's blocking thread shard-blocking): their D samples are counted apart.
+    /// Another thread with an executor's own name counts as a helper too (the first is the
+    /// executor).
+    #[arg(long, default_value = "shard-blocking")]
+    helper_thread_prefix: String,
 }
 
 fn parse_catch_up(text: &str) -> Result<(String, i32), String> {
@@ -146,8 +196,22 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 }
 
 impl Args {
+    fn workload_names(&self) -> Vec<String> {
+        if !self.workloads.is_empty() {
+            self.workloads.clone()
+        } else if self.soak_seconds.is_some() {
+            vec!["e2e-latency".to_string()]
+        } else {
+            vec!["produce-1k".to_string(), "consume-1k".to_string()]
+        }
+    }
+
+    fn rounds(&self) -> usize {
+        self.rounds.unwrap_or(if self.soak_seconds.is_some() { 1 } else { 3 })
+    }
+
     fn workloads(&self) -> Result<Vec<Workload>, String> {
-        self.workloads
+        self.workload_names()
             .iter()
             .map(|name| {
                 let mut workload = Workload::preset(name)
@@ -175,6 +239,12 @@ impl Args {
                 if self.message_count.is_some() {
                     workload.message_count = self.message_count;
                 }
+                if let Some(seconds) = self.soak_seconds {
+                    if workload.kind != workload::Kind::EndToEnd {
+                        return Err(format!("{name}: --soak-seconds runs end-to-end workloads only (e2e-latency)"));
+                    }
+                    workload.duration_seconds = seconds;
+                }
                 if workload.kind == workload::Kind::EndToEnd && workload.rate_messages_per_second == 0 {
                     return Err(format!("{name}: an end-to-end run needs a fixed --rate"));
                 }
@@ -200,6 +270,8 @@ struct Output<'a> {
     ceiling_summary: Vec<(String, report::Spread)>,
     against_ceiling: &'a [report::AgainstCeiling],
     latency_curves: Vec<CurveOutput>,
+    /// Soak runs' windows (also in soak.csv); the D-state figures are in `runs`.
+    soak: &'a [soak::SoakRun],
 }
 
 #[derive(Serialize)]
@@ -225,15 +297,28 @@ fn run(args: Args) -> Result<(), String> {
     if args.targets.is_empty() && !args.ceiling {
         return Err("give at least one --target name=host:port (or --ceiling alone)".to_string());
     }
-    if args.rounds == 0 {
+    let rounds = args.rounds();
+    if rounds == 0 {
         return Err("--rounds must be at least 1".to_string());
+    }
+    if let Some(seconds) = args.soak_seconds {
+        if !(args.window_seconds > 0.0 && seconds > 0.0) {
+            return Err("--soak-seconds and --window-seconds must be above 0".to_string());
+        }
+        let windows = (seconds / args.window_seconds).ceil();
+        if windows > soak::MAX_WINDOWS as f64 {
+            return Err(format!("{windows} soak windows: at most {} (use longer --window-seconds)", soak::MAX_WINDOWS));
+        }
+    }
+    if args.dstate_interval_ms <= 0.0 {
+        return Err("--dstate-interval-ms must be above 0".to_string());
     }
     let workloads = if args.targets.is_empty() { Vec::new() } else { args.workloads()? };
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let plan = runner::Plan {
         targets: args.targets.clone(),
         workloads: workloads.clone(),
-        rounds: args.rounds,
+        rounds,
         ceiling: args.ceiling.then(|| (args.ceiling_dir.clone(), args.ceiling_seconds, args.ceiling_cpus)),
         client_config: args.client_config.clone(),
         keep_topics: args.keep_topics,
@@ -243,6 +328,13 @@ fn run(args: Args) -> Result<(), String> {
         catch_up_client_config: args.catch_up_client_config.clone(),
         drop_caches: args.drop_caches,
         run_id: format!("{}-{}", started.as_secs(), std::process::id()),
+        topic_config: args.topic_config.clone(),
+        soak_window_seconds: args.soak_seconds.map(|_| args.window_seconds),
+        dstate: (args.dstate || args.soak_seconds.is_some()).then(|| dstate::Options {
+            thread_prefix: args.shard_thread_prefix.clone(),
+            helper_prefix: args.helper_thread_prefix.clone(),
+            interval_ms: args.dstate_interval_ms,
+        }),
     };
     std::fs::create_dir_all(&args.out).map_err(|error| format!("create {}: {error}", args.out.display()))?;
     let results = runner::execute(&plan)?;
@@ -255,16 +347,19 @@ fn run(args: Args) -> Result<(), String> {
         workloads.iter().filter(|workload| workload.rate_messages_per_second == 0).map(|workload| workload.name.clone()).collect();
     let fractions = report::against_ceiling(&summary, &ceiling_summary, &max_rate);
     let table = if target_names.is_empty() {
-        report::table(&[], &[String::new()], &ceiling_summary, &[], args.rounds)
+        report::table(&[], &[String::new()], &ceiling_summary, &[], rounds)
     } else {
-        report::table(&summary, &target_names, &ceiling_summary, &fractions, args.rounds)
+        report::table(&summary, &target_names, &ceiling_summary, &fractions, rounds)
     };
+    for run in &results.soak_runs {
+        print!("{}", soak::table(run));
+    }
     println!("{table}");
 
     let output = Output {
         command: std::env::args().collect(),
         started_unix_seconds: started.as_secs(),
-        rounds: args.rounds,
+        rounds,
         targets: &plan.targets,
         workloads: &workloads,
         ceiling_rounds: &results.ceiling_rounds,
@@ -282,6 +377,7 @@ fn run(args: Args) -> Result<(), String> {
                 points: runner::curve_points(&curve.histogram_us),
             })
             .collect(),
+        soak: &results.soak_runs,
     };
     let json_path = args.out.join("bench.json");
     let json = serde_json::to_string_pretty(&output).map_err(|error| format!("encode JSON: {error}"))?;
@@ -289,5 +385,12 @@ fn run(args: Args) -> Result<(), String> {
     let svg_path = args.out.join("bench.svg");
     plot::write_svg(&svg_path, &summary, &target_names, &workload_names, &ceiling_summary, &results.curves)?;
     println!("wrote {} and {}", json_path.display(), svg_path.display());
+    if !results.soak_runs.is_empty() {
+        let csv_path = args.out.join("soak.csv");
+        std::fs::write(&csv_path, soak::csv(&results.soak_runs)).map_err(|error| format!("write {}: {error}", csv_path.display()))?;
+        let soak_svg_path = args.out.join("soak.svg");
+        plot::write_soak_svg(&soak_svg_path, &results.soak_runs)?;
+        println!("wrote {} and {}", csv_path.display(), soak_svg_path.display());
+    }
     Ok(())
 }

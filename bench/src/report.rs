@@ -4,6 +4,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::ceiling::CeilingFigures;
+use crate::dstate::DStateReport;
 
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Debug, Serialize)]
@@ -50,6 +51,9 @@ pub struct Figures {
     /// This load generator's CPU time over the run's wall time: near the core count means the
     /// client, not the broker, was the limit.
     pub client_cpu_cores: f64,
+    /// The broker's shard threads sampled for D state during the run (soak runs, or `--dstate`;
+    /// needs its PID).
+    pub broker_dstate: Option<DStateReport>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -81,6 +85,9 @@ pub fn metrics(figures: &Figures) -> Vec<Metric> {
         Metric { label: "e2e max ms", value: latency(&figures.end_to_end_latency_ms, |p| p.max) },
         Metric { label: "broker CPU-s/GB", value: figures.broker_cpu_seconds_per_gb },
         Metric { label: "broker peak RSS MB", value: figures.broker_peak_rss_mb },
+        Metric { label: "shard D samples", value: figures.broker_dstate.as_ref().map(|d| d.shard_d_samples as f64) },
+        Metric { label: "shard longest D ms", value: figures.broker_dstate.as_ref().map(|d| d.longest_shard_d_ms) },
+        Metric { label: "helper D samples", value: figures.broker_dstate.as_ref().map(|d| d.helper_d_samples as f64) },
         Metric { label: "client CPU cores", value: Some(figures.client_cpu_cores) },
         Metric { label: "errors", value: Some(figures.errors as f64) },
     ]
@@ -215,7 +222,7 @@ pub fn against_ceiling(rows: &[SummaryRow], ceiling: &[(String, Spread)], max_ra
     out
 }
 
-fn number(value: f64) -> String {
+pub fn number(value: f64) -> String {
     if value == 0.0 {
         "0".to_string()
     } else if value.abs() >= 100.0 {

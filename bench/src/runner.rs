@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -12,10 +12,12 @@ use hdrhistogram::Histogram;
 use crate::ceiling::{self, CeilingCpus, CeilingFigures};
 use crate::clients;
 use crate::consume::{self, Until};
+use crate::dstate::{self, DStateReport};
 use crate::monitor::{Monitor, Progress};
 use crate::process_usage;
 use crate::produce;
 use crate::report::{Figures, Percentiles, RunRecord};
+use crate::soak::{SoakRun, WindowClock};
 use crate::target::Target;
 use crate::workload::{Kind, Workload};
 
@@ -43,6 +45,13 @@ pub struct Plan {
     pub drop_caches: bool,
     /// Makes this run's topic names unique.
     pub run_id: String,
+    /// Settings of the topics the run creates (`--topic-config`).
+    pub topic_config: Vec<(String, String)>,
+    /// A soak: end-to-end latency is also kept per window of this many seconds.
+    pub soak_window_seconds: Option<f64>,
+    /// Sample the brokers' shard threads for D state during every measured run (targets with
+    /// a PID only).
+    pub dstate: Option<dstate::Options>,
 }
 
 /// Latency histograms merged over the rounds, for the percentile curves.
@@ -59,6 +68,7 @@ pub struct Results {
     pub ceiling_rounds: Vec<CeilingFigures>,
     pub runs: Vec<RunRecord>,
     pub curves: Vec<LatencyCurve>,
+    pub soak_runs: Vec<SoakRun>,
 }
 
 impl Results {
@@ -114,14 +124,14 @@ fn run_target_round(plan: &Plan, round: usize, target: &Target, created: &mut Ve
             let names: Vec<String> = (0..workload.topics)
                 .map(|topic| format!("bench-{}-{}-r{round}-w{index}-t{topic}", plan.run_id, target.topic_safe_name()))
                 .collect();
-            clients::create_topics(target, workload, &names, &plan.client_config)?;
+            clients::create_topics(target, workload, &names, &plan.topic_config, &plan.client_config)?;
             created.extend(names.iter().cloned());
             Ok(names)
         };
         let figures = match workload.kind {
             Kind::Produce => {
                 let topics = new_topics(created)?;
-                let (outcome, usage) = measured(&label, target, |progress| {
+                let (outcome, usage) = measured(&label, target, plan.dstate.as_ref(), None, |progress| {
                     produce::produce(target, workload, &topics, progress, &plan.client_config)
                 })?;
                 results.add_curve(&target.name, &workload.name, "publish", &outcome.publish_latency_us);
@@ -142,14 +152,14 @@ fn run_target_round(plan: &Plan, round: usize, target: &Target, created: &mut Ve
                         topics
                     }
                 };
-                let (outcome, usage) = measured(&label, target, |progress| {
-                    consume::consume(target, workload, &topics, Until::CaughtUp, None, progress, &plan.client_config)
+                let (outcome, usage) = measured(&label, target, plan.dstate.as_ref(), None, |progress| {
+                    consume::consume(target, workload, &topics, Until::CaughtUp, None, None, progress, &plan.client_config)
                 })?;
                 rates(outcome.messages, outcome.bytes, outcome.elapsed, &usage)
             }
             Kind::EndToEnd => {
                 let topics = new_topics(created)?;
-                end_to_end(plan, &label, target, workload, &topics, results)?
+                end_to_end(plan, round, &label, target, workload, &topics, results)?
             }
         };
         if figures.errors > 0 {
@@ -160,14 +170,33 @@ fn run_target_round(plan: &Plan, round: usize, target: &Target, created: &mut Ve
     Ok(())
 }
 
-fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, topics: &[String], results: &mut Results) -> Result<Figures, String> {
+fn end_to_end(
+    plan: &Plan,
+    round: usize,
+    label: &str,
+    target: &Target,
+    workload: &Workload,
+    topics: &[String],
+    results: &mut Results,
+) -> Result<Figures, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let consumed = Arc::new(Progress::default());
     let ready = Arc::new(Barrier::new(workload.consumers.max(1) + 1));
+    let windows: Option<consume::Windows> = plan.soak_window_seconds.map(|_| Arc::new(OnceLock::new()));
     let consumers = {
-        let (target, workload, topics, stop, consumed, ready, extra) =
-            (target.clone(), workload.clone(), topics.to_vec(), stop.clone(), consumed.clone(), ready.clone(), plan.client_config.clone());
-        std::thread::spawn(move || consume::consume(&target, &workload, &topics, Until::Stopped(stop), Some(ready), consumed, &extra))
+        let (target, workload, topics, stop, consumed, ready, windows, extra) = (
+            target.clone(),
+            workload.clone(),
+            topics.to_vec(),
+            stop.clone(),
+            consumed.clone(),
+            ready.clone(),
+            windows.clone(),
+            plan.client_config.clone(),
+        );
+        std::thread::spawn(move || {
+            consume::consume(&target, &workload, &topics, Until::Stopped(stop), Some(ready), windows, consumed, &extra)
+        })
     };
     ready.wait();
     let catch_up = match &plan.catch_up_topic {
@@ -193,12 +222,17 @@ fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, to
                         eprintln!("catch-up consumer: SCHED_IDLE refused: {}", std::io::Error::last_os_error());
                     }
                 }
-                consume::consume(&target, &catch_up_workload, &topics, Until::Stopped(stop), None, progress, &extra)
+                consume::consume(&target, &catch_up_workload, &topics, Until::Stopped(stop), None, None, progress, &extra)
             }))
         }
         None => None,
     };
-    let produced = measured(label, target, |progress| {
+    // The soak's windows start as the producers do, on the consumers' clock and the sampler's.
+    let clock = plan.soak_window_seconds.map(|window_seconds| WindowClock::start(window_seconds, workload.duration_seconds));
+    if let (Some(windows), Some(clock)) = (&windows, &clock) {
+        let _ = windows.set(clock.clone());
+    }
+    let produced = measured(label, target, plan.dstate.as_ref(), clock.clone(), |progress| {
         let outcome = produce::produce(target, workload, topics, progress, &plan.client_config);
         // The consumers are part of the run: the broker's CPU counts until they have it all.
         if let Ok(outcome) = &outcome {
@@ -224,6 +258,17 @@ fn end_to_end(plan: &Plan, label: &str, target: &Target, workload: &Workload, to
     let consumer_outcome = consumer_outcome?;
     results.add_curve(&target.name, &workload.name, "publish", &outcome.publish_latency_us);
     results.add_curve(&target.name, &workload.name, "e2e", &consumer_outcome.end_to_end_latency_us);
+    if let Some(clock) = &clock {
+        results.soak_runs.push(SoakRun::new(
+            &target.name,
+            round,
+            &workload.name,
+            clock,
+            &consumer_outcome.end_to_end_windows_us,
+            &consumer_outcome.end_to_end_latency_us,
+            usage.dstate.clone(),
+        ));
+    }
     let mut figures = produce_figures(&outcome, &usage);
     figures.consumed_messages = Some(consumer_outcome.messages);
     // An acknowledged record that never reached a consumer is lost as far as the run can tell.
@@ -292,12 +337,22 @@ struct Usage {
     broker_cpu_seconds: Option<f64>,
     broker_peak_rss_bytes: Option<u64>,
     client_cpu_seconds: f64,
+    dstate: Option<DStateReport>,
 }
 
-fn measured<T>(label: &str, target: &Target, run: impl FnOnce(Arc<Progress>) -> Result<T, String>) -> Result<(T, Usage), String> {
+/// Runs `run` with the broker's CPU, memory and (with `dstate`) shard threads' D state measured
+/// around it; `clock` counts D samples per soak window.
+fn measured<T>(
+    label: &str,
+    target: &Target,
+    dstate: Option<&dstate::Options>,
+    clock: Option<WindowClock>,
+    run: impl FnOnce(Arc<Progress>) -> Result<T, String>,
+) -> Result<(T, Usage), String> {
     let progress = Arc::new(Progress::default());
     let pids = &target.pids;
     let monitor = Monitor::start(label.to_string(), progress.clone(), pids.clone());
+    let sampler = dstate.filter(|_| !pids.is_empty()).map(|options| dstate::Sampler::start(options.clone(), pids.clone(), clock));
     let broker_cpu = || process_usage::processes_cpu(pids);
     let broker_cpu_start = broker_cpu();
     let client_cpu_start = process_usage::own_cpu();
@@ -307,6 +362,7 @@ fn measured<T>(label: &str, target: &Target, run: impl FnOnce(Arc<Progress>) -> 
     let client_cpu_seconds = (process_usage::own_cpu() - client_cpu_start).as_secs_f64();
     let broker_cpu_end = broker_cpu();
     let peak_rss_bytes = monitor.finish();
+    let dstate = sampler.map(dstate::Sampler::finish);
     let broker_cpu_seconds = match (broker_cpu_start, broker_cpu_end) {
         (Some(start), Some(end)) => Some((end.saturating_sub(start)).as_secs_f64()),
         _ => None,
@@ -319,6 +375,7 @@ fn measured<T>(label: &str, target: &Target, run: impl FnOnce(Arc<Progress>) -> 
         broker_cpu_seconds,
         broker_peak_rss_bytes: (peak_rss_bytes > 0).then_some(peak_rss_bytes),
         client_cpu_seconds,
+        dstate,
     };
     Ok((outcome?, usage))
 }
@@ -335,6 +392,7 @@ fn rates(messages: u64, bytes: u64, elapsed: Duration, usage: &Usage) -> Figures
         broker_cpu_seconds_per_gb: usage.broker_cpu_seconds.filter(|_| gigabytes > 0.0).map(|cpu| cpu / gigabytes),
         broker_peak_rss_mb: usage.broker_peak_rss_bytes.map(|bytes| bytes as f64 / 1e6),
         client_cpu_cores: usage.client_cpu_seconds / usage.wall_seconds.max(1e-9),
+        broker_dstate: usage.dstate.clone(),
         ..Figures::default()
     }
 }
