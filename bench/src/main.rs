@@ -154,6 +154,11 @@ struct Args {
     /// Length of a soak window.
     #[arg(long, default_value_t = 30.0)]
     window_seconds: f64,
+    /// A soak's first seconds (whole windows) are left out of its "steady" percentiles: the
+    /// first touch of fresh page-cache pages and the clients' start-up land there whatever the
+    /// broker does. The windows and the overall figures still show them.
+    #[arg(long, default_value_t = 0.0)]
+    warmup_seconds: f64,
     /// A setting of every topic the run creates, key=value (repeatable), e.g.
     /// segment.bytes=16777216 and retention.bytes=67108864 so a soak's topic rolls and deletes
     /// segments while it runs (set on CreateTopics, as kafka-topics --config does).
@@ -330,6 +335,7 @@ fn run(args: Args) -> Result<(), String> {
         run_id: format!("{}-{}", started.as_secs(), std::process::id()),
         topic_config: args.topic_config.clone(),
         soak_window_seconds: args.soak_seconds.map(|_| args.window_seconds),
+        soak_warmup_seconds: args.warmup_seconds,
         dstate: (args.dstate || args.soak_seconds.is_some()).then(|| dstate::Options {
             thread_prefix: args.shard_thread_prefix.clone(),
             helper_prefix: args.helper_thread_prefix.clone(),

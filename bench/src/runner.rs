@@ -49,6 +49,8 @@ pub struct Plan {
     pub topic_config: Vec<(String, String)>,
     /// A soak: end-to-end latency is also kept per window of this many seconds.
     pub soak_window_seconds: Option<f64>,
+    /// Left out of a soak's steady percentiles (`SoakRun::steady_ms`).
+    pub soak_warmup_seconds: f64,
     /// Sample the brokers' shard threads for D state during every measured run (targets with
     /// a PID only).
     pub dstate: Option<dstate::Options>,
@@ -267,7 +269,8 @@ fn end_to_end(
             &consumer_outcome.end_to_end_windows_us,
             &consumer_outcome.end_to_end_latency_us,
             usage.dstate.clone(),
-        ));
+        )
+        .with_steady(&consumer_outcome.end_to_end_windows_us, plan.soak_warmup_seconds));
     }
     let mut figures = produce_figures(&outcome, &usage);
     figures.consumed_messages = Some(consumer_outcome.messages);

@@ -92,6 +92,9 @@ pub struct SoakRun {
     pub window_seconds: f64,
     pub windows: Vec<SoakWindow>,
     pub overall_ms: Option<Percentiles>,
+    /// The windows from `steady_from_seconds` on, merged: the run without its warm-up.
+    pub steady_ms: Option<Percentiles>,
+    pub steady_from_seconds: f64,
     /// In the run's figures already (`runs`); kept here for the printed report.
     #[serde(skip)]
     pub dstate: Option<DStateReport>,
@@ -127,8 +130,23 @@ impl SoakRun {
             window_seconds: clock.window.as_secs_f64(),
             windows,
             overall_ms: (!overall_us.is_empty()).then(|| Percentiles::of(overall_us)),
+            steady_ms: None,
+            steady_from_seconds: 0.0,
             dstate,
         }
+    }
+
+    /// Adds the percentiles of the windows that start at or after `warmup_seconds` (merged
+    /// histograms: exact, not an average of windows).
+    pub fn with_steady(mut self, latency_windows_us: &[Histogram<u64>], warmup_seconds: f64) -> SoakRun {
+        let first = (warmup_seconds / self.window_seconds).ceil().max(0.0) as usize;
+        let mut merged = crate::produce::new_latency_histogram();
+        for window in latency_windows_us.iter().skip(first) {
+            merged.add(window).expect("same histogram bounds");
+        }
+        self.steady_from_seconds = first as f64 * self.window_seconds;
+        self.steady_ms = (!merged.is_empty()).then(|| Percentiles::of(&merged));
+        self
     }
 }
 
@@ -211,6 +229,19 @@ pub fn table(run: &SoakRun) -> String {
         total(|window| window.shard_d_samples),
         total(|window| window.helper_d_samples),
     );
+    if let (Some(steady), true) = (&run.steady_ms, run.steady_from_seconds > 0.0) {
+        let _ = writeln!(
+            out,
+            "  {:>9}{:>10}{:>10}{:>10}{:>10}{:>10}   (windows from {} s on: the warm-up left out)",
+            "steady",
+            "",
+            number(steady.p50),
+            number(steady.p99),
+            number(steady.p99_9),
+            number(steady.max),
+            number(run.steady_from_seconds)
+        );
+    }
     match &run.dstate {
         None => out.push_str("  (no D-state figures: give the target's pid=PID)\n"),
         Some(report) => {
