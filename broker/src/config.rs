@@ -68,6 +68,28 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: i16,
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: u64,
+    /// `log.cleaner.enable`: compacted topics are cleaned (one cleaner per shard).
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.threads`: accepted; the shard count is the cleaner's parallelism here.
+    pub log_cleaner_threads: i32,
+    /// `log.cleaner.io.max.bytes.per.second` (per shard's cleaner).
+    pub log_cleaner_io_max_bytes_per_second: f64,
+    /// `log.cleaner.dedupe.buffer.size`: shared by the shards' cleaners.
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// `log.cleaner.io.buffer.load.factor`.
+    pub log_cleaner_io_buffer_load_factor: f64,
+    /// `log.cleaner.backoff.ms`: a cleaner's sleep when no log needs cleaning.
+    pub log_cleaner_backoff_ms: u64,
+    /// The transaction coordinator's log (`__transaction_state`) and limits, Kafka's names and
+    /// defaults. Standalone ignores the replication factor and min ISR (one replica).
+    pub transaction_state_log_num_partitions: i32,
+    pub transaction_state_log_replication_factor: i16,
+    pub transaction_state_log_min_isr: i32,
+    pub transaction_state_log_segment_bytes: u64,
+    pub transaction_max_timeout_ms: i64,
+    pub transactional_id_expiration_ms: i64,
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
+    pub transaction_remove_expired_transaction_cleanup_interval_ms: u64,
 }
 
 /// Keys of Apache Kafka's broker config that tune machinery this broker does not have (threads
@@ -75,8 +97,7 @@ pub struct BrokerConfig {
 const IGNORED_KAFKA_KEYS: &[&str] = &[
     "num.network.threads", "num.io.threads", "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
     "num.recovery.threads.per.data.dir",
-    "transaction.state.log.replication.factor", "transaction.state.log.min.isr",
-    "log.cleaner.enable", "log.cleaner.threads",
+    "log.cleaner.io.buffer.size",
     "num.replica.fetchers",
     "listener.security.protocol.map", "inter.broker.listener.name", "queued.max.requests", "background.threads",
     "log.preallocate",
@@ -213,6 +234,20 @@ impl BrokerConfig {
             offsets_topic_replication_factor: 3,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
+            log_cleaner_enable: true,
+            log_cleaner_threads: 1,
+            log_cleaner_io_max_bytes_per_second: f64::MAX,
+            log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
+            log_cleaner_io_buffer_load_factor: 0.9,
+            log_cleaner_backoff_ms: 15_000,
+            transaction_state_log_num_partitions: 50,
+            transaction_state_log_replication_factor: 3,
+            transaction_state_log_min_isr: 2,
+            transaction_state_log_segment_bytes: 100 * 1024 * 1024,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 60 * 60 * 1000,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
+            transaction_remove_expired_transaction_cleanup_interval_ms: 3_600_000,
         };
         let mut advertised: Option<(String, u16)> = None;
         // Kafka's precedence: ms over minutes over hours.
@@ -276,7 +311,21 @@ impl BrokerConfig {
                 "log.flush.offset.checkpoint.interval.ms" => {
                     config.log_flush_offset_checkpoint_interval_ms = parse_number(key, v)?
                 }
-                "log.cleanup.policy" => config.cleanup_policy = parse_cleanup_policy(key, v)?,
+                "log.cleanup.policy" => {
+                    config.cleanup_policy = parse_cleanup_policy(key, v)?;
+                    config.log_defaults.compact = config.cleanup_policy.split(',').any(|p| p == "compact");
+                }
+                "log.cleaner.enable" => config.log_cleaner_enable = parse_bool(key, v)?,
+                "log.cleaner.threads" => config.log_cleaner_threads = parse_number(key, v)?,
+                "log.cleaner.io.max.bytes.per.second" => config.log_cleaner_io_max_bytes_per_second = parse_number(key, v)?,
+                "log.cleaner.dedupe.buffer.size" => config.log_cleaner_dedupe_buffer_size = parse_number(key, v)?,
+                "log.cleaner.io.buffer.load.factor" => config.log_cleaner_io_buffer_load_factor = parse_number(key, v)?,
+                "log.cleaner.backoff.ms" => config.log_cleaner_backoff_ms = parse_number(key, v)?,
+                "log.cleaner.min.cleanable.ratio" => config.log_defaults.min_cleanable_dirty_ratio = parse_number(key, v)?,
+                "log.cleaner.min.compaction.lag.ms" => config.log_defaults.min_compaction_lag_ms = parse_number(key, v)?,
+                "log.cleaner.max.compaction.lag.ms" => config.log_defaults.max_compaction_lag_ms = parse_number(key, v)?,
+                "log.cleaner.delete.retention.ms" => config.log_defaults.delete_retention_ms = parse_number(key, v)?,
+                "log.index.size.max.bytes" => config.log_defaults.segment_index_bytes = parse_number(key, v)?,
                 "group.initial.rebalance.delay.ms" => config.group_initial_rebalance_delay_ms = parse_number(key, v)?,
                 "group.min.session.timeout.ms" => config.group_min_session_timeout_ms = parse_number(key, v)?,
                 "group.max.session.timeout.ms" => config.group_max_session_timeout_ms = parse_number(key, v)?,
@@ -287,6 +336,18 @@ impl BrokerConfig {
                 "offsets.topic.replication.factor" => config.offsets_topic_replication_factor = parse_number(key, v)?,
                 "offsets.retention.minutes" => config.offsets_retention_ms = parse_number::<i64>(key, v)? * 60_000,
                 "offsets.retention.check.interval.ms" => config.offsets_retention_check_interval_ms = parse_number(key, v)?,
+                "transaction.state.log.num.partitions" => config.transaction_state_log_num_partitions = parse_number(key, v)?,
+                "transaction.state.log.replication.factor" => config.transaction_state_log_replication_factor = parse_number(key, v)?,
+                "transaction.state.log.min.isr" => config.transaction_state_log_min_isr = parse_number(key, v)?,
+                "transaction.state.log.segment.bytes" => config.transaction_state_log_segment_bytes = parse_number(key, v)?,
+                "transaction.max.timeout.ms" => config.transaction_max_timeout_ms = parse_number(key, v)?,
+                "transactional.id.expiration.ms" => config.transactional_id_expiration_ms = parse_number(key, v)?,
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                    config.transaction_abort_timed_out_transaction_cleanup_interval_ms = parse_number(key, v)?
+                }
+                "transaction.remove.expired.transaction.cleanup.interval.ms" => {
+                    config.transaction_remove_expired_transaction_cleanup_interval_ms = parse_number(key, v)?
+                }
                 "log.message.timestamp.type" => config.log_defaults.timestamp_type = parse_timestamp_type(key, v)?,
                 "compression.type" => {
                     config.log_defaults.compression_codec = storage::config::parse_compression_type(v)
@@ -330,6 +391,12 @@ impl BrokerConfig {
         if self.offsets_topic_num_partitions < 1 {
             return Err("offsets.topic.num.partitions must be at least 1".into());
         }
+        if self.transaction_state_log_num_partitions < 1 || self.transaction_state_log_replication_factor < 1 {
+            return Err("transaction.state.log.num.partitions and .replication.factor must be at least 1".into());
+        }
+        if self.transaction_max_timeout_ms < 1 {
+            return Err("transaction.max.timeout.ms must be at least 1".into());
+        }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return Err("group.min.session.timeout.ms must not exceed group.max.session.timeout.ms".into());
         }
@@ -358,6 +425,12 @@ pub fn validate_log_config(log: &LogConfig) -> Result<(), String> {
     }
     if log.max_message_bytes < 1 {
         return Err("max.message.bytes must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&log.min_cleanable_dirty_ratio) {
+        return Err(format!("min.cleanable.dirty.ratio={} must be between 0 and 1", log.min_cleanable_dirty_ratio));
+    }
+    if log.min_compaction_lag_ms < 0 || log.max_compaction_lag_ms < 1 || log.delete_retention_ms < 0 {
+        return Err("min.compaction.lag.ms and delete.retention.ms must be >= 0, max.compaction.lag.ms >= 1".into());
     }
     Ok(())
 }

@@ -16,6 +16,8 @@ mod state;
 mod tasks;
 mod topic_admin;
 mod topics;
+mod txn;
+mod txn_router;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

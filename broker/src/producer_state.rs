@@ -4,6 +4,12 @@
 //!
 //! The state is rebuilt at start by replaying batch headers from the log (see Partition::open),
 //! so it survives restarts and crashes with the log itself.
+//!
+//! Transactions (KIP-98): per producer also the first offset of its open transaction (set by its
+//! first transactional batch, cleared by the COMMIT/ABORT marker) and the coordinator epoch of
+//! the last marker. Markers carry the producer's epoch: a marker with a newer one (a fence)
+//! makes the producer's older epoch fenced here too. `first_unstable_offset` is what the last
+//! stable offset will be computed from (phase 2: `Partition::first_unstable_offset`).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -24,6 +30,34 @@ pub struct BatchMetadata {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMetadata>,
+    /// The first offset of the producer's open transaction on this partition.
+    current_txn_first_offset: Option<i64>,
+    /// The coordinator epoch of the last marker written for this producer (-1: none yet).
+    coordinator_epoch: i32,
+    /// The max timestamp of the producer's last batch.
+    last_timestamp_ms: i64,
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerSummary {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp_ms: i64,
+    pub coordinator_epoch: i32,
+    /// -1 outside a transaction.
+    pub current_txn_start_offset: i64,
+}
+
+/// Why a transaction marker is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MarkerCheck {
+    Accept,
+    /// The marker's producer epoch is older than the producer's (Kafka: INVALID_PRODUCER_EPOCH).
+    FencedEpoch,
+    /// An older coordinator (a deposed one) writes it: TRANSACTION_COORDINATOR_FENCED.
+    FencedCoordinator,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -77,12 +111,82 @@ impl ProducerStateTable {
         SequenceCheck::Accept
     }
 
+    /// A COMMIT/ABORT marker for `header`'s producer, written by the coordinator of
+    /// `coordinator_epoch` (Kafka's ProducerAppendInfo.checkProducerEpoch and the coordinator
+    /// epoch check of appendEndTxnMarker).
+    pub fn check_marker(&self, header: &BatchHeader, coordinator_epoch: i32) -> MarkerCheck {
+        let Some(entry) = self.producers.get(&header.producer_id) else { return MarkerCheck::Accept };
+        if header.producer_epoch < entry.epoch {
+            return MarkerCheck::FencedEpoch;
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return MarkerCheck::FencedCoordinator;
+        }
+        MarkerCheck::Accept
+    }
+
+    /// Records a marker that is now in the log: the transaction is over, the marker's epoch is
+    /// the producer's (a fence bumps it), and its coordinator epoch the latest seen (None when
+    /// replayed from headers: the epoch is in the record, not the header; phase 2 snapshots keep it).
+    pub fn record_marker(&mut self, header: &BatchHeader, coordinator_epoch: Option<i32>) {
+        let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry { coordinator_epoch: -1, ..Default::default() });
+        if header.producer_epoch > entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.current_txn_first_offset = None;
+        if let Some(coordinator_epoch) = coordinator_epoch {
+            entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
+        }
+        entry.last_timestamp_ms = header.max_timestamp;
+    }
+
+    /// The smallest first offset of an open transaction: nothing at or after it is stable yet.
+    /// Phase 2 computes the last stable offset from it.
+    #[allow(dead_code)] // the phase 2 seam (Partition::first_unstable_offset)
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers.values().filter_map(|entry| entry.current_txn_first_offset).min()
+    }
+
+    /// The producers known on this partition (DescribeProducers).
+    pub fn summaries(&self) -> Vec<ProducerSummary> {
+        self.producers
+            .iter()
+            .map(|(&producer_id, entry)| ProducerSummary {
+                producer_id,
+                epoch: entry.epoch,
+                last_sequence: entry.batches.back().map(|b| b.last_sequence).unwrap_or(-1),
+                last_timestamp_ms: entry.last_timestamp_ms,
+                coordinator_epoch: entry.coordinator_epoch,
+                current_txn_start_offset: entry.current_txn_first_offset.unwrap_or(-1),
+            })
+            .collect()
+    }
+
     /// Records a batch that is now in the log (appended, or replayed at start).
     pub fn record(&mut self, header: &BatchHeader) {
-        if !header.has_producer_id() || header.base_sequence < 0 {
+        if !header.has_producer_id() {
             return;
         }
-        let entry = self.producers.entry(header.producer_id).or_default();
+        if header.is_control() {
+            self.record_marker(header, None);
+            return;
+        }
+        if header.is_transactional() {
+            // Also the coordinators' transactional offset commits, which carry no sequence.
+            let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry { coordinator_epoch: -1, ..Default::default() });
+            if header.producer_epoch > entry.epoch {
+                entry.epoch = header.producer_epoch;
+                entry.batches.clear();
+            }
+            entry.current_txn_first_offset.get_or_insert(header.base_offset);
+            entry.last_timestamp_ms = header.max_timestamp;
+        }
+        if header.base_sequence < 0 {
+            return;
+        }
+        let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry { coordinator_epoch: -1, ..Default::default() });
+        entry.last_timestamp_ms = header.max_timestamp;
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
@@ -119,6 +223,47 @@ mod tests {
             base_sequence,
             record_count: count,
         }
+    }
+
+    const TRANSACTIONAL: i16 = 0x10;
+    const CONTROL: i16 = 0x20;
+
+    fn with_attributes(mut header: BatchHeader, attributes: i16) -> BatchHeader {
+        header.attributes = attributes;
+        header
+    }
+
+    #[test]
+    fn transactions_open_and_close_with_markers() {
+        let mut table = ProducerStateTable::default();
+        assert_eq!(table.first_unstable_offset(), None);
+        table.record(&with_attributes(header(7, 0, 0, 2, 10), TRANSACTIONAL));
+        table.record(&with_attributes(header(7, 0, 2, 1, 12), TRANSACTIONAL));
+        table.record(&with_attributes(header(8, 0, 0, 1, 13), TRANSACTIONAL));
+        assert_eq!(table.first_unstable_offset(), Some(10), "the first offset of the oldest open transaction");
+        let marker = with_attributes(header(7, 0, -1, 1, 14), TRANSACTIONAL | CONTROL);
+        assert_eq!(table.check_marker(&marker, 0), MarkerCheck::Accept);
+        table.record_marker(&marker, Some(0));
+        assert_eq!(table.first_unstable_offset(), Some(13));
+        // The producer's sequences carry on after the commit in the same epoch.
+        assert_eq!(table.check(&with_attributes(header(7, 0, 3, 1, 99), TRANSACTIONAL)), SequenceCheck::Accept);
+        let summary = table.summaries().into_iter().find(|s| s.producer_id == 8).unwrap();
+        assert_eq!((summary.current_txn_start_offset, summary.last_sequence), (13, 0));
+    }
+
+    #[test]
+    fn a_fencing_marker_fences_the_old_epoch_and_old_coordinators() {
+        let mut table = ProducerStateTable::default();
+        table.record(&with_attributes(header(7, 0, 0, 1, 0), TRANSACTIONAL));
+        // The coordinator aborts with a bumped epoch (a second producer, or a timeout).
+        let fence = with_attributes(header(7, 1, -1, 1, 1), TRANSACTIONAL | CONTROL);
+        table.record_marker(&fence, Some(3));
+        assert_eq!(table.check(&with_attributes(header(7, 0, 1, 1, 99), TRANSACTIONAL)), SequenceCheck::FencedEpoch);
+        assert_eq!(table.check_marker(&with_attributes(header(7, 0, -1, 1, 99), TRANSACTIONAL | CONTROL), 3), MarkerCheck::FencedEpoch);
+        assert_eq!(table.check_marker(&with_attributes(header(7, 1, -1, 1, 99), TRANSACTIONAL | CONTROL), 2), MarkerCheck::FencedCoordinator);
+        // The new producer (next epoch) starts at sequence 0.
+        assert_eq!(table.check(&with_attributes(header(7, 2, 0, 1, 99), TRANSACTIONAL)), SequenceCheck::Accept);
+        assert_eq!(table.first_unstable_offset(), None);
     }
 
     #[test]

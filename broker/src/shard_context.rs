@@ -15,6 +15,7 @@ use crate::groups::GroupCoordinator;
 use crate::partition::{Partition, PartitionError, PartitionTable};
 use crate::splice_sender::SpliceSender;
 use crate::state::BrokerState;
+use crate::txn::TxnCoordinator;
 
 pub struct Shard {
     pub router: Rc<Router<Shard>>,
@@ -27,6 +28,8 @@ pub struct Shard {
     pub connections: std::cell::Cell<usize>,
     /// The consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: Rc<GroupCoordinator>,
+    /// The transactional ids whose `__transaction_state` partition this shard owns.
+    pub txns: Rc<TxnCoordinator>,
     /// Sends fetched file regions to sockets without copying; None on the copy path.
     pub splice_sender: Option<Rc<SpliceSender>>,
 }
@@ -47,6 +50,7 @@ impl Shard {
         };
         let partitions = Rc::new(PartitionTable::new(broker.clone(), router.shard_id(), router.shard_count()));
         let groups = Rc::new(GroupCoordinator::new(broker.clone(), partitions.clone(), router.shard_id()));
+        let txns = Rc::new(TxnCoordinator::new(broker.clone(), partitions.clone(), router.shard_id()));
         Shard {
             splice_sender,
             partitions,
@@ -55,6 +59,7 @@ impl Shard {
             shutdown: Notify::default(),
             connections: std::cell::Cell::new(0),
             groups,
+            txns,
         }
     }
 

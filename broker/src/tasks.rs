@@ -1,6 +1,8 @@
 //! A shard's continuous work: accepting connections, and the periodic log maintenance (retention
 //! and time-based flush), until shutdown.
 
+mod cleaner;
+
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -39,11 +41,13 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
         tracing::info!(listener = %shard.broker.config.listener, "broker ready");
     }
     let maintenance = glommio::spawn_local(maintain_logs(shard.clone()));
+    let log_cleaner = cleaner::start(shard.clone());
     let group_timers = glommio::spawn_local(expire_group_members(shard.clone()));
     let offsets_writer = glommio::spawn_local(offsets_writer::run_writer(shard.groups.clone()));
     let acceptor = listener.map(|listener| glommio::spawn_local(accept_connections(shard.clone(), listener)));
     let followers = glommio::spawn_local(crate::replication::follower::follow_leaders(shard.clone()));
     let group_leadership = glommio::spawn_local(loader::follow_leadership(shard.groups.clone()));
+    let transactions = glommio::spawn_local(crate::txn_router::run_transaction_tasks(shard.clone()));
     while !shard.broker.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
@@ -51,7 +55,12 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
     drop(maintenance);
     drop(group_timers);
     drop(group_leadership);
+    drop(transactions);
     followers.await; // its fetchers see the shutdown flag and stop
+    if let Some(log_cleaner) = log_cleaner {
+        // It sees the shutdown flag between batches and before a swap; a swap under way ends.
+        log_cleaner.await;
+    }
     shard.shutdown.notify_all();
     shard.partitions.appended.notify_all();
     membership::fail_waiting(&shard.groups);
@@ -152,7 +161,7 @@ async fn maintain_logs(shard: Rc<Shard>) {
                 }
             }
             if checkpoint {
-                if let Err(e) = log.checkpoint().await {
+                if let Err(e) = log.checkpoint_recovery_point().await {
                     tracing::error!(topic, partition, error = %e, "recovery point checkpoint failed");
                 }
             }

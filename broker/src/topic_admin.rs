@@ -14,6 +14,7 @@ use kafka_protocol::ResponseError;
 
 use crate::shard_context::Shard;
 use crate::topics::{TopicInfo, CONSUMER_OFFSETS_TOPIC};
+use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// Most partitions one topic may have: a bound on what one request can make us open.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
@@ -233,6 +234,42 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) {
         Ok(_) => {}
         Err((code, _)) if code == kafka_protocol::ResponseError::TopicAlreadyExists.code() => {}
         Err((_, message)) => tracing::error!(error = message, "cannot create __consumer_offsets"),
+    }
+}
+
+/// Creates `__transaction_state` on first use (Kafka does it on the first FindCoordinator for a
+/// transaction): compacted, uncompressed as Kafka's transaction log, with
+/// `transaction.state.log.segment.bytes` segments and (cluster mode) its replication factor and
+/// min ISR.
+pub async fn ensure_transaction_state_topic(shard: &Rc<Shard>) {
+    let exists = match &shard.broker.cluster {
+        Some(cluster) => cluster.view.snapshot().topics.contains_key(TRANSACTION_STATE_TOPIC),
+        None => shard.broker.topics.read().unwrap().get(TRANSACTION_STATE_TOPIC).is_some(),
+    };
+    if exists {
+        return;
+    }
+    let config = &shard.broker.config;
+    let mut overrides = BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), config.transaction_state_log_segment_bytes.to_string()),
+        ("compression.type".to_string(), "uncompressed".to_string()),
+    ]);
+    let partitions = config.transaction_state_log_num_partitions;
+    let created = match &shard.broker.cluster {
+        Some(_) => {
+            overrides.insert("min.insync.replicas".to_string(), config.transaction_state_log_min_isr.to_string());
+            let replication_factor = config.transaction_state_log_replication_factor;
+            create_topic_in_cluster(shard, TRANSACTION_STATE_TOPIC, partitions, replication_factor, None, overrides, OFFSETS_TOPIC_LEADER_WAIT_MS)
+                .await
+                .map(|_| ())
+        }
+        None => create_topic_here(shard, TRANSACTION_STATE_TOPIC, partitions, overrides).await.map(|_| ()),
+    };
+    match created {
+        Ok(_) => {}
+        Err((code, _)) if code == kafka_protocol::ResponseError::TopicAlreadyExists.code() => {}
+        Err((_, message)) => tracing::error!(error = message, "cannot create __transaction_state"),
     }
 }
 

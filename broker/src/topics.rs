@@ -43,7 +43,7 @@ pub fn topic_config_defaults(broker: &BrokerConfig) -> Vec<(&'static str, String
         ("compression.gzip.level", "-1".into()),
         ("compression.lz4.level", "9".into()),
         ("compression.zstd.level", "3".into()),
-        ("delete.retention.ms", "86400000".into()),
+        ("delete.retention.ms", log.delete_retention_ms.to_string()),
         ("file.delete.delay.ms", log.file_delete_delay_ms.to_string()),
         ("flush.messages", log.flush_messages.to_string()),
         ("flush.ms", log.flush_ms.to_string()),
@@ -53,12 +53,15 @@ pub fn topic_config_defaults(broker: &BrokerConfig) -> Vec<(&'static str, String
             storage::batch::TimestampType::CreateTime => "CreateTime".into(),
             storage::batch::TimestampType::LogAppendTime => "LogAppendTime".into(),
         }),
+        ("max.compaction.lag.ms", log.max_compaction_lag_ms.to_string()),
+        ("min.cleanable.dirty.ratio", log.min_cleanable_dirty_ratio.to_string()),
+        ("min.compaction.lag.ms", log.min_compaction_lag_ms.to_string()),
         ("min.insync.replicas", broker.min_insync_replicas.to_string()),
         ("preallocate", "false".into()),
         ("retention.bytes", log.retention_bytes.to_string()),
         ("retention.ms", log.retention_ms.to_string()),
         ("segment.bytes", log.segment_bytes.to_string()),
-        ("segment.index.bytes", "10485760".into()),
+        ("segment.index.bytes", log.segment_index_bytes.to_string()),
         ("segment.ms", log.segment_ms.to_string()),
         ("unclean.leader.election.enable", "false".into()),
     ]
@@ -85,6 +88,13 @@ pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String
             "cleanup.policy" => {
                 parse_cleanup_policy(key, value)?;
             }
+            "delete.retention.ms" => log.delete_retention_ms = number(value)?,
+            "min.compaction.lag.ms" => log.min_compaction_lag_ms = number(value)?,
+            "max.compaction.lag.ms" => log.max_compaction_lag_ms = number(value)?,
+            "segment.index.bytes" => log.segment_index_bytes = number(value)?.max(0) as u64,
+            "min.cleanable.dirty.ratio" => {
+                log.min_cleanable_dirty_ratio = value.trim().parse::<f64>().map_err(|_| format!("{key}={value}: expected a number"))?
+            }
             "min.insync.replicas" => {
                 if number(value)? < 1 {
                     return Err(format!("{key}={value}: must be at least 1"));
@@ -102,9 +112,10 @@ pub fn log_config_for(broker: &BrokerConfig, overrides: &BTreeMap<String, String
         }
     }
     let policy = overrides.get("cleanup.policy").unwrap_or(&broker.cleanup_policy);
+    log.compact = policy.split(',').any(|p| p.trim() == "compact");
     if !policy.split(',').any(|p| p.trim() == "delete") {
-        // A compact-only topic keeps every key's latest value: nothing goes by age or size.
-        // (Compaction itself is not implemented yet: such a log only grows.)
+        // A compact-only topic keeps every key's latest value: nothing goes by age or size (the
+        // cleaner keeps it small).
         log.retention_ms = -1;
         log.retention_bytes = -1;
     }

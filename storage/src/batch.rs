@@ -29,6 +29,8 @@ const ATTRIBUTES_OFFSET: usize = 21;
 const TIMESTAMP_TYPE_LOG_APPEND_TIME_BIT: i16 = 1 << 3;
 const TRANSACTIONAL_BIT: i16 = 1 << 4;
 const CONTROL_BIT: i16 = 1 << 5;
+/// KIP-534: the batch's base timestamp is the delete horizon of its tombstones.
+pub const DELETE_HORIZON_BIT: i16 = 1 << 6;
 pub const NO_PRODUCER_ID: i64 = -1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +119,11 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
     }
+    /// KIP-534: when the cleaner first kept this batch's tombstones, it stored the time after
+    /// which they may go in the base timestamp and set the attribute bit.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_BIT != 0).then_some(self.base_timestamp)
+    }
     pub fn has_producer_id(&self) -> bool {
         self.producer_id != NO_PRODUCER_ID
     }
@@ -193,6 +200,39 @@ pub fn validate(batch: &[u8], validation: Validation) -> Result<BatchHeader, Sto
         }
     }
     Ok(header)
+}
+
+/// A whole batch from header fields and its (possibly compressed) records section: lengths and
+/// CRC computed here. `header.batch_length` and `header.crc` are ignored.
+pub fn assemble(header: &BatchHeader, payload: &[u8]) -> Vec<u8> {
+    let mut batch = Vec::with_capacity(BATCH_HEADER_SIZE_BYTES + payload.len());
+    batch.extend_from_slice(&header.base_offset.to_be_bytes());
+    let length = (BATCH_HEADER_SIZE_BYTES - LOG_OVERHEAD_BYTES + payload.len()) as i32;
+    batch.extend_from_slice(&length.to_be_bytes());
+    batch.extend_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    batch.push(header.magic as u8);
+    batch.extend_from_slice(&[0; 4]);
+    batch.extend_from_slice(&header.attributes.to_be_bytes());
+    batch.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    batch.extend_from_slice(&header.base_timestamp.to_be_bytes());
+    batch.extend_from_slice(&header.max_timestamp.to_be_bytes());
+    batch.extend_from_slice(&header.producer_id.to_be_bytes());
+    batch.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    batch.extend_from_slice(&header.base_sequence.to_be_bytes());
+    batch.extend_from_slice(&header.record_count.to_be_bytes());
+    debug_assert_eq!(batch.len(), BATCH_HEADER_SIZE_BYTES);
+    batch.extend_from_slice(payload);
+    let crc = compute_crc(&batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// Kafka's `writeEmptyHeader`: the batch without records, keeping its offsets (base and last),
+/// producer fields, timestamps and flags, uncompressed. The cleaner keeps such a batch where the
+/// offsets or a producer's last sequence must survive although every record went.
+pub fn empty_copy(header: &BatchHeader) -> Vec<u8> {
+    let empty = BatchHeader { attributes: header.attributes & !0x07, record_count: 0, ..*header };
+    assemble(&empty, &[])
 }
 
 /// Rewrites the base offset in place (outside the CRC, so the CRC stays valid).

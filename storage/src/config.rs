@@ -30,6 +30,25 @@ pub struct LogConfig {
     /// `file.delete.delay.ms` [`log.segment.delete.delay.ms`, 60000]: how long a deleted
     /// segment's files wait, renamed `.deleted`, before they are removed (`file_deletion`).
     pub file_delete_delay_ms: u64,
+    /// `cleanup.policy` holds `compact` [`log.cleanup.policy`, delete]: the cleaner keeps the
+    /// last record of every key (`cleaner`). Retention by time and size is the broker's to switch
+    /// off for compact-only topics.
+    pub compact: bool,
+    /// `min.cleanable.dirty.ratio` [`log.cleaner.min.cleanable.ratio`, 0.5]: clean once the dirty
+    /// part holds this share of the log's bytes.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms` [`log.cleaner.min.compaction.lag.ms`, 0]: records younger than this
+    /// (by their segment's max timestamp) are not cleaned yet.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms` [`log.cleaner.max.compaction.lag.ms`, i64::MAX]: a dirty record
+    /// older than this forces a clean whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms` [`log.cleaner.delete.retention.ms`, 1 day]: how long a tombstone
+    /// stays after the clean that first kept it.
+    pub delete_retention_ms: i64,
+    /// `segment.index.bytes` [`log.index.size.max.bytes`, 10 MiB]: the cleaner groups segments
+    /// only while their indexes together stay within it.
+    pub segment_index_bytes: u64,
 }
 
 /// `compression.type`'s values, as Kafka names them, and the codec each stores batches in.
@@ -47,6 +66,7 @@ pub fn parse_compression_type(value: &str) -> Option<Option<i16>> {
 
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+pub const DEFAULT_SEGMENT_INDEX_BYTES: u64 = 10 * 1024 * 1024;
 const SEVEN_DAYS_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 impl Default for LogConfig {
@@ -63,6 +83,12 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             compression_codec: None,
             file_delete_delay_ms: 60_000,
+            compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            segment_index_bytes: DEFAULT_SEGMENT_INDEX_BYTES,
         }
     }
 }

@@ -1,12 +1,14 @@
 //! Partition logs on disk, in Kafka's layout: see ARCHITECTURE.md.
 
 pub mod batch;
+pub mod cleaner;
 pub mod config;
 pub mod error;
 pub mod file_deletion;
 pub mod leader_epoch_cache;
 pub mod log;
 pub mod log_manager;
+pub mod record;
 pub mod segment;
 pub mod segment_index;
 pub mod test_support;

@@ -7,8 +7,10 @@
 //! - Bytes on disk are whole, CRC-valid batches in offset order; after a crash, recovery cuts the
 //!   tail back to the last valid batch.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::batch::{self, BatchHeader, TimestampType, Validation, BATCH_HEADER_SIZE_BYTES};
 use crate::config::LogConfig;
@@ -23,6 +25,9 @@ const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 /// Per-partition file holding the log start offset when DeleteRecords (or a leader's, for a
 /// follower) moved it inside a segment. Kafka's name and text format, with the one partition's line.
 const LOG_START_OFFSET_FILE: &str = "log-start-offset-checkpoint";
+/// Per-partition file holding the cleaner's first dirty offset: everything below it was cleaned
+/// (Kafka's name and text format, with the one partition's line).
+const CLEANER_OFFSET_FILE: &str = "cleaner-offset-checkpoint";
 
 /// Batches checked for an append and not yet written (`Log::check_from_producer`,
 /// `Log::check_from_leader`); `Log::append_checked` writes them.
@@ -88,12 +93,16 @@ pub struct Log {
     recovery_point: i64,
     /// What the recovery point file says, once this process wrote it.
     checkpointed_recovery_point: Option<i64>,
+    /// Rolled segments being flushed in the background (`Segment::background_flush`).
+    rolled_flushes: Rc<RefCell<RolledFlushes>>,
     unflushed_records: i64,
     oldest_unflushed_append_ms: Option<i64>,
     /// Which leader epoch wrote from which offset (`leader-epoch-checkpoint`).
     leader_epochs: LeaderEpochCache,
     /// Cluster mode, while this replica leads: the epoch stamped into every appended batch.
     leader_epoch: Option<i32>,
+    /// The cleaner's first dirty offset, as `cleaner-offset-checkpoint` says (None: never cleaned).
+    cleaner_checkpoint: Option<i64>,
 }
 
 impl Log {
@@ -105,14 +114,29 @@ impl Log {
         assert!(config.segment_bytes <= MAX_SEGMENT_BYTES, "segment.bytes over 2 GiB");
         // Directory scans and reads by path may wait for the disk: off the shard thread.
         let owned_dir = dir.to_path_buf();
-        let (base_offsets, leftovers, recovery_point, saved_log_start_offset) = file_deletion::on_blocking_thread(move || {
+        let (listing, recovery_point, saved_log_start_offset, cleaner_checkpoint) = file_deletion::on_blocking_thread(move || {
             std::fs::create_dir_all(&owned_dir).map_err(|e| StorageError::io(format!("creating {}", owned_dir.display()), e))?;
-            let (base_offsets, leftovers) = list_segments(&owned_dir)?;
+            let listing = list_segments(&owned_dir)?;
             let recovery_point = read_checkpoint(&owned_dir.join(RECOVERY_POINT_FILE)).unwrap_or(0);
-            Ok::<_, StorageError>((base_offsets, leftovers, recovery_point, read_checkpoint(&owned_dir.join(LOG_START_OFFSET_FILE))))
+            let cleaner_checkpoint = read_checkpoint(&owned_dir.join(CLEANER_OFFSET_FILE));
+            Ok::<_, StorageError>((listing, recovery_point, read_checkpoint(&owned_dir.join(LOG_START_OFFSET_FILE)), cleaner_checkpoint))
         })
         .await?;
+        let SegmentListing { mut base_offsets, leftovers, swaps } = listing;
         file_deletion::remove_files(leftovers).await;
+        // A cleaning interrupted after its commit point: finish it, so the log holds the cleaned
+        // segment and none it replaced. Those segments are scanned below, never trusted.
+        let mut must_scan = std::collections::BTreeSet::new();
+        if !swaps.is_empty() {
+            for &base in &swaps {
+                crate::cleaner::complete_swap(dir, base, config.index_interval_bytes).await?;
+                must_scan.insert(base);
+            }
+            let owned_dir = dir.to_path_buf();
+            let listing = file_deletion::on_blocking_thread(move || list_segments(&owned_dir)).await?;
+            file_deletion::remove_files(listing.leftovers).await;
+            base_offsets = listing.base_offsets;
+        }
         let recovery_point = if clean_shutdown { i64::MAX } else { recovery_point };
         let mut log = Log {
             dir: dir.to_path_buf(),
@@ -123,10 +147,12 @@ impl Log {
             checkpointed_log_start_offset: saved_log_start_offset,
             recovery_point: 0,
             checkpointed_recovery_point: None,
+            rolled_flushes: Rc::default(),
             unflushed_records: 0,
             oldest_unflushed_append_ms: None,
             leader_epochs: LeaderEpochCache::load(dir).await,
             leader_epoch: None,
+            cleaner_checkpoint,
         };
         let count = base_offsets.len();
         for (i, &base_offset) in base_offsets.iter().enumerate() {
@@ -134,7 +160,7 @@ impl Log {
             let next_base = base_offsets.get(i + 1).copied();
             let mut segment = Segment::open(dir, base_offset, log.config.index_interval_bytes).await?;
             // A segment must be checked if it may hold bytes written after the last flush.
-            let after_recovery_point = !clean_shutdown && next_base.map_or(true, |next| next > recovery_point);
+            let after_recovery_point = (!clean_shutdown && next_base.map_or(true, |next| next > recovery_point)) || must_scan.contains(&base_offset);
             let trusted = !after_recovery_point && segment.load_indexes().await?;
             if !trusted {
                 if let ScanOutcome::InvalidFrom { valid_bytes, reason } = segment.scan().await? {
@@ -213,6 +239,28 @@ impl Log {
     }
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.keys().copied().collect()
+    }
+
+    /// The segments, for the cleaner (which never writes one the log uses: it swaps).
+    pub(crate) fn segments(&self) -> &BTreeMap<i64, Segment> {
+        &self.segments
+    }
+    pub(crate) fn segments_mut(&mut self) -> &mut BTreeMap<i64, Segment> {
+        &mut self.segments
+    }
+
+    /// The cleaner's first dirty offset as last checkpointed (None: never cleaned).
+    pub fn cleaner_checkpoint(&self) -> Option<i64> {
+        self.cleaner_checkpoint
+    }
+
+    /// Records that everything below `offset` is clean, durably (`cleaner-offset-checkpoint`).
+    pub async fn write_cleaner_checkpoint(&mut self, offset: i64) -> Result<()> {
+        if self.cleaner_checkpoint != Some(offset) {
+            write_checkpoint(&self.dir, CLEANER_OFFSET_FILE, offset).await?;
+            self.cleaner_checkpoint = Some(offset);
+        }
+        Ok(())
     }
 
     /// Cluster mode: this replica now leads in `epoch`; appends are stamped with it (the batch
@@ -424,12 +472,45 @@ impl Log {
         too_big || too_old || offsets_overflow
     }
 
-    /// Closes the active segment (checkpointing it, as Kafka flushes on roll) and starts a new one.
+    /// Closes the active segment and starts a new one. The closed segment is flushed (data and
+    /// indexes) in the background, as Kafka's `flush-log` task after a roll: an fdatasync of a
+    /// whole segment inside the append that rolled held the partition for tens of ms at every
+    /// roll, the tail of every producer to it. Its end becomes the recovery point once it and
+    /// every earlier roll's flush are done (`checkpoint_recovery_point`).
     async fn roll(&mut self, base_offset: i64) -> Result<()> {
-        self.checkpoint().await?;
+        let flush = self.active_mut().background_flush();
         let segment = Segment::create(&self.dir, base_offset, self.config.index_interval_bytes).await?;
         self.segments.insert(base_offset, segment);
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
+        if self.rolled_flushes.borrow().pending.len() >= MAX_ROLLED_FLUSHES {
+            // The disk is not keeping up with the rolls: this one waits, which slows the writer.
+            flush.run().await?;
+            self.rolled_flushes.borrow_mut().done(base_offset);
+            return Ok(());
+        }
+        self.rolled_flushes.borrow_mut().pending.push_back((base_offset, false));
+        let (flushes, dir) = (self.rolled_flushes.clone(), self.dir.clone());
+        glommio::spawn_local(async move {
+            match flush.run().await {
+                Ok(()) => flushes.borrow_mut().done(base_offset),
+                // The recovery point stays below it until a full flush (the next checkpoint).
+                Err(e) => tracing::warn!(dir = %dir.display(), base_offset, error = %e, "flushing a rolled segment"),
+            }
+        })
+        .detach();
+        Ok(())
+    }
+
+    /// The periodic recovery point checkpoint (`log.flush.offset.checkpoint.interval.ms`), as
+    /// Kafka's: writes what is already durable (rolled segments flushed in the background, or
+    /// a flush by the flush policy), flushes nothing itself.
+    pub async fn checkpoint_recovery_point(&mut self) -> Result<()> {
+        let flushed_through = self.rolled_flushes.borrow().through;
+        self.recovery_point = self.recovery_point.max(flushed_through.min(self.log_end_offset));
+        if self.checkpointed_recovery_point != Some(self.recovery_point) {
+            write_checkpoint(&self.dir, RECOVERY_POINT_FILE, self.recovery_point).await?;
+            self.checkpointed_recovery_point = Some(self.recovery_point);
+        }
         Ok(())
     }
 
@@ -495,28 +576,39 @@ impl Log {
             return Ok(result);
         }
         // The segment holding `offset`, or the next one if it ends before (a compacted gap).
+        // A read that found only record-less batches (the cleaner's bare headers) goes on into
+        // the next segment: some clients take a response without a record for a too-small fetch.
+        let mut taken_before = 0u64;
+        let mut records_found = false;
         for (_, segment) in self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..)) {
             let Some((position, header)) = segment.find_batch(offset, u64::MAX).await? else { continue };
             let mut end = position;
             let mut last_offset = -1;
             let mut current = Some(header);
+            let mut reached_limit = false;
             while let Some(header) = current {
                 if header.last_offset() >= upper {
+                    reached_limit = true;
                     break;
                 }
                 let size = header.size_bytes() as u64;
-                let taken = end - position;
+                let taken = taken_before + end - position;
                 if taken + size > max_bytes && !(min_one_batch && taken == 0) {
+                    reached_limit = true;
                     break;
                 }
                 end += size;
                 last_offset = header.last_offset();
+                records_found |= header.record_count > 0;
                 current = segment.read_header_at(end).await?;
             }
             if end > position {
                 result.slices.push(segment.slice(position, end - position, header.base_offset, last_offset));
             }
-            break;
+            taken_before += end - position;
+            if records_found || reached_limit {
+                break;
+            }
         }
         Ok(result)
     }
@@ -678,6 +770,7 @@ impl Log {
         self.log_end_offset = self.active().next_offset().max(self.active().base_offset);
         self.log_start_offset = self.log_start_offset.min(self.log_end_offset);
         self.recovery_point = self.recovery_point.min(self.log_end_offset);
+        self.rolled_flushes.borrow_mut().forget_from(self.log_end_offset);
         self.leader_epochs.truncate_from_end(self.log_end_offset).await?;
         self.checkpoint().await
     }
@@ -700,18 +793,39 @@ impl Log {
     }
 }
 
-/// Base offsets of the `.log` files in `dir`, sorted, and the leftovers to remove: files of an
-/// interrupted deletion (`.deleted`) or replacement (`.tmp`), and index files without a log.
-/// Blocking: runs on the blocking thread.
-fn list_segments(dir: &Path) -> Result<(Vec<i64>, Vec<PathBuf>)> {
+/// What `list_segments` found.
+struct SegmentListing {
+    /// Base offsets of the `.log` files, sorted.
+    base_offsets: Vec<i64>,
+    /// Files to remove.
+    leftovers: Vec<PathBuf>,
+    /// Base offsets of complete cleaned segments (`.log.swap`) whose swap recovery finishes.
+    swaps: Vec<i64>,
+}
+
+/// The segments in `dir` and the leftovers to remove: files of an interrupted deletion
+/// (`.deleted`), replacement (`.tmp`) or cleaning (`.cleaned`, and `.swap` indexes whose log
+/// never reached `.swap`: the commit point is the log file's rename), and index files without
+/// a log. Blocking: runs on the blocking thread.
+fn list_segments(dir: &Path) -> Result<SegmentListing> {
+    use crate::segment::{CLEANED_SUFFIX, SWAP_SUFFIX};
     let mut base_offsets = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
     let mut leftovers = Vec::new();
+    let mut swaps = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if file_deletion::is_leftover(&name) {
+        if file_deletion::is_leftover(&name) || name.ends_with(CLEANED_SUFFIX) {
             leftovers.push(entry.path());
+        } else if let Some(stem) = name.strip_suffix(SWAP_SUFFIX) {
+            if let Some(base) = stem.strip_suffix(".log").and_then(|b| b.parse::<i64>().ok()) {
+                swaps.push(base);
+            } else if let Some(index_stem) = stem.strip_suffix(".index").or_else(|| stem.strip_suffix(".timeindex")) {
+                if !dir.join(format!("{index_stem}.log{SWAP_SUFFIX}")).exists() {
+                    leftovers.push(entry.path());
+                }
+            }
         } else if let Some(stem) = name.strip_suffix(".log") {
             if let Ok(base) = stem.parse::<i64>() {
                 base_offsets.push(base);
@@ -723,7 +837,40 @@ fn list_segments(dir: &Path) -> Result<(Vec<i64>, Vec<PathBuf>)> {
         }
     }
     base_offsets.sort_unstable();
-    Ok((base_offsets, leftovers))
+    swaps.sort_unstable();
+    Ok(SegmentListing { base_offsets, leftovers, swaps })
+}
+
+/// Background flushes of rolled segments waiting at most; past it a roll flushes inline.
+const MAX_ROLLED_FLUSHES: usize = 64;
+
+/// The background flushes of rolled segments, in roll order: `through` is the offset below
+/// which every byte is durable with its indexes, the end of the longest run of finished flushes.
+#[derive(Debug, Default)]
+struct RolledFlushes {
+    /// (the rolled segment's end, finished), oldest first.
+    pending: VecDeque<(i64, bool)>,
+    through: i64,
+}
+
+impl RolledFlushes {
+    fn done(&mut self, end_offset: i64) {
+        if let Some(entry) = self.pending.iter_mut().find(|(end, _)| *end == end_offset) {
+            entry.1 = true;
+        } else if self.pending.is_empty() {
+            self.through = self.through.max(end_offset);
+        }
+        while let Some(&(end, true)) = self.pending.front() {
+            self.through = self.through.max(end);
+            self.pending.pop_front();
+        }
+    }
+
+    /// The log was cut back to `end_offset`: nothing past it was flushed.
+    fn forget_from(&mut self, end_offset: i64) {
+        self.pending.retain(|(end, _)| *end <= end_offset);
+        self.through = self.through.min(end_offset);
+    }
 }
 
 /// The offset in one of the per-partition checkpoint files; None if missing or unreadable.

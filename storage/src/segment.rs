@@ -35,6 +35,21 @@ fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(format!("{}.timeindex", file_stem(base_offset)))
 }
 
+/// Suffix of a segment the cleaner is still writing (Kafka's): removed at open.
+pub const CLEANED_SUFFIX: &str = ".cleaned";
+/// Suffix of a complete cleaned segment being swapped in (Kafka's): recovery finishes the swap.
+pub const SWAP_SUFFIX: &str = ".swap";
+
+/// The three files of the segment at `base_offset` (log, offset index, time index), each with
+/// `suffix` appended (`""`, `CLEANED_SUFFIX`, `SWAP_SUFFIX`).
+pub fn segment_paths(dir: &Path, base_offset: i64, suffix: &str) -> [PathBuf; 3] {
+    [log_path(dir, base_offset), index_path(dir, base_offset), time_index_path(dir, base_offset)].map(|path| {
+        let mut name = path.into_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    })
+}
+
 fn io_error(context: String) -> impl FnOnce(glommio::GlommioError<()>) -> StorageError {
     move |e| StorageError::io(context, std::io::Error::from(e))
 }
@@ -125,6 +140,8 @@ pub struct Segment {
     indexes_dirty: bool,
     /// `index.interval.bytes`: bytes of batches between two offset index entries.
     index_interval_bytes: u64,
+    /// Appended to the file names while the cleaner writes and swaps this segment ("" otherwise).
+    suffix: &'static str,
 }
 
 impl Segment {
@@ -138,6 +155,59 @@ impl Segment {
             .await
             .map_err(io_error(format!("creating {}", path.display())))?;
         Segment::new(dir, base_offset, file, 0, index_interval_bytes)
+    }
+
+    /// A new segment file named with `suffix` (the cleaner's `CLEANED_SUFFIX`).
+    pub async fn create_with_suffix(dir: &Path, base_offset: i64, index_interval_bytes: u64, suffix: &'static str) -> Result<Segment> {
+        let [path, _, _] = segment_paths(dir, base_offset, suffix);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .buffered_open(&path)
+            .await
+            .map_err(io_error(format!("creating {}", path.display())))?;
+        let mut segment = Segment::new(dir, base_offset, file, 0, index_interval_bytes)?;
+        segment.suffix = suffix;
+        Ok(segment)
+    }
+
+    /// An existing segment file named with `suffix` (recovery of a `SWAP_SUFFIX` segment).
+    pub async fn open_with_suffix(dir: &Path, base_offset: i64, index_interval_bytes: u64, suffix: &'static str) -> Result<Segment> {
+        let [path, _, _] = segment_paths(dir, base_offset, suffix);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(&path)
+            .await
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        let size_bytes = file.file_size().await.map_err(io_error(format!("sizing {}", path.display())))?;
+        let mut segment = Segment::new(dir, base_offset, file, size_bytes, index_interval_bytes)?;
+        segment.suffix = suffix;
+        Ok(segment)
+    }
+
+    /// The files were renamed (by the cleaner, off the shard) to carry `suffix` now.
+    pub fn renamed_to_suffix(&mut self, suffix: &'static str) {
+        self.suffix = suffix;
+    }
+
+    /// The files this segment's data and indexes are in now.
+    pub fn file_paths(&self) -> [PathBuf; 3] {
+        segment_paths(&self.dir, self.base_offset, self.suffix)
+    }
+
+    /// Whether `slice` reads this segment's file (the cleaner checks, before a swap, that the
+    /// segments it read are still the log's).
+    pub fn holds(&self, slice: &FileSlice) -> bool {
+        Rc::ptr_eq(&self.file, &slice.file)
+    }
+
+    pub fn offset_index_size_bytes(&self) -> u64 {
+        (self.offset_index.len() * crate::segment_index::OFFSET_ENTRY_SIZE_BYTES) as u64
+    }
+    pub fn time_index_size_bytes(&self) -> u64 {
+        (self.time_index.len() * crate::segment_index::TIME_ENTRY_SIZE_BYTES) as u64
     }
 
     fn new(dir: &Path, base_offset: i64, file: BufferedFile, size_bytes: u64, index_interval_bytes: u64) -> Result<Segment> {
@@ -160,6 +230,7 @@ impl Segment {
             first_append_at_ms: None,
             indexes_dirty: true,
             index_interval_bytes,
+            suffix: "",
         })
     }
 
@@ -181,7 +252,8 @@ impl Segment {
     }
 
     pub fn path(&self) -> PathBuf {
-        log_path(&self.dir, self.base_offset)
+        let [log, _, _] = self.file_paths();
+        log
     }
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes
@@ -460,18 +532,40 @@ impl Segment {
         self.write_indexes_if_dirty().await
     }
 
+    /// A rolled (closed) segment's flush, to run in the background without the log's lock, as
+    /// Kafka's `flush-log` task after a roll: the segment is never appended to again, so its
+    /// data and final indexes can be made durable while appends go on in the next one. The
+    /// indexes stay marked dirty here: a later `write_indexes_if_dirty` writes the same bytes.
+    pub fn background_flush(&mut self) -> BackgroundFlush {
+        self.push_final_time_index_entry();
+        let [log_path, index_path, time_index_path] = self.file_paths();
+        BackgroundFlush {
+            file: self.file.clone(),
+            log_path,
+            index_path,
+            index_bytes: self.offset_index.encode(),
+            time_index_path,
+            time_index_bytes: self.time_index.encode(),
+        }
+    }
+
+    fn push_final_time_index_entry(&mut self) {
+        if self.max_timestamp_ms >= 0 {
+            self.time_index.maybe_push(TimeEntry {
+                timestamp_ms: self.max_timestamp_ms,
+                relative_offset: (self.offset_of_max_timestamp - self.base_offset) as u32,
+            });
+        }
+    }
+
     /// Writes both index files if they changed since last written (durably: a clean start
     /// trusts them).
     pub async fn write_indexes_if_dirty(&mut self) -> Result<()> {
         if self.indexes_dirty {
-            if self.max_timestamp_ms >= 0 {
-                self.time_index.maybe_push(TimeEntry {
-                    timestamp_ms: self.max_timestamp_ms,
-                    relative_offset: (self.offset_of_max_timestamp - self.base_offset) as u32,
-                });
-            }
-            write_whole_file(&index_path(&self.dir, self.base_offset), self.offset_index.encode()).await?;
-            write_whole_file(&time_index_path(&self.dir, self.base_offset), self.time_index.encode()).await?;
+            self.push_final_time_index_entry();
+            let [_, index, time_index] = self.file_paths();
+            write_whole_file(&index, self.offset_index.encode()).await?;
+            write_whole_file(&time_index, self.time_index.encode()).await?;
             self.indexes_dirty = false;
         }
         Ok(())
@@ -489,11 +583,7 @@ impl Segment {
 
     /// The segment's file paths and open handles, for a deletion (the segment is gone after).
     pub fn into_held(self) -> (Vec<PathBuf>, HeldFile) {
-        let paths = vec![
-            log_path(&self.dir, self.base_offset),
-            index_path(&self.dir, self.base_offset),
-            time_index_path(&self.dir, self.base_offset),
-        ];
+        let paths = self.file_paths().to_vec();
         (paths, HeldFile { file: self.file.clone(), shared_fd: self.shared_fd.clone() })
     }
 
@@ -506,6 +596,26 @@ impl Segment {
 
 /// The file's modification time, by fstat on its open descriptor: the inode is in memory, so
 /// unlike a stat by path this never waits for the disk on the shard.
+/// See `Segment::background_flush`.
+pub struct BackgroundFlush {
+    file: Rc<BufferedFile>,
+    log_path: PathBuf,
+    index_path: PathBuf,
+    index_bytes: Vec<u8>,
+    time_index_path: PathBuf,
+    time_index_bytes: Vec<u8>,
+}
+
+impl BackgroundFlush {
+    /// fdatasync of the log (io_uring: the kernel's worker waits, not the shard), then both
+    /// index files written durably.
+    pub async fn run(self) -> Result<()> {
+        self.file.fdatasync().await.map_err(io_error(format!("fdatasync {}", self.log_path.display())))?;
+        write_whole_file(&self.index_path, self.index_bytes).await?;
+        write_whole_file(&self.time_index_path, self.time_index_bytes).await
+    }
+}
+
 fn file_mtime_ms(fd: RawFd) -> i64 {
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `fd` is open for the call; fstat fills `stat` when it returns 0.

@@ -47,3 +47,59 @@ pub fn build_batch(record_count: i32, value_size_bytes: usize, base_timestamp: i
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
     batch
 }
+
+/// The record codec of storage's own tests: uncompressed batches only (the broker's codec in
+/// `broker/src/partition/record_codec.rs` opens every Kafka codec).
+pub struct UncompressedCodec;
+
+impl crate::record::RecordCodec for UncompressedCodec {
+    fn decompress<'a>(&self, codec: i16, _payload: &'a [u8]) -> crate::Result<std::borrow::Cow<'a, [u8]>> {
+        Err(crate::StorageError::CorruptBatch(format!("codec {codec} needs the broker's record codec")))
+    }
+    fn compress(&self, codec: i16, _records: &[u8]) -> crate::Result<Vec<u8>> {
+        Err(crate::StorageError::CorruptBatch(format!("codec {codec} needs the broker's record codec")))
+    }
+}
+
+/// A valid uncompressed RecordBatch v2 of keyed records (`None` value: a tombstone; `None` key:
+/// keyless); record i has timestamp `base_timestamp + i`. With `producer`, (id, epoch, base sequence).
+pub fn build_keyed_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], base_timestamp: i64, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
+    let mut section = Vec::new();
+    let mut body = Vec::new();
+    for (i, (key, value)) in records.iter().enumerate() {
+        body.clear();
+        body.push(0u8);
+        write_varint(&mut body, i as i64);
+        write_varint(&mut body, i as i64);
+        for field in [key, value] {
+            match field {
+                Some(bytes) => {
+                    write_varint(&mut body, bytes.len() as i64);
+                    body.extend_from_slice(bytes);
+                }
+                None => write_varint(&mut body, -1),
+            }
+        }
+        write_varint(&mut body, 0);
+        write_varint(&mut section, body.len() as i64);
+        section.extend_from_slice(&body);
+    }
+    let count = records.len() as i32;
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
+    let header = crate::batch::BatchHeader {
+        base_offset: 0,
+        batch_length: 0,
+        partition_leader_epoch: -1,
+        magic: crate::batch::MAGIC_V2,
+        crc: 0,
+        attributes: 0,
+        last_offset_delta: count - 1,
+        base_timestamp,
+        max_timestamp: base_timestamp + count as i64 - 1,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        record_count: count,
+    };
+    crate::batch::assemble(&header, &section)
+}

@@ -46,6 +46,10 @@ pub struct GroupCoordinator {
     /// Writes go through one queue per shard so they reach the log in the order they were made
     /// (a tombstone never overtakes the commit it deletes).
     pub(super) writes: OffsetsQueue,
+    /// Transactional offset commits (TxnOffsetCommit) written but not yet committed, by
+    /// producer id: (`__consumer_offsets` partition, group, topic, partition, offset). The
+    /// transaction's marker makes them the group's offsets or drops them (`txn_offsets`).
+    pub(super) pending_txn_offsets: RefCell<HashMap<i64, Vec<super::txn_offsets::PendingOffset>>>,
 }
 
 impl GroupCoordinator {
@@ -57,6 +61,7 @@ impl GroupCoordinator {
             groups: RefCell::new(HashMap::new()),
             held_partitions: RefCell::new(HashMap::new()),
             writes: OffsetsQueue::new(),
+            pending_txn_offsets: RefCell::new(HashMap::new()),
         }
     }
 

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use super::coordinator::{GroupCoordinator, PartitionLoad};
 use super::group::{Group, GroupState, Member};
 use super::membership::fail_waiting_members;
-use super::offsets_topic::{self, StoredRecord};
+use super::offsets_topic::{self, LoggedBatch, StoredRecord};
+use super::txn_offsets;
 use super::partition_for_group;
 use crate::clock::now_ms;
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
@@ -76,6 +77,7 @@ pub async fn follow_leadership(coordinator: Rc<GroupCoordinator>) {
 /// get NOT_COORDINATOR and find the new coordinator.
 fn unload_partition(coordinator: &GroupCoordinator, partition: i32, partition_count: i32) {
     coordinator.held_partitions.borrow_mut().remove(&partition);
+    txn_offsets::drop_partition(coordinator, partition);
     let mut groups = coordinator.groups.borrow_mut();
     let leaving: Vec<String> =
         groups.keys().filter(|id| partition_for_group(id, partition_count) == partition).cloned().collect();
@@ -118,11 +120,23 @@ async fn load_partition(coordinator: &GroupCoordinator, partition: i32) {
                     break;
                 }
             };
-            match offsets_topic::decode_batches(bytes) {
-                Ok(records) => {
-                    records_read += records.len();
-                    for (key, value) in records {
-                        apply_stored(coordinator, key, value);
+            match offsets_topic::decode_logged_batches(bytes) {
+                Ok(batches) => {
+                    for batch in batches {
+                        match batch {
+                            LoggedBatch::Records { producer_id: None, records } => {
+                                records_read += records.len();
+                                for (key, value) in records {
+                                    apply_stored(coordinator, key, value);
+                                }
+                            }
+                            // Transactional offsets wait for their marker (txn_offsets.rs).
+                            LoggedBatch::Records { producer_id: Some(producer_id), records } => {
+                                records_read += records.len();
+                                txn_offsets::load_pending(coordinator, partition, producer_id, records);
+                            }
+                            LoggedBatch::Marker { producer_id, commit } => txn_offsets::complete(coordinator, partition, producer_id, commit),
+                        }
                     }
                 }
                 Err(e) => tracing::error!(partition, error = e, "skipping undecodable __consumer_offsets batch"),

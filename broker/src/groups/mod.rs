@@ -17,7 +17,8 @@
 //! `offsets` (OffsetCommit, OffsetFetch, OffsetDelete, retention), `admin` (DescribeGroups,
 //! ListGroups, DeleteGroups), `offsets_writer` (the ordered, bounded queue of writes to
 //! `__consumer_offsets` and its writer task), `loader` (loading groups from the log), `group` (one
-//! group's state), `offsets_topic` (Kafka's record formats).
+//! group's state), `offsets_topic` (Kafka's record formats), `txn_offsets` (TxnOffsetCommit:
+//! offsets pending until their transaction's marker).
 //!
 //! Never: this module imports nothing of the shard's context, the handlers or the group router;
 //! the shard holds a `GroupCoordinator`, built with what it needs (broker state, partition table,
@@ -31,6 +32,7 @@ pub mod membership;
 pub mod offsets;
 pub mod offsets_topic;
 pub mod offsets_writer;
+pub mod txn_offsets;
 
 use crate::state::BrokerState;
 use crate::topics::CONSUMER_OFFSETS_TOPIC;

@@ -235,16 +235,27 @@ fn decode_group_value(value: Bytes) -> Result<StoredGroup, String> {
 /// One uncompressed v2 batch holding `records` (key, value or tombstone), offsets from 0: the
 /// log assigns the real ones.
 pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Result<Vec<u8>, String> {
+    encode(records, now_ms, None)
+}
+
+/// The same, as a transactional batch of `producer` (id, epoch): a TxnOffsetCommit, pending
+/// until the transaction's marker in this partition (Kafka writes them so).
+pub fn encode_transactional_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64, producer: (i64, i16)) -> Result<Vec<u8>, String> {
+    encode(records, now_ms, Some(producer))
+}
+
+fn encode(records: &[(Bytes, Option<Bytes>)], now_ms: i64, producer: Option<(i64, i16)>) -> Result<Vec<u8>, String> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(index, (key, value))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: index as i64,
             sequence: -1,
@@ -260,7 +271,38 @@ pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Result<V
     Ok(buffer.to_vec())
 }
 
+/// What a stored batch holds, transactions included (the loader's view).
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoggedBatch {
+    /// Records; `producer_id` is Some for a transactional batch (a TxnOffsetCommit, pending
+    /// until its marker).
+    Records { producer_id: Option<i64>, records: Vec<(Bytes, Option<Bytes>)> },
+    /// A transaction marker of `producer_id`.
+    Marker { producer_id: i64, commit: bool },
+}
+
+/// The batches of stored bytes, in log order, with their transactional meaning.
+pub fn decode_logged_batches(mut bytes: Bytes) -> Result<Vec<LoggedBatch>, String> {
+    let mut batches = Vec::new();
+    while bytes.has_remaining() {
+        let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| format!("decoding a __consumer_offsets batch: {e}"))?;
+        let Some(first) = set.records.first() else { continue };
+        let (producer_id, transactional, control) = (first.producer_id, first.transactional, first.control);
+        if control {
+            // The COMMIT / ABORT marker: key (version, type 0 abort / 1 commit).
+            let commit = first.key.as_ref().is_some_and(|k| k.len() >= 4 && i16::from_be_bytes([k[2], k[3]]) == 1);
+            batches.push(LoggedBatch::Marker { producer_id, commit });
+            continue;
+        }
+        let records = set.records.into_iter().filter_map(|r| Some((r.key?, r.value))).collect();
+        batches.push(LoggedBatch::Records { producer_id: transactional.then_some(producer_id), records });
+    }
+    Ok(batches)
+}
+
 /// The (key, value) pairs of stored batches, in log order. Records without a key are skipped.
+/// (The loader reads `decode_logged_batches`, which keeps the transactional meaning.)
+#[cfg(test)]
 pub fn decode_batches(mut bytes: Bytes) -> Result<Vec<(Bytes, Option<Bytes>)>, String> {
     let mut records = Vec::new();
     while bytes.has_remaining() {

@@ -48,6 +48,9 @@ pub struct OffsetsWrite {
     pub partition: i32,
     pub records: Vec<(Bytes, Option<Bytes>)>,
     pub done: Option<oneshot::Sender<Result<(), i16>>>,
+    /// A transactional offset commit (TxnOffsetCommit): the producer's (id, epoch), written as a
+    /// transactional batch that the transaction's marker commits or aborts.
+    pub producer: Option<(i64, i16)>,
 }
 
 /// A shard's queue of writes to `__consumer_offsets`.
@@ -115,7 +118,7 @@ fn offsets_write(
     records: Vec<(Bytes, Option<Bytes>)>,
     done: Option<oneshot::Sender<Result<(), i16>>>,
 ) -> OffsetsWrite {
-    OffsetsWrite { partition: coordinator.offsets_partition(group_id), records, done }
+    OffsetsWrite { partition: coordinator.offsets_partition(group_id), records, done, producer: None }
 }
 
 /// Writes `records` of `group_id` and returns once they are in the log (cluster mode: in the
@@ -123,6 +126,21 @@ fn offsets_write(
 pub(super) async fn write_and_wait(coordinator: &GroupCoordinator, group_id: &str, records: Vec<(Bytes, Option<Bytes>)>) -> Result<(), i16> {
     let (sender, receiver) = oneshot::channel();
     coordinator.writes.push([offsets_write(coordinator, group_id, records, Some(sender))]).await;
+    receiver.await.unwrap_or(Err(code(ResponseError::NotCoordinator)))
+}
+
+/// Writes a transactional offset commit of `producer` (id, epoch) and returns once it is in the
+/// log (cluster mode: in the ISR), as `write_and_wait`.
+pub(super) async fn write_transactional_and_wait(
+    coordinator: &GroupCoordinator,
+    group_id: &str,
+    records: Vec<(Bytes, Option<Bytes>)>,
+    producer: (i64, i16),
+) -> Result<(), i16> {
+    let (sender, receiver) = oneshot::channel();
+    let mut write = offsets_write(coordinator, group_id, records, Some(sender));
+    write.producer = Some(producer);
+    coordinator.writes.push([write]).await;
     receiver.await.unwrap_or(Err(code(ResponseError::NotCoordinator)))
 }
 
@@ -164,7 +182,7 @@ pub async fn run_writer(coordinator: Rc<GroupCoordinator>) {
                 continue;
             }
         }
-        let (handle, end_offset) = match append(&coordinator, partition, &write.records).await {
+        let (handle, end_offset) = match append(&coordinator, partition, &write.records, write.producer).await {
             Ok(appended) => appended,
             Err((error_code, error)) => {
                 tracing::error!(partition, error, "writing to __consumer_offsets failed");
@@ -198,10 +216,19 @@ pub fn close_writes(coordinator: &GroupCoordinator) {
 
 /// Appends one batch; Ok is the partition and the offset after the batch, Err the error code
 /// for whoever waits (NOT_COORDINATOR when this broker no longer leads the partition).
-async fn append(coordinator: &GroupCoordinator, partition: i32, records: &[(Bytes, Option<Bytes>)]) -> Result<(Rc<Partition>, i64), (i16, String)> {
+async fn append(
+    coordinator: &GroupCoordinator,
+    partition: i32,
+    records: &[(Bytes, Option<Bytes>)],
+    producer: Option<(i64, i16)>,
+) -> Result<(Rc<Partition>, i64), (i16, String)> {
     let unavailable = |e: String| (code(ResponseError::CoordinatorNotAvailable), e);
     let now = now_ms();
-    let batch = offsets_topic::encode_batch(records, now).map_err(unavailable)?;
+    let batch = match producer {
+        None => offsets_topic::encode_batch(records, now),
+        Some(producer) => offsets_topic::encode_transactional_batch(records, now, producer),
+    }
+    .map_err(unavailable)?;
     let handle = coordinator.partitions.serving(CONSUMER_OFFSETS_TOPIC, partition).await.map_err(|e| match e {
         PartitionError::NotLeaderOrFollower => (code(ResponseError::NotCoordinator), format!("{e:?}")),
         e => unavailable(format!("{e:?}")),
@@ -218,7 +245,7 @@ mod tests {
     use super::*;
 
     fn write(partition: i32, done: Option<oneshot::Sender<Result<(), i16>>>) -> OffsetsWrite {
-        OffsetsWrite { partition, records: Vec::new(), done }
+        OffsetsWrite { partition, records: Vec::new(), done, producer: None }
     }
 
     #[test]

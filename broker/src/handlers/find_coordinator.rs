@@ -1,7 +1,7 @@
-//! FindCoordinator: on a single broker every group's coordinator is this broker (the shard
-//! behind it is found per request: see groups/mod.rs). In cluster mode it is the leader of the
-//! group's `__consumer_offsets` partition, from the cluster snapshot. Transaction
-//! coordinators are not offered yet. (librdkafka also takes this API's presence as the sign that
+//! FindCoordinator: on a single broker every group's and transactional id's coordinator is this
+//! broker (the shard behind it is found per request: see groups/mod.rs, txn/mod.rs). In cluster
+//! mode it is the leader of the group's `__consumer_offsets` partition, or of the transactional
+//! id's `__transaction_state` partition, from the cluster snapshot. (librdkafka also takes this API's presence as the sign that
 //! a broker accepts LZ4 batches, so it must be advertised for lz4 producers to compress.)
 
 use std::rc::Rc;
@@ -15,23 +15,30 @@ use super::str_bytes;
 use crate::shard_context::Shard;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
     if request.key_type == KEY_TYPE_GROUP {
         // As Kafka: the offsets topic is made when the first group looks for its coordinator.
         crate::topic_admin::ensure_offsets_topic(shard).await;
+    } else if request.key_type == KEY_TYPE_TRANSACTION {
+        crate::topic_admin::ensure_transaction_state_topic(shard).await;
     }
     let config = &shard.broker.config;
     let answer = |key: StrBytes| -> Coordinator {
-        if request.key_type != KEY_TYPE_GROUP {
+        if request.key_type != KEY_TYPE_GROUP && request.key_type != KEY_TYPE_TRANSACTION {
             return Coordinator::default()
                 .with_key(key)
                 .with_node_id(BrokerId(-1))
-                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-                .with_error_message(Some(str_bytes("transactions are not supported")));
+                .with_error_code(ResponseError::InvalidRequest.code())
+                .with_error_message(Some(str_bytes("unknown coordinator key type")));
         }
         if shard.broker.cluster.is_some() {
-            return match crate::groups::coordinator_broker(&shard.broker, &key) {
+            let broker = match request.key_type {
+                KEY_TYPE_GROUP => crate::groups::coordinator_broker(&shard.broker, &key),
+                _ => crate::txn::coordinator_broker(&shard.broker, &key),
+            };
+            return match broker {
                 Some(broker) => Coordinator::default()
                     .with_key(key)
                     .with_node_id(BrokerId(broker.id))
@@ -42,7 +49,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version:
                     .with_key(key)
                     .with_node_id(BrokerId(-1))
                     .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-                    .with_error_message(Some(str_bytes("the group's __consumer_offsets partition has no leader yet"))),
+                    .with_error_message(Some(str_bytes("the coordinator's partition has no leader yet"))),
             };
         }
         Coordinator::default()

@@ -42,6 +42,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
             } else if name == CONSUMER_OFFSETS_TOPIC {
                 // Only the group coordinator writes it, in its own record format.
                 Appended::error(ResponseError::InvalidTopicException.code(), "Cannot append to internal topic __consumer_offsets")
+            } else if name == crate::txn::TRANSACTION_STATE_TOPIC {
+                // Only the transaction coordinator writes it.
+                Appended::error(ResponseError::InvalidTopicException.code(), "Cannot append to internal topic __transaction_state")
             } else {
                 match partition.records {
                     None => Appended::error(ResponseError::CorruptMessage.code(), "no records"),
@@ -92,6 +95,7 @@ async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes, acks: i1
     };
     let appended = match partition.append(&records, AppendOrigin::Client).await {
         Ok(appended) => appended,
+        Err(e) if crate::partition::is_keyless_refusal(&e) => return Appended::error(ResponseError::InvalidRecord.code(), e.to_string()),
         Err(e) => return Appended::error(append_error_code(&e), e.to_string()),
     };
     if acks == -1 && shard.broker.cluster.is_some() && !appended.duplicate {
@@ -121,6 +125,7 @@ fn append_error_code(error: &AppendError) -> i16 {
         AppendError::Partition(e) => partition_error_code(e),
         AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),
         AppendError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch.code(),
+        AppendError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced.code(),
     }
 }
 

@@ -7,8 +7,9 @@
 //! 2. recompresses a producer's batches into the topic's `compression.type` when it names a
 //!    codec (recompress.rs), then checks the batches once (framing, CRC, sizes;
 //!    `storage::Log::check_from_*`);
-//! 3. checks idempotent producers' sequences (a retry answers its original offset);
-//! 4. appends, and records the batches' producer state;
+//! 3. checks idempotent producers' sequences (a retry answers its original offset), and a
+//!    transaction marker's producer and coordinator epochs (txn_marker.rs);
+//! 4. appends, and records the batches' producer state (open transactions included);
 //! then, with the lock released, wakes the shard's waiting fetches and applies the flush policy
 //! (group commit for `flush.messages`).
 //! Waiting for the ISR (acks=all) is the caller's: `Partition::wait_for_high_watermark`.
@@ -18,10 +19,18 @@ use storage::StorageError;
 use super::recompress::recompress;
 use super::{check_leader, Partition, PartitionError};
 use crate::clock::now_ms;
-use crate::producer_state::SequenceCheck;
+use crate::producer_state::{MarkerCheck, SequenceCheck};
 
 /// How often a partition's failing appends are logged at most (see `log_storage_error`).
 const STORAGE_ERROR_LOG_INTERVAL_MS: i64 = 10_000;
+
+/// Kafka 3.9's message for a keyless record sent to a compacted topic (LogValidator).
+pub const KEYLESS_REFUSAL: &str = "Compacted topic cannot accept message without key in topic partition";
+
+/// Whether an append failed because a compacted topic refused a keyless record: INVALID_RECORD.
+pub fn is_keyless_refusal(error: &AppendError) -> bool {
+    matches!(error, AppendError::Partition(PartitionError::Storage(StorageError::CorruptBatch(m))) if m.starts_with(KEYLESS_REFUSAL))
+}
 
 /// Who writes, as Kafka's AppendOrigin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +39,9 @@ pub enum AppendOrigin {
     Client,
     /// The broker's own records (the group coordinator's `__consumer_offsets`).
     Coordinator,
+    /// A transaction coordinator's COMMIT/ABORT control batch (Kafka writes these with origin
+    /// COORDINATOR; the coordinator epoch rides along for the fencing check).
+    TxnMarker { coordinator_epoch: i32 },
     /// A follower's copy of its leader's batches: offsets and epochs as the leader wrote them.
     Replication,
 }
@@ -52,6 +64,8 @@ pub enum AppendError {
     Partition(PartitionError),
     OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
     ProducerFenced { producer_id: i64, epoch: i16 },
+    /// A marker from a transaction coordinator older than one already seen.
+    CoordinatorFenced { producer_id: i64, coordinator_epoch: i32 },
 }
 
 impl From<StorageError> for AppendError {
@@ -69,6 +83,9 @@ impl std::fmt::Display for AppendError {
                 write!(f, "producer {producer_id} expected sequence {expected}, got {got}")
             }
             AppendError::ProducerFenced { producer_id, epoch } => write!(f, "producer {producer_id} epoch {epoch} is fenced"),
+            AppendError::CoordinatorFenced { producer_id, coordinator_epoch } => {
+                write!(f, "marker for producer {producer_id} from coordinator epoch {coordinator_epoch}, older than the last seen")
+            }
         }
     }
 }
@@ -112,7 +129,7 @@ impl Partition {
         }
         let leads = check_leader(&self.broker, &self.topic, self.index);
         match origin {
-            AppendOrigin::Client | AppendOrigin::Coordinator => leads.map_err(AppendError::Partition)?,
+            AppendOrigin::Client | AppendOrigin::Coordinator | AppendOrigin::TxnMarker { .. } => leads.map_err(AppendError::Partition)?,
             AppendOrigin::Replication if leads.is_ok() => {
                 return Err(AppendError::Partition(PartitionError::NotLeaderOrFollower));
             }
@@ -126,8 +143,39 @@ impl Partition {
         let records = recompressed.as_deref().unwrap_or(records);
         let checked = match origin {
             AppendOrigin::Replication => log.check_from_leader(records)?,
-            AppendOrigin::Client | AppendOrigin::Coordinator => log.check_from_producer(records)?,
+            AppendOrigin::Client | AppendOrigin::Coordinator | AppendOrigin::TxnMarker { .. } => log.check_from_producer(records)?,
         };
+        if origin == AppendOrigin::Client && checked.headers().iter().any(|h| h.is_control()) {
+            return Err(super::txn_marker::control_batch_from_client());
+        }
+        if let AppendOrigin::TxnMarker { coordinator_epoch } = origin {
+            let producers = self.producers.borrow();
+            for header in checked.headers() {
+                assert!(header.is_control(), "a marker append carries control batches only");
+                match producers.check_marker(header, coordinator_epoch) {
+                    MarkerCheck::Accept => {}
+                    MarkerCheck::FencedEpoch => {
+                        return Err(AppendError::ProducerFenced { producer_id: header.producer_id, epoch: header.producer_epoch });
+                    }
+                    MarkerCheck::FencedCoordinator => {
+                        return Err(AppendError::CoordinatorFenced { producer_id: header.producer_id, coordinator_epoch });
+                    }
+                }
+            }
+        }
+        if origin == AppendOrigin::Client && log.config().compact {
+            // Kafka 3.9's LogValidator: a compacted topic keeps the last record per key, so a
+            // record without one is refused (decompressing the batch to see its records).
+            let keyless = super::record_codec::keyless_records(records)?;
+            if let Some(first) = keyless.first() {
+                // Answered INVALID_RECORD by the produce handler (`is_keyless_refusal`).
+                return Err(StorageError::CorruptBatch(format!(
+                    "{KEYLESS_REFUSAL} {}-{} (record {first} of its batch has no key)",
+                    self.topic, self.index
+                ))
+                .into());
+            }
+        }
         if origin == AppendOrigin::Client {
             let producers = self.producers.borrow();
             for header in checked.headers() {
@@ -158,7 +206,10 @@ impl Partition {
             // still recognises retries.
             let mut producers = self.producers.borrow_mut();
             for header in &info.headers {
-                producers.record(header);
+                match origin {
+                    AppendOrigin::TxnMarker { coordinator_epoch } => producers.record_marker(header, Some(coordinator_epoch)),
+                    _ => producers.record(header),
+                }
             }
         }
         let appended = Appended {

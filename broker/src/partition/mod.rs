@@ -17,7 +17,9 @@
 mod append;
 mod log_start;
 mod recompress;
+pub mod record_codec;
 pub mod table;
+pub mod txn_marker;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -32,9 +34,10 @@ use crate::producer_state::ProducerStateTable;
 use crate::state::BrokerState;
 use crate::topics::log_config_for;
 
-pub use append::{AppendError, AppendOrigin};
+pub use append::{is_keyless_refusal, AppendError, AppendOrigin};
 pub use log_start::DeleteRecordsError;
 pub use table::PartitionTable;
+pub use txn_marker::TxnMarker;
 
 pub type TopicPartition = (String, i32);
 
@@ -48,6 +51,9 @@ pub struct Partition {
     /// Read it for offsets, reads and maintenance; appends go through `append` only.
     pub log: RwLock<Log>,
     producers: RefCell<ProducerStateTable>,
+    /// Producer id -> the last offset of its last batch here: the cleaner keeps those batches
+    /// (emptied if need be) so a producer's sequence survives compaction and restarts.
+    producer_last_offsets: RefCell<std::collections::HashMap<i64, i64>>,
     /// Cluster mode: what replication knows about this partition.
     pub replication: RefCell<ReplicaState>,
     /// Set under the write lock when the partition is closed (shutdown, deletion): the final
@@ -148,8 +154,12 @@ impl Partition {
             PartitionError::Storage(e)
         })?;
         let mut producers = ProducerStateTable::default();
+        let mut producer_last_offsets = std::collections::HashMap::new();
         for header in log.batch_headers_since(log.previous_segment_base_offset()).await.map_err(PartitionError::Storage)? {
             producers.record(&header);
+            if header.has_producer_id() {
+                producer_last_offsets.insert(header.producer_id, header.last_offset());
+            }
         }
         Ok(Partition {
             topic: topic.to_string(),
@@ -158,10 +168,20 @@ impl Partition {
             appended,
             log: RwLock::new(log),
             producers: RefCell::new(producers),
+            producer_last_offsets: RefCell::new(producer_last_offsets),
             replication: RefCell::new(ReplicaState::default()),
             closed: Cell::new(false),
             storage_errors: Cell::new((i64::MIN / 2, 0)),
         })
+    }
+
+    /// What the cleaner must respect beside the log: nothing past the high watermark (the last
+    /// stable offset once transactions exist), producers' last batches kept.
+    pub fn clean_limits(&self, log_end_offset: i64) -> storage::cleaner::CleanLimits {
+        storage::cleaner::CleanLimits {
+            last_stable_offset: self.high_watermark(log_end_offset),
+            producer_last_offsets: self.producer_last_offsets.borrow().values().copied().collect(),
+        }
     }
 
     /// Closed (shutdown or deletion, under the write lock): nothing appends, flushes or
@@ -254,6 +274,9 @@ impl Partition {
         let log_end_offset = log.log_end_offset();
         let high_watermark = self.high_watermark(log_end_offset);
         let log_start_offset = log.log_start_offset();
+        // Phase 2 (transactions): a read_committed consumer's bound is the last stable offset,
+        // min(high watermark, `first_unstable_offset`), and the answer lists the aborted
+        // transactions in the range (from the `.txnindex`).
         let upper_bound = match bound {
             ReadBound::HighWatermark => high_watermark,
             ReadBound::LogEnd => log_end_offset,

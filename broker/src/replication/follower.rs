@@ -169,7 +169,7 @@ async fn fetch_from_leader(
 }
 
 /// One request and its response over the connection to the leader (kafka-protocol's client side).
-async fn round_trip<Q: Encodable + HeaderVersion, R: Decodable + HeaderVersion>(
+pub(crate) async fn round_trip<Q: Encodable + HeaderVersion, R: Decodable + HeaderVersion>(
     stream: &mut TcpStream,
     api_key: ApiKey,
     version: i16,

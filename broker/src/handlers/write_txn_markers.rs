@@ -1,0 +1,40 @@
+//! WriteTxnMarkers (v1): a transaction coordinator on another broker asks this partition leader
+//! to write COMMIT/ABORT markers. Each partition's marker goes to its owning shard and through
+//! the partition's one door (`txn_router::write_marker_here`, as the local coordinator does).
+//! (Kafka restricts it to brokers by ACL; authorisation comes with the rest of security.)
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+
+use crate::partition::TxnMarker;
+use crate::shard_context::Shard;
+use crate::txn_router::write_marker_here;
+
+pub async fn handle(shard: &Rc<Shard>, request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    let mut results = Vec::with_capacity(request.markers.len());
+    for marker in request.markers {
+        let txn_marker = TxnMarker {
+            producer_id: marker.producer_id.0,
+            producer_epoch: marker.producer_epoch,
+            coordinator_epoch: marker.coordinator_epoch,
+            commit: marker.transaction_result,
+        };
+        let mut topics = Vec::with_capacity(marker.topics.len());
+        for topic in marker.topics {
+            let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
+            for index in topic.partition_indexes {
+                let name = topic.name.0.to_string();
+                let owner = shard.owner_of(&name, index);
+                let error_code = shard.router.call(owner, move |owner| async move { write_marker_here(&owner, &name, index, txn_marker).await }).await;
+                partitions.push(WritableTxnMarkerPartitionResult::default().with_partition_index(index).with_error_code(error_code));
+            }
+            topics.push(WritableTxnMarkerTopicResult::default().with_name(topic.name).with_partitions(partitions));
+        }
+        results.push(WritableTxnMarkerResult::default().with_producer_id(marker.producer_id).with_topics(topics));
+    }
+    WriteTxnMarkersResponse::default().with_markers(results)
+}

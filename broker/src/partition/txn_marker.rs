@@ -1,0 +1,133 @@
+//! Transaction markers on the partition side (KIP-98): the COMMIT or ABORT control batch the
+//! transaction coordinator writes to every partition of a transaction (WriteTxnMarkers), in
+//! Kafka's EndTransactionMarker format: a batch with the control and transactional attribute
+//! bits, the producer's id and epoch, no sequence, and one record whose key is (version 0,
+//! type: 0 ABORT, 1 COMMIT) and whose value is (version 0, coordinator epoch).
+//!
+//! It goes through the one door, `Partition::append`, with origin `TxnMarker`: checked there
+//! against the producer's epoch and the last coordinator epoch, then recorded in the producer
+//! state (the producer's open transaction on this partition ends).
+//!
+//! Phase 2 seam: the last stable offset moves here (a marker closes a transaction) and an ABORT
+//! marker adds an entry to the aborted-transaction index (`.txnindex`); see
+//! `Partition::first_unstable_offset`.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+use super::append::{AppendError, AppendOrigin, Appended};
+use super::{Partition, PartitionError};
+use crate::clock::now_ms;
+
+const MARKER_VERSION: i16 = 0;
+const ABORT: i16 = 0;
+const COMMIT: i16 = 1;
+
+/// One control batch: the end of `producer_id`'s transaction on a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnMarker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub coordinator_epoch: i32,
+    pub commit: bool,
+}
+
+/// The control batch of `marker`, offsets from 0 (the log assigns them).
+pub fn encode_marker_batch(marker: &TxnMarker, now_ms: i64) -> Vec<u8> {
+    let mut key = BytesMut::with_capacity(4);
+    key.put_i16(MARKER_VERSION);
+    key.put_i16(if marker.commit { COMMIT } else { ABORT });
+    let mut value = BytesMut::with_capacity(6);
+    value.put_i16(MARKER_VERSION);
+    value.put_i32(marker.coordinator_epoch);
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: marker.producer_id,
+        producer_epoch: marker.producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms,
+        key: Some(key.freeze()),
+        value: Some(value.freeze()),
+        headers: IndexMap::new(),
+    };
+    let mut buffer = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buffer, [&record], &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("a control batch of one small record always encodes");
+    buffer.to_vec()
+}
+
+/// (commit, coordinator epoch) of a control record's key and value; None for another control
+/// type or a malformed record. Phase 2 reads markers with it (aborted-transaction index).
+#[allow(dead_code)]
+pub fn decode_marker(key: &[u8], value: &[u8]) -> Option<(bool, i32)> {
+    let (mut key, mut value) = (Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+    if key.remaining() < 4 || value.remaining() < 6 {
+        return None;
+    }
+    let _version = key.get_i16();
+    let commit = match key.get_i16() {
+        COMMIT => true,
+        ABORT => false,
+        _ => return None,
+    };
+    let _version = value.get_i16();
+    Some((commit, value.get_i32()))
+}
+
+impl Partition {
+    /// Writes `marker` through the one door (the clearly named entry for the coordinator's
+    /// markers: the standalone coordinator calls it on the owning shard, the WriteTxnMarkers
+    /// handler on a partition leader).
+    pub async fn append_txn_marker(&self, marker: &TxnMarker) -> Result<Appended, AppendError> {
+        let batch = encode_marker_batch(marker, now_ms());
+        self.append(&batch, AppendOrigin::TxnMarker { coordinator_epoch: marker.coordinator_epoch }).await
+    }
+
+    /// The smallest first offset of a transaction still open on this partition: the last stable
+    /// offset (phase 2) is the smaller of it and the high watermark.
+    #[allow(dead_code)] // the phase 2 seam
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers.borrow().first_unstable_offset()
+    }
+
+    /// The producers this partition knows (DescribeProducers).
+    pub fn producer_summaries(&self) -> Vec<crate::producer_state::ProducerSummary> {
+        self.producers.borrow().summaries()
+    }
+}
+
+/// Refused: a client's Produce carrying a control batch (only coordinators write them).
+pub(super) fn control_batch_from_client() -> AppendError {
+    AppendError::Partition(PartitionError::Storage(storage::StorageError::CorruptBatch(
+        "control batches are written by the transaction coordinator only".into(),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_batch_is_kafkas_end_transaction_marker() {
+        let marker = TxnMarker { producer_id: 42, producer_epoch: 3, coordinator_epoch: 7, commit: true };
+        let batch = encode_marker_batch(&marker, 1000);
+        let header = storage::batch::validate(&batch, storage::batch::Validation::FromProducer).unwrap();
+        assert!(header.is_control() && header.is_transactional());
+        assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence, header.record_count), (42, 3, -1, 1));
+        let mut bytes = Bytes::from(batch);
+        let decoded = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
+        let record = &decoded.records[0];
+        assert_eq!(&record.key.as_ref().unwrap()[..], &[0, 0, 0, 1]);
+        assert_eq!(&record.value.as_ref().unwrap()[..], &[0, 0, 0, 0, 0, 7]);
+        assert_eq!(decode_marker(record.key.as_ref().unwrap(), record.value.as_ref().unwrap()), Some((true, 7)));
+        let abort = encode_marker_batch(&TxnMarker { commit: false, ..marker }, 1000);
+        let decoded = kafka_protocol::records::RecordBatchDecoder::decode(&mut Bytes::from(abort)).unwrap();
+        assert_eq!(&decoded.records[0].key.as_ref().unwrap()[..], &[0, 0, 0, 0]);
+    }
+}

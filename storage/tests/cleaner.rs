@@ -1,0 +1,197 @@
+//! The cleaner against a model: random keyed writes (tombstones among them) over small segments,
+//! cleans at random moments with a small offset map, reopens; after each step the log must replay
+//! to the model's dictionary of latest values, offsets must strictly increase, and the cleaned
+//! part must hold only each key's last record; tombstones go once delete.retention.ms passed.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use glommio::sync::RwLock;
+use storage::cleaner::{CleanLimits, CleanOutcome, Cleaner, CleanerConfig};
+use storage::record::RecordCodec;
+use storage::test_support::{build_keyed_batch, UncompressedCodec};
+use storage::{Log, LogConfig};
+
+const DELETE_RETENTION_MS: i64 = 10_000;
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        compact: true,
+        min_cleanable_dirty_ratio: 0.0,
+        delete_retention_ms: DELETE_RETENTION_MS,
+        retention_ms: -1,
+        ..LogConfig::default()
+    }
+}
+
+/// (offset, key, value) of every record, and whether it sits in a batch with a delete horizon.
+async fn read_records(log: &Log) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    let mut records = Vec::new();
+    let mut offset = log.log_start_offset();
+    let mut last_batch_offset = -1;
+    while offset < log.log_end_offset() {
+        let result = log.read(offset, u64::MAX, i64::MAX, true).await.unwrap();
+        if result.slices.is_empty() {
+            break;
+        }
+        for slice in &result.slices {
+            let bytes = slice.read_bytes().await.unwrap();
+            for batch in storage::batch::split_batches(&bytes).unwrap() {
+                let header = storage::batch::validate(batch, storage::batch::Validation::FromLog).unwrap();
+                assert!(header.base_offset > last_batch_offset, "batch offsets strictly increase");
+                last_batch_offset = header.last_offset();
+                UncompressedCodec
+                    .for_each_record(batch, &mut |r| records.push((r.offset, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec))))
+                    .unwrap();
+            }
+            offset = slice.last_offset + 1;
+        }
+    }
+    records
+}
+
+/// Checks the log against `history` (every write, in offset order) after a clean up to `clean_end`.
+async fn check(log: &Log, history: &[(i64, Vec<u8>, Option<Vec<u8>>)], clean_end: i64) {
+    let records = read_records(log).await;
+    let mut previous = -1;
+    for (offset, _, _) in &records {
+        assert!(*offset > previous, "offsets strictly increase");
+        previous = *offset;
+    }
+    // Replaying the log gives the model's latest value of every key.
+    let mut replayed: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    for (_, key, value) in &records {
+        replayed.insert(key.clone().expect("keyed"), value.clone());
+    }
+    let mut model: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    for (_, key, value) in history {
+        model.insert(key.clone(), value.clone());
+    }
+    let live = |m: &BTreeMap<Vec<u8>, Option<Vec<u8>>>| m.iter().filter(|(_, v)| v.is_some()).map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>();
+    assert_eq!(live(&replayed), live(&model), "every key's latest value survives, nothing else does");
+    // In the cleaned part, every surviving record is its key's last below the clean's end.
+    let mut last_below_end: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for (offset, key, _) in history.iter().filter(|(o, _, _)| *o < clean_end) {
+        last_below_end.insert(key.clone(), *offset);
+    }
+    for (offset, key, value) in records.iter().filter(|(o, _, _)| *o < clean_end) {
+        let key = key.clone().unwrap();
+        assert_eq!(last_below_end.get(&key), Some(offset), "record at {offset} survived a later version of its key");
+        let written = history.iter().find(|(o, _, _)| o == offset).unwrap();
+        assert_eq!(&written.2, value, "the value at {offset} is the one written");
+    }
+}
+
+#[test]
+fn random_writes_and_cleans_match_the_model() {
+    for seed in 1..=4u64 {
+        run(move || async move {
+            let dir = TempDir::new("cleaner-model");
+            let mut rng = Rng::new(seed);
+            let mut now_ms = 1_000_000i64;
+            let lock = RwLock::new(Log::open(&dir.partition(), config(), false).await.unwrap());
+            // A small map (a few dozen keys), so cleans also stop where the map filled.
+            let mut cleaner = Cleaner::new(&CleanerConfig { dedupe_buffer_bytes: 25 * 64, ..CleanerConfig::default() });
+            let mut history: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+            let mut cleans = 0;
+            let mut written_bytes = 0u64;
+            for step in 0..600 {
+                now_ms += rng.below(50) as i64;
+                let count = 1 + rng.below(4) as usize;
+                let keys: Vec<Vec<u8>> = (0..count).map(|_| format!("key-{}", rng.below(40)).into_bytes()).collect();
+                let values: Vec<Option<Vec<u8>>> =
+                    (0..count).map(|i| if rng.below(10) == 0 { None } else { Some(format!("value-{step}-{i}-{}", "x".repeat(rng.below(60) as usize)).into_bytes()) }).collect();
+                let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = keys.iter().zip(&values).map(|(k, v)| (Some(&k[..]), v.as_deref())).collect();
+                let batch = build_keyed_batch(&records, now_ms, None);
+                written_bytes += batch.len() as u64;
+                let info = lock.write().await.unwrap().append(batch, now_ms).await.unwrap();
+                for (i, (key, value)) in keys.into_iter().zip(values).enumerate() {
+                    history.push((info.base_offset + i as i64, key, value));
+                }
+                if rng.below(40) == 0 {
+                    let limits = CleanLimits { last_stable_offset: i64::MAX, ..CleanLimits::default() };
+                    let outcome = cleaner.clean(&lock, &UncompressedCodec, now_ms, &limits, &|| false).await.unwrap();
+                    if let CleanOutcome::Cleaned(stats) = outcome {
+                        cleans += 1;
+                        check(&lock.read().await.unwrap(), &history, stats.end_offset).await;
+                    }
+                }
+                if rng.below(150) == 0 {
+                    // Reopen without a clean shutdown: the cleaned segments are recovered as any.
+                    let log = lock.write().await.unwrap();
+                    drop(log);
+                    let reopened = Log::open(&dir.partition(), config(), false).await.unwrap();
+                    *lock.write().await.unwrap() = reopened;
+                    check(&lock.read().await.unwrap(), &history, 0).await;
+                }
+            }
+            assert!(cleans >= 5, "seed {seed}: {cleans} cleans");
+
+            // Tombstones: a clean stamps their horizon, one after delete.retention.ms removes them.
+            let limits = CleanLimits { last_stable_offset: i64::MAX, ..CleanLimits::default() };
+            let mut end = 0;
+            for round in 0..3 {
+                now_ms += if round == 2 { DELETE_RETENTION_MS + 1 } else { 1 };
+                // Enough writes of other keys to roll, so there is a dirty closed segment.
+                for i in 0..20 {
+                    let key = format!("filler-{round}-{i}").into_bytes();
+                    let value = vec![b'f'; 80];
+                    let batch = build_keyed_batch(&[(Some(&key[..]), Some(&value[..]))], now_ms, None);
+                    let info = lock.write().await.unwrap().append(batch, now_ms).await.unwrap();
+                    history.push((info.base_offset, key, Some(value)));
+                }
+                // The map must hold the whole dirty part for this check.
+                let mut big = Cleaner::new(&CleanerConfig::default());
+                while let CleanOutcome::Cleaned(stats) = big.clean(&lock, &UncompressedCodec, now_ms, &limits, &|| false).await.unwrap() {
+                    end = stats.end_offset;
+                    check(&lock.read().await.unwrap(), &history, end).await;
+                }
+            }
+            let records = read_records(&lock.read().await.unwrap()).await;
+            let tombstones = records.iter().filter(|(o, _, v)| *o < end && v.is_none()).count();
+            assert_eq!(tombstones, 0, "seed {seed}: tombstones past delete.retention.ms are gone");
+            let size_after = lock.read().await.unwrap().size_bytes();
+            assert!(size_after < written_bytes / 2, "seed {seed}: the log shrank ({written_bytes} written, {size_after} kept)");
+            // The checkpoint survives a reopen: nothing left to clean.
+            drop(lock);
+            let log = Log::open(&dir.partition(), config(), false).await.unwrap();
+            assert_eq!(log.cleaner_checkpoint(), Some(end));
+        });
+    }
+}
+
+#[test]
+fn an_interrupted_swap_is_finished_or_discarded_at_open() {
+    run(|| async {
+        let dir = TempDir::new("cleaner-swap");
+        let lock = RwLock::new(Log::open(&dir.partition(), config(), false).await.unwrap());
+        let mut history = Vec::new();
+        for i in 0..200i64 {
+            let key = format!("k{}", i % 7).into_bytes();
+            let value = format!("v{i}-{}", "y".repeat(40)).into_bytes();
+            let batch = build_keyed_batch(&[(Some(&key[..]), Some(&value[..]))], i, None);
+            let info = lock.write().await.unwrap().append(batch, i).await.unwrap();
+            history.push((info.base_offset, key, Some(value)));
+        }
+        let mut cleaner = Cleaner::new(&CleanerConfig::default());
+        let limits = CleanLimits { last_stable_offset: i64::MAX, ..CleanLimits::default() };
+        let CleanOutcome::Cleaned(_) = cleaner.clean(&lock, &UncompressedCodec, 1_000, &limits, &|| false).await.unwrap() else { panic!("cleaned") };
+        let log = lock.into_inner().unwrap();
+        drop(log);
+        let partition = dir.partition();
+        let first = partition.join("00000000000000000000.log");
+        // A crash after the commit point: the cleaned segment as `.swap`, an old segment back
+        // under its name (as if its retirement had not happened) and a stray `.cleaned`.
+        std::fs::rename(&first, partition.join("00000000000000000000.log.swap")).unwrap();
+        std::fs::write(&first, storage::test_support::build_batch(1, 10, 0, 1)).unwrap();
+        std::fs::write(partition.join("00000000000000000050.log.cleaned"), b"half").unwrap();
+        let log = Log::open(&partition, config(), false).await.unwrap();
+        check(&log, &history, 0).await;
+        let names: Vec<String> = std::fs::read_dir(&partition).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        assert!(!names.iter().any(|n| n.ends_with(".swap") || n.ends_with(".cleaned")), "{names:?}");
+    });
+}
