@@ -19,6 +19,7 @@
 //! ```
 
 use crate::error::StorageError;
+use crate::record::read_varint;
 
 pub const BATCH_HEADER_SIZE_BYTES: usize = 61;
 /// The smallest prefix that tells where a batch ends: base offset + length.
@@ -289,24 +290,6 @@ pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<&[u8]>, StorageError> {
         bytes = rest;
     }
     Ok(batches)
-}
-
-fn read_varint(bytes: &[u8], at: &mut usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    let mut shift = 0;
-    loop {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        value |= ((byte & 0x7f) as u64) << shift;
-        if byte & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-    Some(((value >> 1) as i64) ^ -((value & 1) as i64))
 }
 
 /// For ListOffsets by timestamp: the offset and timestamp of the first record in `batch` whose

@@ -1,17 +1,7 @@
 //! Batch builders for tests and benchmarks, here once so every test builds batches the same way.
 //! Not used by the broker itself.
 
-fn write_varint(out: &mut Vec<u8>, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    loop {
-        if zigzag < 0x80 {
-            out.push(zigzag as u8);
-            return;
-        }
-        out.push((zigzag as u8 & 0x7f) | 0x80);
-        zigzag >>= 7;
-    }
-}
+use crate::record::write_varint;
 
 /// A valid uncompressed RecordBatch v2 of `record_count` records with null keys and
 /// `value_size_bytes` values filled with `fill`; record i has timestamp `base_timestamp + i`.
