@@ -146,15 +146,7 @@ pub struct Segment {
 
 impl Segment {
     pub async fn create(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Segment> {
-        let path = log_path(dir, base_offset);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .buffered_open(&path)
-            .await
-            .map_err(io_error(format!("creating {}", path.display())))?;
-        Segment::new(dir, base_offset, file, 0, index_interval_bytes)
+        Segment::create_with_suffix(dir, base_offset, index_interval_bytes, "").await
     }
 
     /// A new segment file named with `suffix` (the cleaner's `CLEANED_SUFFIX`).
