@@ -150,6 +150,13 @@ impl BrokerState {
         Ok(start)
     }
 
+    /// Writes the topic table's unsaved changes (`topics::save_blocking`) on glommio's blocking
+    /// thread: a shard never replaces a file itself (see `storage::file_deletion`).
+    pub async fn save_topics(self: &Arc<Self>) -> Result<(), String> {
+        let broker = self.clone();
+        storage::file_deletion::on_blocking_thread(move || crate::topics::save_blocking(&broker.topics)).await
+    }
+
     /// A producer id never handed out before, by this broker or an earlier run of it. Taking a
     /// new block writes (renames over) the block file: on glommio's blocking thread, never the
     /// shard's (see `storage::file_deletion`).

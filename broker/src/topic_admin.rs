@@ -63,7 +63,7 @@ pub async fn create_topic_here(
         }
         topics.create(name, partitions, overrides).map_err(|e| (ResponseError::KafkaStorageError.code(), e))?
     };
-    crate::topics::save(&shard.broker).await.map_err(|e| (ResponseError::KafkaStorageError.code(), e))?;
+    shard.broker.save_topics().await.map_err(|e| (ResponseError::KafkaStorageError.code(), e))?;
     open_partitions(shard, name, 0..partitions).await;
     tracing::info!(topic = name, partitions, "created topic");
     Ok(info)
@@ -117,7 +117,7 @@ pub fn check_brokers_here(shard: &Shard, assignment: &[Vec<i32>]) -> Result<(), 
 /// Standalone: grows the topic to `total` partitions and opens the new ones.
 pub async fn add_partitions_here(shard: &Rc<Shard>, name: &str, current: i32, total: i32) -> Result<(), (ResponseError, String)> {
     shard.broker.topics.write().unwrap().set_partitions(name, total).map_err(|e| (ResponseError::KafkaStorageError, e))?;
-    crate::topics::save(&shard.broker).await.map_err(|e| (ResponseError::KafkaStorageError, e))?;
+    shard.broker.save_topics().await.map_err(|e| (ResponseError::KafkaStorageError, e))?;
     open_partitions(shard, name, current..total).await;
     tracing::info!(topic = name, partitions = total, "added partitions");
     Ok(())
@@ -151,7 +151,7 @@ pub async fn add_partitions_in_cluster(
 }
 pub async fn delete_topic_here(shard: &Rc<Shard>, name: &str) -> Result<(), String> {
     shard.broker.topics.write().unwrap().remove(name)?;
-    crate::topics::save(&shard.broker).await?;
+    shard.broker.save_topics().await?;
     for owner in 0..shard.router.shard_count() {
         let topic = name.to_string();
         shard.router.call(owner, move |owner| async move { owner.partitions.delete_topic(&topic).await }).await;
@@ -186,7 +186,7 @@ pub async fn delete_topics_gone_from_cluster(shard: &Shard, snapshot: &zk::Clust
         tracing::info!(shard = shard.id(), topic, "deleting this broker's replicas: the topic is no longer in the cluster");
         // Out of the table first, so nothing opens the partitions again meanwhile.
         let _ = shard.broker.topics.write().unwrap().remove(&topic);
-        if let Err(e) = crate::topics::save(&shard.broker).await {
+        if let Err(e) = shard.broker.save_topics().await {
             tracing::warn!(topic, error = %e, "removing the topic's file");
         }
         shard.partitions.delete_topic(&topic).await;

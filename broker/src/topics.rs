@@ -3,14 +3,14 @@
 //! Persisted as one properties file per topic under `<first log dir>/.topics/`, so topics and
 //! their configs survive restarts even before any partition holds data.
 //!
-//! Changes are made in memory under the lock and written by `save` (or `save_blocking` off the
-//! shards) after it is released: the write replaces a file with a rename, which evicts the old
+//! Changes are made in memory under the lock and written by `save_blocking` (on a shard through
+//! `BrokerState::save_topics`) after it is released: the write replaces a file with a rename, which evicts the old
 //! inode and may sleep in the kernel, so on a shard it runs on glommio's blocking thread (see
 //! `storage::file_deletion`) and never under the table lock other shards wait on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 
 use storage::LogConfig;
 
@@ -237,14 +237,9 @@ impl TopicTable {
     }
 }
 
-/// Writes every unsaved change of the table, durably. On a shard: never under the table lock,
-/// never on the shard thread (see the module doc).
-pub async fn save(broker: &Arc<crate::state::BrokerState>) -> Result<(), String> {
-    let broker = broker.clone();
-    storage::file_deletion::on_blocking_thread(move || save_blocking(&broker.topics)).await
-}
-
-/// `save` for threads that may block (start-up, the ZooKeeper coordinator thread).
+/// Writes every unsaved change of the table, durably. Blocking: on a shard it runs on the
+/// blocking thread (`BrokerState::save_topics`), never under the table lock other shards wait
+/// on; the ZooKeeper coordinator's thread calls it directly.
 pub fn save_blocking(table: &RwLock<TopicTable>) -> Result<(), String> {
     // One saver at a time, each writing the table as it is when it looks: a later change is
     // marked unsaved again and written by its own save, after this one.

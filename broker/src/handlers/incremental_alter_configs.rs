@@ -92,7 +92,7 @@ pub async fn apply_topic_overrides(
         return Ok(());
     }
     shard.broker.topics.write().unwrap().set_overrides(topic, next).map_err(|e| (ResponseError::KafkaStorageError, e))?;
-    crate::topics::save(&shard.broker).await.map_err(|e| (ResponseError::KafkaStorageError, e))?;
+    shard.broker.save_topics().await.map_err(|e| (ResponseError::KafkaStorageError, e))?;
     crate::topic_admin::reconfigure_topic_everywhere(shard, topic).await;
     Ok(())
 }

@@ -1,0 +1,228 @@
+"""Transactions against the broker with confluent-kafka (librdkafka): scenarios run by
+tests/tests/transactions.rs. Each prints `fact name=value` lines and `<scenario> ok`.
+
+  basic:    init_transactions, a committed and an aborted transaction, a read_uncommitted
+            consumer sees both (the markers are skipped by the client);
+  fencing:  a second producer with the same transactional.id fences the first, both when the
+            first is idle and when it has a transaction open (that one is aborted);
+  offsets:  consume-transform-produce: send_offsets_to_transaction commits the group's offsets
+            with the transaction (visible after commit, not after abort);
+  timeout:  a transaction left open past transaction.timeout.ms is aborted by the coordinator and
+            its producer fenced.
+"""
+import argparse
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+TIMEOUT_S = 30
+
+
+def producer(bootstrap, transactional_id, **extra):
+    config = {'bootstrap.servers': bootstrap, 'transactional.id': transactional_id, 'linger.ms': 5}
+    config.update(extra)
+    return Producer(config)
+
+
+REPLICATION_FACTOR = 1
+
+
+def create_topic(bootstrap, topic, partitions):
+    admin = AdminClient({'bootstrap.servers': bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, REPLICATION_FACTOR)])[topic].result()
+
+
+def read_all(bootstrap, topic, partitions, expected, isolation='read_uncommitted'):
+    consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': f'reader-{topic}-{time.time()}',
+                         'isolation.level': isolation, 'enable.auto.commit': False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    values = []
+    deadline = time.time() + TIMEOUT_S
+    while len(values) < expected and time.time() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        values.append(message.value().decode())
+    # A little longer: nothing more may come.
+    end = time.time() + 1.0
+    while time.time() < end:
+        message = consumer.poll(0.2)
+        if message is not None and not message.error():
+            values.append(message.value().decode())
+    consumer.close()
+    return values
+
+
+def fenced(error):
+    return error.args[0].fatal() or 'FENCED' in error.args[0].name() or 'EPOCH' in error.args[0].name()
+
+
+def basic(args):
+    create_topic(args.bootstrap, args.topic, 2)
+    p = producer(args.bootstrap, f'{args.topic}-txn')
+    p.init_transactions(TIMEOUT_S)
+    p.begin_transaction()
+    for i in range(10):
+        p.produce(args.topic, value=f'commit-{i}', partition=i % 2)
+    p.commit_transaction(TIMEOUT_S)
+    p.begin_transaction()
+    for i in range(6):
+        p.produce(args.topic, value=f'abort-{i}', partition=i % 2)
+    p.flush(TIMEOUT_S)
+    p.abort_transaction(TIMEOUT_S)
+    # A second committed transaction right after the abort (the abort's markers are done).
+    p.begin_transaction()
+    p.produce(args.topic, value='commit-again', partition=0)
+    p.commit_transaction(TIMEOUT_S)
+    values = read_all(args.bootstrap, args.topic, 2, 17)
+    print(f'fact committed={sum(v.startswith("commit") for v in values)}')
+    print(f'fact aborted={sum(v.startswith("abort") for v in values)}')
+    print(f'fact total={len(values)}')
+
+
+def fencing(args):
+    create_topic(args.bootstrap, args.topic, 1)
+    transactional_id = f'{args.topic}-txn'
+    first = producer(args.bootstrap, transactional_id)
+    first.init_transactions(TIMEOUT_S)
+    first.begin_transaction()
+    first.produce(args.topic, value='first-committed', partition=0)
+    first.commit_transaction(TIMEOUT_S)
+    # An idle producer fenced: its next transaction fails.
+    second = producer(args.bootstrap, transactional_id)
+    second.init_transactions(TIMEOUT_S)
+    try:
+        first.begin_transaction()
+        first.produce(args.topic, value='zombie', partition=0)
+        first.commit_transaction(TIMEOUT_S)
+        print('fact idle_fenced=no')
+    except KafkaException as e:
+        print(f'fact idle_fenced={"yes" if fenced(e) else e}')
+    # A producer with an open transaction fenced: the transaction is aborted.
+    second.begin_transaction()
+    second.produce(args.topic, value='second-open', partition=0)
+    second.flush(TIMEOUT_S)
+    third = producer(args.bootstrap, transactional_id)
+    started = time.time()
+    third.init_transactions(TIMEOUT_S)
+    print(f'fact fence_ms={int((time.time() - started) * 1000)}')
+    try:
+        second.commit_transaction(TIMEOUT_S)
+        print('fact open_fenced=no')
+    except KafkaException as e:
+        print(f'fact open_fenced={"yes" if fenced(e) else e}')
+    third.begin_transaction()
+    third.produce(args.topic, value='third-committed', partition=0)
+    third.commit_transaction(TIMEOUT_S)
+    values = read_all(args.bootstrap, args.topic, 1, 3)
+    print(f'fact values={",".join(sorted(values))}')
+
+
+def offsets(args):
+    create_topic(args.bootstrap, args.topic, 1)
+    out_topic = f'{args.topic}-out'
+    create_topic(args.bootstrap, out_topic, 1)
+    seed = Producer({'bootstrap.servers': args.bootstrap})
+    for i in range(10):
+        seed.produce(args.topic, value=f'in-{i}', partition=0)
+    seed.flush(TIMEOUT_S)
+    group = f'{args.topic}-group'
+
+    def consumer():
+        c = Consumer({'bootstrap.servers': args.bootstrap, 'group.id': group, 'enable.auto.commit': False,
+                      'auto.offset.reset': 'earliest', 'isolation.level': 'read_uncommitted'})
+        c.assign([TopicPartition(args.topic, 0)])
+        return c
+
+    def committed(expected=None):
+        # The markers follow EndTxn's answer: wait (bounded) for the expected offset to show.
+        c = Consumer({'bootstrap.servers': args.bootstrap, 'group.id': group})
+        deadline = time.time() + 10
+        while True:
+            offset = c.committed([TopicPartition(args.topic, 0)], TIMEOUT_S)[0].offset
+            if expected is None or offset == expected or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        c.close()
+        return offset
+
+    p = producer(args.bootstrap, f'{args.topic}-txn')
+    p.init_transactions(TIMEOUT_S)
+    c = consumer()
+    taken = []
+    deadline = time.time() + TIMEOUT_S
+    while len(taken) < 4 and time.time() < deadline:
+        message = c.poll(0.5)
+        if message is not None and not message.error():
+            taken.append(message)
+    # Transform and commit the first four with their offsets.
+    p.begin_transaction()
+    for message in taken:
+        p.produce(out_topic, value=message.value().decode().replace('in', 'out'), partition=0)
+    p.send_offsets_to_transaction([TopicPartition(args.topic, 0, taken[-1].offset() + 1)], c.consumer_group_metadata(), TIMEOUT_S)
+    p.commit_transaction(TIMEOUT_S)
+    print(f'fact after_commit={committed(4)}')
+    # An aborted transaction's offsets never become visible.
+    p.begin_transaction()
+    p.produce(out_topic, value='out-aborted', partition=0)
+    p.send_offsets_to_transaction([TopicPartition(args.topic, 0, 9)], c.consumer_group_metadata(), TIMEOUT_S)
+    p.abort_transaction(TIMEOUT_S)
+    time.sleep(1)
+    print(f'fact after_abort={committed()}')
+    c.close()
+
+
+def timeout(args):
+    create_topic(args.bootstrap, args.topic, 1)
+    p = producer(args.bootstrap, f'{args.topic}-txn', **{'transaction.timeout.ms': 2000})
+    p.init_transactions(TIMEOUT_S)
+    p.begin_transaction()
+    p.produce(args.topic, value='abandoned', partition=0)
+    p.flush(TIMEOUT_S)
+    time.sleep(4)
+    try:
+        p.commit_transaction(TIMEOUT_S)
+        print('fact timed_out=no')
+    except KafkaException as e:
+        print(f'fact timed_out={"yes" if fenced(e) or e.args[0].txn_requires_abort() else e}')
+    # A new producer with the id starts cleanly.
+    q = producer(args.bootstrap, f'{args.topic}-txn')
+    q.init_transactions(TIMEOUT_S)
+    q.begin_transaction()
+    q.produce(args.topic, value='after', partition=0)
+    q.commit_transaction(TIMEOUT_S)
+    values = read_all(args.bootstrap, args.topic, 1, 2)
+    print(f'fact values={",".join(sorted(values))}')
+
+
+def reinit(args):
+    # Its own topic (made beforehand in cluster mode, replicated; auto-created standalone): the
+    # first one's partitions may have been on a broker that is gone now, and an admin request
+    # would wait for a controller, which the killed broker may have been.
+    p = producer(args.bootstrap, f'{args.topic}-txn')
+    p.init_transactions(TIMEOUT_S)
+    p.begin_transaction()
+    p.produce(f'{args.topic}-re', value='reinit', partition=0)
+    p.commit_transaction(TIMEOUT_S)
+
+
+def invalid_timeout(args):
+    p = producer(args.bootstrap, f'{args.topic}-txn', **{'transaction.timeout.ms': 3_600_000})
+    try:
+        p.init_transactions(10)
+        print('fact refused=no')
+    except KafkaException as e:
+        print(f'fact refused={e.args[0].name()}')
+
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser()
+    parser.add_argument('scenario')
+    parser.add_argument('--bootstrap', required=True)
+    parser.add_argument('--topic', required=True)
+    parser.add_argument('--replication-factor', type=int, default=1)
+    args = parser.parse_args()
+    REPLICATION_FACTOR = args.replication_factor
+    globals()[args.scenario](args)
+    print(f'{args.scenario} ok')

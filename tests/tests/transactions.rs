@@ -1,0 +1,178 @@
+//! Transactions (KIP-98) driven by confluent-kafka (tests/clients/transactions.py) against the
+//! real broker with 4 shards, so transactional ids, their `__transaction_state` partitions, the
+//! partitions written and the groups' `__consumer_offsets` partitions sit on different shards
+//! and the coordinator's markers cross them. Phase 1: the coordinator, markers and fencing;
+//! read_committed (the last stable offset) is phase 2, so consumers here read_uncommitted and
+//! see aborted records too (the client skips the control batches).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use kafka_protocol::messages::{ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse, ListTransactionsRequest, ListTransactionsResponse, TransactionalId};
+use kafka_protocol::protocol::StrBytes;
+use tests::wire::Connection;
+use tests::{run_with_timeout, Broker, TempDir};
+
+/// One broker at a time: four brokers of 4 shards on two shared cores would blur the timeouts.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn scenario(broker: &Broker, name: &str, topic: &str) -> String {
+    scenario_at(&broker.bootstrap(), name, topic, &[], &|| broker.log())
+}
+
+fn scenario_at(bootstrap: &str, name: &str, topic: &str, extra: &[&str], log: &dyn Fn() -> String) -> String {
+    let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients");
+    let (ok, stdout, stderr) = run_with_timeout(
+        Command::new(tests::python()).arg(clients.join("transactions.py")).args([name, "--bootstrap", bootstrap, "--topic", topic]).args(extra),
+        Duration::from_secs(90),
+    );
+    assert!(ok && stdout.contains(&format!("{name} ok")), "{name} failed:\n{stdout}\n{stderr}\nbroker log:\n{}", log());
+    eprintln!("{name}:\n{stdout}");
+    stdout
+}
+
+fn fact(stdout: &str, name: &str) -> String {
+    let prefix = format!("fact {name}=");
+    stdout.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no fact {name} in:\n{stdout}")).to_string()
+}
+
+/// (error, state, producer id, epoch) of a transactional id, by DescribeTransactions.
+fn describe(broker: &Broker, transactional_id: &str) -> (i16, String, i64, i16) {
+    let request = DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(StrBytes::from_string(transactional_id.into()))]);
+    let response: DescribeTransactionsResponse = Connection::open(broker.address()).call(ApiKey::DescribeTransactions, 0, &request);
+    let state = &response.transaction_states[0];
+    (state.error_code, state.transaction_state.to_string(), state.producer_id.0, state.producer_epoch)
+}
+
+fn start(dir: &TempDir) -> Broker {
+    // Timed-out transactions are looked for every 500 ms (Kafka: 10 s), so the timeout scenario
+    // takes seconds.
+    Broker::start(&dir.0, 4, &["transaction.abort.timed.out.transaction.cleanup.interval.ms=500", "transaction.state.log.num.partitions=8"])
+}
+
+#[test]
+fn commit_abort_and_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("txn-basic");
+    let mut broker = start(&dir);
+    let out = scenario(&broker, "basic", "basic");
+    assert_eq!(fact(&out, "committed"), "11");
+    assert_eq!(fact(&out, "aborted"), "6", "read_uncommitted sees aborted records (phase 1)");
+    assert_eq!(fact(&out, "total"), "17", "no control record reaches the application");
+    let (error, state, producer_id, epoch) = describe(&broker, "basic-txn");
+    assert_eq!((error, state.as_str()), (0, "CompleteCommit"));
+
+    // The coordinator's state survives a restart (loaded from __transaction_state).
+    assert_eq!(broker.stop(), 0);
+    broker.restart();
+    let mut loaded = describe(&broker, "basic-txn");
+    for _ in 0..50 {
+        if loaded.0 == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        loaded = describe(&broker, "basic-txn");
+    }
+    assert_eq!(loaded, (0, "CompleteCommit".to_string(), producer_id, epoch));
+    let list: ListTransactionsResponse = Connection::open(broker.address()).call(ApiKey::ListTransactions, 1, &ListTransactionsRequest::default().with_duration_filter(-1));
+    assert!(list.transaction_states.iter().any(|s| s.transactional_id.0.as_str() == "basic-txn"), "{list:?}");
+    // A new producer with the id continues the producer id and its epochs.
+    scenario(&broker, "reinit", "basic");
+    assert_eq!(describe(&broker, "basic-txn"), (0, "CompleteCommit".to_string(), producer_id, epoch + 1));
+}
+
+#[test]
+fn a_second_producer_fences_the_first() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("txn-fencing");
+    let broker = start(&dir);
+    let out = scenario(&broker, "fencing", "fencing");
+    assert_eq!(fact(&out, "idle_fenced"), "yes");
+    assert_eq!(fact(&out, "open_fenced"), "yes");
+    // The fenced producer's records are in the log (aborted), the others committed.
+    assert_eq!(fact(&out, "values"), "first-committed,second-open,third-committed");
+    let (error, state, _, epoch) = describe(&broker, "fencing-txn");
+    assert_eq!((error, state.as_str()), (0, "CompleteCommit"));
+    // Three producers, one fence that bumped the epoch once more: 0, 1, (fence) 2, 3.
+    assert_eq!(epoch, 3);
+}
+
+#[test]
+fn offsets_commit_with_the_transaction() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("txn-offsets");
+    let broker = start(&dir);
+    let out = scenario(&broker, "offsets", "offsets");
+    assert_eq!(fact(&out, "after_commit"), "4");
+    assert_eq!(fact(&out, "after_abort"), "4", "an aborted transaction's offsets never show");
+}
+
+#[test]
+fn timed_out_transactions_are_aborted() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("txn-timeout");
+    let broker = start(&dir);
+    let out = scenario(&broker, "timeout", "timeout");
+    assert_eq!(fact(&out, "timed_out"), "yes");
+    assert_eq!(fact(&out, "values"), "abandoned,after");
+    assert!(broker.log().contains("aborting a transaction past its timeout"), "{}", broker.log());
+    let out = scenario(&broker, "invalid_timeout", "invalid");
+    assert_eq!(fact(&out, "refused"), "INVALID_TRANSACTION_TIMEOUT");
+}
+
+/// Kafka's transactional id -> `__transaction_state` partition (Java's String.hashCode, sign bit
+/// masked).
+fn partition_for(transactional_id: &str, partitions: i32) -> i32 {
+    let hash = transactional_id.encode_utf16().fold(0i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(unit as i32));
+    (hash & 0x7fff_ffff) % partitions
+}
+
+/// Cluster mode: three brokers, `__transaction_state` replicated on all three (RF 3, min ISR 2),
+/// topics of RF 1 so a transaction's partitions sit on several brokers and the coordinator's
+/// markers go out as WriteTxnMarkers. Then kill -9 the coordinator: the new leader of the id's
+/// partition loads it and carries on.
+#[test]
+fn cluster_coordinator_markers_and_failover() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let zookeeper = tests::zookeeper::ZooKeeper::start();
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("txn-cluster-{i}"))).collect();
+    let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
+    let mut brokers: Vec<Broker> = (0..3)
+        .map(|i| {
+            let id = format!("broker.id={}", i + 1);
+            Broker::start(
+                &dirs[i].0,
+                2,
+                &[&connect, &id, "zookeeper.session.timeout.ms=3000", "replica.lag.time.max.ms=2000", "transaction.state.log.num.partitions=4", "offsets.topic.num.partitions=4"],
+            )
+        })
+        .collect();
+    let bootstrap_all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    let logs = || String::new();
+    let out = scenario_at(&bootstrap_all, "basic", "cbasic", &["--replication-factor", "1"], &logs);
+    assert_eq!(fact(&out, "total"), "17");
+    let partition = partition_for("cbasic-txn", 4);
+    let (coordinator, isr) = zookeeper.partition_state("/kafka", "__transaction_state", partition);
+    assert_eq!(isr.len(), 3, "__transaction_state is replicated: {isr:?}");
+    let (error, state, producer_id, epoch) = describe(&brokers[coordinator as usize - 1], "cbasic-txn");
+    assert_eq!((error, state.as_str()), (0, "CompleteCommit"));
+
+    // kill -9 the coordinator: the new leader loads the id (same producer id, next epoch). The
+    // next transaction writes to a replicated topic made now (an admin request needs a live
+    // controller, which the killed broker may have been).
+    tests::admin(&bootstrap_all, "admin.create_topics([NewTopic('cbasic-re', 1, 3)])['cbasic-re'].result()");
+    brokers[coordinator as usize - 1].kill_9();
+    let survivors: Vec<&Broker> = brokers.iter().enumerate().filter(|(i, _)| *i as i32 + 1 != coordinator).map(|(_, b)| b).collect();
+    let bootstrap = survivors.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    scenario_at(&bootstrap, "reinit", "cbasic", &["--replication-factor", "2"], &logs);
+    let (new_coordinator, _) = zookeeper.partition_state("/kafka", "__transaction_state", partition);
+    assert_ne!(new_coordinator, coordinator);
+    let after = describe(&brokers[new_coordinator as usize - 1], "cbasic-txn");
+    assert_eq!(after, (0, "CompleteCommit".to_string(), producer_id, epoch + 1));
+    for (i, broker) in brokers.iter_mut().enumerate() {
+        if i as i32 + 1 != coordinator {
+            assert_eq!(broker.stop(), 0, "clean stop:\n{}", broker.log());
+        }
+    }
+}
