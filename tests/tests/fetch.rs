@@ -127,7 +127,9 @@ fn fetch_in_flight_while_retention_deletes_its_segment() {
         let dir = TempDir::new("fetch-in-flight-deletion");
         let broker = Broker::start(&dir.0, 1, &[path, "log.retention.check.interval.ms=100"]);
         let mut connection = Connection::open(broker.address());
-        create_topic(&mut connection, "doomed", 1, &[("segment.bytes", &SEGMENT_BYTES.to_string())]);
+        // retention.ms=-1: the batches' 2023 timestamps would make the first segment expire by
+        // time as soon as it rolls; only the retention.bytes change below may delete it.
+        create_topic(&mut connection, "doomed", 1, &[("segment.bytes", &SEGMENT_BYTES.to_string()), ("retention.ms", "-1")]);
         let mut produced = Vec::new();
         for index in 0..BATCH_COUNT {
             let batch = build_batch(900, 1000, 1_700_000_000_000, index as u8);
