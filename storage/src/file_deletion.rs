@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::io::BufferedFile;
 
 use crate::error::{Result, StorageError};
+use crate::segment_file::SegmentFile;
 
 /// How long a deletion waits for fetches in flight to let go of a deleted segment's files after
 /// `file.delete.delay.ms`. Past it the files are unlinked anyway (the last close may then happen
@@ -47,17 +47,32 @@ pub const DELETED_SUFFIX: &str = ".deleted";
 /// Suffix of a partition directory waiting for deletion (Kafka's: `<topic>-<p>.<id>-delete`).
 pub const DELETED_DIR_SUFFIX: &str = "-delete";
 
-/// One open segment file handed to a deletion: the shard's glommio file and the duplicate other
-/// shards send from. Clones of the segment's own handles: the deletion waits until they are the
-/// only ones left.
+/// One open segment file handed to a deletion: the shard's file and a duplicate of its
+/// descriptor, which the `file-deleter` thread closes last. The deletion waits until the segment
+/// and the fetches in flight hold neither any more.
 pub struct HeldFile {
-    pub file: Rc<BufferedFile>,
-    pub shared_fd: Arc<OwnedFd>,
+    pub file: Rc<SegmentFile>,
+    /// None only if the process was out of descriptors when the deletion began: the shard then
+    /// closes the last descriptor itself (logged), rather than never deleting.
+    pub shared_fd: Option<Arc<OwnedFd>>,
 }
 
 impl HeldFile {
+    pub fn new(file: Rc<SegmentFile>) -> HeldFile {
+        let shared_fd = match file.shared_fd() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(error = %e, "no descriptor left to hand a deleted segment to the file deleter; the shard closes it");
+                None
+            }
+        };
+        HeldFile { file, shared_fd }
+    }
+
     fn held_elsewhere(&self) -> bool {
-        Rc::strong_count(&self.file) > 1 || Arc::strong_count(&self.shared_fd) > 1
+        // Every region of this file shares our duplicate (`SegmentFile::shared_fd`), so counts
+        // above one mean a fetch in flight.
+        Rc::strong_count(&self.file) > 1 || self.shared_fd.as_ref().is_some_and(|fd| Arc::strong_count(fd) > 1)
     }
 }
 
@@ -115,13 +130,13 @@ pub fn delete_later(retired: Retired, delay_ms: u64) {
         let mut duplicates = Vec::with_capacity(held.len());
         for HeldFile { file, shared_fd } in held {
             match Rc::try_unwrap(file) {
-                // Not the file's last descriptor: `shared_fd` is still open.
+                // Not the file's last descriptor while `shared_fd` is open.
                 Ok(file) => {
-                    let _ = file.close().await;
+                    let _ = file.into_inner().close().await;
                 }
                 Err(_) => tracing::warn!(?paths, "a deleted segment is still held after {MAX_HOLDER_WAIT_MS} ms; removing it anyway"),
             }
-            duplicates.push(shared_fd);
+            duplicates.extend(shared_fd);
         }
         DELETER.get_or_init(Deleter::start).remove(paths, duplicates);
     })

@@ -10,6 +10,7 @@ pub mod log;
 pub mod log_manager;
 pub mod record;
 pub mod segment;
+pub mod segment_file;
 pub mod segment_index;
 pub mod test_support;
 

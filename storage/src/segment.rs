@@ -5,7 +5,7 @@
 //! not O_DIRECT (fetches are served from the page cache, which O_DIRECT writes would bypass).
 
 use std::path::{Path, PathBuf};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use glommio::io::{BufferedFile, OpenOptions};
 use crate::batch::{self, BatchHeader, Validation, BATCH_HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES};
 use crate::error::{Result, StorageError};
 use crate::file_deletion::{self, HeldFile};
+use crate::segment_file::SegmentFile;
 use crate::segment_index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 
 /// How much a recovery scan reads per I/O. Batches larger than this are read whole.
@@ -58,9 +59,7 @@ fn io_error(context: String) -> impl FnOnce(glommio::GlommioError<()>) -> Storag
 /// readable even if retention unlinks the segment while a fetch is still sending them.
 #[derive(Clone)]
 pub struct FileSlice {
-    pub file: Rc<BufferedFile>,
-    /// The same file for other threads (glommio's file is shard-local): see `FileRegion`.
-    pub shared_fd: Arc<OwnedFd>,
+    pub file: Rc<SegmentFile>,
     pub position: u64,
     pub length_bytes: u64,
     pub first_offset: i64,
@@ -89,8 +88,9 @@ pub struct FileRegion {
 }
 
 impl FileSlice {
-    pub fn region(&self) -> FileRegion {
-        FileRegion { fd: self.shared_fd.clone(), position: self.position, length_bytes: self.length_bytes }
+    /// Fails only when the process is out of descriptors (see `SegmentFile::shared_fd`).
+    pub fn region(&self) -> Result<FileRegion> {
+        Ok(FileRegion { fd: self.file.shared_fd()?, position: self.position, length_bytes: self.length_bytes })
     }
 
     /// Copies the slice into memory (the copy path; zero-copy senders use `file` directly).
@@ -122,10 +122,8 @@ pub enum ScanOutcome {
 pub struct Segment {
     pub base_offset: i64,
     dir: PathBuf,
-    file: Rc<BufferedFile>,
-    /// A duplicate of `file`'s descriptor, shared with other shards through `FileRegion`s. One per
-    /// segment (not per fetch), so a segment costs two descriptors.
-    shared_fd: Arc<OwnedFd>,
+    /// One descriptor per segment; `FileRegion`s and deletions duplicate it while they need to.
+    file: Rc<SegmentFile>,
     size_bytes: u64,
     /// Offset after the last batch in this segment (== base_offset while empty).
     next_offset: i64,
@@ -203,15 +201,10 @@ impl Segment {
     }
 
     fn new(dir: &Path, base_offset: i64, file: BufferedFile, size_bytes: u64, index_interval_bytes: u64) -> Result<Segment> {
-        // SAFETY: the descriptor belongs to `file`, which is alive for this call.
-        let shared_fd = unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) }
-            .try_clone_to_owned()
-            .map_err(|e| StorageError::io(format!("duplicating the descriptor of {}", log_path(dir, base_offset).display()), e))?;
         Ok(Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            file: Rc::new(file),
-            shared_fd: Arc::new(shared_fd),
+            file: Rc::new(SegmentFile::new(file)),
             size_bytes,
             next_offset: base_offset,
             offset_index: OffsetIndex::default(),
@@ -496,7 +489,6 @@ impl Segment {
     pub async fn read_batch(&self, position: u64, header: &BatchHeader) -> Result<Vec<u8>> {
         FileSlice {
             file: self.file.clone(),
-            shared_fd: self.shared_fd.clone(),
             position,
             length_bytes: header.size_bytes() as u64,
             first_offset: header.base_offset,
@@ -509,7 +501,7 @@ impl Segment {
     /// A slice of this segment's file (no I/O).
     pub fn slice(&self, position: u64, length_bytes: u64, first_offset: i64, last_offset: i64) -> FileSlice {
         debug_assert!(position + length_bytes <= self.size_bytes, "a slice lies within the segment");
-        FileSlice { file: self.file.clone(), shared_fd: self.shared_fd.clone(), position, length_bytes, first_offset, last_offset }
+        FileSlice { file: self.file.clone(), position, length_bytes, first_offset, last_offset }
     }
 
     /// Makes the log bytes durable (fdatasync of the log file only).
@@ -576,13 +568,13 @@ impl Segment {
     /// The segment's file paths and open handles, for a deletion (the segment is gone after).
     pub fn into_held(self) -> (Vec<PathBuf>, HeldFile) {
         let paths = self.file_paths().to_vec();
-        (paths, HeldFile { file: self.file.clone(), shared_fd: self.shared_fd.clone() })
+        (paths, HeldFile::new(self.file.clone()))
     }
 
     /// Clones of the segment's open handles (a whole-directory deletion holds them while the
     /// segment itself lives on until its log is dropped).
     pub fn held(&self) -> HeldFile {
-        HeldFile { file: self.file.clone(), shared_fd: self.shared_fd.clone() }
+        HeldFile::new(self.file.clone())
     }
 }
 
@@ -590,7 +582,7 @@ impl Segment {
 /// unlike a stat by path this never waits for the disk on the shard.
 /// See `Segment::background_flush`.
 pub struct BackgroundFlush {
-    file: Rc<BufferedFile>,
+    file: Rc<SegmentFile>,
     log_path: PathBuf,
     index_path: PathBuf,
     index_bytes: Vec<u8>,

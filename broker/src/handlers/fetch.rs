@@ -145,8 +145,10 @@ async fn read(
     };
     let mut records = Vec::with_capacity(read.slices.len());
     for slice in &read.slices {
-        if zero_copy {
-            records.push(Records::InFile(slice.region()));
+        // Out of descriptors for the duplicate a region needs: this slice goes by copy instead.
+        let region = if zero_copy { slice.region().map_err(|e| warn_descriptors_exhausted(&e)).ok() } else { None };
+        if let Some(region) = region {
+            records.push(Records::InFile(region));
         } else {
             match slice.read_bytes().await {
                 Ok(bytes) => records.push(Records::InMemory(Bytes::from(bytes))),
@@ -263,4 +265,17 @@ pub fn answer_pre_v4(mut body: Bytes, version: i16, correlation_id: i32) -> supe
         }
     }
     super::respond_with_length(response)
+}
+
+/// Once a minute at most: running out of descriptors is an operator's problem (raise
+/// `ulimit -n`), not a per-request one.
+fn warn_descriptors_exhausted(error: &storage::StorageError) {
+    static LAST_WARNED_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+    let now_ms = crate::clock::now_ms();
+    let last_ms = LAST_WARNED_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if now_ms.saturating_sub(last_ms) >= 60_000
+        && LAST_WARNED_MS.compare_exchange(last_ms, now_ms, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(%error, "descriptor budget exhausted: fetches fall back to copying (raise the process's RLIMIT_NOFILE)");
+    }
 }
