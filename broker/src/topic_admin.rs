@@ -69,19 +69,25 @@ pub async fn create_topic_here(
     Ok(info)
 }
 
-/// Opens the given partitions of `topic` on their owning shards (creating their directories).
+/// Opens the given partitions of `topic` on their owning shards (creating their directories),
+/// several at once: each open is mostly waits, and one by one a topic of 100 partitions took
+/// 0.4 s (each owner bounds its own opens in flight, `PartitionTable`).
 pub async fn open_partitions(shard: &Rc<Shard>, topic: &str, partitions: std::ops::Range<i32>) {
-    for partition in partitions {
-        let owner = shard.owner_of(topic, partition);
-        let topic = topic.to_string();
-        let opened = shard
-            .router
-            .call(owner, move |owner| async move { owner.partition(&topic, partition).await.map(|_| ()).map_err(|e| format!("{e:?}")) })
-            .await;
-        if let Err(e) = opened {
-            tracing::error!(partition, error = e, "opening a new partition");
-        }
-    }
+    use futures_util::stream::{self, StreamExt};
+    const OPENS_IN_FLIGHT: usize = 64;
+    stream::iter(partitions)
+        .for_each_concurrent(OPENS_IN_FLIGHT, |partition| async move {
+            let owner = shard.owner_of(topic, partition);
+            let topic = topic.to_string();
+            let opened = shard
+                .router
+                .call(owner, move |owner| async move { owner.partition(&topic, partition).await.map(|_| ()).map_err(|e| format!("{e:?}")) })
+                .await;
+            if let Err(e) = opened {
+                tracing::error!(partition, error = e, "opening a new partition");
+            }
+        })
+        .await;
 }
 /// The shape Kafka requires of a client's replica assignment (`validateReplicaAssignment`): no
 /// empty replica list, no broker twice in one, the same factor for every partition. Which
