@@ -86,6 +86,11 @@ impl LogDirs {
         if let Some(existing) = self.dirs.iter().map(|d| d.join(&name)).find(|p| p.is_dir()) {
             return Ok(existing);
         }
+        if let [only] = self.dirs.as_slice() {
+            // One dir: nothing to balance, and counting its entries for every new partition
+            // made creating 10,000 of them quadratic.
+            return Ok(only.join(name));
+        }
         let mut best: Option<(usize, &PathBuf)> = None;
         for dir in &self.dirs {
             let count = std::fs::read_dir(dir)

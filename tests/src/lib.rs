@@ -50,6 +50,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // KEEP_TEST_DIRS=1 keeps data and broker logs for a post-mortem.
+        if std::env::var_os("KEEP_TEST_DIRS").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -64,8 +64,20 @@ impl ZooKeeper {
 
     /// (leader, isr) of a partition, from its state znode under `chroot`, read with zkCli.
     pub fn partition_state(&self, chroot: &str, topic: &str, partition: i32) -> (i32, Vec<i32>) {
-        let state = self.cli(&format!("get {chroot}/brokers/topics/{topic}/partitions/{partition}/state"));
-        let json: serde_json::Value = serde_json::from_str(state.trim()).unwrap_or_else(|e| panic!("state znode {state:?}: {e}"));
+        // zkCli sometimes prints only its connection line (it lost the race with its own
+        // session): ask again, a few times, before calling the znode unreadable.
+        let mut attempts = 0;
+        let json: serde_json::Value = loop {
+            let state = self.cli(&format!("get {chroot}/brokers/topics/{topic}/partitions/{partition}/state"));
+            match serde_json::from_str(state.trim()) {
+                Ok(json) => break json,
+                Err(e) if attempts >= 5 => panic!("state znode {state:?}: {e}"),
+                Err(_) => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+        };
         let isr = json["isr"].as_array().unwrap().iter().map(|b| b.as_i64().unwrap() as i32).collect();
         (json["leader"].as_i64().unwrap() as i32, isr)
     }

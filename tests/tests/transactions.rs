@@ -162,6 +162,13 @@ fn cluster_coordinator_markers_and_failover() {
     // next transaction writes to a replicated topic made now (an admin request needs a live
     // controller, which the killed broker may have been).
     tests::admin(&bootstrap_all, "admin.create_topics([NewTopic('cbasic-re', 1, 3)])['cbasic-re'].result()");
+    // Only once both followers are in its ISR: killed before, its leader takes the partition
+    // offline with it (no unclean election), and the next transaction cannot write there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while zookeeper.partition_state("/kafka", "cbasic-re", 0).1.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "cbasic-re's ISR never filled: {:?}", zookeeper.partition_state("/kafka", "cbasic-re", 0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     brokers[coordinator as usize - 1].kill_9();
     let survivors: Vec<&Broker> = brokers.iter().enumerate().filter(|(i, _)| *i as i32 + 1 != coordinator).map(|(_, b)| b).collect();
     let bootstrap = survivors.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");

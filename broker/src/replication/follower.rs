@@ -1,6 +1,6 @@
-//! Cluster mode, follower side: for every partition this shard owns where this broker is a
-//! follower, a task fetches from the leader with the Fetch API (replica id set, from this log's
-//! end) and appends what comes back unchanged through the partition's door
+//! Cluster mode, follower side: for every leader broker this shard follows partitions from, one
+//! task (`LeaderFetcher`) fetches them all with the Fetch API over one connection (replica id
+//! set, each from its log's end) and appends what comes back unchanged through the partition's door
 //! (`Partition::append` with `AppendOrigin::Replication`: the leader's offsets and CRCs; it
 //! records producer state and wakes fetches waiting on this replica like any append). The leader learns this broker's log end offset from the fetch offset, which is what
 //! moves its high watermark.
@@ -9,13 +9,13 @@
 //! (OffsetForLeaderEpoch, `truncate_to_leader`).
 //!
 //! Hand-written around kafka-protocol's client side (Fetch v11: no sessions, no tagged fields):
-//! glommio has no Kafka client, and one request in flight per partition is all a follower needs.
+//! glommio has no Kafka client, and one request in flight per leader is all a follower needs.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -40,26 +40,53 @@ const ROLE_CHECK_INTERVAL_MS: u64 = 20;
 const FETCH_VERSION: i16 = 11;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
 const FETCH_MAX_WAIT_MS: i32 = 500;
+/// Kafka's `replica.fetch.max.bytes` default: per partition in one fetch.
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
-/// A response larger than this is refused (the leader sends at most one partition's worth).
+/// Kafka's `replica.fetch.response.max.bytes` default: the whole response.
+const RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
+/// A response larger than this is refused (the leader keeps to `RESPONSE_MAX_BYTES`, and sends
+/// a first batch larger than the budget whole).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 const RETRY_BACKOFF_MS: u64 = 500;
+/// Partitions in one Fetch, at most (a bound on the request; more wait for the next round).
+const MAX_PARTITIONS_PER_FETCH: usize = 10_000;
 
-/// (leader id, leader epoch, stop flag) per followed partition.
-type Followed = HashMap<(String, i32), (i32, i32, Rc<Cell<bool>>)>;
+/// What one fetcher knows of one partition it fetches.
+struct FetchState {
+    /// The leader's epoch this broker follows the partition in.
+    leader_epoch: i32,
+    /// Cut back to what the leader confirms (`truncate_to_leader`): required before the first
+    /// fetch from a leader in an epoch.
+    truncated: bool,
+    /// After a partition error, not asked for again before this.
+    retry_at: Option<Instant>,
+}
 
-/// Runs for the shard's life: starts and stops one fetcher per followed partition; on the same
-/// beat, the leader side's ISR check and the deletion of replicas whose topic left the cluster.
+/// The fetcher of one shard from one leader broker: every partition this shard follows from
+/// that broker goes in the same Fetch over one connection, as Kafka's replica fetcher threads
+/// do, rather than a connection and a loop per partition (issue 21: 3,000 followed partitions
+/// were 3,000 connections).
+struct LeaderFetcher {
+    leader: i32,
+    address: String,
+    partitions: RefCell<HashMap<(String, i32), FetchState>>,
+    /// Set when the leader left the cluster, moved, or leads nothing this shard follows.
+    stop: Cell<bool>,
+}
+
+/// Runs for the shard's life: keeps one fetcher per leader broker with the partitions followed
+/// from it; on the same beat, the leader side's ISR check and the deletion of replicas whose
+/// topic left the cluster.
 pub async fn follow_leaders(shard: Rc<Shard>) {
     let Some(cluster) = shard.broker.cluster.clone() else { return };
     let me = shard.broker.config.broker_id;
-    let mut followed: Followed = HashMap::new();
+    let mut fetchers: HashMap<i32, Rc<LeaderFetcher>> = HashMap::new();
     let mut seen: Option<Arc<zk::ClusterSnapshot>> = None;
-    let mut last_isr_check = std::time::Instant::now();
+    let mut last_isr_check = Instant::now();
     while !shard.broker.is_shutting_down() {
         let snapshot = cluster.view.snapshot();
         if last_isr_check.elapsed() >= Duration::from_millis(leader::ISR_CHECK_INTERVAL_MS) {
-            last_isr_check = std::time::Instant::now();
+            last_isr_check = Instant::now();
             leader::shrink_isrs(&shard, &snapshot, me);
         }
         if seen.as_ref().is_some_and(|seen| Arc::ptr_eq(seen, &snapshot)) {
@@ -84,27 +111,53 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
                 }
             }
         }
-        followed.retain(|key, (leader, epoch, stop)| {
-            let keep = wanted.get(key) == Some(&(*leader, *epoch));
+        // A fetcher whose leader moved to another address starts over under the new one.
+        fetchers.retain(|leader, fetcher| {
+            let address = snapshot.brokers.get(leader).map(|b| format!("{}:{}", b.host, b.port));
+            let keep = address.as_deref() == Some(fetcher.address.as_str());
             if !keep {
-                stop.set(true);
+                fetcher.stop.set(true);
             }
             keep
         });
-        for (key, (leader, epoch)) in wanted {
-            if followed.contains_key(&key) {
-                continue;
-            }
-            let Some(address) = snapshot.brokers.get(&leader).map(|b| format!("{}:{}", b.host, b.port)) else { continue };
-            let stop = Rc::new(Cell::new(false));
-            followed.insert(key.clone(), (leader, epoch, stop.clone()));
-            tracing::info!(topic = key.0, partition = key.1, leader, epoch, "following the leader");
-            glommio::spawn_local(fetch_from_leader(shard.clone(), key.0, key.1, address, me, epoch, stop)).detach();
+        for fetcher in fetchers.values() {
+            fetcher.partitions.borrow_mut().retain(|key, state| {
+                let keep = wanted.get(key) == Some(&(fetcher.leader, state.leader_epoch));
+                if !keep {
+                    tracing::info!(topic = key.0, partition = key.1, leader = fetcher.leader, "stopped following");
+                }
+                keep
+            });
         }
+        for (key, (leader, epoch)) in wanted {
+            let fetcher = match fetchers.get(&leader) {
+                Some(fetcher) => fetcher.clone(),
+                None => {
+                    let Some(address) = snapshot.brokers.get(&leader).map(|b| format!("{}:{}", b.host, b.port)) else { continue };
+                    let fetcher =
+                        Rc::new(LeaderFetcher { leader, address, partitions: RefCell::new(HashMap::new()), stop: Cell::new(false) });
+                    fetchers.insert(leader, fetcher.clone());
+                    glommio::spawn_local(fetch_from_leader(shard.clone(), fetcher.clone(), me)).detach();
+                    fetcher
+                }
+            };
+            let mut partitions = fetcher.partitions.borrow_mut();
+            if !partitions.contains_key(&key) {
+                tracing::info!(topic = key.0, partition = key.1, leader, epoch, "following the leader");
+                partitions.insert(key, FetchState { leader_epoch: epoch, truncated: false, retry_at: None });
+            }
+        }
+        fetchers.retain(|_, fetcher| {
+            let keep = !fetcher.partitions.borrow().is_empty();
+            if !keep {
+                fetcher.stop.set(true);
+            }
+            keep
+        });
         glommio::timer::sleep(Duration::from_millis(ROLE_CHECK_INTERVAL_MS)).await;
     }
-    for (_, (_, _, stop)) in followed {
-        stop.set(true);
+    for fetcher in fetchers.values() {
+        fetcher.stop.set(true);
     }
 }
 
@@ -116,56 +169,162 @@ struct Follower<'a> {
     partition: i32,
     /// This broker's id (the fetch's replica id).
     me: i32,
-    /// The leader's epoch this fetcher follows.
+    /// The leader's epoch this broker follows the partition in.
     leader_epoch: i32,
-    /// Set when a newer fetcher replaces this one (a new leader or epoch).
-    stop: &'a Cell<bool>,
 }
 
-async fn fetch_from_leader(
-    shard: Rc<Shard>,
-    topic: String,
-    partition: i32,
-    leader_address: String,
-    me: i32,
+/// One partition's place in a multi-partition fetch.
+struct Fetching {
+    key: (String, i32),
     leader_epoch: i32,
-    stop: Rc<Cell<bool>>,
-) {
+    fetch_offset: i64,
+    log_start_offset: i64,
+    handle: Rc<crate::partition::Partition>,
+}
+
+async fn fetch_from_leader(shard: Rc<Shard>, fetcher: Rc<LeaderFetcher>, me: i32) {
     let mut correlation_id = 0;
-    // Before taking anything from a new leader, cut this log back to what the leader confirms
-    // (see `truncate_to_leader`).
-    let mut truncated = false;
-    while !stop.get() && !shard.broker.is_shutting_down() {
-        let mut stream = match TcpStream::connect(leader_address.as_str()).await {
+    let mut round: usize = 0;
+    let running = || !fetcher.stop.get() && !shard.broker.is_shutting_down();
+    while running() {
+        let mut stream = match TcpStream::connect(fetcher.address.as_str()).await {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::debug!(topic, partition, leader_address, error = %e, "connecting to the leader");
+                tracing::debug!(leader = fetcher.leader, address = fetcher.address, error = %e, "connecting to the leader");
                 glommio::timer::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
                 continue;
             }
         };
-        while !stop.get() && !shard.broker.is_shutting_down() {
-            correlation_id += 1;
-            let follower = Follower { shard: &shard, topic: &topic, partition, me, leader_epoch, stop: &stop };
-            let step = if truncated {
-                fetch_once(follower, &mut stream, correlation_id).await
-            } else {
-                let step = truncate_to_leader(follower, &mut stream, correlation_id).await;
-                truncated = matches!(step, Ok(true));
-                step
-            };
-            match step {
+        while running() {
+            round = round.wrapping_add(1);
+            match fetch_round(&shard, &fetcher, &mut stream, me, &mut correlation_id, round).await {
                 Ok(true) => {}
-                Ok(false) => glommio::timer::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await,
+                Ok(false) => glommio::timer::sleep(Duration::from_millis(ROLE_CHECK_INTERVAL_MS)).await,
                 Err(e) => {
-                    tracing::warn!(topic, partition, leader_address, error = %e, "replica fetch failed; reconnecting");
+                    tracing::warn!(leader = fetcher.leader, address = fetcher.address, error = %e, "replica fetch failed; reconnecting");
                     glommio::timer::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
                     break;
                 }
             }
         }
     }
-    tracing::info!(topic, partition, leader_address, "stopped following");
+    tracing::info!(leader = fetcher.leader, address = fetcher.address, "fetcher stopped");
+}
+
+/// Truncates the partitions new to this leader (or epoch), then one Fetch for every partition
+/// ready to fetch. Ok(false): nothing was ready. Err: the connection failed (reconnect).
+async fn fetch_round(
+    shard: &Rc<Shard>,
+    fetcher: &LeaderFetcher,
+    stream: &mut TcpStream,
+    me: i32,
+    correlation_id: &mut i32,
+    round: usize,
+) -> Result<bool, String> {
+    let now = Instant::now();
+    let due = |state: &FetchState| state.retry_at.is_none_or(|at| at <= now);
+    let to_truncate: Vec<((String, i32), i32)> = fetcher
+        .partitions
+        .borrow()
+        .iter()
+        .filter(|(_, state)| !state.truncated && due(state))
+        .map(|(key, state)| (key.clone(), state.leader_epoch))
+        .collect();
+    for (key, leader_epoch) in to_truncate {
+        *correlation_id += 1;
+        let follower = Follower { shard, topic: &key.0, partition: key.1, me, leader_epoch };
+        let outcome = truncate_to_leader(follower, stream, *correlation_id).await?;
+        if let Some(state) = fetcher.partitions.borrow_mut().get_mut(&key).filter(|s| s.leader_epoch == leader_epoch) {
+            if outcome {
+                state.truncated = true;
+                state.retry_at = None;
+            } else {
+                state.retry_at = Some(Instant::now() + Duration::from_millis(RETRY_BACKOFF_MS));
+            }
+        }
+    }
+
+    let mut ready: Vec<((String, i32), i32)> = fetcher
+        .partitions
+        .borrow()
+        .iter()
+        .filter(|(_, state)| state.truncated && due(state))
+        .map(|(key, state)| (key.clone(), state.leader_epoch))
+        .collect();
+    if ready.is_empty() {
+        return Ok(false);
+    }
+    // The leader fills a response in request order up to its byte budget: start each round
+    // elsewhere so no partition waits behind busier ones for long.
+    ready.sort_unstable();
+    let len = ready.len();
+    ready.rotate_left(round % len);
+    ready.truncate(MAX_PARTITIONS_PER_FETCH);
+    let mut fetching = Vec::with_capacity(ready.len());
+    for (key, leader_epoch) in ready {
+        let handle = match shard.partitions.replica(&key.0, key.1).await {
+            Ok(handle) => handle,
+            Err(e) => {
+                // This partition only (e.g. out of descriptors): the others fetch on.
+                tracing::warn!(topic = key.0, partition = key.1, error = ?e, "a followed partition cannot be opened; retrying it later");
+                if let Some(state) = fetcher.partitions.borrow_mut().get_mut(&key) {
+                    state.retry_at = Some(Instant::now() + Duration::from_millis(RETRY_BACKOFF_MS));
+                }
+                continue;
+            }
+        };
+        let (fetch_offset, log_start_offset) = {
+            let log = handle.log.read().await.expect("partition lock");
+            (log.log_end_offset(), log.log_start_offset())
+        };
+        fetching.push(Fetching { key, leader_epoch, fetch_offset, log_start_offset, handle });
+    }
+    if fetching.is_empty() {
+        return Ok(false);
+    }
+    *correlation_id += 1;
+    let response = fetch(stream, me, &fetching, *correlation_id).await?;
+    let mut answers: HashMap<(&str, i32), &kafka_protocol::messages::fetch_response::PartitionData> = HashMap::new();
+    for topic in &response.responses {
+        for data in &topic.partitions {
+            answers.insert((topic.topic.0.as_str(), data.partition_index), data);
+        }
+    }
+    for asked in &fetching {
+        let (topic, partition) = (&asked.key.0, asked.key.1);
+        // Replaced while the fetch was in flight (a new leader or epoch): the answer may repeat
+        // or contradict what the new leader sends; its next round fetches again.
+        let still_followed = fetcher.partitions.borrow().get(&asked.key).is_some_and(|s| s.leader_epoch == asked.leader_epoch);
+        if !still_followed {
+            continue;
+        }
+        let Some(data) = answers.get(&(topic.as_str(), partition)) else { continue };
+        if let Err(error) = apply_fetched(asked, data).await {
+            tracing::debug!(topic, partition, error, "replica fetch of a partition refused or failed; retrying it later");
+            if let Some(state) = fetcher.partitions.borrow_mut().get_mut(&asked.key) {
+                state.retry_at = Some(Instant::now() + Duration::from_millis(RETRY_BACKOFF_MS));
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Appends one partition's answer through the partition's door and follows the leader's high
+/// watermark and log start offset.
+async fn apply_fetched(asked: &Fetching, data: &kafka_protocol::messages::fetch_response::PartitionData) -> Result<(), String> {
+    if data.error_code != 0 {
+        return Err(format!("{:?}", ResponseError::try_from_code(data.error_code)));
+    }
+    let handle = &asked.handle;
+    if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
+        handle.append(records, AppendOrigin::Replication).await.map_err(|e| e.to_string())?;
+    }
+    handle.follow_high_watermark(data.high_watermark);
+    if data.log_start_offset > asked.log_start_offset {
+        // DeleteRecords on the leader: ours follows (and says so in our next fetch).
+        handle.follow_log_start_offset(data.log_start_offset).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// One request and its response over the connection to the leader (kafka-protocol's client side).
@@ -255,7 +414,7 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
     }
     // No epochs to go by: a fetch from our log start tells the leader's high watermark without
     // claiming our log end (the leader takes a fetch offset for it).
-    let response = fetch(follower, stream, log_start_offset, log_start_offset, correlation_id).await?;
+    let response = fetch_offsets(stream, me, &[(topic, partition, leader_epoch, log_start_offset, log_start_offset)], correlation_id).await?;
     let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
         return Err("the response lacks the partition".into());
     };
@@ -272,55 +431,34 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
     Ok(true)
 }
 
-async fn fetch(follower: Follower<'_>, stream: &mut TcpStream, fetch_offset: i64, log_start_offset: i64, correlation_id: i32) -> Result<FetchResponse, String> {
-    let Follower { topic, partition, me, leader_epoch, .. } = follower;
+/// One Fetch for the given partitions, each from its offset.
+async fn fetch(stream: &mut TcpStream, me: i32, partitions: &[Fetching], correlation_id: i32) -> Result<FetchResponse, String> {
+    let wanted: Vec<(&str, i32, i32, i64, i64)> =
+        partitions.iter().map(|p| (p.key.0.as_str(), p.key.1, p.leader_epoch, p.fetch_offset, p.log_start_offset)).collect();
+    fetch_offsets(stream, me, &wanted, correlation_id).await
+}
+
+/// One Fetch for (topic, partition, leader epoch, fetch offset, log start offset) each; one
+/// FetchTopic per run of the same topic.
+async fn fetch_offsets(stream: &mut TcpStream, me: i32, wanted: &[(&str, i32, i32, i64, i64)], correlation_id: i32) -> Result<FetchResponse, String> {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for &(topic, partition, leader_epoch, fetch_offset, log_start_offset) in wanted {
+        let entry = FetchPartition::default()
+            .with_partition(partition)
+            .with_current_leader_epoch(leader_epoch)
+            .with_fetch_offset(fetch_offset)
+            .with_log_start_offset(log_start_offset)
+            .with_partition_max_bytes(PARTITION_MAX_BYTES);
+        match topics.last_mut() {
+            Some(last) if last.topic.0.as_str() == topic => last.partitions.push(entry),
+            _ => topics.push(FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(vec![entry])),
+        }
+    }
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(me))
         .with_max_wait_ms(FETCH_MAX_WAIT_MS)
         .with_min_bytes(1)
-        .with_max_bytes(PARTITION_MAX_BYTES)
-        .with_topics(vec![FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(vec![
-            FetchPartition::default()
-                .with_partition(partition)
-                .with_current_leader_epoch(leader_epoch)
-                .with_fetch_offset(fetch_offset)
-                .with_log_start_offset(log_start_offset)
-                .with_partition_max_bytes(PARTITION_MAX_BYTES),
-        ])]);
+        .with_max_bytes(RESPONSE_MAX_BYTES)
+        .with_topics(topics);
     round_trip(stream, ApiKey::Fetch, FETCH_VERSION, correlation_id, me, &request).await
 }
-
-/// One Fetch round trip from this log's end, appending what the leader sends. Ok(false): the
-/// leader answered with a partition error (retry later).
-async fn fetch_once(follower: Follower<'_>, stream: &mut TcpStream, correlation_id: i32) -> Result<bool, String> {
-    let Follower { shard, topic, partition, stop, .. } = follower;
-    let handle = shard.partitions.replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
-    let (log_end_offset, log_start_offset) = {
-        let log = handle.log.read().await.expect("partition lock");
-        (log.log_end_offset(), log.log_start_offset())
-    };
-    let response = fetch(follower, stream, log_end_offset, log_start_offset, correlation_id).await?;
-    let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
-        return Err("the response lacks the partition".into());
-    };
-    if data.error_code != 0 {
-        let error = ResponseError::try_from_code(data.error_code);
-        tracing::debug!(topic, partition, ?error, "the leader refused a replica fetch");
-        return Ok(false);
-    }
-    if stop.get() {
-        // Replaced while this fetch was in flight: the new fetcher appends from here on, and
-        // this answer may repeat what it appended already.
-        return Ok(false);
-    }
-    if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
-        handle.append(records, AppendOrigin::Replication).await.map_err(|e| e.to_string())?;
-    }
-    handle.follow_high_watermark(data.high_watermark);
-    if data.log_start_offset > log_start_offset {
-        // DeleteRecords on the leader: ours follows (and says so in our next fetch).
-        handle.follow_log_start_offset(data.log_start_offset).await.map_err(|e| e.to_string())?;
-    }
-    Ok(true)
-}
-
