@@ -223,6 +223,7 @@ impl Cleaner {
                     index_bytes: s.offset_index_size_bytes(),
                     time_index_bytes: s.time_index_size_bytes(),
                     slice: s.slice(0, s.size_bytes(), base, s.next_offset() - 1),
+                    txn_index: s.txn_index().clone(),
                 })
                 .collect();
             (plan, snapshot, log.config().clone(), log.dir().to_path_buf())
@@ -356,6 +357,11 @@ impl Cleaner {
                 stats.bytes_written += append_cleaned(&mut cleaned, &batch::empty_copy(&last), now_ms_of(filter)).await?;
             }
         }
+        // Control batches stay as they are, so every aborted transaction of the group keeps its
+        // marker, now in the cleaned segment: it carries their index entries, in marker order.
+        let mut txn_index = crate::txn_index::TxnIndex::default();
+        group.iter().flat_map(|s| s.txn_index.entries()).for_each(|&entry| txn_index.push(entry));
+        cleaned.set_txn_index(txn_index);
         cleaned.flush().await?;
         Ok(Some(cleaned))
     }
@@ -400,11 +406,7 @@ async fn swap_in(log: &mut Log, mut cleaned: Segment, group: &[&SegmentRef]) -> 
     let owned_dir = dir.clone();
     // The commit point: the log file's `.swap` name, after its indexes', made durable.
     on_blocking_thread(move || {
-        let from = segment_paths(&owned_dir, base, CLEANED_SUFFIX);
-        let to = segment_paths(&owned_dir, base, SWAP_SUFFIX);
-        for i in [1, 2, 0] {
-            std::fs::rename(&from[i], &to[i]).map_err(|e| StorageError::io(format!("renaming {}", from[i].display()), e))?;
-        }
+        rename_segment_files(&owned_dir, base, CLEANED_SUFFIX, SWAP_SUFFIX, false)?;
         crate::log_manager::sync_dir(&owned_dir)
     })
     .await
@@ -435,12 +437,7 @@ async fn swap_in(log: &mut Log, mut cleaned: Segment, group: &[&SegmentRef]) -> 
     file_deletion::delete_later(retired, delay_ms);
     let owned_dir = dir.clone();
     let renamed = on_blocking_thread(move || {
-        let from = segment_paths(&owned_dir, base, SWAP_SUFFIX);
-        let to = segment_paths(&owned_dir, base, "");
-        for i in [1, 2, 0] {
-            std::fs::rename(&from[i], &to[i]).map_err(|e| StorageError::io(format!("renaming {}", from[i].display()), e))?;
-        }
-        Ok::<_, StorageError>(())
+        rename_segment_files(&owned_dir, base, SWAP_SUFFIX, "", false)
     })
     .await;
     if renamed.is_ok() {
@@ -448,6 +445,22 @@ async fn swap_in(log: &mut Log, mut cleaned: Segment, group: &[&SegmentRef]) -> 
     }
     log.segments_mut().insert(base, cleaned);
     renamed
+}
+
+/// Renames a segment's files from `from_suffix` to `to_suffix`, its log file last (the commit
+/// point of a swap). A missing `.txnindex` is normal (no transaction aborted in the segment);
+/// with `missing_ok` (recovery) so is any missing index. Blocking: on the blocking thread.
+fn rename_segment_files(dir: &Path, base: i64, from_suffix: &str, to_suffix: &str, missing_ok: bool) -> Result<()> {
+    let from = segment_paths(dir, base, from_suffix);
+    let to = segment_paths(dir, base, to_suffix);
+    for i in [1, 2, 3, 0] {
+        match std::fs::rename(&from[i], &to[i]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && (i == 3 || missing_ok) => {}
+            Err(e) => return Err(StorageError::io(format!("renaming {}", from[i].display()), e)),
+        }
+    }
+    Ok(())
 }
 
 async fn remove_swapped(dir: PathBuf, base: i64) {
@@ -487,16 +500,8 @@ pub(crate) async fn complete_swap(dir: &Path, base: i64, index_interval_bytes: u
                 }
             }
         }
-        let from = segment_paths(&dir, base, SWAP_SUFFIX);
-        let to = segment_paths(&dir, base, "");
-        for i in [1, 2, 0] {
-            match std::fs::rename(&from[i], &to[i]) {
-                Ok(()) => {}
-                // An index renamed before the crash, or never written: the scan rebuilds it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StorageError::io(format!("renaming {}", from[i].display()), e)),
-            }
-        }
+        // An index renamed before the crash, or never written: the scan rebuilds it.
+        rename_segment_files(&dir, base, SWAP_SUFFIX, "", true)?;
         crate::log_manager::sync_dir(&dir)
     })
     .await
@@ -514,6 +519,8 @@ struct SegmentRef {
     index_bytes: u64,
     time_index_bytes: u64,
     slice: FileSlice,
+    /// Its aborted transactions: their markers stay, so the cleaned segment carries them.
+    txn_index: crate::txn_index::TxnIndex,
 }
 
 /// Kafka's groupSegmentsBySize: consecutive segments whose data fit in `segment.bytes` and whose
