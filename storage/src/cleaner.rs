@@ -13,7 +13,8 @@
 //!    `<base>.log.cleaned` (+ indexes): a record stays if it is its key's last, or past the map;
 //!    a tombstone also stays until its batch's delete horizon (KIP-534: set to now +
 //!    `delete.retention.ms` by the first clean that keeps it, stored in the batch); keyless records
-//!    go; control batches stay as they are. A batch keeps its base and last offset and producer
+//!    go; records of aborted transactions go (nor do they count in the map: an aborted value never
+//!    hides a committed one), as Kafka's; control batches stay as they are. A batch keeps its base and last offset and producer
 //!    fields; emptied, it stays as a bare header when it is a producer's last (its sequence) or the
 //!    group's last (the group's end offset, which recovery relies on).
 //! 4. Under the write lock, per group (the swap): the segments read must still be the log's; the
@@ -44,6 +45,7 @@ use crate::file_deletion::{self, on_blocking_thread};
 use crate::log::Log;
 use crate::record::RecordCodec;
 use crate::segment::{segment_paths, FileSlice, ScanOutcome, Segment, CLEANED_SUFFIX, SWAP_SUFFIX};
+use crate::txn_index::AbortedTxn;
 
 /// How much the cleaner reads per I/O; larger batches are read whole.
 const READ_CHUNK_BYTES: u64 = 1 << 20;
@@ -207,7 +209,7 @@ impl Cleaner {
     /// partition closed, the broker stopping): a clean stopped mid-way leaves the log as it was
     /// from the group it was on.
     pub async fn clean(&mut self, lock: &RwLock<Log>, codec: &dyn RecordCodec, now_ms: i64, limits: &CleanLimits, stop: &dyn Fn() -> bool) -> Result<CleanOutcome> {
-        let (plan, snapshot, config, dir) = {
+        let (plan, snapshot, config, dir, aborted) = {
             let log = lock.read().await.map_err(lock_error)?;
             let Some(plan) = log_to_clean(&log, now_ms, limits.last_stable_offset).await? else { return Ok(CleanOutcome::Nothing) };
             if plan.cleanable_bytes == 0 {
@@ -226,7 +228,9 @@ impl Cleaner {
                     txn_index: s.txn_index().clone(),
                 })
                 .collect();
-            (plan, snapshot, log.config().clone(), log.dir().to_path_buf())
+            // Every aborted transaction with data in the part cleaned (its marker may be later).
+            let aborted = log.collect_aborted_txns(log.log_start_offset(), plan.first_uncleanable_offset);
+            (plan, snapshot, log.config().clone(), log.dir().to_path_buf(), aborted)
         };
         let mut stats = CleanStats { first_dirty_offset: plan.first_dirty_offset, segments_before: 0, ..CleanStats::default() };
 
@@ -243,7 +247,7 @@ impl Cleaner {
                 if header.last_offset() < plan.first_dirty_offset {
                     continue;
                 }
-                if !header.is_control() {
+                if !header.is_control() && !is_aborted(&aborted, &header) {
                     if latest_offset.is_some() && self.map.len() + header.record_count as usize > self.map.capacity {
                         stats.map_full = true;
                         break 'segments;
@@ -275,6 +279,7 @@ impl Cleaner {
             delete_retention_ms: config.delete_retention_ms,
             round_end_offset: end_offset,
             producer_last_offsets: &limits.producer_last_offsets,
+            aborted: &aborted,
         };
         for group in groups {
             let base = group[0].base;
@@ -568,13 +573,25 @@ struct Filter<'a> {
     /// offset is not lost).
     round_end_offset: i64,
     producer_last_offsets: &'a HashSet<i64>,
+    /// The aborted transactions of the part cleaned: their records go.
+    aborted: &'a [AbortedTxn],
+}
+
+/// Whether `header`'s batch belongs to one of the `aborted` transactions.
+fn is_aborted(aborted: &[AbortedTxn], header: &BatchHeader) -> bool {
+    header.is_transactional()
+        && !header.is_control()
+        && aborted.iter().any(|t| t.producer_id == header.producer_id && t.first_offset <= header.base_offset && header.last_offset() < t.last_offset)
 }
 
 impl Filter<'_> {
     fn apply(&self, map: &OffsetMap, codec: &dyn RecordCodec, header: &BatchHeader, bytes: &[u8]) -> Result<Output> {
-        // No transactions yet: a control batch is kept as it is.
+        // Markers stay (their removal once the transaction's data is gone is not done yet).
         if header.is_control() {
             return Ok(Output::Original);
+        }
+        if is_aborted(self.aborted, header) {
+            return Ok(self.emptied(header));
         }
         let horizon = header.delete_horizon_ms();
         let mut keep = Vec::new();
@@ -602,11 +619,17 @@ impl Filter<'_> {
         if !keep.is_empty() {
             return Ok(Output::Rebuilt(codec.retain(bytes, &keep, new_horizon)?));
         }
+        Ok(self.emptied(header))
+    }
+
+    /// A batch none of whose records stays: dropped, or kept as a bare header when it is a
+    /// producer's last (its sequence) or the clean's last (the end offset).
+    fn emptied(&self, header: &BatchHeader) -> Output {
         let producers_last = header.has_producer_id() && self.producer_last_offsets.contains(&header.last_offset());
         if producers_last || header.next_offset() == self.round_end_offset {
-            return Ok(Output::Rebuilt(batch::empty_copy(header)));
+            return Output::Rebuilt(batch::empty_copy(header));
         }
-        Ok(Output::Drop)
+        Output::Drop
     }
 }
 

@@ -82,15 +82,7 @@ fn aborted_transactions_match_a_simple_reference() {
                         log.truncate_to(target).await.unwrap();
                         batches.retain(|&(_, offset, _, _)| offset < log.log_end_offset());
                     }
-                    _ => {
-                        let clean = rng.below(2) == 0;
-                        if clean {
-                            log.close().await.unwrap();
-                        } else {
-                            drop(log);
-                        }
-                        log = Log::open(&dir.partition(), config.clone(), clean).await.unwrap();
-                    }
+                    _ => log = reopen(log, &dir.partition(), config.clone(), rng.below(2) == 0).await,
                 }
                 let (open, aborted) = reference(&batches);
                 let end = log.log_end_offset();
