@@ -90,6 +90,27 @@ def basic(args):
     values = read_all(args.bootstrap, args.topic, 2, 11, 'read_committed')
     print(f'fact rc_committed={sum(v.startswith("commit") for v in values)}')
     print(f'fact rc_aborted={sum(v.startswith("abort") for v in values)}')
+    # A second client's read_committed (kafka-python filters by the aborted transactions list too).
+    values = read_all_kafka_python(args.bootstrap, args.topic, 2, 11)
+    print(f'fact kp_rc_committed={sum(v.startswith("commit") for v in values)}')
+    print(f'fact kp_rc_aborted={sum(v.startswith("abort") for v in values)}')
+
+
+def read_all_kafka_python(bootstrap, topic, partitions, expected):
+    import kafka
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, isolation_level='read_committed', enable_auto_commit=False,
+                                   auto_offset_reset='earliest', consumer_timeout_ms=2000)
+    consumer.assign([kafka.TopicPartition(topic, p) for p in range(partitions)])
+    values = []
+    deadline = time.time() + TIMEOUT_S
+    while len(values) <= expected and time.time() < deadline:
+        batch = consumer.poll(timeout_ms=500)
+        values.extend(m.value.decode() for records in batch.values() for m in records)
+        if len(values) >= expected:
+            values.extend(m.value.decode() for records in consumer.poll(timeout_ms=1000).values() for m in records)
+            break
+    consumer.close()
+    return values
 
 
 def fencing(args):

@@ -61,6 +61,7 @@ fn commit_abort_and_restart() {
     assert_eq!(fact(&out, "aborted"), "6", "read_uncommitted sees aborted records");
     assert_eq!(fact(&out, "total"), "17", "no control record reaches the application");
     assert_eq!((fact(&out, "rc_committed").as_str(), fact(&out, "rc_aborted").as_str()), ("11", "0"), "read_committed never sees aborted records");
+    assert_eq!((fact(&out, "kp_rc_committed").as_str(), fact(&out, "kp_rc_aborted").as_str()), ("11", "0"), "kafka-python's read_committed too");
     let (error, state, producer_id, epoch) = describe(&broker, "basic-txn");
     assert_eq!((error, state.as_str()), (0, "CompleteCommit"));
 
