@@ -143,9 +143,13 @@ impl ProducerStateTable {
 
     /// The smallest first offset of an open transaction: nothing at or after it is stable yet.
     /// Phase 2 computes the last stable offset from it.
-    #[allow(dead_code)] // the phase 2 seam (Partition::first_unstable_offset)
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.producers.values().filter_map(|entry| entry.current_txn_first_offset).min()
+    }
+
+    /// The first offset of `producer_id`'s open transaction here (the `.txnindex` entry of its abort).
+    pub fn open_txn_first_offset(&self, producer_id: i64) -> Option<i64> {
+        self.producers.get(&producer_id).and_then(|entry| entry.current_txn_first_offset)
     }
 
     /// The producers known on this partition (DescribeProducers).

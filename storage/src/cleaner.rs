@@ -13,7 +13,8 @@
 //!    `<base>.log.cleaned` (+ indexes): a record stays if it is its key's last, or past the map;
 //!    a tombstone also stays until its batch's delete horizon (KIP-534: set to now +
 //!    `delete.retention.ms` by the first clean that keeps it, stored in the batch); keyless records
-//!    go; control batches stay as they are. A batch keeps its base and last offset and producer
+//!    go; records of aborted transactions go (nor do they count in the map: an aborted value never
+//!    hides a committed one), as Kafka's; control batches stay as they are. A batch keeps its base and last offset and producer
 //!    fields; emptied, it stays as a bare header when it is a producer's last (its sequence) or the
 //!    group's last (the group's end offset, which recovery relies on).
 //! 4. Under the write lock, per group (the swap): the segments read must still be the log's; the
@@ -44,6 +45,7 @@ use crate::file_deletion::{self, on_blocking_thread};
 use crate::log::Log;
 use crate::record::RecordCodec;
 use crate::segment::{segment_paths, FileSlice, ScanOutcome, Segment, CLEANED_SUFFIX, SWAP_SUFFIX};
+use crate::txn_index::AbortedTxn;
 
 /// How much the cleaner reads per I/O; larger batches are read whole.
 const READ_CHUNK_BYTES: u64 = 1 << 20;
@@ -207,7 +209,7 @@ impl Cleaner {
     /// partition closed, the broker stopping): a clean stopped mid-way leaves the log as it was
     /// from the group it was on.
     pub async fn clean(&mut self, lock: &RwLock<Log>, codec: &dyn RecordCodec, now_ms: i64, limits: &CleanLimits, stop: &dyn Fn() -> bool) -> Result<CleanOutcome> {
-        let (plan, snapshot, config, dir) = {
+        let (plan, snapshot, config, dir, aborted) = {
             let log = lock.read().await.map_err(lock_error)?;
             let Some(plan) = log_to_clean(&log, now_ms, limits.last_stable_offset).await? else { return Ok(CleanOutcome::Nothing) };
             if plan.cleanable_bytes == 0 {
@@ -223,9 +225,12 @@ impl Cleaner {
                     index_bytes: s.offset_index_size_bytes(),
                     time_index_bytes: s.time_index_size_bytes(),
                     slice: s.slice(0, s.size_bytes(), base, s.next_offset() - 1),
+                    txn_index: s.txn_index().clone(),
                 })
                 .collect();
-            (plan, snapshot, log.config().clone(), log.dir().to_path_buf())
+            // Every aborted transaction with data in the part cleaned (its marker may be later).
+            let aborted = log.collect_aborted_txns(log.log_start_offset(), plan.first_uncleanable_offset);
+            (plan, snapshot, log.config().clone(), log.dir().to_path_buf(), aborted)
         };
         let mut stats = CleanStats { first_dirty_offset: plan.first_dirty_offset, segments_before: 0, ..CleanStats::default() };
 
@@ -242,7 +247,7 @@ impl Cleaner {
                 if header.last_offset() < plan.first_dirty_offset {
                     continue;
                 }
-                if !header.is_control() {
+                if !header.is_control() && !is_aborted(&aborted, &header) {
                     if latest_offset.is_some() && self.map.len() + header.record_count as usize > self.map.capacity {
                         stats.map_full = true;
                         break 'segments;
@@ -274,6 +279,7 @@ impl Cleaner {
             delete_retention_ms: config.delete_retention_ms,
             round_end_offset: end_offset,
             producer_last_offsets: &limits.producer_last_offsets,
+            aborted: &aborted,
         };
         for group in groups {
             let base = group[0].base;
@@ -356,6 +362,11 @@ impl Cleaner {
                 stats.bytes_written += append_cleaned(&mut cleaned, &batch::empty_copy(&last), now_ms_of(filter)).await?;
             }
         }
+        // Control batches stay as they are, so every aborted transaction of the group keeps its
+        // marker, now in the cleaned segment: it carries their index entries, in marker order.
+        let mut txn_index = crate::txn_index::TxnIndex::default();
+        group.iter().flat_map(|s| s.txn_index.entries()).for_each(|&entry| txn_index.push(entry));
+        cleaned.set_txn_index(txn_index);
         cleaned.flush().await?;
         Ok(Some(cleaned))
     }
@@ -400,11 +411,7 @@ async fn swap_in(log: &mut Log, mut cleaned: Segment, group: &[&SegmentRef]) -> 
     let owned_dir = dir.clone();
     // The commit point: the log file's `.swap` name, after its indexes', made durable.
     on_blocking_thread(move || {
-        let from = segment_paths(&owned_dir, base, CLEANED_SUFFIX);
-        let to = segment_paths(&owned_dir, base, SWAP_SUFFIX);
-        for i in [1, 2, 0] {
-            std::fs::rename(&from[i], &to[i]).map_err(|e| StorageError::io(format!("renaming {}", from[i].display()), e))?;
-        }
+        rename_segment_files(&owned_dir, base, CLEANED_SUFFIX, SWAP_SUFFIX, false)?;
         crate::log_manager::sync_dir(&owned_dir)
     })
     .await
@@ -435,12 +442,7 @@ async fn swap_in(log: &mut Log, mut cleaned: Segment, group: &[&SegmentRef]) -> 
     file_deletion::delete_later(retired, delay_ms);
     let owned_dir = dir.clone();
     let renamed = on_blocking_thread(move || {
-        let from = segment_paths(&owned_dir, base, SWAP_SUFFIX);
-        let to = segment_paths(&owned_dir, base, "");
-        for i in [1, 2, 0] {
-            std::fs::rename(&from[i], &to[i]).map_err(|e| StorageError::io(format!("renaming {}", from[i].display()), e))?;
-        }
-        Ok::<_, StorageError>(())
+        rename_segment_files(&owned_dir, base, SWAP_SUFFIX, "", false)
     })
     .await;
     if renamed.is_ok() {
@@ -448,6 +450,22 @@ async fn swap_in(log: &mut Log, mut cleaned: Segment, group: &[&SegmentRef]) -> 
     }
     log.segments_mut().insert(base, cleaned);
     renamed
+}
+
+/// Renames a segment's files from `from_suffix` to `to_suffix`, its log file last (the commit
+/// point of a swap). A missing `.txnindex` is normal (no transaction aborted in the segment);
+/// with `missing_ok` (recovery) so is any missing index. Blocking: on the blocking thread.
+fn rename_segment_files(dir: &Path, base: i64, from_suffix: &str, to_suffix: &str, missing_ok: bool) -> Result<()> {
+    let from = segment_paths(dir, base, from_suffix);
+    let to = segment_paths(dir, base, to_suffix);
+    for i in [1, 2, 3, 0] {
+        match std::fs::rename(&from[i], &to[i]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && (i == 3 || missing_ok) => {}
+            Err(e) => return Err(StorageError::io(format!("renaming {}", from[i].display()), e)),
+        }
+    }
+    Ok(())
 }
 
 async fn remove_swapped(dir: PathBuf, base: i64) {
@@ -487,16 +505,8 @@ pub(crate) async fn complete_swap(dir: &Path, base: i64, index_interval_bytes: u
                 }
             }
         }
-        let from = segment_paths(&dir, base, SWAP_SUFFIX);
-        let to = segment_paths(&dir, base, "");
-        for i in [1, 2, 0] {
-            match std::fs::rename(&from[i], &to[i]) {
-                Ok(()) => {}
-                // An index renamed before the crash, or never written: the scan rebuilds it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StorageError::io(format!("renaming {}", from[i].display()), e)),
-            }
-        }
+        // An index renamed before the crash, or never written: the scan rebuilds it.
+        rename_segment_files(&dir, base, SWAP_SUFFIX, "", true)?;
         crate::log_manager::sync_dir(&dir)
     })
     .await
@@ -514,6 +524,8 @@ struct SegmentRef {
     index_bytes: u64,
     time_index_bytes: u64,
     slice: FileSlice,
+    /// Its aborted transactions: their markers stay, so the cleaned segment carries them.
+    txn_index: crate::txn_index::TxnIndex,
 }
 
 /// Kafka's groupSegmentsBySize: consecutive segments whose data fit in `segment.bytes` and whose
@@ -561,13 +573,25 @@ struct Filter<'a> {
     /// offset is not lost).
     round_end_offset: i64,
     producer_last_offsets: &'a HashSet<i64>,
+    /// The aborted transactions of the part cleaned: their records go.
+    aborted: &'a [AbortedTxn],
+}
+
+/// Whether `header`'s batch belongs to one of the `aborted` transactions.
+fn is_aborted(aborted: &[AbortedTxn], header: &BatchHeader) -> bool {
+    header.is_transactional()
+        && !header.is_control()
+        && aborted.iter().any(|t| t.producer_id == header.producer_id && t.first_offset <= header.base_offset && header.last_offset() < t.last_offset)
 }
 
 impl Filter<'_> {
     fn apply(&self, map: &OffsetMap, codec: &dyn RecordCodec, header: &BatchHeader, bytes: &[u8]) -> Result<Output> {
-        // No transactions yet: a control batch is kept as it is.
+        // Markers stay (their removal once the transaction's data is gone is not done yet).
         if header.is_control() {
             return Ok(Output::Original);
+        }
+        if is_aborted(self.aborted, header) {
+            return Ok(self.emptied(header));
         }
         let horizon = header.delete_horizon_ms();
         let mut keep = Vec::new();
@@ -595,11 +619,17 @@ impl Filter<'_> {
         if !keep.is_empty() {
             return Ok(Output::Rebuilt(codec.retain(bytes, &keep, new_horizon)?));
         }
+        Ok(self.emptied(header))
+    }
+
+    /// A batch none of whose records stays: dropped, or kept as a bare header when it is a
+    /// producer's last (its sequence) or the clean's last (the end offset).
+    fn emptied(&self, header: &BatchHeader) -> Output {
         let producers_last = header.has_producer_id() && self.producer_last_offsets.contains(&header.last_offset());
         if producers_last || header.next_offset() == self.round_end_offset {
-            return Ok(Output::Rebuilt(batch::empty_copy(header)));
+            return Output::Rebuilt(batch::empty_copy(header));
         }
-        Ok(Output::Drop)
+        Output::Drop
     }
 }
 

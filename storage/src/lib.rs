@@ -13,6 +13,7 @@ pub mod segment;
 pub mod segment_file;
 pub mod segment_index;
 pub mod test_support;
+pub mod txn_index;
 
 pub use crate::config::LogConfig;
 pub use crate::error::{Result, StorageError};

@@ -18,6 +18,7 @@ use crate::error::{Result, StorageError};
 use crate::file_deletion;
 use crate::leader_epoch_cache::LeaderEpochCache;
 use crate::segment::{FileSlice, ScanOutcome, Segment, MAX_SEGMENT_BYTES};
+use crate::txn_index::{control_type, AbortedTxn, ControlType, OpenTxns, TxnIndex};
 
 /// Per-partition file holding the offset below which every byte is known durable and checked.
 /// Same name and text format as Kafka's per-directory file, with the one partition's line.
@@ -43,6 +44,14 @@ impl CheckedBatches<'_> {
     /// The batches' headers as received (base offsets not yet assigned for a producer's).
     pub fn headers(&self) -> &[BatchHeader] {
         &self.headers
+    }
+
+    /// Which batches are ABORT markers (transaction control batches whose record says ABORT):
+    /// their transactions go to the `.txnindex` once appended (`Log::append_aborted_txn`).
+    pub fn abort_marker_indexes(&self) -> Vec<usize> {
+        (0..self.batches.len())
+            .filter(|&i| self.headers[i].is_control() && control_type(self.batches[i]) == Some(ControlType::Abort))
+            .collect()
     }
 }
 
@@ -155,6 +164,7 @@ impl Log {
             cleaner_checkpoint,
         };
         let count = base_offsets.len();
+        let mut scanned = Vec::new();
         for (i, &base_offset) in base_offsets.iter().enumerate() {
             let is_last = i + 1 == count;
             let next_base = base_offsets.get(i + 1).copied();
@@ -163,6 +173,7 @@ impl Log {
             let after_recovery_point = (!clean_shutdown && next_base.map_or(true, |next| next > recovery_point)) || must_scan.contains(&base_offset);
             let trusted = !after_recovery_point && segment.load_indexes().await?;
             if !trusted {
+                scanned.push(base_offset);
                 if let ScanOutcome::InvalidFrom { valid_bytes, reason } = segment.scan().await? {
                     if is_last {
                         tracing::warn!(
@@ -196,6 +207,9 @@ impl Log {
         }
         let active = log.active();
         log.log_end_offset = active.next_offset().max(active.base_offset);
+        if let Some(&first_scanned) = scanned.first() {
+            log.rebuild_txn_indexes(first_scanned).await?;
+        }
         let first_base = log.first_segment_base();
         log.log_start_offset = saved_log_start_offset.unwrap_or(first_base).clamp(first_base, log.log_end_offset);
         log.recovery_point = if clean_shutdown { log.log_end_offset } else { recovery_point.min(log.log_end_offset) };
@@ -613,6 +627,70 @@ impl Log {
         Ok(result)
     }
 
+    /// Records the transaction an ABORT marker just appended ends (the caller knows where the
+    /// producer's transaction began; see `txn_index`). The marker is in the active segment.
+    pub fn append_aborted_txn(&mut self, entry: AbortedTxn) {
+        assert!(entry.last_offset < self.log_end_offset, "the marker is in the log");
+        self.active_mut().push_aborted_txn(entry);
+    }
+
+    /// The aborted transactions overlapping [fetch_offset, upper_bound_offset), from the index of
+    /// the segment holding `fetch_offset` on, as Kafka's `collectAbortedTransactions`: a
+    /// read_committed fetch returns them beside its records.
+    pub fn collect_aborted_txns(&self, fetch_offset: i64, upper_bound_offset: i64) -> Vec<AbortedTxn> {
+        let mut found = Vec::new();
+        let first = self.segments.range(..=fetch_offset).next_back().map(|(&base, _)| base).unwrap_or(i64::MIN);
+        for segment in self.segments.range(first..).map(|(_, s)| s) {
+            if segment.txn_index().collect(fetch_offset, upper_bound_offset, &mut found) {
+                break;
+            }
+        }
+        found
+    }
+
+    /// Recovery: the `.txnindex` of every segment from `first_scanned` on is rebuilt from the
+    /// log (a crash may have lost entries written since the last flush). Where each aborted
+    /// transaction began needs the batches before it: headers from the log start are replayed,
+    /// reading whole batches only for the control batches of the rebuilt segments.
+    async fn rebuild_txn_indexes(&mut self, first_scanned: i64) -> Result<()> {
+        // Most logs have no transaction: then the rebuilt indexes are empty, no replay needed.
+        let mut any_abort = false;
+        'segments: for segment in self.segments.range(first_scanned..).map(|(_, s)| s) {
+            let mut position = 0;
+            while let Some(header) = segment.read_header_at(position).await? {
+                if header.is_control() && header.is_transactional() && control_type(&segment.read_batch(position, &header).await?) == Some(ControlType::Abort) {
+                    any_abort = true;
+                    break 'segments;
+                }
+                position += header.size_bytes() as u64;
+            }
+        }
+        let replay_from = if any_abort { i64::MIN } else { first_scanned };
+        let mut open = OpenTxns::default();
+        let bases: Vec<i64> = self.segments.range(replay_from..).map(|(&base, _)| base).collect();
+        for base in bases {
+            let segment = &self.segments[&base];
+            let rebuild = base >= first_scanned;
+            let mut index = TxnIndex::default();
+            let mut position = 0;
+            while let Some(header) = segment.read_header_at(position).await? {
+                if let Some(entry) = open.record(&header).filter(|_| any_abort) {
+                    if rebuild && control_type(&segment.read_batch(position, &header).await?) == Some(ControlType::Abort) {
+                        index.push(entry);
+                    }
+                }
+                position += header.size_bytes() as u64;
+            }
+            if rebuild {
+                if !index.is_empty() {
+                    tracing::info!(dir = %self.dir.display(), base_offset = base, aborted = index.entries().len(), "rebuilt the transaction index");
+                }
+                self.segments.get_mut(&base).expect("listed").set_txn_index(index);
+            }
+        }
+        Ok(())
+    }
+
     /// Copies a read's bytes into memory (tests and the copy path).
     pub async fn read_bytes(&self, offset: i64, max_bytes: u64) -> Result<Vec<u8>> {
         let result = self.read(offset, max_bytes, i64::MAX, true).await?;
@@ -759,6 +837,7 @@ impl Log {
             }
         }
         let segment = self.active_mut();
+        segment.truncate_txn_index(offset);
         let cut = match segment.find_batch(offset, u64::MAX).await? {
             Some((position, _)) => position,
             None => segment.size_bytes(),
@@ -808,7 +887,7 @@ struct SegmentListing {
 /// never reached `.swap`: the commit point is the log file's rename), and index files without
 /// a log. Blocking: runs on the blocking thread.
 fn list_segments(dir: &Path) -> Result<SegmentListing> {
-    use crate::segment::{CLEANED_SUFFIX, SWAP_SUFFIX};
+    use crate::segment::{CLEANED_SUFFIX, INDEX_SUFFIXES, SWAP_SUFFIX};
     let mut base_offsets = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
     let mut leftovers = Vec::new();
@@ -821,7 +900,7 @@ fn list_segments(dir: &Path) -> Result<SegmentListing> {
         } else if let Some(stem) = name.strip_suffix(SWAP_SUFFIX) {
             if let Some(base) = stem.strip_suffix(".log").and_then(|b| b.parse::<i64>().ok()) {
                 swaps.push(base);
-            } else if let Some(index_stem) = stem.strip_suffix(".index").or_else(|| stem.strip_suffix(".timeindex")) {
+            } else if let Some(index_stem) = INDEX_SUFFIXES.iter().find_map(|suffix| stem.strip_suffix(suffix)) {
                 if !dir.join(format!("{index_stem}.log{SWAP_SUFFIX}")).exists() {
                     leftovers.push(entry.path());
                 }
@@ -830,7 +909,7 @@ fn list_segments(dir: &Path) -> Result<SegmentListing> {
             if let Ok(base) = stem.parse::<i64>() {
                 base_offsets.push(base);
             }
-        } else if let Some(stem) = name.strip_suffix(".index").or_else(|| name.strip_suffix(".timeindex")) {
+        } else if let Some(stem) = INDEX_SUFFIXES.iter().find_map(|suffix| name.strip_suffix(suffix)) {
             if !dir.join(format!("{stem}.log")).exists() {
                 leftovers.push(entry.path());
             }

@@ -1,5 +1,5 @@
-//! One segment: a `.log` file of whole batches starting at `base_offset`, with its `.index` and
-//! `.timeindex` beside it. Only the last segment of a log (the active one) is appended to.
+//! One segment: a `.log` file of whole batches starting at `base_offset`, with its `.index`,
+//! `.timeindex` and (once a transaction aborted in it) `.txnindex` beside it. Only the last segment of a log (the active one) is appended to.
 //!
 //! Files are written through glommio's buffered (page-cache) file: see ARCHITECTURE.md for why
 //! not O_DIRECT (fetches are served from the page cache, which O_DIRECT writes would bypass).
@@ -16,6 +16,7 @@ use crate::error::{Result, StorageError};
 use crate::file_deletion::{self, HeldFile};
 use crate::segment_file::SegmentFile;
 use crate::segment_index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::txn_index::{AbortedTxn, TxnIndex};
 
 /// How much a recovery scan reads per I/O. Batches larger than this are read whole.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
@@ -35,16 +36,22 @@ fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
 fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(format!("{}.timeindex", file_stem(base_offset)))
 }
+fn txn_index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{}.txnindex", file_stem(base_offset)))
+}
+
+/// The index file suffixes a segment may have beside its `.log` (leftovers without a log go).
+pub const INDEX_SUFFIXES: [&str; 3] = [".index", ".timeindex", ".txnindex"];
 
 /// Suffix of a segment the cleaner is still writing (Kafka's): removed at open.
 pub const CLEANED_SUFFIX: &str = ".cleaned";
 /// Suffix of a complete cleaned segment being swapped in (Kafka's): recovery finishes the swap.
 pub const SWAP_SUFFIX: &str = ".swap";
 
-/// The three files of the segment at `base_offset` (log, offset index, time index), each with
-/// `suffix` appended (`""`, `CLEANED_SUFFIX`, `SWAP_SUFFIX`).
-pub fn segment_paths(dir: &Path, base_offset: i64, suffix: &str) -> [PathBuf; 3] {
-    [log_path(dir, base_offset), index_path(dir, base_offset), time_index_path(dir, base_offset)].map(|path| {
+/// The four files of the segment at `base_offset` (log, offset index, time index, transaction
+/// index: the last may not exist), each with `suffix` appended (`""`, `CLEANED_SUFFIX`, `SWAP_SUFFIX`).
+pub fn segment_paths(dir: &Path, base_offset: i64, suffix: &str) -> [PathBuf; 4] {
+    [log_path(dir, base_offset), index_path(dir, base_offset), time_index_path(dir, base_offset), txn_index_path(dir, base_offset)].map(|path| {
         let mut name = path.into_os_string();
         name.push(suffix);
         PathBuf::from(name)
@@ -140,6 +147,10 @@ pub struct Segment {
     index_interval_bytes: u64,
     /// Appended to the file names while the cleaner writes and swaps this segment ("" otherwise).
     suffix: &'static str,
+    /// The transactions aborted by markers in this segment (`.txnindex`).
+    txn_index: TxnIndex,
+    /// The `.txnindex` file exists (it is written only once it has entries, as Kafka creates it).
+    txn_index_file_exists: bool,
 }
 
 impl Segment {
@@ -149,7 +160,7 @@ impl Segment {
 
     /// A new segment file named with `suffix` (the cleaner's `CLEANED_SUFFIX`).
     pub async fn create_with_suffix(dir: &Path, base_offset: i64, index_interval_bytes: u64, suffix: &'static str) -> Result<Segment> {
-        let [path, _, _] = segment_paths(dir, base_offset, suffix);
+        let [path, _, _, _] = segment_paths(dir, base_offset, suffix);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -164,7 +175,7 @@ impl Segment {
 
     /// An existing segment file named with `suffix` (recovery of a `SWAP_SUFFIX` segment).
     pub async fn open_with_suffix(dir: &Path, base_offset: i64, index_interval_bytes: u64, suffix: &'static str) -> Result<Segment> {
-        let [path, _, _] = segment_paths(dir, base_offset, suffix);
+        let [path, _, _, _] = segment_paths(dir, base_offset, suffix);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -183,7 +194,7 @@ impl Segment {
     }
 
     /// The files this segment's data and indexes are in now.
-    pub fn file_paths(&self) -> [PathBuf; 3] {
+    pub fn file_paths(&self) -> [PathBuf; 4] {
         segment_paths(&self.dir, self.base_offset, self.suffix)
     }
 
@@ -216,6 +227,8 @@ impl Segment {
             indexes_dirty: true,
             index_interval_bytes,
             suffix: "",
+            txn_index: TxnIndex::default(),
+            txn_index_file_exists: false,
         })
     }
 
@@ -237,7 +250,7 @@ impl Segment {
     }
 
     pub fn path(&self) -> PathBuf {
-        let [log, _, _] = self.file_paths();
+        let [log, _, _, _] = self.file_paths();
         log
     }
     pub fn size_bytes(&self) -> u64 {
@@ -261,6 +274,30 @@ impl Segment {
     pub fn time_index(&self) -> &TimeIndex {
         &self.time_index
     }
+    pub fn txn_index(&self) -> &TxnIndex {
+        &self.txn_index
+    }
+
+    /// Records an aborted transaction whose marker is in this segment (written with the other
+    /// indexes).
+    pub fn push_aborted_txn(&mut self, entry: AbortedTxn) {
+        assert!(entry.last_offset >= self.base_offset && entry.last_offset < self.next_offset, "the marker is in this segment");
+        self.txn_index.push(entry);
+        self.indexes_dirty = true;
+    }
+
+    /// Replaces the aborted transactions (recovery's rebuild, the cleaner's copy).
+    pub fn set_txn_index(&mut self, index: TxnIndex) {
+        self.txn_index = index;
+        self.indexes_dirty = true;
+    }
+
+    /// The log is cut back to `offset`: aborts whose marker is gone leave the index.
+    pub fn truncate_txn_index(&mut self, offset: i64) {
+        if self.txn_index.truncate_from(offset) {
+            self.indexes_dirty = true;
+        }
+    }
 
     /// Loads the index files of a segment that recovery trusts. Returns false (and leaves the
     /// in-memory indexes empty) if either file is missing or invalid: the caller rebuilds with `scan`.
@@ -275,6 +312,11 @@ impl Segment {
             return Ok(false);
         };
         let Some(time_index) = TimeIndex::decode(&time_bytes) else {
+            return Ok(false);
+        };
+        // No `.txnindex`: no transaction aborted in the segment (Kafka creates it on the first).
+        let txn_bytes = read_whole_file(&txn_index_path(&self.dir, self.base_offset)).await?;
+        let Some(txn_index) = TxnIndex::decode(txn_bytes.as_deref().unwrap_or_default()) else {
             return Ok(false);
         };
         if self.size_bytes > 0 && offset_index.is_empty() {
@@ -301,6 +343,8 @@ impl Segment {
         self.next_offset = next_offset;
         self.offset_index = offset_index;
         self.time_index = time_index;
+        self.txn_index = txn_index;
+        self.txn_index_file_exists = txn_bytes.is_some();
         if let Some((timestamp_ms, relative_offset)) = self.time_index.last() {
             if timestamp_ms > self.max_timestamp_ms {
                 self.max_timestamp_ms = timestamp_ms;
@@ -522,7 +566,7 @@ impl Segment {
     /// indexes stay marked dirty here: a later `write_indexes_if_dirty` writes the same bytes.
     pub fn background_flush(&mut self) -> BackgroundFlush {
         self.push_final_time_index_entry();
-        let [log_path, index_path, time_index_path] = self.file_paths();
+        let [log_path, index_path, time_index_path, txn_index_path] = self.file_paths();
         BackgroundFlush {
             file: self.file.clone(),
             log_path,
@@ -530,6 +574,7 @@ impl Segment {
             index_bytes: self.offset_index.encode(),
             time_index_path,
             time_index_bytes: self.time_index.encode(),
+            txn_index: self.txn_index_to_write().then(|| (txn_index_path, self.txn_index.encode())),
         }
     }
 
@@ -542,17 +587,27 @@ impl Segment {
         }
     }
 
-    /// Writes both index files if they changed since last written (durably: a clean start
+    /// Writes the index files if they changed since last written (durably: a clean start
     /// trusts them).
     pub async fn write_indexes_if_dirty(&mut self) -> Result<()> {
         if self.indexes_dirty {
             self.push_final_time_index_entry();
-            let [_, index, time_index] = self.file_paths();
+            let [_, index, time_index, txn_index] = self.file_paths();
             write_whole_file(&index, self.offset_index.encode()).await?;
             write_whole_file(&time_index, self.time_index.encode()).await?;
+            if self.txn_index_to_write() {
+                write_whole_file(&txn_index, self.txn_index.encode()).await?;
+            }
             self.indexes_dirty = false;
         }
         Ok(())
+    }
+
+    /// Whether the `.txnindex` is written (from its first entry on: most segments never have one,
+    /// and a file for each would cost an inode), noting that it will exist.
+    fn txn_index_to_write(&mut self) -> bool {
+        self.txn_index_file_exists |= !self.txn_index.is_empty();
+        self.txn_index_file_exists
     }
 
     /// Deletes the segment as Kafka does, without blocking the shard (see `file_deletion`): its
@@ -588,6 +643,7 @@ pub struct BackgroundFlush {
     index_bytes: Vec<u8>,
     time_index_path: PathBuf,
     time_index_bytes: Vec<u8>,
+    txn_index: Option<(PathBuf, Vec<u8>)>,
 }
 
 impl BackgroundFlush {
@@ -596,7 +652,11 @@ impl BackgroundFlush {
     pub async fn run(self) -> Result<()> {
         self.file.fdatasync().await.map_err(io_error(format!("fdatasync {}", self.log_path.display())))?;
         write_whole_file(&self.index_path, self.index_bytes).await?;
-        write_whole_file(&self.time_index_path, self.time_index_bytes).await
+        write_whole_file(&self.time_index_path, self.time_index_bytes).await?;
+        if let Some((path, bytes)) = self.txn_index {
+            write_whole_file(&path, bytes).await?;
+        }
+        Ok(())
     }
 }
 

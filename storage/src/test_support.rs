@@ -93,3 +93,20 @@ pub fn build_keyed_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], base_timest
     };
     crate::batch::assemble(&header, &section)
 }
+
+/// A transactional batch of `producer_id` (epoch 0): `record_count` keyless records, or with
+/// `control` one COMMIT (true) / ABORT (false) marker record in Kafka's EndTransactionMarker format.
+pub fn build_txn_batch(producer_id: i64, record_count: i32, control: Option<bool>, base_timestamp: i64) -> Vec<u8> {
+    let marker_key = [0u8, 0, 0, control.map_or(0, |commit| commit as u8)];
+    let marker_value = [0u8; 6];
+    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = match control {
+        Some(_) => vec![(Some(&marker_key[..]), Some(&marker_value[..]))],
+        None => (0..record_count).map(|_| (None, Some(&b"txn"[..]))).collect(),
+    };
+    let mut batch = build_keyed_batch(&records, base_timestamp, Some((producer_id, 0, if control.is_some() { -1 } else { 0 })));
+    let attributes: i16 = if control.is_some() { 0x30 } else { 0x10 }; // transactional (bit 4), control (bit 5)
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crate::batch::compute_crc(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}

@@ -12,6 +12,7 @@ use glommio::sync::RwLock;
 use storage::cleaner::{CleanLimits, CleanOutcome, Cleaner, CleanerConfig};
 use storage::record::RecordCodec;
 use storage::test_support::{build_keyed_batch, UncompressedCodec};
+use storage::txn_index::AbortedTxn;
 use storage::{Log, LogConfig};
 
 const DELETE_RETENTION_MS: i64 = 10_000;
@@ -193,5 +194,44 @@ fn an_interrupted_swap_is_finished_or_discarded_at_open() {
         check(&log, &history, 0).await;
         let names: Vec<String> = std::fs::read_dir(&partition).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         assert!(!names.iter().any(|n| n.ends_with(".swap") || n.ends_with(".cleaned")), "{names:?}");
+    });
+}
+
+/// Transactions: the records of an aborted transaction go (and never hide an earlier committed
+/// value of their key), its marker and `.txnindex` entry stay, carried into the cleaned segment.
+#[test]
+fn aborted_records_go_and_their_marker_stays() {
+    run(|| async {
+        let dir = TempDir::new("cleaner-txn");
+        let now_ms = 1_000_000i64;
+        let lock = RwLock::new(Log::open(&dir.partition(), config(), false).await.unwrap());
+        {
+            let mut log = lock.write().await.unwrap();
+            log.append(build_keyed_batch(&[(Some(b"k"), Some(b"committed"))], now_ms, None), now_ms).await.unwrap();
+            let mut aborted = build_keyed_batch(&[(Some(b"k"), Some(b"aborted")), (Some(b"j"), Some(b"aborted"))], now_ms, Some((7, 0, 0)));
+            aborted[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
+            let crc = storage::batch::compute_crc(&aborted);
+            aborted[17..21].copy_from_slice(&crc.to_be_bytes());
+            assert_eq!(log.append(aborted, now_ms).await.unwrap().base_offset, 1);
+            let marker = log.append(storage::test_support::build_txn_batch(7, 1, Some(false), now_ms), now_ms).await.unwrap();
+            assert_eq!(marker.base_offset, 3);
+            log.append_aborted_txn(AbortedTxn { producer_id: 7, first_offset: 1, last_offset: 3, last_stable_offset: 4 });
+            // Later segments, so the first is closed and cleanable.
+            for i in 0..30 {
+                let value = format!("pad-{i}-{}", "x".repeat(100));
+                log.append(build_keyed_batch(&[(Some(b"pad"), Some(value.as_bytes()))], now_ms, None), now_ms).await.unwrap();
+            }
+            assert!(log.segment_count() > 2);
+        }
+        let mut cleaner = Cleaner::new(&CleanerConfig::default());
+        let limits = CleanLimits { last_stable_offset: i64::MAX, ..CleanLimits::default() };
+        let outcome = cleaner.clean(&lock, &UncompressedCodec, now_ms, &limits, &|| false).await.unwrap();
+        assert!(matches!(outcome, CleanOutcome::Cleaned(_)), "{outcome:?}");
+        let log = lock.read().await.unwrap();
+        let records = read_records(&log).await;
+        assert!(records.iter().any(|(_, key, value)| key.as_deref() == Some(b"k") && value.as_deref() == Some(b"committed")), "{records:?}");
+        assert!(!records.iter().any(|(_, _, value)| value.as_deref() == Some(b"aborted")), "{records:?}");
+        assert!(records.iter().any(|(offset, _, _)| *offset == 3), "the marker stays: {records:?}");
+        assert_eq!(log.collect_aborted_txns(0, 10), vec![AbortedTxn { producer_id: 7, first_offset: 1, last_offset: 3, last_stable_offset: 4 }]);
     });
 }

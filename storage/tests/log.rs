@@ -44,13 +44,7 @@ fn random_appends_and_reads_match_a_simple_model() {
                     }
                     6 => {
                         // Reopen, cleanly or not: nothing may change.
-                        let clean = rng.below(2) == 0;
-                        if clean {
-                            log.close().await.unwrap();
-                        } else {
-                            drop(log);
-                        }
-                        log = Log::open(&dir.partition(), config.clone(), clean).await.unwrap();
+                        log = reopen(log, &dir.partition(), config.clone(), rng.below(2) == 0).await;
                     }
                     _ => {
                         if model.is_empty() {

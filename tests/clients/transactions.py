@@ -8,9 +8,17 @@ tests/tests/transactions.rs. Each prints `fact name=value` lines and `<scenario>
   offsets:  consume-transform-produce: send_offsets_to_transaction commits the group's offsets
             with the transaction (visible after commit, not after abort);
   timeout:  a transaction left open past transaction.timeout.ms is aborted by the coordinator and
-            its producer fenced.
+            its producer fenced;
+  lso:      an open transaction holds read_committed consumers at the last stable offset, plain
+            records produced after it too, until its commit releases them (the long poll wakes);
+            ListOffsets latest per isolation level (librdkafka asks with the consumer's);
+  leave_open / after_restart: a committed, an aborted and an open transaction, then (after the
+            broker's kill -9 and restart) read_committed still filters the aborted records and is
+            not held for ever by the open one (the coordinator aborts it on timeout).
+Every scenario that reads also reads read_committed: aborted records never reach it.
 """
 import argparse
+import os
 import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -79,6 +87,30 @@ def basic(args):
     print(f'fact committed={sum(v.startswith("commit") for v in values)}')
     print(f'fact aborted={sum(v.startswith("abort") for v in values)}')
     print(f'fact total={len(values)}')
+    values = read_all(args.bootstrap, args.topic, 2, 11, 'read_committed')
+    print(f'fact rc_committed={sum(v.startswith("commit") for v in values)}')
+    print(f'fact rc_aborted={sum(v.startswith("abort") for v in values)}')
+    # A second client's read_committed (kafka-python filters by the aborted transactions list too).
+    values = read_all_kafka_python(args.bootstrap, args.topic, 2, 11)
+    print(f'fact kp_rc_committed={sum(v.startswith("commit") for v in values)}')
+    print(f'fact kp_rc_aborted={sum(v.startswith("abort") for v in values)}')
+
+
+def read_all_kafka_python(bootstrap, topic, partitions, expected):
+    import kafka
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, isolation_level='read_committed', enable_auto_commit=False,
+                                   auto_offset_reset='earliest', consumer_timeout_ms=2000)
+    consumer.assign([kafka.TopicPartition(topic, p) for p in range(partitions)])
+    values = []
+    deadline = time.time() + TIMEOUT_S
+    while len(values) <= expected and time.time() < deadline:
+        batch = consumer.poll(timeout_ms=500)
+        values.extend(m.value.decode() for records in batch.values() for m in records)
+        if len(values) >= expected:
+            values.extend(m.value.decode() for records in consumer.poll(timeout_ms=1000).values() for m in records)
+            break
+    consumer.close()
+    return values
 
 
 def fencing(args):
@@ -194,6 +226,88 @@ def timeout(args):
     q.commit_transaction(TIMEOUT_S)
     values = read_all(args.bootstrap, args.topic, 1, 2)
     print(f'fact values={",".join(sorted(values))}')
+
+
+def latest(bootstrap, topic, isolation):
+    c = Consumer({'bootstrap.servers': bootstrap, 'group.id': f'latest-{time.time()}', 'isolation.level': isolation})
+    _, high = c.get_watermark_offsets(TopicPartition(topic, 0), TIMEOUT_S, cached=False)
+    c.close()
+    return high
+
+
+def poll_values(consumer, values, seconds, until=None):
+    end = time.time() + seconds
+    while time.time() < end and (until is None or len(values) < until):
+        message = consumer.poll(0.2)
+        if message is not None and not message.error():
+            values.append(message.value().decode())
+
+
+def lso(args):
+    create_topic(args.bootstrap, args.topic, 1)
+    plain = Producer({'bootstrap.servers': args.bootstrap, 'linger.ms': 5})
+    plain.produce(args.topic, value='plain-before', partition=0)
+    plain.flush(TIMEOUT_S)
+    p = producer(args.bootstrap, f'{args.topic}-txn')
+    p.init_transactions(TIMEOUT_S)
+    p.begin_transaction()
+    p.produce(args.topic, value='txn-0', partition=0)
+    p.flush(TIMEOUT_S)
+    plain.produce(args.topic, value='plain-after', partition=0)
+    plain.flush(TIMEOUT_S)
+    print(f'fact open_latest_committed={latest(args.bootstrap, args.topic, "read_committed")}')
+    print(f'fact open_latest_uncommitted={latest(args.bootstrap, args.topic, "read_uncommitted")}')
+    rc = Consumer({'bootstrap.servers': args.bootstrap, 'group.id': f'rc-{args.topic}', 'isolation.level': 'read_committed',
+                   'enable.auto.commit': False, 'fetch.wait.max.ms': 5000})
+    rc.assign([TopicPartition(args.topic, 0, 0)])
+    held = []
+    poll_values(rc, held, 3)
+    print(f'fact held={",".join(held)}')
+    ru_values = read_all(args.bootstrap, args.topic, 1, 3)
+    print(f'fact uncommitted_while_open={",".join(ru_values)}')
+    committed_at = time.time()
+    p.commit_transaction(TIMEOUT_S)
+    released = list(held)
+    poll_values(rc, released, TIMEOUT_S, until=3)
+    print(f'fact release_ms={int((time.time() - committed_at) * 1000)}')
+    print(f'fact released={",".join(released)}')
+    rc.close()
+    print(f'fact latest_committed={latest(args.bootstrap, args.topic, "read_committed")}')
+    print(f'fact latest_uncommitted={latest(args.bootstrap, args.topic, "read_uncommitted")}')
+
+
+def leave_open(args):
+    create_topic(args.bootstrap, args.topic, 1)
+    p = producer(args.bootstrap, f'{args.topic}-txn', **{'transaction.timeout.ms': 3000})
+    p.init_transactions(TIMEOUT_S)
+    p.begin_transaction()
+    p.produce(args.topic, value='committed-0', partition=0)
+    p.commit_transaction(TIMEOUT_S)
+    p.begin_transaction()
+    for i in range(3):
+        p.produce(args.topic, value=f'aborted-{i}', partition=0)
+    p.flush(TIMEOUT_S)
+    p.abort_transaction(TIMEOUT_S)
+    p.begin_transaction()
+    p.produce(args.topic, value='open-0', partition=0)
+    p.flush(TIMEOUT_S)
+    print('leave_open ok', flush=True)
+    # Gone without ending the transaction (no close: librdkafka would not abort it either).
+    os._exit(0)
+
+
+def after_restart(args):
+    q = producer(args.bootstrap, f'{args.topic}-txn2')
+    q.init_transactions(TIMEOUT_S)
+    q.begin_transaction()
+    q.produce(args.topic, value='after-0', partition=0)
+    q.commit_transaction(TIMEOUT_S)
+    started = time.time()
+    values = read_all(args.bootstrap, args.topic, 1, 2, 'read_committed')
+    print(f'fact unstuck_ms={int((time.time() - started) * 1000)}')
+    print(f'fact rc_values={",".join(sorted(values))}')
+    values = read_all(args.bootstrap, args.topic, 1, 6)
+    print(f'fact ru_values={",".join(sorted(values))}')
 
 
 def reinit(args):

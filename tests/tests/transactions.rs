@@ -1,9 +1,9 @@
 //! Transactions (KIP-98) driven by confluent-kafka (tests/clients/transactions.py) against the
 //! real broker with 4 shards, so transactional ids, their `__transaction_state` partitions, the
 //! partitions written and the groups' `__consumer_offsets` partitions sit on different shards
-//! and the coordinator's markers cross them. Phase 1: the coordinator, markers and fencing;
-//! read_committed (the last stable offset) is phase 2, so consumers here read_uncommitted and
-//! see aborted records too (the client skips the control batches).
+//! and the coordinator's markers cross them: the coordinator, markers and fencing; read_committed
+//! (the last stable offset, the aborted transactions of Fetch from the `.txnindex`) against
+//! read_uncommitted, which sees aborted records too (the client skips the control batches).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -58,8 +58,10 @@ fn commit_abort_and_restart() {
     let mut broker = start(&dir);
     let out = scenario(&broker, "basic", "basic");
     assert_eq!(fact(&out, "committed"), "11");
-    assert_eq!(fact(&out, "aborted"), "6", "read_uncommitted sees aborted records (phase 1)");
+    assert_eq!(fact(&out, "aborted"), "6", "read_uncommitted sees aborted records");
     assert_eq!(fact(&out, "total"), "17", "no control record reaches the application");
+    assert_eq!((fact(&out, "rc_committed").as_str(), fact(&out, "rc_aborted").as_str()), ("11", "0"), "read_committed never sees aborted records");
+    assert_eq!((fact(&out, "kp_rc_committed").as_str(), fact(&out, "kp_rc_aborted").as_str()), ("11", "0"), "kafka-python's read_committed too");
     let (error, state, producer_id, epoch) = describe(&broker, "basic-txn");
     assert_eq!((error, state.as_str()), (0, "CompleteCommit"));
 
@@ -152,6 +154,7 @@ fn cluster_coordinator_markers_and_failover() {
     let logs = || String::new();
     let out = scenario_at(&bootstrap_all, "basic", "cbasic", &["--replication-factor", "1"], &logs);
     assert_eq!(fact(&out, "total"), "17");
+    assert_eq!((fact(&out, "rc_committed").as_str(), fact(&out, "rc_aborted").as_str()), ("11", "0"), "read_committed across brokers");
     let partition = partition_for("cbasic-txn", 4);
     let (coordinator, isr) = zookeeper.partition_state("/kafka", "__transaction_state", partition);
     assert_eq!(isr.len(), 3, "__transaction_state is replicated: {isr:?}");
@@ -182,4 +185,72 @@ fn cluster_coordinator_markers_and_failover() {
             assert_eq!(broker.stop(), 0, "clean stop:\n{}", broker.log());
         }
     }
+}
+
+/// The last stable offset: an open transaction holds read_committed consumers (plain records
+/// produced after it too) and ListOffsets' latest for them, until its commit releases them.
+#[test]
+fn an_open_transaction_holds_read_committed_at_the_last_stable_offset() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("txn-lso");
+    let broker = start(&dir);
+    let out = scenario(&broker, "lso", "lso");
+    // plain-before (0), txn-0 (1), plain-after (2): the LSO is 1 while the transaction is open.
+    assert_eq!(fact(&out, "open_latest_committed"), "1");
+    assert_eq!(fact(&out, "open_latest_uncommitted"), "3");
+    assert_eq!(fact(&out, "held"), "plain-before", "nothing at or past the open transaction");
+    assert_eq!(fact(&out, "uncommitted_while_open"), "plain-before,txn-0,plain-after");
+    assert_eq!(fact(&out, "released"), "plain-before,txn-0,plain-after");
+    // The COMMIT marker (3) moved both to the log end.
+    assert_eq!((fact(&out, "latest_committed").as_str(), fact(&out, "latest_uncommitted").as_str()), ("4", "4"));
+    let release_ms: u64 = fact(&out, "release_ms").parse().unwrap();
+    assert!(release_ms < 5000, "the commit wakes the long poll: {release_ms} ms");
+}
+
+/// The `.txnindex` files under `dir`: (path, bytes).
+fn txn_indexes(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "txnindex") {
+                found.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    found
+}
+
+/// kill -9 with a transaction open (and one aborted, one committed): after the restart the
+/// `.txnindex` is rebuilt (the aborted records are still filtered), and the open transaction
+/// does not hold the LSO for ever: the coordinator aborts it on its timeout.
+#[test]
+fn kill_9_with_a_transaction_open_leaves_no_stuck_lso() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("txn-kill");
+    let mut broker = start(&dir);
+    scenario(&broker, "leave_open", "killed");
+    broker.kill_9();
+    broker.restart();
+    let out = scenario(&broker, "after_restart", "killed");
+    assert_eq!(fact(&out, "rc_values"), "after-0,committed-0", "read_committed: no aborted or abandoned record");
+    assert_eq!(fact(&out, "ru_values"), "aborted-0,aborted-1,aborted-2,after-0,committed-0,open-0");
+    assert_eq!(broker.stop(), 0);
+    // Kafka's format: two aborted transactions (the client's abort, the coordinator's timeout).
+    let indexes: Vec<_> = txn_indexes(&dir.0).into_iter().filter(|(p, _)| p.to_string_lossy().contains("killed-0")).collect();
+    assert_eq!(indexes.len(), 1, "{indexes:?}");
+    let bytes = &indexes[0].1;
+    assert_eq!(bytes.len(), 2 * 34, "{bytes:?}");
+    for entry in bytes.chunks(34) {
+        assert_eq!(&entry[0..2], &[0, 0], "version 0");
+        let first_offset = i64::from_be_bytes(entry[10..18].try_into().unwrap());
+        let last_offset = i64::from_be_bytes(entry[18..26].try_into().unwrap());
+        assert!(first_offset < last_offset, "{first_offset} < {last_offset}");
+    }
+    // committed-0 (0), its marker (1), aborted-0..2 (2-4): the first abort covers 2..=5.
+    assert_eq!(i64::from_be_bytes(bytes[10..18].try_into().unwrap()), 2);
+    assert_eq!(i64::from_be_bytes(bytes[18..26].try_into().unwrap()), 5);
 }

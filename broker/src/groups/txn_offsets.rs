@@ -6,8 +6,8 @@
 //! marker (`complete`, called after the marker append: `txn_router::write_marker_here`, and by
 //! the loader when it replays a marker).
 //!
-//! Phase 2 seam: OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT while a
-//! partition has pending offsets here (`has_pending`).
+//! OffsetFetch with `require_stable` (KIP-447) answers UNSTABLE_OFFSET_COMMIT for a partition
+//! with pending offsets here (`has_pending`), as Kafka's `hasPendingOffsetCommitsForTopicPartition`.
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -137,10 +137,10 @@ pub fn complete(coordinator: &GroupCoordinator, offsets_partition: i32, producer
     }
 }
 
-/// Whether `group_id` has offsets of an open transaction (phase 2: OffsetFetch's require_stable).
-#[allow(dead_code)]
-pub fn has_pending(coordinator: &GroupCoordinator, group_id: &str) -> bool {
-    coordinator.pending_txn_offsets.borrow().values().flatten().any(|p| p.group_id == group_id)
+/// Whether `group_id` has an offset of an open transaction for `topic`-`partition`
+/// (OffsetFetch's require_stable).
+pub fn has_pending(coordinator: &GroupCoordinator, group_id: &str, topic: &str, partition: i32) -> bool {
+    coordinator.pending_txn_offsets.borrow().values().flatten().any(|p| p.group_id == group_id && p.topic == topic && p.partition == partition)
 }
 
 /// Leadership of `offsets_partition` moved: its pending offsets go with it (the new

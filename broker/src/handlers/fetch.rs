@@ -4,6 +4,10 @@
 //! against segment deletion) and the connection's shard splices them to the socket, so no payload
 //! byte is read or copied across shards. With `fetch.zero.copy=false` (or no splice ring on the
 //! connection's shard) the owner reads the bytes instead: the copy path, kept to compare.
+//!
+//! Isolation (KIP-98): a read_committed fetch (isolation_level 1) reads up to the last stable
+//! offset and gets the aborted transactions overlapping its records; every answer carries the
+//! last stable offset, as Kafka's.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -20,12 +24,22 @@ use crate::shard_context::Shard;
 
 /// Upper bound on how long a fetch may wait, whatever the client asks.
 const MAX_WAIT_LIMIT_MS: u64 = 30_000;
+/// FetchRequest's isolation_level for read_committed.
+const READ_COMMITTED: i8 = 1;
 
 struct Fetched {
     error_code: i16,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
+    aborted_transactions: Option<Vec<(i64, i64)>>,
     records: Vec<Records>,
+}
+
+impl Fetched {
+    fn failed(error_code: i16, high_watermark: i64, log_start_offset: i64) -> Fetched {
+        Fetched { error_code, high_watermark, last_stable_offset: -1, log_start_offset, aborted_transactions: None, records: Vec::new() }
+    }
 }
 
 /// The response's topics, framed by `fetch_framing` (records are not encoded by kafka-protocol).
@@ -36,6 +50,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> V
     let max_bytes = if version >= 3 { request.max_bytes.max(0) as u64 } else { u64::MAX };
     // A follower broker's fetch (replica id >= 0) reads up to the log end and reports its own.
     let replica_id = request.replica_id.0;
+    let consumer_bound = if version >= 4 && request.isolation_level == READ_COMMITTED { ReadBound::LastStable } else { ReadBound::HighWatermark };
     // (topic, partition, fetch offset, max bytes, the fetching replica's log start offset)
     let wanted: Vec<(String, i32, i64, u64, i64)> = request
         .topics
@@ -59,7 +74,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> V
                 .router
                 .call(owner, move |owner| async move {
                     let replica = (replica_id >= 0).then_some((replica_id, replica_log_start_offset));
-                    read(&owner, &topic, partition, offset, budget, min_one_batch, zero_copy, replica, version).await
+                    read(&owner, &topic, partition, offset, budget, min_one_batch, zero_copy, replica, consumer_bound, version).await
                 })
                 .await;
             total += fetched.records.iter().map(RecordsLength::length_bytes).sum::<u64>();
@@ -70,7 +85,8 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> V
         if total >= min_bytes || any_error || now >= deadline || shard.broker.is_shutting_down() {
             return response(&request, results);
         }
-        wait_for_appends(shard, &wanted, deadline - now, replica_id >= 0).await;
+        let bound = if replica_id >= 0 { ReadBound::LogEnd } else { consumer_bound };
+        wait_for_appends(shard, &wanted, deadline - now, bound).await;
     }
 }
 
@@ -89,8 +105,9 @@ fn response(request: &FetchRequest, results: Vec<Fetched>) -> Vec<TopicFrame<Rec
                         partition_index: p.partition,
                         error_code: fetched.error_code,
                         high_watermark: fetched.high_watermark,
-                        last_stable_offset: fetched.high_watermark,
+                        last_stable_offset: fetched.last_stable_offset,
                         log_start_offset: fetched.log_start_offset,
+                        aborted_transactions: fetched.aborted_transactions,
                         records: fetched.records,
                     }
                 })
@@ -112,6 +129,8 @@ async fn read(
     zero_copy: bool,
     // A follower broker's fetch: its id and log start offset.
     replica: Option<(i32, i64)>,
+    // A consumer's: the high watermark (read_uncommitted) or the last stable offset.
+    consumer_bound: ReadBound,
     version: i16,
 ) -> Fetched {
     let found = match shard.partition(topic, partition).await {
@@ -125,7 +144,7 @@ async fn read(
     };
     let handle = match found {
         Ok(p) => p,
-        Err(e) => return Fetched { error_code: partition_error_code(&e), high_watermark: -1, log_start_offset: -1, records: Vec::new() },
+        Err(e) => return Fetched::failed(partition_error_code(&e), -1, -1),
     };
     // A follower reads up to the log end, once the leader has taken note of its fetch.
     let followed = match replica {
@@ -135,13 +154,11 @@ async fn read(
     let bound = if followed {
         ReadBound::LogEnd
     } else {
-        ReadBound::HighWatermark
+        consumer_bound
     };
     let read = match handle.read(offset, budget, min_one_batch, bound).await {
         Ok(read) => read,
-        Err((e, high_watermark, log_start_offset)) => {
-            return Fetched { error_code: storage_error_code(&e), high_watermark, log_start_offset, records: Vec::new() }
-        }
+        Err((e, high_watermark, log_start_offset)) => return Fetched::failed(storage_error_code(&e), high_watermark, log_start_offset),
     };
     let mut records = Vec::with_capacity(read.slices.len());
     for slice in &read.slices {
@@ -152,22 +169,22 @@ async fn read(
         } else {
             match slice.read_bytes().await {
                 Ok(bytes) => records.push(Records::InMemory(Bytes::from(bytes))),
-                Err(e) => {
-                    return Fetched {
-                        error_code: storage_error_code(&e),
-                        high_watermark: read.high_watermark,
-                        log_start_offset: read.log_start_offset,
-                        records: Vec::new(),
-                    }
-                }
+                Err(e) => return Fetched::failed(storage_error_code(&e), read.high_watermark, read.log_start_offset),
             }
         }
     }
-    Fetched { error_code: 0, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, records }
+    Fetched {
+        error_code: 0,
+        high_watermark: read.high_watermark,
+        last_stable_offset: read.last_stable_offset,
+        log_start_offset: read.log_start_offset,
+        aborted_transactions: read.aborted_txns.map(|list| list.iter().map(|t| (t.producer_id, t.first_offset)).collect()),
+        records,
+    }
 }
 
 /// Returns when an owner of one of the partitions has data past the fetch offset, or after `wait`.
-async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64, i64)], wait: Duration, is_follower: bool) {
+async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64, i64)], wait: Duration, bound: ReadBound) {
     let mut by_owner: std::collections::BTreeMap<usize, Vec<(String, i32, i64)>> = Default::default();
     for (topic, partition, offset, _, _) in wanted {
         by_owner.entry(shard.owner_of(topic, *partition)).or_default().push((topic.clone(), *partition, *offset));
@@ -177,7 +194,7 @@ async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64, i
     for (owner, positions) in by_owner {
         let (router, woken) = (shard.router.clone(), woken.clone());
         glommio::spawn_local(async move {
-            router.call(owner, move |owner| async move { wait_on_owner(&owner, positions, wait, is_follower).await }).await;
+            router.call(owner, move |owner| async move { wait_on_owner(&owner, positions, wait, bound).await }).await;
             woken.notify_all();
         })
         .detach();
@@ -185,12 +202,11 @@ async fn wait_for_appends(shard: &Rc<Shard>, wanted: &[(String, i32, i64, u64, i
     Notify::wait(ticket, wait).await;
 }
 
-/// Runs on the owning shard: waits for an append (or a high watermark that moved) unless one of
-/// the partitions already has data.
-async fn wait_on_owner(shard: &Shard, positions: Vec<(String, i32, i64)>, wait: Duration, is_follower: bool) {
+/// Runs on the owning shard: waits for an append (or a high watermark or last stable offset
+/// that moved: a marker is an append) unless one of the partitions already has data up to `bound`
+/// (the high watermark or last stable offset for consumers, the log end for followers).
+async fn wait_on_owner(shard: &Shard, positions: Vec<(String, i32, i64)>, wait: Duration, bound: ReadBound) {
     let ticket = shard.partitions.appended.ticket();
-    // Consumers wait for the high watermark, followers for the log end.
-    let bound = if is_follower { ReadBound::LogEnd } else { ReadBound::HighWatermark };
     for (topic, partition, offset) in &positions {
         if let Some(handle) = shard.partitions.if_open(topic, *partition) {
             if handle.readable_end(bound).await > *offset {

@@ -39,6 +39,9 @@ pub struct PartitionFrame<R> {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// (producer id, first offset) of every aborted transaction overlapping the records: a
+    /// read_committed fetch's (maybe empty); None (null, as Kafka) for read_uncommitted.
+    pub aborted_transactions: Option<Vec<(i64, i64)>>,
     /// Whole batches, sent back to back as the partition's records field.
     pub records: Vec<R>,
 }
@@ -88,7 +91,19 @@ pub fn frame<R: RecordsLength>(version: i16, correlation_id: i32, topics: Vec<To
             if version >= 5 {
                 buffer.put_i64(partition.log_start_offset);
             }
-            put_array_length(&mut buffer, flexible, 0); // aborted_transactions: none (no transactions)
+            match &partition.aborted_transactions {
+                None => put_null_array(&mut buffer, flexible),
+                Some(aborted) => {
+                    put_array_length(&mut buffer, flexible, aborted.len());
+                    for &(producer_id, first_offset) in aborted {
+                        buffer.put_i64(producer_id);
+                        buffer.put_i64(first_offset);
+                        if flexible {
+                            put_unsigned_varint(&mut buffer, 0); // aborted transaction tagged fields
+                        }
+                    }
+                }
+            }
             if version >= 11 {
                 buffer.put_i32(-1); // preferred_read_replica
             }
@@ -134,6 +149,14 @@ fn put_array_length(buffer: &mut BytesMut, flexible: bool, length: usize) {
     }
 }
 
+fn put_null_array(buffer: &mut BytesMut, flexible: bool) {
+    if flexible {
+        put_unsigned_varint(buffer, 0);
+    } else {
+        buffer.put_i32(-1);
+    }
+}
+
 fn put_unsigned_varint(buffer: &mut BytesMut, mut value: u32) {
     while value >= 0x80 {
         buffer.put_u8((value as u8 & 0x7f) | 0x80);
@@ -145,8 +168,8 @@ fn put_unsigned_varint(buffer: &mut BytesMut, mut value: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-    use kafka_protocol::messages::{FetchResponse, ResponseHeader, TopicName};
+    use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, ProducerId, ResponseHeader, TopicName};
     use kafka_protocol::protocol::{Encodable, StrBytes};
 
     /// All pieces in one buffer, to compare with kafka-protocol's encoding.
@@ -169,8 +192,9 @@ mod tests {
                         partition_index: 0,
                         error_code: 0,
                         high_watermark: 1000,
-                        last_stable_offset: 1000,
+                        last_stable_offset: 990,
                         log_start_offset: 7,
+                        aborted_transactions: Some(vec![(42, 12), (43, 900)]),
                         records: records_a.to_vec(),
                     },
                     PartitionFrame {
@@ -179,6 +203,7 @@ mod tests {
                         high_watermark: -1,
                         last_stable_offset: -1,
                         log_start_offset: -1,
+                        aborted_transactions: None,
                         records: Vec::new(),
                     },
                 ],
@@ -191,6 +216,7 @@ mod tests {
                     high_watermark: 5,
                     last_stable_offset: 5,
                     log_start_offset: 0,
+                    aborted_transactions: Some(Vec::new()),
                     records: records_b.to_vec(),
                 }],
             },
@@ -212,6 +238,13 @@ mod tests {
                             .with_high_watermark(p.high_watermark)
                             .with_last_stable_offset(p.last_stable_offset)
                             .with_log_start_offset(p.log_start_offset)
+                            .with_aborted_transactions(p.aborted_transactions.as_ref().map(|list| {
+                                list.iter()
+                                    .map(|&(producer_id, first_offset)| {
+                                        AbortedTransaction::default().with_producer_id(ProducerId(producer_id)).with_first_offset(first_offset)
+                                    })
+                                    .collect()
+                            }))
                             .with_records(Some(p.records.iter().flat_map(|r| r.iter().copied()).collect::<Vec<u8>>().into()))
                     })
                     .collect();

@@ -1,5 +1,7 @@
 //! OffsetFetch: committed offsets of one group (v1-7) or several (v8+); -1 where none is
-//! committed.
+//! committed. With `require_stable` (v7+, KIP-447) a partition whose offset a transaction has
+//! committed but not yet ended answers UNSTABLE_OFFSET_COMMIT (the consumer retries), so a
+//! consumer never starts from an offset its predecessor's transaction may yet abort.
 
 use std::rc::Rc;
 
@@ -10,16 +12,33 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
 use super::str_bytes;
+use kafka_protocol::ResponseError;
+
 use crate::groups::offsets::{self, FetchedOffset};
+use crate::groups::txn_offsets;
 use crate::group_router::shard_for_group;
 use crate::shard_context::Shard;
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
 /// Err: the group's error (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS).
-async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Wanted) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
+async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Wanted, require_stable: bool) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
     let owner = shard_for_group(shard, &group_id);
-    shard.router.call(owner, move |owner| async move { offsets::fetch_offsets(&owner.groups, &group_id, topics) }).await
+    shard
+        .router
+        .call(owner, move |owner| async move {
+            let mut fetched = offsets::fetch_offsets(&owner.groups, &group_id, topics)?;
+            if require_stable {
+                for (topic, partitions) in &mut fetched {
+                    for offset in partitions.iter_mut().filter(|f| txn_offsets::has_pending(&owner.groups, &group_id, topic, f.partition)) {
+                        offset.error_code = ResponseError::UnstableOffsetCommit.code();
+                        offset.offset = -1;
+                    }
+                }
+            }
+            Ok(fetched)
+        })
+        .await
 }
 
 pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
@@ -29,7 +48,7 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16
             let wanted: Wanted = group
                 .topics
                 .map(|topics| topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-            let (fetched, error_code) = match fetch(shard, group.group_id.0.to_string(), wanted).await {
+            let (fetched, error_code) = match fetch(shard, group.group_id.0.to_string(), wanted, request.require_stable).await {
                 Ok(fetched) => (fetched, 0),
                 Err(error_code) => (Vec::new(), error_code),
             };
@@ -58,7 +77,7 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let wanted: Wanted = request.topics.map(|topics| topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-    let (fetched, error_code) = match fetch(shard, request.group_id.0.to_string(), wanted).await {
+    let (fetched, error_code) = match fetch(shard, request.group_id.0.to_string(), wanted, version >= 7 && request.require_stable).await {
         Ok(fetched) => (fetched, 0),
         Err(error_code) => (Vec::new(), error_code),
     };

@@ -200,7 +200,9 @@ impl Partition {
                 }
             }
         }
+        let abort_indexes = checked.abort_marker_indexes();
         let info = log.append_checked(checked, now).await?;
+        let aborted = self.aborted_txns_of(&info.headers, &abort_indexes);
         {
             // Idempotent producers' state follows the log on every replica, so a new leader
             // still recognises retries.
@@ -212,6 +214,7 @@ impl Partition {
                 }
             }
         }
+        self.index_aborted_txns(&mut log, aborted);
         let appended = Appended {
             base_offset: info.base_offset,
             end_offset: info.last_offset + 1,

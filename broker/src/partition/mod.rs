@@ -6,7 +6,9 @@
 //! copy of its leader) goes through `Partition::append` (append.rs), which checks the batches
 //! once, checks producer sequences, appends, records producer state, wakes waiting fetches and
 //! applies the flush policy. Nothing else in the broker calls `Log::append_checked`.
-//! One door out for clients: `Partition::read`, bounded by the high watermark.
+//! One door out for clients: `Partition::read`, bounded by the high watermark (read_uncommitted)
+//! or the last stable offset (read_committed: min(high watermark, the first offset of the oldest
+//! open transaction); LSO <= HW <= LEO, asserted in `last_stable_offset`).
 //!
 //! Contract: a `Partition` lives on its owning shard's thread only (Rc, RefCell, glommio locks);
 //! `table.rs` asserts that only the owner opens it. Offsets only grow (storage asserts it); the
@@ -106,6 +108,8 @@ pub enum HighWatermarkWaitError {
 pub enum ReadBound {
     /// Consumers: up to the high watermark.
     HighWatermark,
+    /// read_committed consumers: up to the last stable offset, with the aborted transactions.
+    LastStable,
     /// A follower replicating: up to the log end.
     LogEnd,
 }
@@ -113,7 +117,10 @@ pub enum ReadBound {
 /// What `Partition::read` found.
 pub struct PartitionRead {
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// `ReadBound::LastStable`: the aborted transactions overlapping the batches read.
+    pub aborted_txns: Option<Vec<storage::txn_index::AbortedTxn>>,
     /// Whole batches in offset order (file locations, kept alive against segment deletion).
     pub slices: Vec<FileSlice>,
 }
@@ -175,11 +182,11 @@ impl Partition {
         })
     }
 
-    /// What the cleaner must respect beside the log: nothing past the high watermark (the last
-    /// stable offset once transactions exist), producers' last batches kept.
+    /// What the cleaner must respect beside the log: nothing past the last stable offset,
+    /// producers' last batches kept.
     pub fn clean_limits(&self, log_end_offset: i64) -> storage::cleaner::CleanLimits {
         storage::cleaner::CleanLimits {
-            last_stable_offset: self.high_watermark(log_end_offset),
+            last_stable_offset: self.last_stable_offset(log_end_offset),
             producer_last_offsets: self.producer_last_offsets.borrow().values().copied().collect(),
         }
     }
@@ -237,6 +244,16 @@ impl Partition {
         high_watermark
     }
 
+    /// What read_committed consumers may read up to: min(high watermark, the first offset of the
+    /// oldest transaction still open here), as Kafka's `UnifiedLog.lastStableOffset`. It moves
+    /// when a marker lands (the append wakes waiting fetches) and when the high watermark moves.
+    pub fn last_stable_offset(&self, log_end_offset: i64) -> i64 {
+        let high_watermark = self.high_watermark(log_end_offset);
+        let last_stable_offset = self.first_unstable_offset().map_or(high_watermark, |first| first.min(high_watermark));
+        assert!(last_stable_offset <= high_watermark && high_watermark <= log_end_offset, "LSO <= HW <= LEO");
+        last_stable_offset
+    }
+
     /// Follower: the leader's high watermark from a fetch response. It never moves back here;
     /// when it moves, fetches waiting on this replica (consumers' Fetch v11+) re-check.
     pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
@@ -269,31 +286,40 @@ impl Partition {
 
     /// Whole batches from `offset`, at most `max_bytes` (the first batch whatever its size with
     /// `min_one_batch`), never past `bound`.
+    /// A read_committed answer also lists the aborted transactions overlapping the batches read
+    /// (from the `.txnindex`, as Kafka's `collectAbortedTransactions`), so the client drops them.
     pub async fn read(&self, offset: i64, max_bytes: u64, min_one_batch: bool, bound: ReadBound) -> Result<PartitionRead, (StorageError, i64, i64)> {
         let log = self.log.read().await.expect("partition lock");
         let log_end_offset = log.log_end_offset();
         let high_watermark = self.high_watermark(log_end_offset);
+        let last_stable_offset = self.last_stable_offset(log_end_offset);
         let log_start_offset = log.log_start_offset();
-        // Phase 2 (transactions): a read_committed consumer's bound is the last stable offset,
-        // min(high watermark, `first_unstable_offset`), and the answer lists the aborted
-        // transactions in the range (from the `.txnindex`).
-        let upper_bound = match bound {
-            ReadBound::HighWatermark => high_watermark,
-            ReadBound::LogEnd => log_end_offset,
-        };
-        match log.read(offset, max_bytes, upper_bound, min_one_batch).await {
-            Ok(result) => Ok(PartitionRead { high_watermark, log_start_offset, slices: result.slices }),
+        match log.read(offset, max_bytes, Self::bound_offset(bound, log_end_offset, high_watermark, last_stable_offset), min_one_batch).await {
+            Ok(result) => {
+                let aborted_txns = (bound == ReadBound::LastStable).then(|| match result.slices.last() {
+                    Some(last) => log.collect_aborted_txns(offset, last.last_offset + 1),
+                    None => Vec::new(),
+                });
+                Ok(PartitionRead { high_watermark, last_stable_offset, log_start_offset, aborted_txns, slices: result.slices })
+            }
             Err(e) => Err((e, high_watermark, log_start_offset)),
         }
     }
 
-    /// How far a reader can read now: the high watermark for consumers, the log end for followers.
-    pub async fn readable_end(&self, bound: ReadBound) -> i64 {
-        let log_end_offset = self.log.read().await.expect("partition lock").log_end_offset();
+    fn bound_offset(bound: ReadBound, log_end_offset: i64, high_watermark: i64, last_stable_offset: i64) -> i64 {
         match bound {
-            ReadBound::HighWatermark => self.high_watermark(log_end_offset),
+            ReadBound::HighWatermark => high_watermark,
+            ReadBound::LastStable => last_stable_offset,
             ReadBound::LogEnd => log_end_offset,
         }
+    }
+
+    /// How far a reader can read now: the high watermark for consumers (the last stable offset
+    /// for read_committed ones), the log end for followers.
+    pub async fn readable_end(&self, bound: ReadBound) -> i64 {
+        let log_end_offset = self.log.read().await.expect("partition lock").log_end_offset();
+        let high_watermark = self.high_watermark(log_end_offset);
+        Self::bound_offset(bound, log_end_offset, high_watermark, self.last_stable_offset(log_end_offset))
     }
 
     /// acks=all in cluster mode (produce, and offset commits): returns once the high watermark

@@ -8,9 +8,11 @@
 //! against the producer's epoch and the last coordinator epoch, then recorded in the producer
 //! state (the producer's open transaction on this partition ends).
 //!
-//! Phase 2 seam: the last stable offset moves here (a marker closes a transaction) and an ABORT
-//! marker adds an entry to the aborted-transaction index (`.txnindex`); see
-//! `Partition::first_unstable_offset`.
+//! The last stable offset moves here (a marker closes a transaction: `first_unstable_offset`
+//! grows), and an ABORT marker adds an entry to its segment's aborted-transaction index
+//! (`.txnindex`): `aborted_txns_of` before the producer state records the marker (it knows where
+//! the transaction began), `index_aborted_txns` after (the last stable offset it leaves). On every
+//! replica: a follower's copies of markers go through the same door.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -90,10 +92,34 @@ impl Partition {
     }
 
     /// The smallest first offset of a transaction still open on this partition: the last stable
-    /// offset (phase 2) is the smaller of it and the high watermark.
-    #[allow(dead_code)] // the phase 2 seam
+    /// offset is the smaller of it and the high watermark.
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.producers.borrow().first_unstable_offset()
+    }
+
+    /// Before the producer state records an append: (producer id, first offset, marker offset)
+    /// of each ABORT marker in it (`abort_indexes`: which of `headers` are ABORT markers).
+    pub(super) fn aborted_txns_of(&self, headers: &[storage::batch::BatchHeader], abort_indexes: &[usize]) -> Vec<(i64, i64, i64)> {
+        let producers = self.producers.borrow();
+        abort_indexes
+            .iter()
+            .map(|&i| {
+                let marker = &headers[i];
+                // A marker for a transaction with no batch here (a partition added, then nothing
+                // sent) covers nothing but itself.
+                let first_offset = producers.open_txn_first_offset(marker.producer_id).unwrap_or(marker.base_offset);
+                (marker.producer_id, first_offset, marker.base_offset)
+            })
+            .collect()
+    }
+
+    /// After the producer state recorded the append: the entries go to the `.txnindex`, each with
+    /// the last stable offset the partition has past its marker (as Kafka's completed transaction).
+    pub(super) fn index_aborted_txns(&self, log: &mut storage::Log, aborted: Vec<(i64, i64, i64)>) {
+        for (producer_id, first_offset, last_offset) in aborted {
+            let last_stable_offset = self.first_unstable_offset().map_or(last_offset + 1, |first| first.min(last_offset + 1));
+            log.append_aborted_txn(storage::txn_index::AbortedTxn { producer_id, first_offset, last_offset, last_stable_offset });
+        }
     }
 
     /// The producers this partition knows (DescribeProducers).

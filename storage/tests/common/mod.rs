@@ -48,6 +48,16 @@ impl Drop for TempDir {
     }
 }
 
+/// Closes `log` cleanly (or drops it: a crash, as far as its files know) and opens it again.
+pub async fn reopen(log: storage::Log, dir: &std::path::Path, config: storage::LogConfig, clean: bool) -> storage::Log {
+    if clean {
+        log.close().await.unwrap();
+    } else {
+        drop(log);
+    }
+    storage::Log::open(dir, config, clean).await.unwrap()
+}
+
 /// Runs an async test body on a glommio executor.
 pub fn run<F: std::future::Future<Output = ()> + 'static>(body: impl FnOnce() -> F + Send + 'static) {
     glommio::LocalExecutorBuilder::default()
