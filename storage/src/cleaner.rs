@@ -26,7 +26,7 @@
 //!
 //! The shard thread never blocks here: reads and writes go through glommio (io_uring, and the
 //! segment append's page-cache pwritev), renames and removals through the blocking thread; record
-//! work yields its task queue every `CPU_SLICE` (`CpuSlice`), and I/O is throttled by
+//! work yields to the executor after every batch, and I/O is throttled by
 //! `log.cleaner.io.max.bytes.per.second`.
 
 use std::cell::Cell;
@@ -50,8 +50,6 @@ const READ_CHUNK_BYTES: u64 = 1 << 20;
 /// Bytes per offset map entry in Kafka's accounting (16-byte key hash, 8-byte offset) plus the
 /// hash table's control byte: what `log.cleaner.dedupe.buffer.size` is divided by.
 const MAP_ENTRY_BYTES: u64 = 25;
-/// The longest the cleaner works between two yields of its task queue.
-const CPU_SLICE: Duration = Duration::from_micros(500);
 /// How often the throttle compares the rate with the limit.
 const THROTTLE_CHECK_MS: u64 = 100;
 
@@ -193,12 +191,11 @@ pub enum CleanOutcome {
 pub struct Cleaner {
     map: OffsetMap,
     throttle: Throttle,
-    slice: CpuSlice,
 }
 
 impl Cleaner {
     pub fn new(config: &CleanerConfig) -> Cleaner {
-        Cleaner { map: OffsetMap::new(config.dedupe_buffer_bytes, config.dedupe_load_factor), throttle: Throttle::new(config.io_max_bytes_per_second), slice: CpuSlice::new() }
+        Cleaner { map: OffsetMap::new(config.dedupe_buffer_bytes, config.dedupe_load_factor), throttle: Throttle::new(config.io_max_bytes_per_second) }
     }
 
     /// How many keys one clean can map.
@@ -259,7 +256,7 @@ impl Cleaner {
                 }
                 latest_offset = Some(header.last_offset());
                 self.throttle.maybe_throttle(bytes.len() as u64).await;
-                self.slice.yield_when_spent().await;
+                glommio::yield_if_needed().await;
             }
         }
         let Some(latest_offset) = latest_offset else { return Ok(CleanOutcome::Nothing) };
@@ -349,7 +346,7 @@ impl Cleaner {
                 };
                 stats.bytes_written += written;
                 self.throttle.maybe_throttle(bytes.len() as u64 + written).await;
-                self.slice.yield_when_spent().await;
+                glommio::yield_if_needed().await;
             }
         }
         // The group's end offset survives even when its last batch emptied: recovery tells the
@@ -717,28 +714,6 @@ impl Hasher for PrehashedHasher {
     }
     fn write_u128(&mut self, value: u128) {
         self.0 = value as u64;
-    }
-}
-
-/// The cleaner's turns on the core: glommio preempts a task queue only every 100 ms (its preempt
-/// timer) when no latency-sensitive queue waits, and the shard's queues are not latency-sensitive,
-/// so `yield_if_needed` let a clean hold the core for up to 100 ms of record work (e2e p99.9 on
-/// the core paid it: tuning.md). After `CPU_SLICE` of work the cleaner yields its queue, and its
-/// small shares send the core to produce and fetch first.
-struct CpuSlice {
-    started: Cell<Instant>,
-}
-
-impl CpuSlice {
-    fn new() -> CpuSlice {
-        CpuSlice { started: Cell::new(Instant::now()) }
-    }
-
-    async fn yield_when_spent(&self) {
-        if self.started.get().elapsed() >= CPU_SLICE {
-            glommio::executor().yield_task_queue_now().await;
-            self.started.set(Instant::now());
-        }
     }
 }
 
