@@ -144,6 +144,10 @@ struct Args {
     message_count: Option<u64>,
     #[arg(long, value_enum)]
     key_distribution: Option<KeyDistribution>,
+    /// Keys over this many distinct values (with --key-distribution round-robin or random), e.g.
+    /// a keyed load on a topic with --topic-config cleanup.policy=compact.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    key_space: Option<u64>,
 
     /// Soak: run the end-to-end workload(s) at their fixed rate for this many seconds (in place of
     /// --duration-seconds), keeping latency per --window-seconds window as well as overall and
@@ -241,6 +245,9 @@ impl Args {
                     duration_seconds <- duration_seconds,
                     key_distribution <- key_distribution,
                 );
+                if self.key_space.is_some() {
+                    workload.key_space = self.key_space;
+                }
                 if self.message_count.is_some() {
                     workload.message_count = self.message_count;
                 }

@@ -179,7 +179,8 @@ fn run_producer(
             KeyDistribution::None => None,
             KeyDistribution::RoundRobin => Some(sent),
             KeyDistribution::Random => Some(payload.next_random()),
-        };
+        }
+        .map(|key| workload.key_space.map_or(key, |space| key % space));
         let topic = &topics[(sent % topics.len() as u64) as usize];
         let sent_at = (Instant::now() - clock_start).as_nanos() as usize;
         let mut record = BaseRecord::<str, [u8], usize>::with_opaque_to(topic, sent_at).payload(payload.bytes());

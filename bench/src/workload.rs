@@ -49,6 +49,9 @@ pub struct Workload {
     /// Stops a produce run after this many messages (over all producers) if reached first.
     pub message_count: Option<u64>,
     pub key_distribution: KeyDistribution,
+    /// Keys are taken modulo this (round-robin or random keys over a fixed key space): a keyed
+    /// load that a compacted topic shrinks. None: every key distinct.
+    pub key_space: Option<u64>,
 }
 
 pub const PRESETS: &[&str] = &["produce-1k", "consume-1k", "e2e-latency", "acks-all"];
@@ -74,6 +77,7 @@ impl Workload {
             duration_seconds: 10.0,
             message_count: None,
             key_distribution: KeyDistribution::None,
+            key_space: None,
         };
         let workload = match name {
             "produce-1k" => produce_1k,

@@ -72,7 +72,7 @@ pub struct BrokerConfig {
     pub log_cleaner_enable: bool,
     /// `log.cleaner.threads`: accepted; the shard count is the cleaner's parallelism here.
     pub log_cleaner_threads: i32,
-    /// `log.cleaner.io.max.bytes.per.second` (per shard's cleaner).
+    /// `log.cleaner.io.max.bytes.per.second`: shared by the shards' cleaners (Kafka's throttler is one for all its cleaner threads).
     pub log_cleaner_io_max_bytes_per_second: f64,
     /// `log.cleaner.dedupe.buffer.size`: shared by the shards' cleaners.
     pub log_cleaner_dedupe_buffer_size: u64,

@@ -64,6 +64,19 @@ pub fn parse_compression_type(value: &str) -> Option<Option<i16>> {
     }
 }
 
+impl LogConfig {
+    /// Kafka's `maxSegmentMs`: a compacted log's active segment also rolls once
+    /// `max.compaction.lag.ms` old, since the active segment is never cleaned (without it a
+    /// record could wait `segment.ms`, 7 days, for its clean whatever the lag says).
+    pub fn max_segment_ms(&self) -> i64 {
+        if self.compact && self.max_compaction_lag_ms > 0 {
+            self.segment_ms.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms
+        }
+    }
+}
+
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 pub const DEFAULT_SEGMENT_INDEX_BYTES: u64 = 10 * 1024 * 1024;

@@ -480,7 +480,7 @@ impl Log {
         let too_big = active.size_bytes() + incoming_bytes > self.config.segment_bytes;
         let too_old = active
             .first_append_at_ms()
-            .is_some_and(|first| now_ms - first >= self.config.segment_ms);
+            .is_some_and(|first| now_ms - first >= self.config.max_segment_ms());
         // Index positions are u32 relative offsets: roll before either overflows.
         let offsets_overflow = self.log_end_offset - active.base_offset > u32::MAX as i64 / 2;
         too_big || too_old || offsets_overflow

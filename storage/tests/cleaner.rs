@@ -235,3 +235,64 @@ fn aborted_records_go_and_their_marker_stays() {
         assert_eq!(log.collect_aborted_txns(0, 10), vec![AbortedTxn { producer_id: 7, first_offset: 1, last_offset: 3, last_stable_offset: 4 }]);
     });
 }
+
+/// `max.compaction.lag.ms` bounds how long a record waits for its clean: the active segment is
+/// never cleaned, so a compacted log rolls it once that old (Kafka's maxSegmentMs), and the
+/// rolled segment is then due whatever the dirty ratio.
+#[test]
+fn max_compaction_lag_rolls_the_active_segment_and_forces_its_clean() {
+    run(|| async {
+        let dir = TempDir::new("cleaner-max-lag");
+        const LAG_MS: i64 = 60_000;
+        // Big segments, a week's segment.ms, a ratio never reached: only the lag can do it.
+        let config = LogConfig { segment_bytes: 1 << 20, segment_ms: 7 * 24 * 3_600_000, min_cleanable_dirty_ratio: 0.99, max_compaction_lag_ms: LAG_MS, ..config() };
+        let mut log = Log::open(&dir.partition(), config.clone(), false).await.unwrap();
+        let start_ms = 1_000_000i64;
+        let append = |key: &str, now_ms: i64| build_keyed_batch(&[(Some(key.as_bytes()), Some(b"value".as_slice()))], now_ms, None);
+        log.append(append("a", start_ms), start_ms).await.unwrap();
+        log.append(append("a", start_ms + LAG_MS - 1), start_ms + LAG_MS - 1).await.unwrap();
+        assert_eq!(log.segment_count(), 1, "younger than the lag: no roll");
+        log.append(append("b", start_ms + LAG_MS), start_ms + LAG_MS).await.unwrap();
+        assert_eq!(log.segment_count(), 2, "the active segment rolled once max.compaction.lag.ms old");
+        let plan = storage::cleaner::log_to_clean(&log, start_ms + 2 * LAG_MS, i64::MAX).await.unwrap().unwrap();
+        assert!(plan.needs_compaction_now && plan.worth_cleaning(config.min_cleanable_dirty_ratio), "{plan:?}");
+        // Without compaction the lag means nothing: segment.ms alone rolls.
+        let dir = TempDir::new("cleaner-max-lag-delete");
+        let mut log = Log::open(&dir.partition(), LogConfig { compact: false, ..config }, false).await.unwrap();
+        log.append(append("a", start_ms), start_ms).await.unwrap();
+        log.append(append("a", start_ms + LAG_MS), start_ms + LAG_MS).await.unwrap();
+        assert_eq!(log.segment_count(), 1);
+    });
+}
+
+/// `log.cleaner.io.max.bytes.per.second`: a clean of N dirty bytes (read twice: the map, then the
+/// rewrite) at a limit of 2N per second takes about a second; unthrottled, a fraction of it.
+#[test]
+fn the_cleaners_io_is_throttled() {
+    run(|| async {
+        let mut elapsed = Vec::new();
+        for limit in [f64::MAX, 0.0] {
+            let dir = TempDir::new("cleaner-throttle");
+            let lock = RwLock::new(Log::open(&dir.partition(), LogConfig { segment_bytes: 256 * 1024, ..config() }, false).await.unwrap());
+            for i in 0..10_000i64 {
+                let key = format!("k{}", i % 20).into_bytes();
+                let value = vec![b'v'; 400];
+                let batch = build_keyed_batch(&[(Some(&key[..]), Some(&value[..]))], i, None);
+                lock.write().await.unwrap().append(batch, i).await.unwrap();
+            }
+            let dirty_bytes = lock.read().await.unwrap().size_bytes();
+            // The map pass reads the dirty part once, the rewrite reads and writes it again.
+            let limit = if limit == 0.0 { dirty_bytes as f64 * 2.0 } else { limit };
+            let mut cleaner = Cleaner::new(&CleanerConfig { io_max_bytes_per_second: limit, ..CleanerConfig::default() });
+            let limits = CleanLimits { last_stable_offset: i64::MAX, ..CleanLimits::default() };
+            let started = std::time::Instant::now();
+            let CleanOutcome::Cleaned(stats) = cleaner.clean(&lock, &UncompressedCodec, 1_000, &limits, &|| false).await.unwrap() else { panic!("cleaned") };
+            elapsed.push(started.elapsed());
+            assert!(stats.bytes_read >= dirty_bytes, "{stats:?}");
+        }
+        let (free, throttled) = (elapsed[0], elapsed[1]);
+        // The throttle looks every 100 ms (as Kafka's Throttler): the first window goes free.
+        assert!(throttled >= std::time::Duration::from_millis(700), "at twice the dirty bytes per second: {throttled:?}");
+        assert!(free * 2 < throttled, "unthrottled {free:?}, throttled {throttled:?}");
+    });
+}

@@ -1,7 +1,7 @@
 //! Log compaction with the real broker and real clients: a compacted topic shrinks to the latest
 //! value per key, a keyless record is refused (INVALID_RECORD), kill -9 during cleaning loses
 //! nothing that should stay and leaves no `.cleaned`/`.swap` file, and `__consumer_offsets`
-//! stays small under continuous commits.
+//! stays small under continuous commits (20,000 of them); tombstones go after `delete.retention.ms`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -129,31 +129,65 @@ fn kill_9_during_cleaning_loses_nothing_twenty_times() {
 
 #[test]
 fn consumer_offsets_stays_bounded_under_continuous_commits() {
+    const COMMITS: usize = 20_000;
+    // 16 KiB segments: the ~2 MB the commits write roll the segment over a hundred times.
+    const SEGMENT_BYTES: u64 = 16 * 1024;
+    // The cleaned part (grouped up to the segment size), the segments the last clean rewrote (each
+    // its own group: Kafka groups by the sizes before cleaning, so a clean of many full dirty
+    // segments leaves as many small ones until the next clean) and the active one.
+    const MAX_SEGMENTS: usize = 5;
     let dir = TempDir::new("compaction-offsets");
     let mut overrides = FAST_CLEANER.to_vec();
-    overrides.extend(["offsets.topic.num.partitions=1", "offsets.topic.segment.bytes=8192", "group.initial.rebalance.delay.ms=0"]);
+    let segment_override = format!("offsets.topic.segment.bytes={SEGMENT_BYTES}");
+    overrides.extend(["offsets.topic.num.partitions=1", segment_override.as_str(), "group.initial.rebalance.delay.ms=0"]);
     let mut broker = Broker::start(&dir.0, 1, &overrides);
     let bootstrap = broker.bootstrap();
     let output = kcat_produce(&bootstrap, &["-t", "committed", "-p", "0"], ["x".to_string()]);
     assert!(output.status.success());
-    run_python(&format!(
-        "from confluent_kafka import Consumer, TopicPartition\n\
-         c = Consumer({{'bootstrap.servers': '{bootstrap}', 'group.id': 'busy', 'enable.auto.commit': False}})\n\
-         for i in range(3000):\n\
-         \x20   c.commit(offsets=[TopicPartition('committed', 0, i)], asynchronous=False)\n\
-         c.close()\n"
-    ));
     let offsets_dir = dir.0.join("logs/__consumer_offsets-0");
     let started = Instant::now();
-    let bytes = loop {
+    // A storm of asynchronous commits, pipelined by librdkafka (one OffsetCommit request each),
+    // with a synchronous one every 1000 so the queue stays bounded; then the last TRICKLE
+    // synchronous, 10 ms apart, as a group committing steadily: the cleaner (a low-priority task,
+    // starved while the storm keeps the shard busy) catches up and each clean regroups the
+    // segments the previous one left small.
+    const TRICKLE: usize = 300;
+    let peak = run_python(&format!(
+        "import os, time\n\
+         from confluent_kafka import Consumer, TopicPartition\n\
+         c = Consumer({{'bootstrap.servers': '{bootstrap}', 'group.id': 'busy', 'enable.auto.commit': False}})\n\
+         peak = 0\n\
+         for i in range({COMMITS}):\n\
+         \x20   trickle = i >= {COMMITS} - {TRICKLE}\n\
+         \x20   c.commit(offsets=[TopicPartition('committed', 0, i)], asynchronous=not trickle and i % 1000 != 999)\n\
+         \x20   if trickle:\n\
+         \x20       time.sleep(0.01)\n\
+         \x20   if i % 1000 == 999:\n\
+         \x20       peak = max(peak, len([n for n in os.listdir('{dir}') if n.endswith('.log')]))\n\
+         c.close()\n\
+         print(peak)\n",
+        dir = offsets_dir.display()
+    ));
+    let committed_in = started.elapsed();
+    let wait_started = Instant::now();
+    let (bytes, segments) = loop {
         let bytes = log_bytes(&offsets_dir);
-        if bytes < 64 * 1024 || started.elapsed() > Duration::from_secs(15) {
-            break bytes;
+        let segments = file_names(&offsets_dir).iter().filter(|n| n.ends_with(".log")).count();
+        if (bytes < 4 * SEGMENT_BYTES && segments <= MAX_SEGMENTS) || wait_started.elapsed() > Duration::from_secs(20) {
+            break (bytes, segments);
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    println!("__consumer_offsets after 3000 commits: {bytes} bytes in {} files", file_names(&offsets_dir).len());
-    assert!(bytes < 64 * 1024, "3000 commits (~300 KB written) leave a bounded log: {bytes} bytes");
+    let cleans = broker.log().matches("cleaned a log").count();
+    println!(
+        "__consumer_offsets after {COMMITS} commits in {committed_in:?}: {bytes} bytes in {segments} segments ({} files), \
+         at most {} segments seen while committing, {cleans} cleans",
+        file_names(&offsets_dir).len(),
+        peak.trim()
+    );
+    assert!(segments <= MAX_SEGMENTS, "{COMMITS} commits leave a few segments: {segments}");
+    assert!(bytes < 4 * SEGMENT_BYTES, "{COMMITS} commits (~2 MB written) leave a bounded log: {bytes} bytes");
+    assert!(cleans >= 10, "the log rolled and was cleaned many times: {cleans} cleans");
     // The group's offset survives cleaning and a restart.
     assert_eq!(broker.stop(), 0);
     broker.restart();
@@ -163,6 +197,94 @@ fn consumer_offsets_stays_bounded_under_continuous_commits() {
          print(c.committed([TopicPartition('committed', 0)], timeout=10)[0].offset)\n\
          c.close()\n"
     ));
-    assert_eq!(committed.trim(), "2999");
+    assert_eq!(committed.trim(), (COMMITS - 1).to_string());
+    assert_eq!(broker.stop(), 0);
+}
+
+/// Tombstones with a real client (confluent-kafka): once their segment was cleaned they stay for
+/// `delete.retention.ms`, then a later clean removes them; a consumer reading from the beginning
+/// sees only the latest value of each live key, nothing of a deleted key, and offsets that
+/// strictly increase with gaps.
+#[test]
+fn tombstoned_keys_are_gone_after_delete_retention() {
+    const DELETE_RETENTION_MS: u64 = 3000;
+    let dir = TempDir::new("compaction-tombstones");
+    let mut broker = Broker::start(&dir.0, 1, FAST_CLEANER);
+    let bootstrap = broker.bootstrap();
+    let result = run_python(&format!(
+        r#"
+import time
+from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
+from confluent_kafka.admin import AdminClient, NewTopic
+topic = 'tombstones'
+admin = AdminClient({{'bootstrap.servers': '{bootstrap}'}})
+[f.result() for f in admin.create_topics([NewTopic(topic, 1, 1, config={{
+    'cleanup.policy': 'compact', 'segment.bytes': '4096', 'min.cleanable.dirty.ratio': '0.01',
+    'delete.retention.ms': '{DELETE_RETENTION_MS}'}})]).values()]
+producer = Producer({{'bootstrap.servers': '{bootstrap}', 'linger.ms': 5}})
+expected = {{}}
+fillers = 0
+def produce(pairs):
+    for key, value in pairs:
+        producer.produce(topic, key=key, value=value, partition=0)
+        if value is None:
+            expected.pop(key, None)
+        else:
+            expected[key] = value
+    assert producer.flush(30) == 0
+def fill(count):
+    # Keys written once each: new dirty data (so the cleaner runs again) and segment rolls,
+    # without a second version of any key in the uncleaned active segment.
+    global fillers
+    produce([('filler-%d' % (fillers + i), 'f' * 80) for i in range(count)])
+    fillers += count
+for r in range(10):
+    produce([('key-%d' % k, 'value-%d-%d-%s' % (r, k, 'v' * 40)) for k in range(50)])
+deleted = {{'key-%d' % k for k in range(20)}}
+produce([(key, None) for key in sorted(deleted)])
+tombstoned_at = time.time()
+fill(60)
+
+def read_all():
+    c = Consumer({{'bootstrap.servers': '{bootstrap}', 'group.id': 'reader', 'enable.partition.eof': True,
+                  'enable.auto.commit': False}})
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    records = []
+    while True:
+        m = c.poll(10)
+        assert m is not None, 'no EOF within 10 s'
+        if m.error():
+            assert m.error().code() == -191, m.error()  # _PARTITION_EOF
+            break
+        records.append((m.offset(), m.key().decode(), None if m.value() is None else m.value().decode()))
+    c.close()
+    return records
+
+tombstone_alone_seen = False
+deadline = time.time() + 40
+while True:
+    records = read_all()
+    keys = [k for _, k, _ in records]
+    tombstones = [k for _, k, v in records if v is None]
+    if tombstones and all(keys.count(k) == 1 for k in tombstones):
+        tombstone_alone_seen = True  # cleaned: the deleted keys' values gone, their tombstones kept
+    if not tombstones and len(keys) == len(set(keys)) and set(keys) == set(expected):
+        break
+    assert time.time() < deadline, (len(records), len(tombstones), len(keys) - len(set(keys)))
+    time.sleep(0.3)
+    fill(45)
+gone_after = time.time() - tombstoned_at
+offsets = [o for o, _, _ in records]
+assert all(a < b for a, b in zip(offsets, offsets[1:])), 'offsets strictly increase'
+assert any(b - a > 1 for a, b in zip(offsets, offsets[1:])), 'cleaning left gaps'
+assert {{k: v for _, k, v in records}} == expected, 'only the latest value of each live key'
+assert not deleted & set(keys), 'no deleted key is left'
+assert gone_after * 1000 >= {DELETE_RETENTION_MS}, gone_after
+print(tombstone_alone_seen, round(gone_after, 1), len(records), offsets[-1] + 1)
+"#
+    ));
+    println!("tombstone seen alone after a clean, gone after s, records read, log end: {}", result.trim());
+    assert!(result.starts_with("True "), "a cleaned segment kept its tombstones until the horizon: {result}");
+    assert!(broker.log().contains("cleaned a log"), "{}", broker.log());
     assert_eq!(broker.stop(), 0);
 }

@@ -1,6 +1,7 @@
 //! Fetch on both paths (zero-copy splice and the copy path): partitions owned by another shard
 //! than the connection's, and a fetch whose segment retention deletes while the response is
-//! still being sent. Checked byte for byte against what was produced.
+//! still being sent. Checked byte for byte against what was produced. A fetch without partitions
+//! is answered at once.
 
 use std::time::{Duration, Instant};
 
@@ -191,4 +192,24 @@ fn fetch_in_flight_while_retention_deletes_its_segment() {
         let response: FetchResponse = connection.call(ApiKey::Fetch, 11, &fetch_request("doomed", &[0], 1 << 20));
         assert_eq!(response.responses[0].partitions[0].error_code, kafka_protocol::ResponseError::OffsetOutOfRange.code(), "{path}");
     }
+}
+
+/// A fetch with no partitions (what a closing consumer sends to end its fetch session: Kafka
+/// Connect's three stores each waited out `fetch.max.wait.ms` on it at every stop) is answered at
+/// once, as Kafka answers it, not after its max wait.
+#[test]
+fn a_fetch_without_partitions_is_answered_at_once() {
+    let dir = TempDir::new("fetch-empty");
+    let mut broker = Broker::start(&dir.0, 2, &[]);
+    let mut connection = Connection::open(broker.address());
+    for version in [4, 11, 12] {
+        let request = FetchRequest::default().with_replica_id(BrokerId(-1)).with_max_wait_ms(5000).with_min_bytes(1).with_max_bytes(1 << 20).with_session_epoch(-1);
+        let started = Instant::now();
+        let response: FetchResponse = connection.call(ApiKey::Fetch, version, &request);
+        let elapsed = started.elapsed();
+        assert_eq!(response.error_code, 0, "v{version}");
+        assert!(response.responses.is_empty(), "v{version}");
+        assert!(elapsed < Duration::from_millis(2000), "v{version}: an empty fetch waited {elapsed:?} of its 5000 ms max wait");
+    }
+    assert_eq!(broker.stop(), 0);
 }

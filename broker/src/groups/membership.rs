@@ -221,7 +221,11 @@ fn replace_static_member(
         group.leader_id = Some(new_id.clone());
     }
     tracing::info!(group = group.group_id, old_id, new_id, "static member rejoins");
-    if group.state == GroupState::Stable && unchanged {
+    // Kafka (updateStaticMemberAndRebalance): in Stable, new metadata alone (a consumer's owned
+    // partitions and generation differ between its runs) rebalances only if it changes the
+    // protocol the group would select.
+    let keeps_protocol = unchanged || (group.protocol_name.is_some() && group.select_protocol() == group.protocol_name);
+    if group.state == GroupState::Stable && keeps_protocol {
         store_group(coordinator, group);
         let mut result = group.current_join_result(&new_id);
         // The assignment stands: the leader need not compute a new one.

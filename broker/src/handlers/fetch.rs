@@ -82,7 +82,10 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> V
             results.push(fetched);
         }
         let now = Instant::now();
-        if total >= min_bytes || any_error || now >= deadline || shard.broker.is_shutting_down() {
+        // No partitions (a consumer closing its fetch session sends such a fetch and waits for
+        // the answer: Kafka Connect's stores pay it at every stop): answered at once, as Kafka's
+        // ReplicaManager.fetchMessages does, not after max_wait_ms.
+        if wanted.is_empty() || total >= min_bytes || any_error || now >= deadline || shard.broker.is_shutting_down() {
             return response(&request, results);
         }
         let bound = if replica_id >= 0 { ReadBound::LogEnd } else { consumer_bound };

@@ -6,8 +6,9 @@
 //! It runs in its own glommio task queue with few shares and no latency requirement, so produce
 //! and fetch on the core always go first; the partition's log lock is taken only to plan and to
 //! swap, never while the cleaned copy is read or written. `log.cleaner.threads` has no meaning
-//! here: the shard count is the cleaners' parallelism, and `log.cleaner.dedupe.buffer.size` is
-//! shared among the shards' cleaners.
+//! here: the shard count is the cleaners' parallelism, and `log.cleaner.dedupe.buffer.size` and
+//! `log.cleaner.io.max.bytes.per.second` are shared among the shards' cleaners (an equal share
+//! each), as Kafka's are among its cleaner threads.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -45,7 +46,8 @@ async fn run(shard: Rc<Shard>) {
     let mut cleaner = Cleaner::new(&CleanerConfig {
         dedupe_buffer_bytes: config.log_cleaner_dedupe_buffer_size / shards,
         dedupe_load_factor: config.log_cleaner_io_buffer_load_factor,
-        io_max_bytes_per_second: config.log_cleaner_io_max_bytes_per_second,
+        // Kafka's throttler is one for all its cleaner threads: the limit is the broker's total.
+        io_max_bytes_per_second: config.log_cleaner_io_max_bytes_per_second / shards as f64,
     });
     let backoff_ms = config.log_cleaner_backoff_ms.max(1);
     while !shard.broker.is_shutting_down() {
