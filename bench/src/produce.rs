@@ -205,7 +205,7 @@ fn run_producer(
                 // transaction's last records, then EndTxn returns once the coordinator has
                 // written PrepareCommit (the markers follow asynchronously, as in Kafka).
                 let commit_start = Instant::now();
-                producer.commit_transaction(TRANSACTION_TIMEOUT).map_err(|error| format!("commit_transaction: {error}"))?;
+                commit_transaction(&producer, TRANSACTION_TIMEOUT)?;
                 commit_latency_us.saturating_record(commit_start.elapsed().as_micros() as u64);
                 transactions += 1;
             }
@@ -225,6 +225,27 @@ fn run_producer(
         transactions,
         commit_latency_us,
     })
+}
+
+/// librdkafka's `rd_kafka_commit_transaction`, called directly. rdkafka's own
+/// `commit_transaction` first runs its `flush`, which waits up to 100 ms at a time for delivery
+/// reports on the event queue; a ThreadedProducer's polling thread takes those reports first, so
+/// every commit waited the whole 100 ms (measured: commit p50 100-101 ms against any broker, 2 ms
+/// with confluent-kafka on the same librdkafka). librdkafka flushes the transaction's records
+/// itself, and the polling thread serves the reports meanwhile, as librdkafka asks.
+fn commit_transaction(producer: &ThreadedProducer<DeliveryRecorder>, timeout: Duration) -> Result<(), String> {
+    use rdkafka::bindings;
+    // SAFETY: the handle is a live producer for the whole call; the returned error object (if
+    // any) is read, then destroyed once, as librdkafka's API says.
+    unsafe {
+        let error = bindings::rd_kafka_commit_transaction(producer.client().native_ptr(), timeout.as_millis() as i32);
+        if error.is_null() {
+            return Ok(());
+        }
+        let text = std::ffi::CStr::from_ptr(bindings::rd_kafka_error_string(error)).to_string_lossy().into_owned();
+        bindings::rd_kafka_error_destroy(error);
+        Err(format!("commit_transaction: {text}"))
+    }
 }
 
 /// One producer's send loop state: the next record's payload, key and topic, and its pacing.
