@@ -5,12 +5,17 @@
 # (transactional.id, --transactional-records records per transaction, begin/produce/commit in a
 # loop), targets alternating round by round, Kafka first so the bench's ratio is ours / Kafka.
 #
-#   bench/tools/txn_cost.sh [--rounds 3] [--records 100] [--seconds 10] [--out /tmp/txn-cost]
+#   bench/tools/txn_cost.sh [--rounds 3] [--records 100] [--count 1000000] [--seconds 20]
+#                           [--out /tmp/txn-cost]
 #                           [--ours-binary PATH] [--ours-name ours] [--perf]
 #
 # Both brokers on CPU 0 (one shard for ours), the bench on CPU 1, as compare.sh pins them; Kafka
 # from bench/kafka/kafka.sh (transaction.state.log.replication.factor=1 and min.isr=1 on one
-# broker), 1G heap. One unmeasured warm-up round first (Kafka's JIT). --ours-binary adds a second
+# broker; file.delete.delay.ms=1000 so each round's deleted topics leave the disk), 1G heap. Every
+# run sends the same --count records of 1 KiB (at most --seconds: a run that slow stops there);
+# the count bounds the disk a round fills (a 10 s acks=1 run wrote 3-4 GB, and Kafka's deleted
+# topics stay on disk for a minute by default: the first version of this script filled it). One
+# unmeasured warm-up round first (Kafka's JIT). --ours-binary adds a second
 # build of ours as a third target (ours-before, say) for before/after figures from the same run.
 # --perf records ours (the last target) with perf -g during the measured rounds into OUT/perf.data.
 # Writes OUT/bench.txt, OUT/bench.json, OUT/summary.md (markdown: median [min-max], ratios to
@@ -23,7 +28,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 rounds=3
 records=100
-seconds=10
+seconds=20
+count=1000000
 out=/tmp/txn-cost
 extra_binary=
 extra_name=ours-before
@@ -33,6 +39,7 @@ while [[ $# -gt 0 ]]; do
         --rounds) rounds=$2; shift 2 ;;
         --records) records=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
+        --count) count=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --ours-binary) extra_binary=$2; shift 2 ;;
         --ours-name) extra_name=$2; shift 2 ;;
@@ -58,6 +65,8 @@ cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     "$repo/bench/kafka/kafka.sh" stop --dir "$out/kafka" >/dev/null 2>&1 || true
+    # The brokers' data (gigabytes); their logs stay.
+    rm -rf "$out"/kafka/broker-*/logs "$out/ours" ${extra_binary:+"$out/$extra_name"}
 }
 trap cleanup EXIT
 
@@ -80,7 +89,8 @@ start_ours() {
 }
 
 kafka_port=$(free_port)
-"$repo/bench/kafka/kafka.sh" start --port "$kafka_port" --dir "$out/kafka" --cpus 0 --heap 1G >"$out/kafka.txt" 2>&1 ||
+"$repo/bench/kafka/kafka.sh" start --port "$kafka_port" --dir "$out/kafka" --cpus 0 --heap 1G \
+    --property file.delete.delay.ms=1000 >"$out/kafka.txt" 2>&1 ||
     { cat "$out/kafka.txt" >&2; exit 1; }
 kafka_pid=$(awk '$1 == "broker-0" {print $2}' "$out/kafka/pids")
 targets=(--target "kafka=127.0.0.1:$kafka_port,pid=$kafka_pid")
@@ -94,14 +104,14 @@ targets+=(--target "ours=127.0.0.1:$port,pid=$pid")
 
 workloads=(--workload produce-1k --workload idempotent-1k --workload transactional-1k --transactional-records "$records")
 echo "txn_cost.sh: warm-up round (not measured)" >&2
-taskset -c 1 "$bench_bin" "${targets[@]}" "${workloads[@]}" --rounds 1 --duration-seconds 5 --out "$out/warmup" >"$out/warmup.txt" 2>&1 ||
+taskset -c 1 "$bench_bin" "${targets[@]}" "${workloads[@]}" --rounds 1 --duration-seconds 5 --message-count $((count / 4)) --out "$out/warmup" >"$out/warmup.txt" 2>&1 ||
     { tail -20 "$out/warmup.txt" >&2; exit 1; }
 uptime >"$out/uptime.txt"
 if ((perf)); then
     perf record -F 499 -g -o "$out/perf.data" -p "$ours_pid" >/dev/null 2>&1 &
     perf_pid=$!
 fi
-command=(taskset -c 1 "$bench_bin" "${targets[@]}" "${workloads[@]}" --rounds "$rounds" --duration-seconds "$seconds" --out "$out")
+command=(taskset -c 1 "$bench_bin" "${targets[@]}" "${workloads[@]}" --rounds "$rounds" --duration-seconds "$seconds" --message-count "$count" --out "$out")
 echo "${command[*]}" >"$out/command.txt"
 "${command[@]}" 2>&1 | tee "$out/bench.txt" | grep -v '^\[round' || true
 uptime >>"$out/uptime.txt"
