@@ -5,6 +5,7 @@
 #
 #   bench/kafka/kafka.sh start [--port 19092] [--dir /tmp/kafka-bench] [--brokers 1]
 #                              [--cpus 1] [--heap 1G] [--zk-port PORT] [--libs DIR]
+#                              [--property KEY=VALUE ...]
 #   bench/kafka/kafka.sh stop  [--dir /tmp/kafka-bench]
 #   bench/kafka/kafka.sh status [--dir /tmp/kafka-bench]
 #
@@ -13,6 +14,8 @@
 # every process with `taskset -c CPUS`. Prints the PIDs and writes them to DIR/pids; waits until
 # each broker accepts connections and has logged that it started (bounded: a timeout names the
 # log to read). --brokers 0 starts the ZooKeeper server alone (compare.sh's, for our cluster).
+# --property (repeatable) appends a line to every broker's server.properties, after the defaults
+# (e.g. file.delete.delay.ms=1000, so deleted topics leave the disk at once between runs).
 # stop: SIGTERM to exactly the PIDs in DIR/pids (brokers first, then ZooKeeper),
 # SIGKILL after 30 s, and checks that none is left. The jars: `(cd tests/java && mvn -q -B
 # dependency:copy-dependencies)` fills tests/java/target/kafka-libs (start runs it if missing).
@@ -33,6 +36,7 @@ cpus=
 heap=1G
 zk_port=
 libs=$repo/tests/java/target/kafka-libs
+properties=()
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
@@ -56,6 +60,7 @@ while [[ $# -gt 0 ]]; do
         --heap) heap=$2; shift 2 ;;
         --zk-port) zk_port=$2; shift 2 ;;
         --libs) libs=$2; shift 2 ;;
+        --property) [[ ${2:-} == *=* ]] || die "--property ${2:-}: expected KEY=VALUE"; properties+=("$2"); shift 2 ;;
         -h|--help) usage ;;
         *) echo "kafka.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -190,6 +195,7 @@ transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 EOF
+        for property in ${properties[@]+"${properties[@]}"}; do echo "$property" >>"$b/server.properties"; done
         cat >"$b/log4j.properties" <<EOF
 log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.FileAppender

@@ -19,13 +19,22 @@ pub fn base_config(target: &Target, extra: &[(String, String)]) -> ClientConfig 
     client_config(target, "bench", &[], extra)
 }
 
-pub fn producer_config(target: &Target, workload: &Workload, extra: &[(String, String)]) -> ClientConfig {
-    let settings = [
+/// `transactional_id`: a transactional producer's own id (one per producer: a second producer
+/// with the same id would fence the first).
+pub fn producer_config(target: &Target, workload: &Workload, transactional_id: Option<&str>, extra: &[(String, String)]) -> ClientConfig {
+    let mut settings = vec![
         ("acks", workload.acks.clone()),
         ("compression.type", workload.compression.clone()),
         ("linger.ms", workload.linger_ms.to_string()),
         ("batch.size", workload.batch_size_bytes.to_string()),
     ];
+    // Only set when asked, so the other workloads' clients keep exactly their old settings.
+    if workload.idempotent {
+        settings.push(("enable.idempotence", "true".to_string()));
+    }
+    if let Some(id) = transactional_id {
+        settings.push(("transactional.id", id.to_string()));
+    }
     client_config(target, "bench-producer", &settings, extra)
 }
 

@@ -54,8 +54,9 @@ struct Args {
     /// from /proc; with several (pid=PID+PID+PID, a local cluster) they are summed.
     #[arg(long = "target", value_parser = Target::parse)]
     targets: Vec<Target>,
-    /// Workload presets, run in this order each round: produce-1k, consume-1k, e2e-latency, acks-all
-    /// [default: produce-1k consume-1k; e2e-latency with --soak-seconds].
+    /// Workload presets, run in this order each round: produce-1k, consume-1k, e2e-latency, acks-all,
+    /// idempotent-1k, transactional-1k [default: produce-1k consume-1k; e2e-latency with
+    /// --soak-seconds; produce-1k idempotent-1k transactional-1k with --transactional-records].
     #[arg(long = "workload")]
     workloads: Vec<String>,
     /// Rounds; each round runs every target through every workload (A B A B ...) [default: 3; 1
@@ -148,6 +149,12 @@ struct Args {
     /// a keyed load on a topic with --topic-config cleanup.policy=compact.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     key_space: Option<u64>,
+    /// Records per transaction of the transactional workload (transactional-1k: a producer with
+    /// a transactional.id, begin/produce/commit in a loop; commits/s and commit latency are
+    /// reported). Without --workload, runs produce-1k (acks=1, the control), idempotent-1k
+    /// (its baseline) and transactional-1k [default for transactional-1k: 100].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    transactional_records: Option<u64>,
 
     /// Soak: run the end-to-end workload(s) at their fixed rate for this many seconds (in place of
     /// --duration-seconds), keeping latency per --window-seconds window as well as overall and
@@ -208,6 +215,8 @@ impl Args {
     fn workload_names(&self) -> Vec<String> {
         if !self.workloads.is_empty() {
             self.workloads.clone()
+        } else if self.transactional_records.is_some() {
+            ["produce-1k", "idempotent-1k", "transactional-1k"].map(String::from).to_vec()
         } else if self.soak_seconds.is_some() {
             vec!["e2e-latency".to_string()]
         } else {
@@ -220,7 +229,11 @@ impl Args {
     }
 
     fn workloads(&self) -> Result<Vec<Workload>, String> {
-        self.workload_names()
+        let names = self.workload_names();
+        if self.transactional_records.is_some() && !names.iter().any(|name| name == "transactional-1k") {
+            return Err("--transactional-records applies to the transactional-1k workload: add --workload transactional-1k".to_string());
+        }
+        names
             .iter()
             .map(|name| {
                 let mut workload = Workload::preset(name)
@@ -250,6 +263,9 @@ impl Args {
                 }
                 if self.message_count.is_some() {
                     workload.message_count = self.message_count;
+                }
+                if let (Some(records), Some(_)) = (self.transactional_records, workload.transactional_records) {
+                    workload.transactional_records = Some(records);
                 }
                 if let Some(seconds) = self.soak_seconds {
                     if workload.kind != workload::Kind::EndToEnd {

@@ -44,6 +44,10 @@ pub struct Figures {
     pub consumed_messages: Option<u64>,
     pub publish_latency_ms: Option<Percentiles>,
     pub end_to_end_latency_ms: Option<Percentiles>,
+    /// Transactional runs: transactions committed per second, and how long each
+    /// `commit_transaction()` took (the last records' flush, EndTxn).
+    pub commits_per_second: Option<f64>,
+    pub commit_latency_ms: Option<Percentiles>,
     /// The broker's CPU time during the run per GB of payload moved (needs its PID).
     pub broker_cpu_seconds_per_gb: Option<f64>,
     /// The broker's largest resident set sampled during the run, in MB (needs its PID).
@@ -83,6 +87,11 @@ pub fn metrics(figures: &Figures) -> Vec<Metric> {
         Metric { label: "e2e p99 ms", value: latency(&figures.end_to_end_latency_ms, |p| p.p99) },
         Metric { label: "e2e p99.9 ms", value: latency(&figures.end_to_end_latency_ms, |p| p.p99_9) },
         Metric { label: "e2e max ms", value: latency(&figures.end_to_end_latency_ms, |p| p.max) },
+        Metric { label: "commits/s", value: figures.commits_per_second },
+        Metric { label: "commit p50 ms", value: latency(&figures.commit_latency_ms, |p| p.p50) },
+        Metric { label: "commit p99 ms", value: latency(&figures.commit_latency_ms, |p| p.p99) },
+        Metric { label: "commit p99.9 ms", value: latency(&figures.commit_latency_ms, |p| p.p99_9) },
+        Metric { label: "commit max ms", value: latency(&figures.commit_latency_ms, |p| p.max) },
         Metric { label: "broker CPU-s/GB", value: figures.broker_cpu_seconds_per_gb },
         Metric { label: "broker peak RSS MB", value: figures.broker_peak_rss_mb },
         Metric { label: "shard D samples", value: figures.broker_dstate.as_ref().map(|d| d.shard_d_samples as f64) },

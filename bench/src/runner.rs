@@ -60,7 +60,7 @@ pub struct Plan {
 pub struct LatencyCurve {
     pub target: String,
     pub workload: String,
-    /// "publish" or "e2e".
+    /// "publish", "e2e" or "commit".
     pub kind: &'static str,
     pub histogram_us: Histogram<u64>,
 }
@@ -137,6 +137,7 @@ fn run_target_round(plan: &Plan, round: usize, target: &Target, created: &mut Ve
                     produce::produce(target, workload, &topics, progress, &plan.client_config)
                 })?;
                 results.add_curve(&target.name, &workload.name, "publish", &outcome.publish_latency_us);
+                results.add_curve(&target.name, &workload.name, "commit", &outcome.commit_latency_us);
                 produced = Some((topics, workload.clone()));
                 produce_figures(&outcome, &usage)
             }
@@ -405,6 +406,10 @@ fn produce_figures(outcome: &produce::ProduceOutcome, usage: &Usage) -> Figures 
     figures.errors = outcome.errors;
     figures.first_error = outcome.first_error.clone();
     figures.publish_latency_ms = (!outcome.publish_latency_us.is_empty()).then(|| Percentiles::of(&outcome.publish_latency_us));
+    if !outcome.commit_latency_us.is_empty() {
+        figures.commits_per_second = Some(outcome.transactions as f64 / figures.elapsed_seconds);
+        figures.commit_latency_ms = Some(Percentiles::of(&outcome.commit_latency_us));
+    }
     figures
 }
 

@@ -52,9 +52,17 @@ pub struct Workload {
     /// Keys are taken modulo this (round-robin or random keys over a fixed key space): a keyed
     /// load that a compacted topic shrinks. None: every key distinct.
     pub key_space: Option<u64>,
+    /// librdkafka's `enable.idempotence` (which needs acks=all): sequence numbers per partition.
+    pub idempotent: bool,
+    /// A transactional producer (`transactional.id`, idempotent): this many records per
+    /// transaction, begin/produce/commit in a loop. None: plain sends.
+    pub transactional_records: Option<u64>,
 }
 
-pub const PRESETS: &[&str] = &["produce-1k", "consume-1k", "e2e-latency", "acks-all"];
+pub const PRESETS: &[&str] = &["produce-1k", "consume-1k", "e2e-latency", "acks-all", "idempotent-1k", "transactional-1k"];
+
+/// Records per transaction of the transactional-1k preset (`--transactional-records` changes it).
+pub const DEFAULT_TRANSACTIONAL_RECORDS: u64 = 100;
 
 impl Workload {
     pub fn preset(name: &str) -> Option<Workload> {
@@ -78,6 +86,8 @@ impl Workload {
             message_count: None,
             key_distribution: KeyDistribution::None,
             key_space: None,
+            idempotent: false,
+            transactional_records: None,
         };
         let workload = match name {
             "produce-1k" => produce_1k,
@@ -90,6 +100,15 @@ impl Workload {
                 ..produce_1k
             },
             "acks-all" => Workload { acks: "all".to_string(), ..produce_1k },
+            // The cost of a transaction (issue 18): idempotent produce is its baseline, as a
+            // transactional producer is an idempotent one plus the coordinator's round trips.
+            "idempotent-1k" => Workload { acks: "all".to_string(), idempotent: true, ..produce_1k },
+            "transactional-1k" => Workload {
+                acks: "all".to_string(),
+                idempotent: true,
+                transactional_records: Some(DEFAULT_TRANSACTIONAL_RECORDS),
+                ..produce_1k
+            },
             _ => return None,
         };
         Some(workload)
@@ -102,8 +121,13 @@ impl Workload {
         } else {
             format!("{} msg/s", self.rate_messages_per_second)
         };
+        let mode = match (self.transactional_records, self.idempotent) {
+            (Some(records), _) => format!(", transactional ({records} records per transaction)"),
+            (None, true) => ", idempotent".to_string(),
+            (None, false) => String::new(),
+        };
         format!(
-            "{}: {:?}, {} B, {}x{} partitions, {} producer(s), {} consumer(s), acks={}, compression={}, linger {} ms, {}, {} s",
+            "{}: {:?}, {} B, {}x{} partitions, {} producer(s), {} consumer(s), acks={}{mode}, compression={}, linger {} ms, {}, {} s",
             self.name,
             self.kind,
             self.message_size_bytes,

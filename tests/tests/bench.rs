@@ -57,3 +57,38 @@ fn bench_runs_presets_against_two_brokers_and_writes_its_outputs() {
     assert_eq!(first.stop(), 0);
     assert_eq!(second.stop(), 0);
 }
+
+/// The transactional mode (issue 18's cost of a transaction): `--transactional-records` alone runs
+/// produce-1k, idempotent-1k and transactional-1k; the transactional run reports commits/s and
+/// commit latency, and nothing is refused.
+#[test]
+fn bench_transactional_mode_reports_commits() {
+    let dir = TempDir::new("bench-txn");
+    let out = TempDir::new("bench-txn-out");
+    let mut broker = Broker::start(&dir.0, 1, &[]);
+    let mut command = Command::new(bench_binary());
+    command
+        .arg("--target")
+        .arg(format!("ours={},pid={}", broker.bootstrap(), broker.pid()))
+        .args(["--transactional-records", "10", "--rounds", "1", "--duration-seconds", "30", "--message-count", "3000", "--out"])
+        .arg(&out.0);
+    let (ok, stdout, stderr) = run_with_timeout(&mut command, Duration::from_secs(120));
+    assert!(ok, "bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nbroker:\n{}", broker.log());
+    for expected in ["produce-1k", "idempotent-1k", "transactional-1k", "commits/s", "commit p50 ms", "commit p99.9 ms"] {
+        assert!(stdout.contains(expected), "{expected:?} missing from the table:\n{stdout}");
+    }
+    let errors_row = stdout.lines().filter(|line| line.trim_start().starts_with("errors")).collect::<Vec<_>>();
+    assert_eq!(errors_row.len(), 3, "{stdout}");
+    assert!(errors_row.iter().all(|line| line.split_whitespace().nth(1) == Some("0")), "{stdout}");
+    // 3000 records in transactions of 10: 300 commits, all of them acknowledged.
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.0.join("bench.json")).expect("bench.json")).unwrap();
+    let transactional = json["runs"].as_array().unwrap().iter().find(|run| run["workload"] == "transactional-1k").expect("a transactional run");
+    assert_eq!(transactional["figures"]["messages"], 3000, "{transactional}");
+    assert!(transactional["figures"]["commit_latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{transactional}");
+    assert_eq!(broker.stop(), 0);
+
+    // The flag names the workload it shapes: without it in the list, a clear refusal.
+    let (ok, _, stderr) =
+        run_with_timeout(Command::new(bench_binary()).args(["--target", "x=127.0.0.1:1", "--workload", "produce-1k", "--transactional-records", "5"]), Duration::from_secs(30));
+    assert!(!ok && stderr.contains("--transactional-records applies to the transactional-1k workload"), "{stderr}");
+}
