@@ -766,7 +766,10 @@ impl Throttle {
         }
         self.window_bytes.set(self.window_bytes.get() + bytes);
         let elapsed = self.window_start.get().elapsed();
-        if elapsed < Duration::from_millis(THROTTLE_CHECK_MS) {
+        // Looks at the rate every window, or sooner once a window's worth of bytes went by: a
+        // clean shorter than one window would otherwise never be throttled at all.
+        let window_budget_bytes = self.max_bytes_per_second * THROTTLE_CHECK_MS as f64 / 1000.0;
+        if elapsed < Duration::from_millis(THROTTLE_CHECK_MS) && (self.window_bytes.get() as f64) < window_budget_bytes {
             return;
         }
         let allowed = Duration::from_secs_f64(self.window_bytes.get() as f64 / self.max_bytes_per_second);

@@ -291,7 +291,7 @@ fn the_cleaners_io_is_throttled() {
             assert!(stats.bytes_read >= dirty_bytes, "{stats:?}");
         }
         let (free, throttled) = (elapsed[0], elapsed[1]);
-        // The throttle looks every 100 ms (as Kafka's Throttler): the first window goes free.
+        // The throttle looks every 100 ms or every 100 ms worth of bytes, whichever comes first.
         assert!(throttled >= std::time::Duration::from_millis(700), "at twice the dirty bytes per second: {throttled:?}");
         assert!(free * 2 < throttled, "unthrottled {free:?}, throttled {throttled:?}");
     });
