@@ -9,7 +9,8 @@
 //!    `storage::Log::check_from_*`);
 //! 3. checks idempotent producers' sequences (a retry answers its original offset), and a
 //!    transaction marker's producer and coordinator epochs (txn_marker.rs);
-//! 4. appends, and records the batches' producer state (open transactions included);
+//! 4. appends, and records the batches' producer state (open transactions included), writing
+//!    a producer state snapshot when the append rolled a segment (producer_snapshot.rs);
 //! then, with the lock released, wakes the shard's waiting fetches and applies the flush policy
 //! (group commit for `flush.messages`).
 //! Waiting for the ISR (acks=all) is the caller's: `Partition::wait_for_high_watermark`.
@@ -200,7 +201,15 @@ impl Partition {
                 }
             }
         }
+        let active_before = log.active_segment_base_offset();
         let info = log.append_checked(checked, now).await?;
+        let rolled_at = log.active_segment_base_offset();
+        if rolled_at != active_before {
+            // A roll happens before the first batch of an append: the state not yet recording
+            // these batches is the state at the new segment's base offset.
+            assert_eq!(rolled_at, info.headers[0].base_offset, "a segment rolls at an append's first batch");
+            self.take_snapshot(&log, rolled_at).await;
+        }
         {
             // Idempotent producers' state follows the log on every replica, so a new leader
             // still recognises retries.
