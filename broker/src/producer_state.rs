@@ -151,6 +151,12 @@ impl ProducerStateTable {
         self.producers.values().filter_map(|entry| entry.current_txn_first_offset).min()
     }
 
+    /// Whether the producer has an open transaction here in `epoch`: its first transactional
+    /// append was verified with the coordinator (KIP-890), so the following ones need not be.
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers.get(&producer_id).is_some_and(|e| e.epoch == epoch && e.current_txn_first_offset.is_some())
+    }
+
     /// The producers known on this partition (DescribeProducers).
     pub fn summaries(&self) -> Vec<ProducerSummary> {
         self.producers

@@ -1,8 +1,9 @@
-//! Producer state snapshots (issue 18 phase 2) with exact requests: an idempotent producer's
+//! Producer state (issue 18 phase 2) with exact requests. Snapshots: an idempotent producer's
 //! retry and an open transaction outlive retention deleting the segments that held their
 //! batches, across kill -9 and clean restarts, and a damaged snapshot (a kill -9 mid-write) is
 //! skipped for an older one. Without snapshots the broker would replay only the last two
-//! segments and forget both producers.
+//! segments and forget both producers. KIP-890 part 1: a transactional batch for a partition
+//! not added to the producer's transaction is refused (no hanging transaction).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ use tests::{Broker, TempDir};
 
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const INVALID_TXN_STATE: i16 = 48;
+const TRANSACTION_ABORTABLE: i16 = 120;
 
 fn name(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
@@ -147,6 +150,55 @@ fn txn_start_offset(connection: &mut Connection, topic: &str, producer_id: i64) 
     partition.active_producers.iter().find(|p| p.producer_id.0 == producer_id).map(|p| p.current_txn_start_offset)
 }
 
+/// AddPartitionsToTxn v3 (as clients send it) of `topic`-0.
+fn add_partition(connection: &mut Connection, transactional_id: &str, producer_id: i64, epoch: i16, topic: &str) {
+    let add = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(name(transactional_id)))
+        .with_v3_and_below_producer_id(ProducerId(producer_id))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default().with_name(TopicName(name(topic))).with_partitions(vec![0])]);
+    let added: AddPartitionsToTxnResponse = connection.call(ApiKey::AddPartitionsToTxn, 3, &add);
+    assert_eq!(added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0);
+}
+
+/// AddPartitionsToTxn v4 `verify_only` (as a partition leader sends it): the partition's code.
+fn verify_only(connection: &mut Connection, transactional_id: &str, producer_id: i64, epoch: i16, topic: &str) -> i16 {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![AddPartitionsToTxnTransaction::default()
+        .with_transactional_id(TransactionalId(name(transactional_id)))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_verify_only(true)
+        .with_topics(vec![AddPartitionsToTxnTopic::default().with_name(TopicName(name(topic))).with_partitions(vec![0])])]);
+    let response: AddPartitionsToTxnResponse = connection.call(ApiKey::AddPartitionsToTxn, 4, &request);
+    assert_eq!(response.error_code, 0);
+    response.results_by_transaction[0].topic_results[0].results_by_partition[0].partition_error_code
+}
+
+#[test]
+fn a_transactional_batch_for_a_partition_not_in_the_transaction_is_refused() {
+    let dir = TempDir::new("txn-verification");
+    let broker = Broker::start(&dir.0, 4, &["transaction.state.log.num.partitions=8"]);
+    let transactional_id = "verified-txn";
+    let mut connection = Connection::open(broker.address());
+    create_topic(&mut connection, "added");
+    create_topic(&mut connection, "stray");
+    let (producer_id, epoch) = init_producer_id(&mut connection, Some(transactional_id));
+    add_partition(&mut connection, transactional_id, producer_id, epoch, "added");
+    assert_eq!(verify_only(&mut connection, transactional_id, producer_id, epoch, "added"), 0);
+    assert_eq!(verify_only(&mut connection, transactional_id, producer_id, epoch, "stray"), TRANSACTION_ABORTABLE);
+
+    // Not added: refused, and nothing is appended (no open transaction there).
+    let (code, _) = produce(&mut connection, "stray", Some(transactional_id), producer_batch(producer_id, epoch, 0, true));
+    assert_eq!(code, INVALID_TXN_STATE, "{}", broker.log());
+    assert_eq!(txn_start_offset(&mut connection, "stray", producer_id), None);
+    // Without the request's transactional id: refused too.
+    assert_eq!(produce(&mut connection, "added", None, producer_batch(producer_id, epoch, 0, true)).0, 42, "INVALID_REQUEST");
+    // Added: appended, and the next batches of the transaction go without asking again.
+    assert_eq!(produce(&mut connection, "added", Some(transactional_id), producer_batch(producer_id, epoch, 0, true)), (0, 0));
+    assert_eq!(produce(&mut connection, "added", Some(transactional_id), producer_batch(producer_id, epoch, 1, true)), (0, 1));
+}
+
 #[test]
 fn an_idempotent_retry_is_recognised_after_retention_and_restarts() {
     let dir = TempDir::new("producer-snapshots");
@@ -198,13 +250,7 @@ fn an_open_transaction_outlives_retention_and_a_kill_9() {
     let mut connection = Connection::open(broker.address());
     create_topic(&mut connection, topic);
     let (producer_id, epoch) = init_producer_id(&mut connection, Some(transactional_id));
-    let add = AddPartitionsToTxnRequest::default()
-        .with_v3_and_below_transactional_id(TransactionalId(name(transactional_id)))
-        .with_v3_and_below_producer_id(ProducerId(producer_id))
-        .with_v3_and_below_producer_epoch(epoch)
-        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default().with_name(TopicName(name(topic))).with_partitions(vec![0])]);
-    let added: AddPartitionsToTxnResponse = connection.call(ApiKey::AddPartitionsToTxn, 3, &add);
-    assert_eq!(added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0);
+    add_partition(&mut connection, transactional_id, producer_id, epoch, topic);
     assert_eq!(produce(&mut connection, topic, Some(transactional_id), producer_batch(producer_id, epoch, 0, true)), (0, 0));
     assert_eq!(txn_start_offset(&mut connection, topic, producer_id), Some(0));
     push_out_with_retention(&mut connection, topic, 0);

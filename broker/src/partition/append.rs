@@ -92,6 +92,14 @@ impl std::fmt::Display for AppendError {
 }
 
 impl Partition {
+    /// KIP-890 part 1: whether a transactional append of the producer at `epoch` needs the
+    /// coordinator's word first (the produce handler asks, `txn_router`). Not when the producer
+    /// already has an open transaction here in that epoch: its first append was verified, and
+    /// only a marker (which ends it) can make the partition leave the transaction.
+    pub fn needs_transaction_verification(&self, producer_id: i64, epoch: i16) -> bool {
+        !self.producers.borrow().in_transaction(producer_id, epoch)
+    }
+
     /// The one door: see the module doc.
     pub async fn append(&self, records: &[u8], origin: AppendOrigin) -> Result<Appended, AppendError> {
         let appended = self.append_unlogged(records, origin).await;
