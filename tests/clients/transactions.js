@@ -64,7 +64,10 @@ async function fence(kafka, topic) {
   const first = await transactionalProducer(kafka, `${topic}-txn`);
   const txn = await first.transaction();
   await txn.send({ topic, messages: [{ value: 'zombie' }] });
-  const second = await transactionalProducer(kafka, `${topic}-txn`); // bumps the epoch: fences the first
+  const second = await transactionalProducer(kafka, `${topic}-txn`);
+  // kafkajs's connect takes an idempotent id; its first transaction() does the transactional
+  // InitProducerId, which bumps the epoch: the first producer is fenced.
+  const next = await second.transaction();
   let fenced = null;
   try {
     await txn.send({ topic, messages: [{ value: 'zombie-2' }] });
@@ -75,7 +78,6 @@ async function fence(kafka, topic) {
   check(fenced !== null, 'the first producer was not fenced');
   const type = fenced.type || (fenced.cause && fenced.cause.type) || fenced.name;
   console.log(`fact fenced_error=${type}`);
-  const next = await second.transaction();
   await next.send({ topic, messages: [{ value: 'winner' }] });
   await next.commit();
   await second.disconnect();
