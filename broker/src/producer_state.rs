@@ -16,8 +16,6 @@ use std::collections::{HashMap, VecDeque};
 
 use storage::batch::BatchHeader;
 
-use crate::partition::producer_snapshot::SnapshotEntry;
-
 /// Kafka keeps the last five batches per producer: the most a client has in flight.
 const RETAINED_BATCHES: usize = 5;
 
@@ -27,6 +25,22 @@ pub struct BatchMetadata {
     pub last_sequence: i32,
     pub base_offset: i64,
     pub last_offset: i64,
+}
+
+/// One producer in a snapshot (partition/producer_snapshot.rs writes and reads them): its last batch only (Kafka keeps one batch per producer here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// -1 with `last_offset` -1: no batch known (a producer known from markers only).
+    pub last_sequence: i32,
+    pub last_offset: i64,
+    /// last sequence - first sequence of the last batch (= last offset - base offset).
+    pub offset_delta: i32,
+    pub timestamp_ms: i64,
+    pub coordinator_epoch: i32,
+    /// -1 outside a transaction.
+    pub current_txn_first_offset: i64,
 }
 
 #[derive(Debug, Default)]

@@ -144,6 +144,7 @@ async fn verify_transaction(shard: &Shard, partition: &crate::partition::Partiti
         return Err(Appended::error(ResponseError::InvalidRequest.code(), "a transactional batch needs the request's transactional id"));
     };
     crate::txn_router::verify_partition_in_transaction(shard, transactional_id, header.producer_id, header.producer_epoch, topic, index).await.map_err(|code| {
+        tracing::debug!(topic, partition = index, transactional_id, code, "transactional produce refused by the coordinator's verification");
         Appended::error(code, format!("the partition is not in producer {}'s ongoing transaction (verified with its coordinator)", header.producer_id))
     })
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use storage::{file_deletion, Log, StorageError};
 
 use super::Partition;
-use crate::producer_state::ProducerStateTable;
+use crate::producer_state::{ProducerStateTable, SnapshotEntry};
 
 pub const SNAPSHOT_SUFFIX: &str = ".snapshot";
 const VERSION: i16 = 1;
@@ -29,22 +29,6 @@ const HEADER_BYTES: usize = 2 + 4 + 4;
 const ENTRY_BYTES: usize = 8 + 2 + 4 + 8 + 4 + 8 + 4 + 8;
 /// Kafka keeps the snapshots of the last two segments (and the recovery point's).
 pub const RETAINED_SNAPSHOTS: usize = 2;
-
-/// One producer in a snapshot: its last batch only (Kafka keeps one batch per producer here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnapshotEntry {
-    pub producer_id: i64,
-    pub epoch: i16,
-    /// -1 with `last_offset` -1: no batch known (a producer known from markers only).
-    pub last_sequence: i32,
-    pub last_offset: i64,
-    /// last sequence - first sequence of the last batch (= last offset - base offset).
-    pub offset_delta: i32,
-    pub timestamp_ms: i64,
-    pub coordinator_epoch: i32,
-    /// -1 outside a transaction.
-    pub current_txn_first_offset: i64,
-}
 
 pub fn encode(entries: &[SnapshotEntry]) -> Vec<u8> {
     let mut body = Vec::with_capacity(4 + entries.len() * ENTRY_BYTES);
