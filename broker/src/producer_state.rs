@@ -2,8 +2,9 @@
 //! sequence numbers, so a retried batch is recognised (DUPLICATE_SEQUENCE_NUMBER, answered with
 //! the original offset) and a gap is refused (OUT_OF_ORDER_SEQUENCE_NUMBER), as Kafka does.
 //!
-//! The state is rebuilt at start by replaying batch headers from the log (see Partition::open),
-//! so it survives restarts and crashes with the log itself.
+//! The state is rebuilt at start from the latest snapshot (partition/producer_snapshot.rs) and
+//! the batch headers after it (see Partition::open), so it survives restarts, crashes and
+//! retention deleting the segments that held a producer's batches.
 //!
 //! Transactions (KIP-98): per producer also the first offset of its open transaction (set by its
 //! first transactional batch, cleared by the COMMIT/ABORT marker) and the coordinator epoch of
@@ -24,6 +25,22 @@ pub struct BatchMetadata {
     pub last_sequence: i32,
     pub base_offset: i64,
     pub last_offset: i64,
+}
+
+/// One producer in a snapshot (partition/producer_snapshot.rs writes and reads them): its last batch only (Kafka keeps one batch per producer here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// -1 with `last_offset` -1: no batch known (a producer known from markers only).
+    pub last_sequence: i32,
+    pub last_offset: i64,
+    /// last sequence - first sequence of the last batch (= last offset - base offset).
+    pub offset_delta: i32,
+    pub timestamp_ms: i64,
+    pub coordinator_epoch: i32,
+    /// -1 outside a transaction.
+    pub current_txn_first_offset: i64,
 }
 
 #[derive(Debug, Default)]
@@ -152,6 +169,12 @@ impl ProducerStateTable {
         self.producers.get(&producer_id).and_then(|entry| entry.current_txn_first_offset)
     }
 
+    /// Whether the producer has an open transaction here in `epoch`: its first transactional
+    /// append was verified with the coordinator (KIP-890), so the following ones need not be.
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers.get(&producer_id).is_some_and(|e| e.epoch == epoch && e.current_txn_first_offset.is_some())
+    }
+
     /// The producers known on this partition (DescribeProducers).
     pub fn summaries(&self) -> Vec<ProducerSummary> {
         self.producers
@@ -165,6 +188,56 @@ impl ProducerStateTable {
                 current_txn_start_offset: entry.current_txn_first_offset.unwrap_or(-1),
             })
             .collect()
+    }
+
+    /// The state as a snapshot holds it: per producer its last batch only, as Kafka keeps it.
+    pub fn to_snapshot(&self) -> Vec<SnapshotEntry> {
+        let mut entries: Vec<SnapshotEntry> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, entry)| {
+                let last = entry.batches.back();
+                SnapshotEntry {
+                    producer_id,
+                    epoch: entry.epoch,
+                    last_sequence: last.map_or(-1, |b| b.last_sequence),
+                    last_offset: last.map_or(-1, |b| b.last_offset),
+                    offset_delta: last.map_or(0, |b| (b.last_offset - b.base_offset) as i32),
+                    timestamp_ms: entry.last_timestamp_ms,
+                    coordinator_epoch: entry.coordinator_epoch,
+                    current_txn_first_offset: entry.current_txn_first_offset.unwrap_or(-1),
+                }
+            })
+            .collect();
+        entries.sort_by_key(|e| e.producer_id);
+        entries
+    }
+
+    /// The state a snapshot holds (Kafka's ProducerStateManager.loadFromSnapshot).
+    pub fn from_snapshot(entries: &[SnapshotEntry]) -> ProducerStateTable {
+        let producers = entries
+            .iter()
+            .map(|e| {
+                let mut batches = VecDeque::new();
+                if e.last_offset >= 0 && e.last_sequence >= 0 {
+                    batches.push_back(BatchMetadata {
+                        first_sequence: e.last_sequence - e.offset_delta,
+                        last_sequence: e.last_sequence,
+                        base_offset: e.last_offset - e.offset_delta as i64,
+                        last_offset: e.last_offset,
+                    });
+                }
+                let entry = ProducerEntry {
+                    epoch: e.epoch,
+                    batches,
+                    current_txn_first_offset: (e.current_txn_first_offset >= 0).then_some(e.current_txn_first_offset),
+                    coordinator_epoch: e.coordinator_epoch,
+                    last_timestamp_ms: e.timestamp_ms,
+                };
+                (e.producer_id, entry)
+            })
+            .collect();
+        ProducerStateTable { producers }
     }
 
     /// Records a batch that is now in the log (appended, or replayed at start).
@@ -268,6 +341,26 @@ mod tests {
         // The new producer (next epoch) starts at sequence 0.
         assert_eq!(table.check(&with_attributes(header(7, 2, 0, 1, 99), TRANSACTIONAL)), SequenceCheck::Accept);
         assert_eq!(table.first_unstable_offset(), None);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_last_batch_and_the_open_transaction() {
+        let mut table = ProducerStateTable::default();
+        table.record(&header(7, 2, 0, 3, 0));
+        table.record(&header(7, 2, 3, 2, 3));
+        table.record(&with_attributes(header(8, 0, 0, 1, 5), TRANSACTIONAL));
+        table.record_marker(&with_attributes(header(9, 4, -1, 1, 6), TRANSACTIONAL | CONTROL), Some(5));
+        let restored = ProducerStateTable::from_snapshot(&table.to_snapshot());
+        assert_eq!(restored.check(&header(7, 2, 3, 2, 99)), SequenceCheck::Duplicate { base_offset: 3 });
+        assert_eq!(restored.check(&header(7, 2, 5, 1, 99)), SequenceCheck::Accept);
+        assert_eq!(restored.check(&header(7, 1, 5, 1, 99)), SequenceCheck::FencedEpoch);
+        assert_eq!(restored.first_unstable_offset(), Some(5));
+        assert_eq!(restored.check_marker(&with_attributes(header(9, 4, -1, 1, 99), TRANSACTIONAL | CONTROL), 4), MarkerCheck::FencedCoordinator);
+        let mut summaries = restored.summaries();
+        summaries.sort_by_key(|s| s.producer_id);
+        let mut expected = table.summaries();
+        expected.sort_by_key(|s| s.producer_id);
+        assert_eq!(summaries, expected);
     }
 
     #[test]

@@ -205,14 +205,94 @@ pub async fn write_marker_here(shard: &Shard, topic: &str, partition: i32, marke
     0
 }
 
-/// Cluster mode: one WriteTxnMarkers v1 to `broker_id` for `partitions`; the error code per
-/// partition, in order.
-async fn send_write_txn_markers(shard: &Shard, broker_id: i32, marker: &TxnMarker, partitions: &[(String, i32)]) -> Result<Vec<i16>, String> {
+/// Cluster mode: a fresh connection to `broker_id` (markers and verifications are a few requests
+/// per transaction; a pooled inter-broker client is a later improvement).
+async fn connect_to_broker(shard: &Shard, broker_id: i32) -> Result<glommio::net::TcpStream, String> {
     let address = {
         let snapshot = shard.broker.cluster.as_ref().expect("cluster mode").view.snapshot();
         let broker = snapshot.brokers.get(&broker_id).ok_or_else(|| format!("broker {broker_id} is not registered"))?;
         format!("{}:{}", broker.host, broker.port)
     };
+    glommio::net::TcpStream::connect(address.as_str()).await.map_err(|e| format!("connecting to {address}: {e}"))
+}
+
+/// KIP-890 part 1 (Kafka 3.9's AddPartitionsToTxnManager): before a transaction's first
+/// transactional append to a partition, its leader asks the transactional id's coordinator
+/// whether the partition was added to the producer's ongoing transaction: this broker's
+/// coordinating shard directly, another broker with an AddPartitionsToTxn v4 `verify_only`.
+/// Ok when it was; else the code the produce is answered, as Kafka maps them for produce
+/// versions before 12: coordinator trouble is retriable (NOT_ENOUGH_REPLICAS), a fenced epoch
+/// INVALID_PRODUCER_EPOCH, anything else INVALID_TXN_STATE.
+pub async fn verify_partition_in_transaction(shard: &Shard, transactional_id: &str, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> Result<(), i16> {
+    let state_partition = partition_for_transactional_id(transactional_id, transaction_state_partition_count(&shard.broker));
+    let remote = match &shard.broker.cluster {
+        Some(cluster) => match cluster.view.snapshot().leader(TRANSACTION_STATE_TOPIC, state_partition) {
+            Some(leader) if leader != shard.broker.config.broker_id => Some(leader),
+            Some(_) => None,
+            None => return Err(ResponseError::NotEnoughReplicas.code()),
+        },
+        None => None,
+    };
+    let answer = match remote {
+        Some(broker_id) => verify_remotely(shard, broker_id, transactional_id, producer_id, epoch, topic, partition).await.map_err(|e| {
+            tracing::debug!(broker_id, error = e, "AddPartitionsToTxn verify_only failed");
+            ResponseError::NotEnoughReplicas.code()
+        })?,
+        None => {
+            let owner = shard.owner_of(TRANSACTION_STATE_TOPIC, state_partition);
+            let (id, partitions) = (transactional_id.to_string(), vec![(topic.to_string(), partition)]);
+            shard
+                .router
+                .call(owner, move |owner| async move {
+                    owner.txns.verify_partitions(&id, producer_id, epoch, &partitions).map(|found| if found[0] { 0 } else { ResponseError::TransactionAbortable.code() })
+                })
+                .await
+                .unwrap_or_else(|code| code)
+        }
+    };
+    const RETRIABLE: [ResponseError; 4] = [
+        ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotCoordinator,
+        ResponseError::CoordinatorLoadInProgress,
+        ResponseError::ConcurrentTransactions,
+    ];
+    match answer {
+        0 => Ok(()),
+        code if RETRIABLE.iter().any(|e| e.code() == code) => Err(ResponseError::NotEnoughReplicas.code()),
+        code if code == ResponseError::ProducerFenced.code() || code == ResponseError::InvalidProducerEpoch.code() => Err(ResponseError::InvalidProducerEpoch.code()),
+        _ => Err(ResponseError::InvalidTxnState.code()),
+    }
+}
+
+/// One AddPartitionsToTxn v4 `verify_only` to the coordinator's broker: the partition's code.
+async fn verify_remotely(shard: &Shard, broker_id: i32, transactional_id: &str, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> Result<i16, String> {
+    use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
+    use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, TransactionalId};
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![AddPartitionsToTxnTransaction::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_string(transactional_id.to_string())))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_verify_only(true)
+        .with_topics(vec![AddPartitionsToTxnTopic::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(vec![partition])])]);
+    let mut stream = connect_to_broker(shard, broker_id).await?;
+    let me = shard.broker.config.broker_id;
+    let response: AddPartitionsToTxnResponse = crate::replication::follower::round_trip(&mut stream, ApiKey::AddPartitionsToTxn, 4, 1, me, &request).await?;
+    if response.error_code != 0 {
+        return Ok(response.error_code);
+    }
+    response
+        .results_by_transaction
+        .iter()
+        .flat_map(|t| t.topic_results.iter())
+        .flat_map(|t| t.results_by_partition.iter())
+        .find(|p| p.partition_index == partition)
+        .map(|p| p.partition_error_code)
+        .ok_or_else(|| "the AddPartitionsToTxn response lacks the partition".to_string())
+}
+
+/// Cluster mode: one WriteTxnMarkers v1 to `broker_id` for `partitions`; the error code per
+/// partition, in order.
+async fn send_write_txn_markers(shard: &Shard, broker_id: i32, marker: &TxnMarker, partitions: &[(String, i32)]) -> Result<Vec<i16>, String> {
     let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (topic, partition) in partitions {
         topics.entry(topic).or_default().push(*partition);
@@ -228,9 +308,7 @@ async fn send_write_txn_markers(shard: &Shard, broker_id: i32, marker: &TxnMarke
                 .map(|(topic, indexes)| WritableTxnMarkerTopic::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partition_indexes(indexes))
                 .collect(),
         )]);
-    // One connection per round: markers are a few requests per transaction. A pooled
-    // inter-broker client is a later improvement.
-    let mut stream = glommio::net::TcpStream::connect(address.as_str()).await.map_err(|e| format!("connecting to {address}: {e}"))?;
+    let mut stream = connect_to_broker(shard, broker_id).await?;
     let me = shard.broker.config.broker_id;
     let response: WriteTxnMarkersResponse = crate::replication::follower::round_trip(&mut stream, ApiKey::WriteTxnMarkers, 1, 1, me, &request).await?;
     let mut errors = BTreeMap::new();

@@ -746,6 +746,11 @@ impl Log {
         Ok(headers)
     }
 
+    /// Base offset of the active segment (a change across an append means it rolled).
+    pub fn active_segment_base_offset(&self) -> i64 {
+        self.active().base_offset
+    }
+
     /// Base offset of the segment before the active one (or the active one's), for bounded replays.
     pub fn previous_segment_base_offset(&self) -> i64 {
         self.segments.keys().rev().nth(1).or_else(|| self.segments.keys().next_back()).copied().unwrap_or(0)

@@ -253,4 +253,22 @@ fn kill_9_with_a_transaction_open_leaves_no_stuck_lso() {
     // committed-0 (0), its marker (1), aborted-0..2 (2-4): the first abort covers 2..=5.
     assert_eq!(i64::from_be_bytes(bytes[10..18].try_into().unwrap()), 2);
     assert_eq!(i64::from_be_bytes(bytes[18..26].try_into().unwrap()), 5);
+/// kafkajs (tests/clients/transactions.js): commit, abort, fencing by a second producer with
+/// the same transactional id, and a consume-transform-produce loop whose group offsets commit
+/// with its transactions (sendOffsets).
+#[test]
+fn kafkajs_transactions() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("txn-kafkajs");
+    let broker = start(&dir);
+    let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients");
+    for scenario in ["commit", "abort", "fence", "offsets"] {
+        let topic = format!("js-{scenario}");
+        let (ok, stdout, stderr) = run_with_timeout(
+            Command::new("node").arg(clients.join("transactions.js")).args([scenario, "--bootstrap", &broker.bootstrap(), "--topic", &topic]),
+            Duration::from_secs(90),
+        );
+        assert!(ok && stdout.contains(&format!("{scenario} ok")), "kafkajs {scenario} failed:\n{stdout}\n{stderr}\nbroker log:\n{}", broker.log());
+        eprintln!("kafkajs {scenario}:\n{stdout}");
+    }
 }

@@ -57,9 +57,12 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
                         let owner = shard.owner_of(&name, partition.index);
                         let (topic_name, index) = (name.clone(), partition.index);
                         let timeout_ms = request.timeout_ms;
+                        let transactional_id = request.transactional_id.as_ref().map(|t| t.0.to_string());
                         shard
                             .router
-                            .call(owner, move |owner| async move { append(&owner, &topic_name, index, records, acks, timeout_ms).await })
+                            .call(owner, move |owner| async move {
+                                append(&owner, &topic_name, index, records, acks, timeout_ms, transactional_id.as_deref()).await
+                            })
                             .await
                     }
                 }
@@ -88,11 +91,14 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
 
 /// Runs on the owning shard: the partition's one append door, then (acks=all in cluster mode)
 /// the wait for the ISR.
-async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes, acks: i16, timeout_ms: i32) -> Appended {
+async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes, acks: i16, timeout_ms: i32, transactional_id: Option<&str>) -> Appended {
     let partition = match shard.partition(topic, index).await {
         Ok(p) => p,
         Err(e) => return Appended::error(partition_error_code(&e), format!("{e:?}")),
     };
+    if let Err(refused) = verify_transaction(shard, &partition, topic, index, &records, transactional_id).await {
+        return refused;
+    }
     let appended = match partition.append(&records, AppendOrigin::Client).await {
         Ok(appended) => appended,
         Err(e) if crate::partition::is_keyless_refusal(&e) => return Appended::error(ResponseError::InvalidRecord.code(), e.to_string()),
@@ -118,6 +124,29 @@ async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes, acks: i1
         log_append_time_ms: appended.log_append_time_ms,
         log_start_offset: appended.log_start_offset,
     }
+}
+
+/// KIP-890 part 1 (Kafka 3.9, `transaction.partition.verification.enable=true`): the first
+/// transactional batch of a transaction on this partition is appended only if the coordinator
+/// says the partition was added to the producer's ongoing transaction, so a late or stray
+/// batch cannot open a transaction the coordinator will never end (a hanging transaction).
+/// Kafka checks the first batch of a request, as here (a request's batches share a producer).
+/// Between the answer and the append only this producer's own marker could intervene, and a
+/// marker needs the coordinator to have ended the transaction it just confirmed.
+async fn verify_transaction(shard: &Shard, partition: &crate::partition::Partition, topic: &str, index: i32, records: &[u8], transactional_id: Option<&str>) -> Result<(), Appended> {
+    let Some(header) = records.get(..storage::batch::BATCH_HEADER_SIZE_BYTES).and_then(|b| storage::batch::BatchHeader::parse(b).ok()) else {
+        return Ok(()); // the append refuses it with the reason
+    };
+    if !header.is_transactional() || !partition.needs_transaction_verification(header.producer_id, header.producer_epoch) {
+        return Ok(());
+    }
+    let Some(transactional_id) = transactional_id.filter(|t| !t.is_empty()) else {
+        return Err(Appended::error(ResponseError::InvalidRequest.code(), "a transactional batch needs the request's transactional id"));
+    };
+    crate::txn_router::verify_partition_in_transaction(shard, transactional_id, header.producer_id, header.producer_epoch, topic, index).await.map_err(|code| {
+        tracing::debug!(topic, partition = index, transactional_id, code, "transactional produce refused by the coordinator's verification");
+        Appended::error(code, format!("the partition is not in producer {}'s ongoing transaction (verified with its coordinator)", header.producer_id))
+    })
 }
 
 fn append_error_code(error: &AppendError) -> i16 {

@@ -9,7 +9,8 @@
 //!    `storage::Log::check_from_*`);
 //! 3. checks idempotent producers' sequences (a retry answers its original offset), and a
 //!    transaction marker's producer and coordinator epochs (txn_marker.rs);
-//! 4. appends, and records the batches' producer state (open transactions included);
+//! 4. appends, and records the batches' producer state (open transactions included), writing
+//!    a producer state snapshot when the append rolled a segment (producer_snapshot.rs);
 //! then, with the lock released, wakes the shard's waiting fetches and applies the flush policy
 //! (group commit for `flush.messages`).
 //! Waiting for the ISR (acks=all) is the caller's: `Partition::wait_for_high_watermark`.
@@ -91,6 +92,14 @@ impl std::fmt::Display for AppendError {
 }
 
 impl Partition {
+    /// KIP-890 part 1: whether a transactional append of the producer at `epoch` needs the
+    /// coordinator's word first (the produce handler asks, `txn_router`). Not when the producer
+    /// already has an open transaction here in that epoch: its first append was verified, and
+    /// only a marker (which ends it) can make the partition leave the transaction.
+    pub fn needs_transaction_verification(&self, producer_id: i64, epoch: i16) -> bool {
+        !self.producers.borrow().in_transaction(producer_id, epoch)
+    }
+
     /// The one door: see the module doc.
     pub async fn append(&self, records: &[u8], origin: AppendOrigin) -> Result<Appended, AppendError> {
         let appended = self.append_unlogged(records, origin).await;
@@ -201,7 +210,15 @@ impl Partition {
             }
         }
         let abort_indexes = checked.abort_marker_indexes();
+        let active_before = log.active_segment_base_offset();
         let info = log.append_checked(checked, now).await?;
+        let rolled_at = log.active_segment_base_offset();
+        if rolled_at != active_before {
+            // A roll happens before the first batch of an append: the state not yet recording
+            // these batches is the state at the new segment's base offset.
+            assert_eq!(rolled_at, info.headers[0].base_offset, "a segment rolls at an append's first batch");
+            self.take_snapshot(&log, rolled_at).await;
+        }
         let aborted = self.aborted_txns_of(&info.headers, &abort_indexes);
         {
             // Idempotent producers' state follows the log on every replica, so a new leader

@@ -18,6 +18,7 @@
 
 mod append;
 mod log_start;
+pub mod producer_snapshot;
 mod recompress;
 pub mod record_codec;
 pub mod table;
@@ -56,6 +57,8 @@ pub struct Partition {
     /// Producer id -> the last offset of its last batch here: the cleaner keeps those batches
     /// (emptied if need be) so a producer's sequence survives compaction and restarts.
     producer_last_offsets: RefCell<std::collections::HashMap<i64, i64>>,
+    /// The offsets of the producer state snapshots in the directory (producer_snapshot.rs).
+    snapshots: RefCell<std::collections::BTreeSet<i64>>,
     /// Cluster mode: what replication knows about this partition.
     pub replication: RefCell<ReplicaState>,
     /// Set under the write lock when the partition is closed (shutdown, deletion): the final
@@ -140,8 +143,8 @@ pub fn check_leader(broker: &BrokerState, topic: &str, partition: i32) -> Result
 }
 
 impl Partition {
-    /// Opens (and recovers) the log in `dir` and rebuilds the idempotent producers' state from
-    /// the batch headers of its last two segments.
+    /// Opens (and recovers) the log in `dir` and rebuilds the producers' state from the latest
+    /// snapshot and the batch headers after it (producer_snapshot.rs).
     async fn open(
         broker: Arc<BrokerState>,
         appended: Rc<Notify>,
@@ -160,22 +163,16 @@ impl Partition {
             tracing::error!(topic, partition = index, error = %e, "partition cannot be opened");
             PartitionError::Storage(e)
         })?;
-        let mut producers = ProducerStateTable::default();
-        let mut producer_last_offsets = std::collections::HashMap::new();
-        for header in log.batch_headers_since(log.previous_segment_base_offset()).await.map_err(PartitionError::Storage)? {
-            producers.record(&header);
-            if header.has_producer_id() {
-                producer_last_offsets.insert(header.producer_id, header.last_offset());
-            }
-        }
+        let recovered = producer_snapshot::recover(&log).await.map_err(PartitionError::Storage)?;
         Ok(Partition {
             topic: topic.to_string(),
             index,
             broker,
             appended,
             log: RwLock::new(log),
-            producers: RefCell::new(producers),
-            producer_last_offsets: RefCell::new(producer_last_offsets),
+            producers: RefCell::new(recovered.producers),
+            producer_last_offsets: RefCell::new(recovered.last_offsets),
+            snapshots: RefCell::new(recovered.snapshots),
             replication: RefCell::new(ReplicaState::default()),
             closed: Cell::new(false),
             storage_errors: Cell::new((i64::MIN / 2, 0)),
@@ -352,6 +349,8 @@ impl Partition {
         self.closed.set(true);
         if checkpoint {
             log.checkpoint().await?;
+            // A clean start replays nothing.
+            self.take_snapshot(&log, log.log_end_offset()).await;
         }
         Ok(log.dir().to_path_buf())
     }

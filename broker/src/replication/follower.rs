@@ -408,7 +408,7 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
                 tracing::info!(topic, partition, from = log.log_end_offset(), to = target, epoch = answer.leader_epoch, "truncating to the leader's epoch end");
             }
             // Also when no record goes: epochs of ours starting at the target are dropped.
-            log.truncate_to(target).await.map_err(|e| e.to_string())?;
+            handle.truncate_to(&mut log, target).await.map_err(|e| e.to_string())?;
             return Ok(true);
         }
     }
@@ -426,7 +426,7 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
     let mut log = handle.log.write().await.expect("partition lock");
     if log.log_end_offset() > target {
         tracing::info!(topic, partition, from = log.log_end_offset(), to = target, "truncating to the high watermark");
-        log.truncate_to(target).await.map_err(|e| e.to_string())?;
+        handle.truncate_to(&mut log, target).await.map_err(|e| e.to_string())?;
     }
     Ok(true)
 }
