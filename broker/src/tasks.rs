@@ -40,6 +40,7 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
         // Tests and scripts wait for this line: every shard accepts from here on.
         tracing::info!(listener = %shard.broker.config.listener, "broker ready");
     }
+    let metrics_endpoint = crate::metrics::http::start(shard.clone());
     let maintenance = glommio::spawn_local(maintain_logs(shard.clone()));
     let log_cleaner = cleaner::start(shard.clone());
     let group_timers = glommio::spawn_local(expire_group_members(shard.clone()));
@@ -52,6 +53,7 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
     drop(acceptor); // stops accepting
+    drop(metrics_endpoint);
     drop(maintenance);
     drop(group_timers);
     drop(group_leadership);

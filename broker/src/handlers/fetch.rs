@@ -161,6 +161,7 @@ async fn read(
             }
         }
     }
+    crate::metrics::fetched(topic, &read.slices, zero_copy);
     Fetched { error_code: 0, high_watermark: read.high_watermark, log_start_offset: read.log_start_offset, records }
 }
 
