@@ -40,7 +40,7 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
         // Tests and scripts wait for this line: every shard accepts from here on.
         tracing::info!(listener = %shard.broker.config.listener, "broker ready");
     }
-    let metrics_endpoint = crate::metrics::http::start(shard.clone());
+    let Ok(metrics_endpoint) = crate::metrics::http::start(shard.clone()) else { return false };
     let maintenance = glommio::spawn_local(maintain_logs(shard.clone()));
     let log_cleaner = cleaner::start(shard.clone());
     let group_timers = glommio::spawn_local(expire_group_members(shard.clone()));

@@ -37,24 +37,24 @@ pub fn parse_listener(key: &str, value: &str) -> Result<SocketAddr, String> {
 }
 
 /// On shard 0 with `metrics.listener` set: binds and serves until the task is dropped. A bind
-/// failure stops the broker, as the client listener's does.
-pub fn start(shard: Rc<Shard>) -> Option<glommio::Task<()>> {
-    let address = shard.broker.config.metrics_listener.filter(|_| shard.id() == 0)?;
+/// failure stops the broker (Err, the shutdown flag set), as the client listener's does.
+pub fn start(shard: Rc<Shard>) -> Result<Option<glommio::Task<()>>, ()> {
+    let Some(address) = shard.broker.config.metrics_listener.filter(|_| shard.id() == 0) else { return Ok(None) };
     let listener = match bind(address) {
         Ok(listener) => listener,
         Err(e) => {
             tracing::error!(%address, error = %e, "cannot listen for metrics.listener");
             shard.broker.shutting_down.store(true, std::sync::atomic::Ordering::Release);
-            return None;
+            return Err(());
         }
     };
     tracing::info!(%address, "serving metrics at http://{address}/metrics");
     let queue = glommio::executor().create_task_queue(glommio::Shares::Static(ENDPOINT_SHARES), glommio::Latency::NotImportant, "metrics");
     match glommio::spawn_local_into(serve(shard, listener), queue) {
-        Ok(task) => Some(task),
+        Ok(task) => Ok(Some(task)),
         Err(e) => {
             tracing::error!(error = %e, "the metrics endpoint could not start");
-            None
+            Ok(None)
         }
     }
 }
