@@ -207,6 +207,20 @@ print(count)
     // __consumer_offsets was created by the group: more partitions now.
     assert!(value(&after, "kafka_server_replicamanager_partitioncount") > 3.0);
 
+    // Every series the Grafana dashboard reads is one the broker serves.
+    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/grafana/broker.json")).unwrap();
+    let served: std::collections::BTreeSet<&str> = after.keys().map(|k| k.split('{').next().unwrap()).collect();
+    let mut read = 0;
+    for (start, _) in dashboard.match_indices(|c: char| c == 'k' || c == 'b') {
+        let word: String = dashboard[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let preceded = dashboard[..start].chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !preceded && (word.starts_with("kafka_") || word.starts_with("broker_")) {
+            assert!(served.contains(word.as_str()), "the dashboard reads {word}, which the broker does not serve");
+            read += 1;
+        }
+    }
+    assert!(read >= 15, "the dashboard reads {read} series");
+
     let (status, _) = http_get(&metrics_address, "/other");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     // Garbage gets a 400 and the endpoint keeps serving.
