@@ -10,9 +10,12 @@ rounds=${ROUNDS:-3}
 dir=$(mktemp -d /tmp/metrics-cost.XXXXXX)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 p_off=$(free_port); p_on=$(free_port); p_metrics=$(free_port)
-./target/release/broker --cpus 0 --override listeners=PLAINTEXT://127.0.0.1:$p_off --override log.dirs=$dir/off 2>"$dir/off.log" &
+# A run writes about 5 GB per broker: retention keeps each broker's disk use near 2 GB.
+bounded=(--override log.retention.bytes=268435456 --override log.segment.bytes=67108864
+    --override log.retention.check.interval.ms=1000 --override log.segment.delete.delay.ms=1000)
+./target/release/broker --cpus 0 "${bounded[@]}" --override listeners=PLAINTEXT://127.0.0.1:$p_off --override log.dirs=$dir/off 2>"$dir/off.log" &
 off=$!
-./target/release/broker --cpus 0 --override listeners=PLAINTEXT://127.0.0.1:$p_on --override log.dirs=$dir/on \
+./target/release/broker --cpus 0 "${bounded[@]}" --override listeners=PLAINTEXT://127.0.0.1:$p_on --override log.dirs=$dir/on \
     --override metrics.listener=http://127.0.0.1:$p_metrics 2>"$dir/on.log" &
 on=$!
 scraper=
@@ -20,6 +23,7 @@ cleanup() {
     [[ -n $scraper ]] && kill "$scraper" 2>/dev/null
     kill "$off" "$on" 2>/dev/null
     wait "$off" "$on" 2>/dev/null || true
+    rm -rf "$dir/off" "$dir/on"
 }
 trap cleanup EXIT
 for log in "$dir/off.log" "$dir/on.log"; do
