@@ -32,6 +32,8 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
     } else {
         None
     };
+    // Before this shard counts as listening, so the endpoint is up once "broker ready" is logged.
+    let Ok(metrics_endpoint) = crate::metrics::http::start(shard.clone()) else { return false };
     let listening = match listener {
         Some(_) => shard.broker.shards_listening.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1,
         None => 0,
@@ -40,7 +42,6 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
         // Tests and scripts wait for this line: every shard accepts from here on.
         tracing::info!(listener = %shard.broker.config.listener, "broker ready");
     }
-    let Ok(metrics_endpoint) = crate::metrics::http::start(shard.clone()) else { return false };
     let maintenance = glommio::spawn_local(maintain_logs(shard.clone()));
     let log_cleaner = cleaner::start(shard.clone());
     let group_timers = glommio::spawn_local(expire_group_members(shard.clone()));
