@@ -48,6 +48,9 @@ pub struct BrokerConfig {
     pub listener_shards: Option<Vec<usize>>,
     /// Ours: the shards that own partitions (`partition.shards=0`); None: every shard.
     pub partition_shards: Option<Vec<usize>>,
+    /// Ours: `metrics.listener=http://HOST:PORT` serves Prometheus text at `/metrics` (metrics/);
+    /// None (the default): no endpoint.
+    pub metrics_listener: Option<SocketAddr>,
     /// Topic defaults from the `log.*` keys; topic configs override them.
     pub log_defaults: LogConfig,
     pub cleanup_policy: String,
@@ -220,6 +223,7 @@ impl BrokerConfig {
             fetch_zero_copy: true,
             listener_shards: None,
             partition_shards: None,
+            metrics_listener: None,
             log_defaults: LogConfig::default(),
             cleanup_policy: "delete".into(),
             compression_type: "producer".into(),
@@ -282,6 +286,7 @@ impl BrokerConfig {
                 "delete.topic.enable" => config.delete_topic_enable = parse_bool(key, v)?,
                 "fetch.zero.copy" => config.fetch_zero_copy = parse_bool(key, v)?,
                 "listener.shards" => config.listener_shards = Some(shard::cpus::parse_cpu_list(v).map_err(|e| format!("{key}: {e}"))?),
+                "metrics.listener" => config.metrics_listener = Some(crate::metrics::parse_listener(key, v)?),
                 "partition.shards" => config.partition_shards = Some(shard::cpus::parse_cpu_list(v).map_err(|e| format!("{key}: {e}"))?),
                 "message.max.bytes" => {
                     config.message_max_bytes = parse_number(key, v)?;

@@ -55,7 +55,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             Next::Frame(frame) => frame,
             Next::Closed | Next::Shutdown => break,
         };
-        match dispatch(&shard, frame, &client_host).await {
+        let mut timer = crate::metrics::RequestTimer::start(&frame);
+        let outcome = dispatch(&shard, frame, &client_host).await;
+        timer.handled();
+        match outcome {
             Outcome::Respond(bytes) => {
                 if let Err(e) = stream.write_all(&bytes).await {
                     tracing::debug!(peer, error = %e, "client went away before its response");

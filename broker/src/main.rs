@@ -7,6 +7,7 @@ mod connection;
 mod group_router;
 mod groups;
 mod handlers;
+mod metrics;
 mod partition;
 mod producer_state;
 mod replication;

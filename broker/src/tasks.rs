@@ -32,6 +32,8 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
     } else {
         None
     };
+    // Before this shard counts as listening, so the endpoint is up once "broker ready" is logged.
+    let Ok(metrics_endpoint) = crate::metrics::http::start(shard.clone()) else { return false };
     let listening = match listener {
         Some(_) => shard.broker.shards_listening.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1,
         None => 0,
@@ -52,6 +54,7 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
     drop(acceptor); // stops accepting
+    drop(metrics_endpoint);
     drop(maintenance);
     drop(group_timers);
     drop(group_leadership);

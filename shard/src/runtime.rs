@@ -38,6 +38,16 @@ impl ShardPlacement {
     }
 }
 
+thread_local! {
+    /// Calls this shard's thread sent to other shards (the broker's metrics read it on the shard).
+    static CROSS_SHARD_CALLS_SENT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many calls the calling shard has sent to other shards so far.
+pub fn cross_shard_calls_sent() -> u64 {
+    CROSS_SHARD_CALLS_SENT.with(std::cell::Cell::get)
+}
+
 /// A shard's handle on every other shard.
 pub struct Router<C> {
     shard_id: usize,
@@ -66,6 +76,7 @@ impl<C: 'static> Router<C> {
             let context = self.local.get().expect("shard context installed").clone();
             return work(context).await;
         }
+        CROSS_SHARD_CALLS_SENT.with(|sent| sent.set(sent.get() + 1));
         let (reply, answer) = futures_channel::oneshot::channel();
         let call = ShardCall(Box::new(move |context: Rc<C>| -> LocalFuture {
             Box::pin(async move {

@@ -116,9 +116,22 @@ async fn run(
         }
         let mut states = client.state_watcher();
         let expired = async {
+            // Said once per loss and once per recovery, not per reconnection attempt.
+            let mut lost = false;
             loop {
                 match states.changed().await {
                     SessionState::Expired => return,
+                    SessionState::Disconnected if !lost => {
+                        lost = true;
+                        tracing::warn!(
+                            session_timeout_ms = config.session_timeout_ms,
+                            "ZooKeeper connection lost: reconnecting; the session (registration, controllership) lasts until its timeout"
+                        );
+                    }
+                    state @ (SessionState::SyncConnected | SessionState::ConnectedReadOnly) if lost => {
+                        lost = false;
+                        tracing::info!(?state, "ZooKeeper connection regained: the session survived");
+                    }
                     state => tracing::debug!(?state, "ZooKeeper session state"),
                 }
             }
@@ -132,7 +145,7 @@ async fn run(
             _ = serve(&client, &view, &mut commands) => true,
         };
         if !shutdown {
-            tracing::warn!("ZooKeeper session expired: registering again with a new session");
+            tracing::warn!("ZooKeeper session lost (expired): registering again with a new session");
             view.set_controller(-1, view.controller_epoch());
             continue;
         }

@@ -54,11 +54,17 @@ pub(crate) async fn elect(client: &Client, broker_id: i32, view: &ClusterView, f
                     tracing::warn!(controller, "no longer the controller");
                 }
                 let epoch = read_controller_epoch(client).await.unwrap_or(view.controller_epoch());
+                let previous = view.controller_id();
                 view.set_controller(controller, epoch);
-                tracing::info!(controller, epoch, "controller is elsewhere");
+                if previous != controller {
+                    tracing::info!(controller, previous, epoch, "controller changed: it is elsewhere");
+                }
             }
         }
-        watcher.changed().await;
+        let event = watcher.changed().await;
+        if event.event_type == zookeeper_client::EventType::NodeDeleted {
+            tracing::info!(previous = view.controller_id(), "the controller resigned or its session ended: electing");
+        }
     }
 }
 

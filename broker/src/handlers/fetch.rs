@@ -176,6 +176,7 @@ async fn read(
             }
         }
     }
+    crate::metrics::fetched(topic, &read.slices, zero_copy);
     Fetched {
         error_code: 0,
         high_watermark: read.high_watermark,

@@ -240,6 +240,7 @@ impl Partition {
             duplicate: false,
         };
         drop(log);
+        if origin != AppendOrigin::Replication { crate::metrics::appended(&self.topic, records.len(), info.record_count) }
         self.wake_waiters();
         if info.flush_due {
             self.flush_through(appended.end_offset).await?;
@@ -255,7 +256,9 @@ impl Partition {
     async fn flush_through(&self, end_offset: i64) -> Result<(), StorageError> {
         let mut log = self.log.write().await.expect("partition lock");
         if log.recovery_point() < end_offset {
+            let started = std::time::Instant::now();
             log.flush().await?;
+            crate::metrics::log_flushed(started);
         }
         Ok(())
     }

@@ -101,12 +101,13 @@ fn change_isr(cluster: zk::CoordinatorHandle, isr: Vec<i32>, expected: zk::Parti
     if std::mem::replace(&mut handle.replication.borrow_mut().isr_change_pending, true) {
         return;
     }
-    let handle = handle.clone();
+    let (handle, shrank) = (handle.clone(), isr.len() < expected.isr.len());
     glommio::spawn_local(async move {
         let (topic, partition) = (handle.topic.as_str(), handle.index);
         let expected_version = expected.zk_version;
         match cluster.update_isr(topic, partition, isr, expected).await {
             Ok(()) => {
+                crate::metrics::isr_changed(shrank);
                 for _ in 0..ISR_CHANGE_VISIBLE_WAIT_MS / ISR_CHANGE_POLL_MS {
                     let seen = cluster.view.snapshot().state(topic, partition).map(|s| s.zk_version);
                     if seen != Some(expected_version) {

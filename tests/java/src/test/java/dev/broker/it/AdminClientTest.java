@@ -89,6 +89,14 @@ class AdminClientTest extends BrokerTestBase {
         String clusterId = cluster.clusterId().get();
         assertNotNull(clusterId);
         assertFalse(clusterId.isEmpty());
+        // DescribeCluster (API 60): without an authorizer, as Kafka, every cluster operation.
+        var operations = admin.describeCluster(new org.apache.kafka.clients.admin.DescribeClusterOptions()
+                .includeAuthorizedOperations(true)).authorizedOperations().get();
+        assertEquals(Set.of(org.apache.kafka.common.acl.AclOperation.CREATE, org.apache.kafka.common.acl.AclOperation.ALTER,
+                org.apache.kafka.common.acl.AclOperation.DESCRIBE, org.apache.kafka.common.acl.AclOperation.CLUSTER_ACTION,
+                org.apache.kafka.common.acl.AclOperation.DESCRIBE_CONFIGS, org.apache.kafka.common.acl.AclOperation.ALTER_CONFIGS,
+                org.apache.kafka.common.acl.AclOperation.IDEMPOTENT_WRITE), operations);
+        assertEquals(null, admin.describeCluster().authorizedOperations().get());
     }
 
     @Test
@@ -166,6 +174,10 @@ class AdminClientTest extends BrokerTestBase {
         var replica = replicas.get(new TopicPartition("admin-log-dirs", 0));
         assertNotNull(replica, replicas.toString());
         assertTrue(replica.size() > 0, replica.toString());
+        // v4: the file system's total and usable bytes.
+        var dir = dirs.values().iterator().next();
+        assertTrue(dir.totalBytes().isPresent() && dir.usableBytes().isPresent(), dir.toString());
+        assertTrue(dir.usableBytes().getAsLong() <= dir.totalBytes().getAsLong(), dir.toString());
     }
 
     @Test
