@@ -67,8 +67,14 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with `shards` unpinned shards and `overrides` (key=value) in `data_dir`.
     pub fn start(data_dir: &Path, shards: usize, overrides: &[&str]) -> Broker {
+        Broker::start_on_port(data_dir, shards, free_port(), overrides)
+    }
+
+    /// As `start`, with the PLAINTEXT port given: a test that sets `listeners` itself (several
+    /// listeners) names this port as its PLAINTEXT one, which readiness is checked on.
+    pub fn start_on_port(data_dir: &Path, shards: usize, port: u16, overrides: &[&str]) -> Broker {
         let mut broker = Broker {
-            port: free_port(),
+            port,
             data_dir: data_dir.to_path_buf(),
             shards,
             overrides: overrides.iter().map(|s| s.to_string()).collect(),
