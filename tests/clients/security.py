@@ -63,8 +63,12 @@ def refused(bootstrap, protocol, mechanism, user, password, ca):
     try:
         admin.list_topics(timeout=5)
         print("UNEXPECTEDLY CONNECTED")
-    except KafkaException:
-        pass
+    except KafkaException as e:
+        print("refused:", e)
+    # The authentication error reaches error_cb through poll.
+    deadline = time.time() + 10
+    while not errors and time.time() < deadline:
+        admin.poll(0.5)
     for error in errors:
         print(error.name(), error.str())
 

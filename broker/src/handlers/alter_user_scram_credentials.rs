@@ -13,10 +13,10 @@ use super::str_bytes;
 use crate::security::credentials::{ScramCredential, ScramMechanism};
 use crate::shard_context::Shard;
 
-fn result(user: &str, error: ResponseError, message: Option<String>) -> AlterUserScramCredentialsResult {
+fn result(user: &str, error: Option<ResponseError>, message: Option<String>) -> AlterUserScramCredentialsResult {
     AlterUserScramCredentialsResult::default()
         .with_user(str_bytes(user))
-        .with_error_code(error.code())
+        .with_error_code(error.map_or(0, |e| e.code()))
         .with_error_message(message.map(|m| str_bytes(&m)))
 }
 
@@ -92,8 +92,8 @@ pub async fn handle(shard: &Shard, request: AlterUserScramCredentialsRequest) ->
     let results = named
         .keys()
         .map(|user| match errors.get(user) {
-            Some((error, message)) => result(user, *error, Some(message.clone())),
-            None => result(user, ResponseError::None, None),
+            Some((error, message)) => result(user, Some(*error), Some(message.clone())),
+            None => result(user, None, None),
         })
         .collect();
     AlterUserScramCredentialsResponse::default().with_results(results)
