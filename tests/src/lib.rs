@@ -185,7 +185,10 @@ fn signal(pid: u32, signal: i32) {
 /// stderr, where kcat reports delivery failures).
 pub fn kcat_produce(bootstrap: &str, args: &[&str], lines: impl IntoIterator<Item = String>) -> std::process::Output {
     use std::io::Write;
+    // Debian's librdkafka, not the SSL-less one bench builds (cargo puts its directory on
+    // LD_LIBRARY_PATH in a workspace test run).
     let mut producer = Command::new("kcat")
+        .env_remove("LD_LIBRARY_PATH")
         .args(["-b", bootstrap, "-P"])
         .args(args)
         .stdin(Stdio::piped())
