@@ -3,6 +3,7 @@
 //! connection until its response is sent), which keeps responses in request order.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -11,11 +12,17 @@ use shard::notify::Notify;
 
 use crate::handlers::fetch_framing::{Piece, Records};
 use crate::handlers::{dispatch, Outcome};
+use crate::security::session::{Authenticated, Session};
+use crate::security::transport::Transport;
 use crate::shard_context::Shard;
 use crate::splice_sender::Outgoing;
 
 /// How long a graceful shutdown lets a connection finish the request it is in.
 pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+/// A TLS handshake, and a SASL exchange, must finish within this: a client that connects and
+/// says nothing (or garbage, slowly) holds a connection slot no longer.
+const AUTHENTICATION_TIMEOUT_MS: u64 = 10_000;
 
 enum Next {
     Frame(Bytes),
@@ -23,20 +30,53 @@ enum Next {
     Shutdown,
 }
 
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+/// Serves a connection accepted on listener `listener` (an index in `config.listeners`): the
+/// TLS handshake where the listener has TLS, then requests until the client goes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: usize) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     // Kafka reports a member's host as "/<ip>" (Java's InetAddress.toString).
     let client_host = stream.peer_addr().map(|a| format!("/{}", a.ip())).unwrap_or_default();
     let _ = stream.set_nodelay(true);
+    let security = &shard.broker.security.listeners[listener];
+    let mut session = Session::new(listener, security.listener.protocol.uses_sasl(), client_host);
+    let mut stream = match &security.tls {
+        None => Transport::Plain(stream),
+        Some(tls) => {
+            let handshake = Transport::accept_tls(tls, stream, &mut session);
+            let timeout = async {
+                glommio::timer::sleep(Duration::from_millis(AUTHENTICATION_TIMEOUT_MS)).await;
+                Err("the TLS handshake timed out".to_string())
+            };
+            match futures_lite::future::or(handshake, timeout).await {
+                Ok(stream) => stream,
+                Err(reason) => {
+                    tracing::warn!(peer, listener = security.listener.name, reason, "closing connection: TLS handshake failed");
+                    return;
+                }
+            }
+        }
+    };
+    serve_requests(&shard, &mut stream, &mut session, &peer).await;
+    let _ = stream.close().await;
+}
+
+async fn serve_requests(shard: &Rc<Shard>, stream: &mut Transport, session: &mut Session, peer: &str) {
     let max_request_bytes = shard.broker.config.socket_request_max_bytes;
+    let authentication_deadline = std::time::Instant::now() + Duration::from_millis(AUTHENTICATION_TIMEOUT_MS);
     loop {
         let shutdown = shard.shutdown.ticket();
         if shard.broker.is_shutting_down() {
             break;
         }
+        // Until authenticated, the exchange has a deadline; afterwards only shutdown ends a wait.
+        let wait_ms = if session.authenticated() {
+            u64::MAX / 4
+        } else {
+            authentication_deadline.saturating_duration_since(std::time::Instant::now()).as_millis() as u64
+        };
         let next = futures_lite::future::or(
             async {
-                match read_frame(&mut stream, max_request_bytes).await {
+                match read_frame(stream, max_request_bytes).await {
                     Ok(Some(frame)) => Next::Frame(frame),
                     Ok(None) => Next::Closed,
                     Err(reason) => {
@@ -46,7 +86,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 }
             },
             async {
-                Notify::wait(shutdown, std::time::Duration::MAX / 4).await;
+                let in_time = Notify::wait(shutdown, Duration::from_millis(wait_ms)).await;
+                if !in_time && !session.authenticated() {
+                    tracing::warn!(peer, "closing connection: not authenticated in time");
+                }
                 Next::Shutdown
             },
         )
@@ -55,8 +98,22 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             Next::Frame(frame) => frame,
             Next::Closed | Next::Shutdown => break,
         };
+        if session.expects_bare_token() {
+            // SaslHandshake v0: SASL tokens come and go size-prefixed, without Kafka headers.
+            let settings = shard.broker.security.listeners[session.listener].sasl.as_ref();
+            let reply = match session.authenticate(&frame, settings, &shard.broker.security.credentials) {
+                Authenticated::Continue(bytes) | Authenticated::Done(bytes) => bytes,
+                Authenticated::Failed(_) => break,
+            };
+            let mut framed = (reply.len() as i32).to_be_bytes().to_vec();
+            framed.extend_from_slice(&reply);
+            if stream.write_all(&framed).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let mut timer = crate::metrics::RequestTimer::start(&frame);
-        let outcome = dispatch(&shard, frame, &client_host).await;
+        let outcome = dispatch(shard, frame, session).await;
         timer.handled();
         match outcome {
             Outcome::Respond(bytes) => {
@@ -66,7 +123,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 }
             }
             Outcome::RespondPieces(pieces) => {
-                if let Err(e) = write_pieces(&shard, &mut stream, pieces).await {
+                if let Err(e) = write_pieces(shard, stream, pieces).await {
                     tracing::debug!(peer, error = %e, "closing connection: a fetch response could not be sent whole");
                     break;
                 }
@@ -77,48 +134,50 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 break;
             }
         }
+        if session.close_after_response {
+            let _ = stream.flush().await;
+            break;
+        }
     }
-    let _ = stream.close().await;
 }
 
 /// Writes a response's pieces in order. With file regions among them, the whole response goes
 /// through the shard's splice sender (framing included, as one chain on the same socket); else
 /// with ordinary writes. The connection handles one request at a time, so nothing else writes
 /// to the socket meanwhile.
-async fn write_pieces(shard: &Shard, stream: &mut TcpStream, pieces: Vec<Piece<Records>>) -> Result<(), String> {
+async fn write_pieces(shard: &Shard, stream: &mut Transport, pieces: Vec<Piece<Records>>) -> Result<(), String> {
     let has_regions = pieces.iter().any(|piece| matches!(piece, Piece::Records(Records::InFile(_))));
-    match &shard.splice_sender {
-        Some(sender) if has_regions => {
-            let outgoing = pieces
-                .into_iter()
-                .map(|piece| match piece {
-                    Piece::Framing(bytes) | Piece::Records(Records::InMemory(bytes)) => Outgoing::Memory(bytes),
-                    Piece::Records(Records::InFile(region)) => Outgoing::File(region),
-                })
-                .collect();
-            sender.send(stream, outgoing).await.map_err(|e| e.to_string())
-        }
-        _ => {
-            for piece in pieces {
-                match piece {
-                    Piece::Framing(bytes) | Piece::Records(Records::InMemory(bytes)) => {
-                        stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
-                    }
-                    Piece::Records(Records::InFile(_)) => unreachable!("file regions are asked for only by shards with a splice sender"),
-                }
+    if let (Some(sender), Transport::Plain(socket), true) = (&shard.splice_sender, &*stream, has_regions) {
+        let outgoing = pieces
+            .into_iter()
+            .map(|piece| match piece {
+                Piece::Framing(bytes) | Piece::Records(Records::InMemory(bytes)) => Outgoing::Memory(bytes),
+                Piece::Records(Records::InFile(region)) => Outgoing::File(region),
+            })
+            .collect();
+        return sender.send(socket, outgoing).await.map_err(|e| e.to_string());
+    }
+    for piece in pieces {
+        match piece {
+            Piece::Framing(bytes) | Piece::Records(Records::InMemory(bytes)) => {
+                stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
             }
-            Ok(())
+            Piece::Records(Records::InFile(_)) => {
+                unreachable!("file regions are asked for only by shards with a splice sender, on plaintext connections")
+            }
         }
     }
+    Ok(())
 }
 
 /// Ok(None) on a clean end of stream between requests.
-async fn read_frame(stream: &mut TcpStream, max_request_bytes: usize) -> Result<Option<Bytes>, String> {
+async fn read_frame(stream: &mut Transport, max_request_bytes: usize) -> Result<Option<Bytes>, String> {
     let mut size = [0u8; 4];
     match stream.read_exact(&mut size).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(format!("bad TLS record: {e}")),
         Err(e) => return Err(format!("reading a request size: {e}")),
     }
     let size = i32::from_be_bytes(size);

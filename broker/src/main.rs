@@ -11,6 +11,7 @@ mod metrics;
 mod partition;
 mod producer_state;
 mod replication;
+mod security;
 mod shard_context;
 mod splice_sender;
 mod state;
@@ -270,8 +271,15 @@ fn probe_port(config: &BrokerConfig) -> Result<(), String> {
 }
 
 fn port_listener_check(config: &BrokerConfig) -> Result<(), String> {
+    for listener in &config.listeners {
+        listener_port_check(listener.bind)?;
+    }
+    Ok(())
+}
+
+fn listener_port_check(address: std::net::SocketAddr) -> Result<(), String> {
     const TCP_LISTEN_STATE: &str = "0A";
-    let port = config.listener.port();
+    let port = address.port();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else { continue };
         for line in text.lines().skip(1) {
@@ -280,8 +288,7 @@ fn port_listener_check(config: &BrokerConfig) -> Result<(), String> {
             let listening_port = local.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
             if *state == TCP_LISTEN_STATE && listening_port == Some(port) {
                 return Err(format!(
-                    "cannot listen on {}: Address already in use (another process listens on port {port}; is another broker running?)",
-                    config.listener
+                    "cannot listen on {address}: Address already in use (another process listens on port {port}; is another broker running?)",
                 ));
             }
         }

@@ -33,6 +33,8 @@ pub struct BrokerState {
     next_producer_id: AtomicI64,
     producer_id_block_end: Mutex<i64>,
     producer_id_file: PathBuf,
+    /// Listeners' TLS and SASL settings and the SCRAM credentials (security/).
+    pub security: crate::security::session::Security,
 }
 
 impl BrokerState {
@@ -46,7 +48,14 @@ impl BrokerState {
     ) -> Result<BrokerState, String> {
         let producer_id_file = log_dirs.dirs()[0].join("producer-id-block");
         let start = std::fs::read_to_string(&producer_id_file).ok().and_then(|t| t.trim().parse::<i64>().ok()).unwrap_or(0);
+        let security = crate::security::session::Security::build(
+            &config.listeners,
+            &config.security_properties,
+            config.fetch_zero_copy,
+            log_dirs.dirs()[0].join("scram-credentials"),
+        )?;
         let state = BrokerState {
+            security,
             config,
             log_dirs,
             topics: RwLock::new(topics),

@@ -20,21 +20,23 @@ const SHUTDOWN_POLL_MS: u64 = 100;
 /// every log. Returns false if a log could not be flushed.
 pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
     let config = &shard.broker.config;
-    let listener = if config.accepts_on(shard.id()) {
-        match TcpListener::bind(config.listener) {
-            Ok(listener) => Some(listener),
-            Err(e) => {
-                tracing::error!(shard = shard.id(), error = %e, "cannot listen");
-                shard.broker.shutting_down.store(true, std::sync::atomic::Ordering::Release);
-                return false;
+    // Every listener on every accepting shard (SO_REUSEPORT spreads connections over them).
+    let mut sockets = Vec::new();
+    if config.accepts_on(shard.id()) {
+        for (index, listener) in config.listeners.iter().enumerate() {
+            match TcpListener::bind(listener.bind) {
+                Ok(socket) => sockets.push((index, socket)),
+                Err(e) => {
+                    tracing::error!(shard = shard.id(), listener = listener.name, address = %listener.bind, error = %e, "cannot listen");
+                    shard.broker.shutting_down.store(true, std::sync::atomic::Ordering::Release);
+                    return false;
+                }
             }
         }
-    } else {
-        None
-    };
+    }
     // Before this shard counts as listening, so the endpoint is up once "broker ready" is logged.
     let Ok(metrics_endpoint) = crate::metrics::http::start(shard.clone()) else { return false };
-    let listening = match listener {
+    let listening = match sockets.first() {
         Some(_) => shard.broker.shards_listening.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1,
         None => 0,
     };
@@ -46,14 +48,15 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
     let log_cleaner = cleaner::start(shard.clone());
     let group_timers = glommio::spawn_local(expire_group_members(shard.clone()));
     let offsets_writer = glommio::spawn_local(offsets_writer::run_writer(shard.groups.clone()));
-    let acceptor = listener.map(|listener| glommio::spawn_local(accept_connections(shard.clone(), listener)));
+    let acceptors: Vec<_> =
+        sockets.into_iter().map(|(index, socket)| glommio::spawn_local(accept_connections(shard.clone(), socket, index))).collect();
     let followers = glommio::spawn_local(crate::replication::follower::follow_leaders(shard.clone()));
     let group_leadership = glommio::spawn_local(loader::follow_leadership(shard.groups.clone()));
     let transactions = glommio::spawn_local(crate::txn_router::run_transaction_tasks(shard.clone()));
     while !shard.broker.is_shutting_down() {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
-    drop(acceptor); // stops accepting
+    drop(acceptors); // stops accepting
     drop(metrics_endpoint);
     drop(maintenance);
     drop(group_timers);
@@ -97,7 +100,9 @@ async fn expire_group_members(shard: Rc<Shard>) {
     }
 }
 
-async fn accept_connections(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts on listener `index` (of `config.listeners`). `max.connections` counts every
+/// listener's connections together, as Kafka's does.
+async fn accept_connections(shard: Rc<Shard>, listener: TcpListener, index: usize) {
     let listening_shards = shard.broker.config.listening_shard_count(shard.router.shard_count());
     let limit = (shard.broker.config.max_connections / listening_shards).max(1);
     loop {
@@ -117,7 +122,7 @@ async fn accept_connections(shard: Rc<Shard>, listener: TcpListener) {
         shard.connections.set(shard.connections.get() + 1);
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            connection::serve(shard.clone(), stream).await;
+            connection::serve(shard.clone(), stream, index).await;
             shard.connections.set(shard.connections.get() - 1);
         })
         .detach();

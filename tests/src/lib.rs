@@ -72,8 +72,14 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with `shards` unpinned shards and `overrides` (key=value) in `data_dir`.
     pub fn start(data_dir: &Path, shards: usize, overrides: &[&str]) -> Broker {
+        Broker::start_on_port(data_dir, shards, free_port(), overrides)
+    }
+
+    /// As `start`, with the PLAINTEXT port given: a test that sets `listeners` itself (several
+    /// listeners) names this port as its PLAINTEXT one, which readiness is checked on.
+    pub fn start_on_port(data_dir: &Path, shards: usize, port: u16, overrides: &[&str]) -> Broker {
         let mut broker = Broker {
-            port: free_port(),
+            port,
             data_dir: data_dir.to_path_buf(),
             shards,
             overrides: overrides.iter().map(|s| s.to_string()).collect(),
@@ -184,7 +190,10 @@ fn signal(pid: u32, signal: i32) {
 /// stderr, where kcat reports delivery failures).
 pub fn kcat_produce(bootstrap: &str, args: &[&str], lines: impl IntoIterator<Item = String>) -> std::process::Output {
     use std::io::Write;
+    // Debian's librdkafka, not the SSL-less one bench builds (cargo puts its directory on
+    // LD_LIBRARY_PATH in a workspace test run).
     let mut producer = Command::new("kcat")
+        .env_remove("LD_LIBRARY_PATH")
         .args(["-b", bootstrap, "-P"])
         .args(args)
         .stdin(Stdio::piped())

@@ -77,8 +77,11 @@ fn broker_entries(shard: &Shard) -> Vec<(String, String, i8)> {
     let dirs: Vec<String> = c.log_dirs.iter().map(|d| d.display().to_string()).collect();
     [
         ("broker.id", c.broker_id.to_string()),
-        ("listeners", format!("PLAINTEXT://{}", c.listener)),
-        ("advertised.listeners", format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port)),
+        ("listeners", c.listeners.iter().map(|l| format!("{}://{}", l.name, l.bind)).collect::<Vec<_>>().join(",")),
+        (
+            "advertised.listeners",
+            c.listeners.iter().map(|l| format!("{}://{}:{}", l.name, l.advertised_host, l.advertised_port)).collect::<Vec<_>>().join(","),
+        ),
         ("log.dirs", dirs.join(",")),
         ("num.partitions", c.num_partitions.to_string()),
         ("auto.create.topics.enable", c.auto_create_topics_enable.to_string()),

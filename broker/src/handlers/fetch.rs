@@ -43,8 +43,9 @@ impl Fetched {
 }
 
 /// The response's topics, framed by `fetch_framing` (records are not encoded by kafka-protocol).
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> Vec<TopicFrame<Records>> {
-    let zero_copy = shard.splice_sender.is_some();
+/// `may_splice`: false on a TLS connection, whose bytes must pass through the encryption.
+pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16, may_splice: bool) -> Vec<TopicFrame<Records>> {
+    let zero_copy = shard.splice_sender.is_some() && may_splice;
     let deadline = Instant::now() + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(MAX_WAIT_LIMIT_MS));
     let min_bytes = request.min_bytes.max(0) as u64;
     let max_bytes = if version >= 3 { request.max_bytes.max(0) as u64 } else { u64::MAX };

@@ -12,12 +12,14 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
+use crate::security::Listener;
 use crate::shard_context::Shard;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+/// `listener`: the one the client connected to (standalone, this broker's answer is its address).
+pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16, listener: &Listener) -> FindCoordinatorResponse {
     if request.key_type == KEY_TYPE_GROUP {
         // As Kafka: the offsets topic is made when the first group looks for its coordinator.
         crate::topic_admin::ensure_offsets_topic(shard).await;
@@ -55,8 +57,8 @@ pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version:
         Coordinator::default()
             .with_key(key)
             .with_node_id(BrokerId(config.broker_id))
-            .with_host(str_bytes(&config.advertised_host))
-            .with_port(config.advertised_port as i32)
+            .with_host(str_bytes(&listener.advertised_host))
+            .with_port(listener.advertised_port as i32)
             .with_error_message(None)
     };
     if version >= 4 {

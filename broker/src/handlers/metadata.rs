@@ -11,11 +11,14 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
+use crate::security::Listener;
 use crate::shard_context::Shard;
 use crate::topic_admin::{create_topic_here, create_topic_in_cluster};
 use crate::topics::{validate_topic_name, TopicInfo};
 
-pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+/// `listener`: the one the client connected to; standalone, its advertised address is this
+/// broker's, as Kafka answers each listener's own endpoints.
+pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16, listener: &Listener) -> MetadataResponse {
     if shard.broker.cluster.is_some() {
         return handle_in_cluster(shard, request, version).await;
     }
@@ -63,8 +66,8 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(broker_id)
-            .with_host(str_bytes(&config.advertised_host))
-            .with_port(config.advertised_port as i32)
+            .with_host(str_bytes(&listener.advertised_host))
+            .with_port(listener.advertised_port as i32)
             .with_rack(config.broker_rack.as_deref().map(str_bytes))])
         .with_cluster_id(Some(str_bytes(&shard.broker.cluster_id)))
         .with_controller_id(broker_id)

@@ -40,6 +40,11 @@ mod produce;
 mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
+// Security (issue 20).
+mod alter_user_scram_credentials;
+mod describe_user_scram_credentials;
+mod sasl_authenticate;
+mod sasl_handshake;
 
 use std::rc::Rc;
 
@@ -50,6 +55,7 @@ use kafka_protocol::ResponseError;
 use storage::StorageError;
 
 use crate::partition::PartitionError;
+use crate::security::session::Session;
 use crate::shard_context::Shard;
 
 /// The APIs and versions we serve, as Apache Kafka 3.x advertises them (Produce and Fetch stop at
@@ -96,6 +102,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListTransactions, 0, 1),
     // Cluster mode only (api_versions.rs leaves it out of a single broker's list).
     (ApiKey::OffsetForLeaderEpoch, 0, 3),
+    // Security (security/): SASL, and SCRAM credentials.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -119,7 +130,7 @@ pub enum Outcome {
     Close(String),
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) -> Outcome {
+pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, session: &mut Session) -> Outcome {
     if frame.len() < 8 {
         return Outcome::Close(format!("request of {} bytes is shorter than a request header", frame.len()));
     }
@@ -129,6 +140,10 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) ->
     let Ok(api_key) = ApiKey::try_from(key) else {
         return Outcome::Close(format!("unknown API key {key}"));
     };
+    if !session.may_call(api_key) {
+        // As Kafka: anything but ApiVersions and the SASL exchange before authenticating closes.
+        return Outcome::Close(format!("unexpected {api_key:?} request before SASL authentication"));
+    }
     let Some((min, max)) = supported_versions(api_key) else {
         return Outcome::Close(format!("API {api_key:?} is not supported"));
     };
@@ -168,19 +183,22 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) ->
         Err(e) => return Outcome::Close(format!("bad {api_key:?} v{version} request: {e}")),
     };
     let client_id = header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
-    let client = Client { id: &client_id, host: client_host };
+    let client = Client { id: &client_id, host: &session.client_host };
+    let listener = &shard.broker.security.listeners[session.listener];
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(shard.broker.cluster.is_some())),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(shard, r, version).await),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(shard, r, version, &listener.listener).await),
         RequestKind::Produce(r) => match produce::handle(shard, r, version).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Outcome::NoResponse,
         },
         RequestKind::Fetch(r) => {
-            let topics = fetch::handle(shard, r, version).await;
+            let topics = fetch::handle(shard, r, version, listener.tls.is_none()).await;
             return Outcome::RespondPieces(fetch_framing::frame(version, header.correlation_id, topics));
         }
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version).await),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version, &listener.listener).await)
+        }
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await),
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(shard, r).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(shard, r, version).await),
@@ -213,6 +231,14 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, client_host: &str) ->
         RequestKind::DescribeTransactions(r) => ResponseKind::DescribeTransactions(describe_transactions::handle(shard, r).await),
         RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(list_transactions::handle(shard, r).await),
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(shard, r).await),
+        RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(sasl_handshake::handle(shard, r, version, session)),
+        RequestKind::SaslAuthenticate(r) => ResponseKind::SaslAuthenticate(sasl_authenticate::handle(shard, r, session)),
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(alter_user_scram_credentials::handle(shard, r).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(describe_user_scram_credentials::handle(shard, r))
+        }
         other => return Outcome::Close(format!("no handler for {other:?}")),
     };
     encode(api_key, version, header.correlation_id, response)

@@ -1,0 +1,197 @@
+//! A listener's TLS settings, from Kafka's `ssl.*` keys (each also as
+//! `listener.name.<listener>.ssl.*`), turned into a rustls server config at start.
+//!
+//! Key stores: PEM only (KIP-651: `ssl.keystore.location` holding a PKCS#8 key and its chain, or
+//! `ssl.keystore.key` + `ssl.keystore.certificate.chain` inline). PKCS12 and JKS are refused with
+//! a clear error: the Rust PKCS12 parsers are either unmaintained (`p12`) or pull in the legacy
+//! ciphers Java key stores use (RC2, 3DES) for one conversion that `openssl pkcs12 -nodes` does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_rustls::rustls;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::listener_property;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Required,
+    Requested,
+    None,
+}
+
+/// Kafka writes PEM inline in a properties file on one line (`\` continuations joined): put the
+/// line breaks back so the PEM parser sees the usual shape.
+fn normalize_pem(text: &str) -> String {
+    if text.contains('\n') {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(begin) = rest.find("-----BEGIN ") {
+        let after_begin = &rest[begin + 11..];
+        let Some(label_end) = after_begin.find("-----") else { break };
+        let label = &after_begin[..label_end];
+        let body_start = &after_begin[label_end + 5..];
+        let end_marker = format!("-----END {label}-----");
+        let Some(body_end) = body_start.find(&end_marker) else { break };
+        let body: String = body_start[..body_end].chars().filter(|c| !c.is_whitespace()).collect();
+        out.push_str(&format!("-----BEGIN {label}-----\n"));
+        for chunk in body.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+            out.push('\n');
+        }
+        out.push_str(&end_marker);
+        out.push('\n');
+        rest = &body_start[body_end + end_marker.len()..];
+    }
+    out
+}
+
+fn read_file(key: &str, path: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{key}={path}: {e}"))
+}
+
+fn check_store_type(key: &str, value: Option<&str>) -> Result<(), String> {
+    match value.map(|v| v.trim().to_ascii_uppercase()) {
+        None => Ok(()),
+        Some(t) if t == "PEM" => Ok(()),
+        Some(other) => Err(format!(
+            "{key}={other}: only PEM key and trust stores are supported (convert with `openssl pkcs12 -in store.p12 -nodes`)"
+        )),
+    }
+}
+
+fn certificates(key: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(normalize_pem(pem).as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{key}: bad PEM certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{key}: no certificate found"));
+    }
+    Ok(certs)
+}
+
+fn private_key(key: &str, pem: &str) -> Result<PrivateKeyDer<'static>, String> {
+    if pem.contains("ENCRYPTED PRIVATE KEY") {
+        return Err(format!("{key}: encrypted private keys are not supported; give an unencrypted PKCS#8 key"));
+    }
+    PrivateKeyDer::from_pem_slice(normalize_pem(pem).as_bytes()).map_err(|e| format!("{key}: no usable private key: {e}"))
+}
+
+fn protocol_versions(value: Option<&str>) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
+    let mut versions = Vec::new();
+    for name in value.unwrap_or("TLSv1.2,TLSv1.3").split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
+            "TLSv1.3" => versions.push(&rustls::version::TLS13),
+            "TLSv1.2" => versions.push(&rustls::version::TLS12),
+            other => return Err(format!("ssl.enabled.protocols: {other} is not offered (TLSv1.2 and TLSv1.3 are)")),
+        }
+    }
+    if versions.is_empty() {
+        return Err("ssl.enabled.protocols: empty".into());
+    }
+    Ok(versions)
+}
+
+/// ring's cipher suites, narrowed to `ssl.cipher.suites` (IANA names, which Java uses too;
+/// rustls names TLS 1.3 suites TLS13_*).
+fn provider(cipher_suites: Option<&str>) -> Result<CryptoProvider, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let Some(wanted) = cipher_suites.filter(|s| !s.trim().is_empty()) else { return Ok(provider) };
+    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
+    let name = |suite: &rustls::SupportedCipherSuite| format!("{:?}", suite.suite()).replace("TLS13_", "TLS_");
+    if let Some(unknown) = wanted.iter().find(|w| !provider.cipher_suites.iter().any(|s| name(s) == **w)) {
+        return Err(format!(
+            "ssl.cipher.suites: {unknown} is not offered; these are: {}",
+            provider.cipher_suites.iter().map(name).collect::<Vec<_>>().join(",")
+        ));
+    }
+    provider.cipher_suites.retain(|s| wanted.contains(&name(s).as_str()));
+    Ok(provider)
+}
+
+pub struct TlsSettings {
+    pub config: Arc<ServerConfig>,
+    pub client_auth: ClientAuth,
+}
+
+/// The listener's TLS server config; errors name the key at fault.
+pub fn server_config(properties: &BTreeMap<String, String>, listener: &str) -> Result<TlsSettings, String> {
+    let get = |key: &str| listener_property(properties, listener, key);
+    check_store_type("ssl.keystore.type", get("ssl.keystore.type"))?;
+    check_store_type("ssl.truststore.type", get("ssl.truststore.type"))?;
+    let (chain, key) = match (get("ssl.keystore.location"), get("ssl.keystore.key"), get("ssl.keystore.certificate.chain")) {
+        (Some(path), None, None) => {
+            let pem = read_file("ssl.keystore.location", path)?;
+            (certificates("ssl.keystore.location", &pem)?, private_key("ssl.keystore.location", &pem)?)
+        }
+        (None, Some(key), Some(chain)) => {
+            (certificates("ssl.keystore.certificate.chain", chain)?, private_key("ssl.keystore.key", key)?)
+        }
+        _ => {
+            return Err(format!(
+                "listener {listener} uses TLS: set ssl.keystore.location (PEM key and chain), or ssl.keystore.key and ssl.keystore.certificate.chain"
+            ))
+        }
+    };
+    let client_auth = match get("ssl.client.auth").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("none") => ClientAuth::None,
+        Some("requested") => ClientAuth::Requested,
+        Some("required") => ClientAuth::Required,
+        Some(other) => return Err(format!("ssl.client.auth={other}: expected required, requested or none")),
+    };
+    let provider = Arc::new(provider(get("ssl.cipher.suites"))?);
+    let versions = protocol_versions(get("ssl.enabled.protocols"))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("ssl.enabled.protocols with ssl.cipher.suites: {e}"))?;
+    let builder = if client_auth == ClientAuth::None {
+        builder.with_no_client_auth()
+    } else {
+        let trusted = match (get("ssl.truststore.location"), get("ssl.truststore.certificates")) {
+            (Some(path), _) => certificates("ssl.truststore.location", &read_file("ssl.truststore.location", path)?)?,
+            (None, Some(pem)) => certificates("ssl.truststore.certificates", pem)?,
+            (None, None) => return Err(format!("ssl.client.auth on listener {listener} needs ssl.truststore.location or ssl.truststore.certificates")),
+        };
+        let mut roots = RootCertStore::empty();
+        for cert in trusted {
+            roots.add(cert).map_err(|e| format!("ssl.truststore: {e}"))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let verifier = if client_auth == ClientAuth::Requested { verifier.allow_unauthenticated() } else { verifier };
+        builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("ssl.truststore: {e}"))?)
+    };
+    let config = builder.with_single_cert(chain, key).map_err(|e| format!("ssl.keystore: the key does not fit the certificate: {e}"))?;
+    Ok(TlsSettings { config: Arc::new(config), client_auth })
+}
+
+/// Whether the kernel offers TLS offload (the `tls` upper layer protocol), which zero-copy fetch
+/// over TLS would need. Read once at start (not on a shard).
+pub fn kernel_tls_available() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp").map_or(false, |ulps| ulps.split_whitespace().any(|u| u == "tls"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_pem_gets_its_line_breaks_back() {
+        let pem = "-----BEGIN CERTIFICATE----- QUJD REVG -----END CERTIFICATE-----";
+        assert_eq!(normalize_pem(pem), "-----BEGIN CERTIFICATE-----\nQUJDREVG\n-----END CERTIFICATE-----\n");
+    }
+
+    #[test]
+    fn unsupported_stores_and_protocols_are_named() {
+        assert!(check_store_type("ssl.keystore.type", Some("PKCS12")).unwrap_err().contains("PEM"));
+        assert!(protocol_versions(Some("TLSv1.1")).is_err());
+        assert!(provider(Some("TLS_AES_128_GCM_SHA256")).unwrap().cipher_suites.len() == 1);
+        assert!(provider(Some("NOPE")).is_err());
+    }
+}
