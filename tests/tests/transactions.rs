@@ -253,6 +253,8 @@ fn kill_9_with_a_transaction_open_leaves_no_stuck_lso() {
     // committed-0 (0), its marker (1), aborted-0..2 (2-4): the first abort covers 2..=5.
     assert_eq!(i64::from_be_bytes(bytes[10..18].try_into().unwrap()), 2);
     assert_eq!(i64::from_be_bytes(bytes[18..26].try_into().unwrap()), 5);
+}
+
 /// kafkajs (tests/clients/transactions.js): commit, abort, fencing by a second producer with
 /// the same transactional id, and a consume-transform-produce loop whose group offsets commit
 /// with its transactions (sendOffsets).

@@ -20,6 +20,7 @@ impl Rng {
     }
 }
 
+#[allow(unused_imports)] // not every test binary builds plain batches
 pub use storage::test_support::build_batch;
 
 /// The batch as the log stores it: base offset rewritten.
