@@ -8,6 +8,7 @@ mod group_router;
 mod groups;
 mod handlers;
 mod metrics;
+mod metrics_endpoint;
 mod partition;
 mod producer_state;
 mod replication;

@@ -35,7 +35,7 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
         }
     }
     // Before this shard counts as listening, so the endpoint is up once "broker ready" is logged.
-    let Ok(metrics_endpoint) = crate::metrics::http::start(shard.clone()) else { return false };
+    let Ok(metrics_endpoint) = crate::metrics_endpoint::http::start(shard.clone()) else { return false };
     let listening = match sockets.first() {
         Some(_) => shard.broker.shards_listening.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1,
         None => 0,

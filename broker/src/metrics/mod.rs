@@ -39,14 +39,11 @@
 //!
 //! The functions below are the hooks other files call, one line each.
 
-mod exposition;
-pub mod gather;
-pub mod http;
-mod registry;
+pub(crate) mod registry;
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
 
-pub use http::parse_listener;
 pub use registry::RequestTimer;
 
 /// Records appended by a producer or a coordinator (not by replication: Kafka counts those
@@ -86,3 +83,17 @@ pub fn log_flushed(started: Instant) {
     let micros = started.elapsed().as_micros() as u64;
     registry::with(|m| registry::record(&mut m.log_flush_us, micros));
 }
+
+/// `metrics.listener`: `http://HOST:PORT` (the scheme may be left out).
+pub fn parse_listener(key: &str, value: &str) -> Result<SocketAddr, String> {
+    let address = value.strip_prefix("http://").unwrap_or(value).trim_end_matches('/');
+    if address.contains("://") {
+        return Err(format!("{key}={value}: only http:// is served"));
+    }
+    address
+        .to_socket_addrs()
+        .map_err(|e| format!("{key}={value}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{key}={value}: no address"))
+}
+

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use kafka_protocol::messages::ApiKey;
 
 use super::gather::{BrokerReport, ShardReport};
-use super::registry::ShardMetrics;
+use crate::metrics::registry::ShardMetrics;
 
 /// Kafka's histogram percentiles (its JMX `50thPercentile` ... `999thPercentile`).
 const QUANTILES: [f64; 6] = [0.5, 0.75, 0.95, 0.98, 0.99, 0.999];
@@ -82,7 +82,7 @@ pub fn render(shards: &[ShardReport], broker: &BrokerReport) -> String {
         total.merge(&shard.metrics);
     }
     let mut text = Text(String::with_capacity(16 * 1024));
-    let topic_counters: [(&str, &str, fn(&super::registry::TopicCounters) -> u64); 3] = [
+    let topic_counters: [(&str, &str, fn(&crate::metrics::registry::TopicCounters) -> u64); 3] = [
         ("kafka_server_brokertopicmetrics_bytesin_total", "Bytes appended by producers and coordinators (BytesInPerSec).", |c| c.bytes_in),
         ("kafka_server_brokertopicmetrics_bytesout_total", "Bytes answered to fetches, consumers and followers (BytesOutPerSec).", |c| c.bytes_out),
         ("kafka_server_brokertopicmetrics_messagesin_total", "Records appended by producers and coordinators (MessagesInPerSec).", |c| c.messages_in),
@@ -96,7 +96,7 @@ pub fn render(shards: &[ShardReport], broker: &BrokerReport) -> String {
         }
     }
 
-    let requests: Vec<(String, &super::registry::RequestStats)> = total
+    let requests: Vec<(String, &crate::metrics::registry::RequestStats)> = total
         .requests
         .iter()
         .enumerate()
@@ -106,7 +106,7 @@ pub fn render(shards: &[ShardReport], broker: &BrokerReport) -> String {
     for (request, stats) in &requests {
         text.sample("kafka_network_requestmetrics_requests_total", &[("request", request)], stats.count);
     }
-    type Pick = fn(&super::registry::RequestStats) -> &Histogram<u64>;
+    type Pick = fn(&crate::metrics::registry::RequestStats) -> &Histogram<u64>;
     let times: [(&str, &str, Pick); 3] = [
         ("kafka_network_requestmetrics_totaltimems", "From the request read to its response written, ms (TotalTimeMs).", |s| &s.total_us),
         ("kafka_network_requestmetrics_localtimems", "Handling, waits for acks=all and fetch long-polls included, ms (LocalTimeMs).", |s| &s.local_us),

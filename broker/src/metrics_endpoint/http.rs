@@ -7,7 +7,7 @@
 //! `TcpListener::bind` sets it), so a port already taken is an error at start, not a silently
 //! shared port.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::Duration;
@@ -16,25 +16,14 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::{exposition, gather};
+#[cfg(test)]
+use crate::metrics::parse_listener;
 use crate::shard_context::Shard;
 
 /// Against the default queue's 1000 shares: a scrape runs in the core's spare time.
 const ENDPOINT_SHARES: usize = 10;
 const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `metrics.listener`: `http://HOST:PORT` (the scheme may be left out).
-pub fn parse_listener(key: &str, value: &str) -> Result<SocketAddr, String> {
-    let address = value.strip_prefix("http://").unwrap_or(value).trim_end_matches('/');
-    if address.contains("://") {
-        return Err(format!("{key}={value}: only http:// is served"));
-    }
-    address
-        .to_socket_addrs()
-        .map_err(|e| format!("{key}={value}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{key}={value}: no address"))
-}
 
 /// On shard 0 with `metrics.listener` set: binds and serves until the task is dropped. A bind
 /// failure stops the broker (Err, the shutdown flag set), as the client listener's does.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use super::registry::{self, ShardMetrics};
+use crate::metrics::registry::{self, ShardMetrics};
 use crate::groups::admin as group_admin;
 use crate::shard_context::Shard;
 
