@@ -33,7 +33,7 @@ import org.junit.jupiter.api.Test;
 
 /**
  * Kafka Streams exactly_once_v2 (issue 18): a count per key, its state in a changelog topic,
- * every update written to an output topic, while the broker is killed with SIGKILL mid-run and
+ * every update written to an output topic, while the broker is killed with SIGKILL mid-run (twice) and
  * restarted on the same port and data dir. Read with read_committed, each key's counts are
  * 1, 2, ..., N exactly once: no update lost, none repeated by a transaction replayed after the
  * crash (the aborted one is invisible), and the state restored from the changelog is the
@@ -42,6 +42,8 @@ import org.junit.jupiter.api.Test;
 class StreamsExactlyOnceTest extends BrokerTestBase {
     private static final int KEYS = 8;
     private static final int RECORDS_PER_KEY = 250;
+    /** Broker crashes during the run, evenly spread over the counts. */
+    private static final int KILLS = 2;
 
     @Test
     void countPerKeySurvivesABrokerKill() throws Exception {
@@ -136,18 +138,21 @@ class StreamsExactlyOnceTest extends BrokerTestBase {
                         seen.incrementAndGet();
                     }
                 };
-                // Mid-run: some transactions committed, more input still coming.
+                // Mid-run, twice: some transactions committed, one likely open, more input coming.
                 int total = KEYS * RECORDS_PER_KEY;
-                waitFor("a third of the counts", () -> {
-                    poll.run();
-                    return seen.get() >= total / 3 || streamsError.get() != null;
-                }, Duration.ofSeconds(30), () -> "seen " + seen + ", sent " + sent + ", streams " + streams.state());
-                assertEquals(null, streamsError.get());
-                int sentAtKill = sent.get();
-                broker.kill();
-                Thread.sleep(500);
-                broker.restart();
-                System.err.println("killed the broker at " + seen + " counts seen, " + sentAtKill + " records sent; restarted");
+                for (int kill = 1; kill <= KILLS; kill++) {
+                    int target = total * kill / (KILLS + 1);
+                    waitFor(target + " counts", () -> {
+                        poll.run();
+                        return seen.get() >= target || streamsError.get() != null;
+                    }, Duration.ofSeconds(30), () -> "seen " + seen + ", sent " + sent + ", streams " + streams.state());
+                    assertEquals(null, streamsError.get());
+                    int sentAtKill = sent.get();
+                    broker.kill();
+                    Thread.sleep(300);
+                    broker.restart();
+                    System.err.println("killed the broker at " + seen + " counts seen, " + sentAtKill + " records sent; restarted");
+                }
 
                 waitFor("every key counted to " + RECORDS_PER_KEY, () -> {
                     poll.run();
