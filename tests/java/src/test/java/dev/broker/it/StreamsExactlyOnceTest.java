@@ -1,6 +1,7 @@
 package dev.broker.it;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
 import java.nio.file.Files;
@@ -12,6 +13,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Properties;
 import java.util.TreeMap;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
@@ -44,6 +46,9 @@ class StreamsExactlyOnceTest extends BrokerTestBase {
     private static final int RECORDS_PER_KEY = 250;
     /** Broker crashes during the run, evenly spread over the counts. */
     private static final int KILLS = 2;
+    private static final String CRASH_KEY = "key-3";
+    private static final String CRASH_VALUE = "v150";
+    private static final String DELIBERATE = "deliberate crash of the stream thread";
 
     @Test
     void countPerKeySurvivesABrokerKill() throws Exception {
@@ -54,7 +59,16 @@ class StreamsExactlyOnceTest extends BrokerTestBase {
 
         StreamsBuilder builder = new StreamsBuilder();
         // Keyed input: groupByKey needs no repartition topic, the count's changelog is the state.
+        // One deliberate crash of the stream thread mid-transaction (replaced, see the handler):
+        // Streams aborts the open transaction and restores the count from the changelog, which
+        // must skip the aborted changelog records (read_committed with the aborted list).
+        AtomicBoolean crashed = new AtomicBoolean();
         builder.stream(input, Consumed.with(Serdes.String(), Serdes.String()))
+                .peek((key, value) -> {
+                    if (key.equals(CRASH_KEY) && value.equals(CRASH_VALUE) && crashed.compareAndSet(false, true)) {
+                        throw new IllegalStateException(DELIBERATE);
+                    }
+                })
                 .groupByKey()
                 .count()
                 .toStream()
@@ -88,6 +102,9 @@ class StreamsExactlyOnceTest extends BrokerTestBase {
         Map<String, List<Long>> counts = new TreeMap<>();
         try (KafkaStreams streams = new KafkaStreams(builder.build(), props)) {
             streams.setUncaughtExceptionHandler(e -> {
+                if (isDeliberate(e)) {
+                    return StreamThreadExceptionResponse.REPLACE_THREAD;
+                }
                 streamsError.set(e);
                 return StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
             });
@@ -163,6 +180,7 @@ class StreamsExactlyOnceTest extends BrokerTestBase {
                 for (int i = 0; i < 5; i++) poll.run();
             }
             feeder.join(30_000);
+            assertTrue(crashed.get(), "the stream thread crashed once");
             assertEquals(null, inputError.get(), "the input producer failed");
             assertEquals(null, streamsError.get(), "the Streams app failed");
             assertEquals(expected, finals(counts));
@@ -177,6 +195,13 @@ class StreamsExactlyOnceTest extends BrokerTestBase {
         } finally {
             Broker.deleteTree(stateDir);
         }
+    }
+
+    private static boolean isDeliberate(Throwable e) {
+        for (Throwable cause = e; cause != null; cause = cause.getCause()) {
+            if (DELIBERATE.equals(cause.getMessage())) return true;
+        }
+        return false;
     }
 
     private static Map<String, Long> finals(Map<String, List<Long>> counts) {
