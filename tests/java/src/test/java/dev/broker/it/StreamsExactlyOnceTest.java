@@ -75,19 +75,9 @@ class StreamsExactlyOnceTest extends BrokerTestBase {
                 .to(output, Produced.with(Serdes.String(), Serdes.Long()));
 
         Path stateDir = Files.createTempDirectory("streams-eos-state-");
-        Properties props = new Properties();
-        props.put(StreamsConfig.APPLICATION_ID_CONFIG, "eos-count-it");
-        props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, broker.bootstrap());
-        props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
-        props.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
-        props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 100);
+        Properties props = streamsProps("eos-count-it", StreamsConfig.EXACTLY_ONCE_V2, stateDir, 100);
         // No record cache: every count update reaches the output, so the steps 1..N can be checked.
         props.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
-        props.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
-        props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 1);
-        props.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
-        props.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG), 500);
-        props.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), 10_000);
         // Reconnect soon after the restart rather than after the default backoff's growth.
         props.put(StreamsConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, 500);
 
