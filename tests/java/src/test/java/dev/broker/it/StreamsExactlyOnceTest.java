@@ -44,8 +44,8 @@ import org.junit.jupiter.api.Test;
 class StreamsExactlyOnceTest extends BrokerTestBase {
     private static final int KEYS = 8;
     private static final int RECORDS_PER_KEY = 250;
-    /** Broker crashes during the run, evenly spread over the counts. */
-    private static final int KILLS = 2;
+    /** Broker crashes during the run, evenly spread over the counts (-Deos.kills=N to stress). */
+    private static final int KILLS = Integer.getInteger("eos.kills", 2);
     private static final String CRASH_KEY = "key-3";
     private static final String CRASH_VALUE = "v150";
     private static final String DELIBERATE = "deliberate crash of the stream thread";
