@@ -29,18 +29,21 @@ public final class Broker implements AutoCloseable {
     public final int port;
     public final Path dataDir;
     public final Path logFile;
-    private final Process process;
+    /** The command line, kept for {@link #restart()} on the same port and data dir. */
+    private final List<String> command;
+    private volatile Process process;
     private final Thread killOnExit;
     /** Set by {@link #kill()}: close() then expects no clean exit. */
     private volatile boolean killed;
 
-    private Broker(int port, Path dataDir, Path logFile, Process process) {
+    private Broker(int port, Path dataDir, Path logFile, List<String> command) throws IOException {
         this.port = port;
         this.dataDir = dataDir;
         this.logFile = logFile;
-        this.process = process;
+        this.command = command;
+        this.process = launch(ProcessBuilder.Redirect.to(logFile.toFile()));
         // A JVM that exits without running @AfterAll (e.g. killed by a timeout) still ends it.
-        this.killOnExit = new Thread(process::destroyForcibly, "kill-broker-" + port);
+        this.killOnExit = new Thread(() -> this.process.destroyForcibly(), "kill-broker-" + port);
         Runtime.getRuntime().addShutdownHook(killOnExit);
     }
 
@@ -75,18 +78,36 @@ public final class Broker implements AutoCloseable {
             command.add("--override");
             command.add(override);
         }
-        ProcessBuilder builder = new ProcessBuilder(command)
-                .redirectOutput(ProcessBuilder.Redirect.DISCARD)
-                .redirectError(ProcessBuilder.Redirect.to(logFile.toFile()));
-        builder.environment().put("RUST_LOG", "info,glommio=warn");
-        Broker broker = new Broker(port, dataDir, logFile, builder.start());
+        Broker broker = new Broker(port, dataDir, logFile, command);
         try {
-            broker.awaitReady();
+            broker.awaitReady(0);
         } catch (RuntimeException | Error e) {
             broker.close();
             throw e;
         }
         return broker;
+    }
+
+    private Process launch(ProcessBuilder.Redirect stderr) throws IOException {
+        ProcessBuilder builder = new ProcessBuilder(command)
+                .redirectOutput(ProcessBuilder.Redirect.DISCARD)
+                .redirectError(stderr);
+        builder.environment().put("RUST_LOG", "info,glommio=warn");
+        return builder.start();
+    }
+
+    /**
+     * Starts the broker again, after {@link #kill()}, on the same port and data dir (its log goes
+     * on in the same file), and waits until it is ready: recovery after a crash.
+     */
+    public void restart() throws IOException, InterruptedException {
+        if (process.isAlive()) {
+            throw new IllegalStateException("restart() of a running broker: kill() it first");
+        }
+        int logLength = log().length();
+        process = launch(ProcessBuilder.Redirect.appendTo(logFile.toFile()));
+        killed = false;
+        awaitReady(logLength);
     }
 
     public String bootstrap() {
@@ -115,9 +136,10 @@ public final class Broker implements AutoCloseable {
         return out.toString();
     }
 
-    private void awaitReady() throws InterruptedException {
+    /** Waits for the ready line after the log's first `fromChar` characters, and a connection. */
+    private void awaitReady(int fromChar) throws InterruptedException {
         long deadline = System.nanoTime() + START_TIMEOUT.toNanos();
-        while (!log().contains(READY_LINE) || !accepts()) {
+        while (!log().substring(Math.min(fromChar, log().length())).contains(READY_LINE) || !accepts()) {
             if (!process.isAlive()) {
                 throw new IllegalStateException("broker exited at start with " + process.exitValue() + "\n" + logTail(40));
             }

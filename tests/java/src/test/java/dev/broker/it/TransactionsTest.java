@@ -25,9 +25,9 @@ import org.junit.jupiter.api.Test;
 
 /**
  * kafka-clients' transactional producer (issue 18): commit, abort, fencing, and a
- * consume-transform-produce loop whose group offsets commit with its transactions. Consumers read
- * uncommitted here (read_committed lands with the read side, branch h/txnread), so the checks
- * count records and markers by offsets.
+ * consume-transform-produce loop whose group offsets commit with its transactions. Most checks
+ * read uncommitted and count records and markers by offsets; readCommittedSeesNoAbortedRecord
+ * reads as a read_committed consumer.
  */
 class TransactionsTest extends BrokerTestBase {
     private static KafkaProducer<String, String> transactional(String transactionalId) {
@@ -66,6 +66,47 @@ class TransactionsTest extends BrokerTestBase {
         List<ConsumerRecord<String, String>> records = readAll(topic, 8, Duration.ofSeconds(30));
         assertEquals(8, records.size(), "no control record reaches the application");
         assertEquals(3, records.stream().filter(r -> r.value().startsWith("committed-")).count());
+    }
+
+    @Test
+    void readCommittedSeesNoAbortedRecord() throws Exception {
+        String topic = "java-txn-rc";
+        createTopic(topic, 1);
+        TopicPartition tp = new TopicPartition(topic, 0);
+        try (KafkaProducer<String, String> producer = transactional("java-txn-rc-id");
+                KafkaProducer<String, String> plain = producer(Map.of());
+                KafkaConsumer<String, String> consumer = consumer(null, Map.of(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed"))) {
+            producer.beginTransaction();
+            for (int i = 0; i < 5; i++) producer.send(new ProducerRecord<>(topic, "k", "aborted-" + i));
+            producer.flush();
+            producer.abortTransaction();
+            producer.beginTransaction();
+            for (int i = 0; i < 3; i++) producer.send(new ProducerRecord<>(topic, "k", "committed-" + i));
+            producer.commitTransaction();
+            // An open transaction, and a plain record after it: both wait behind the LSO.
+            producer.beginTransaction();
+            producer.send(new ProducerRecord<>(topic, "k", "open-0"));
+            producer.flush();
+            plain.send(new ProducerRecord<>(topic, "k", "plain-after")).get();
+
+            consumer.assign(List.of(tp));
+            consumer.seekToBeginning(List.of(tp));
+            List<String> values = new ArrayList<>();
+            waitFor("the committed records", () -> {
+                consumer.poll(Duration.ofMillis(100)).forEach(r -> values.add(r.value()));
+                return values.size() >= 3;
+            }, Duration.ofSeconds(20), () -> "values " + values);
+            for (int i = 0; i < 5; i++) consumer.poll(Duration.ofMillis(100)).forEach(r -> values.add(r.value()));
+            assertEquals(List.of("committed-0", "committed-1", "committed-2"), values, "no aborted record, nothing past the LSO");
+
+            producer.commitTransaction();
+            waitFor("the records behind the LSO", () -> {
+                consumer.poll(Duration.ofMillis(100)).forEach(r -> values.add(r.value()));
+                return values.size() >= 5;
+            }, Duration.ofSeconds(20), () -> "values " + values);
+            for (int i = 0; i < 3; i++) consumer.poll(Duration.ofMillis(100)).forEach(r -> values.add(r.value()));
+            assertEquals(List.of("committed-0", "committed-1", "committed-2", "open-0", "plain-after"), values);
+        }
     }
 
     @Test
