@@ -274,3 +274,118 @@ fn kafkajs_transactions() {
         eprintln!("kafkajs {scenario}:\n{stdout}");
     }
 }
+
+/// Waits until every partition of `topic` in `partitions` has all three brokers in its ISR:
+/// killed before, a leader takes its partitions offline with it (no unclean election).
+fn wait_for_full_isrs(zookeeper: &tests::zookeeper::ZooKeeper, topic: &str, partitions: impl Iterator<Item = i32> + Clone) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for partition in partitions {
+        while zookeeper.partition_state("/kafka", topic, partition).1.len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "{topic}-{partition}'s ISR never filled: {:?}", zookeeper.partition_state("/kafka", topic, partition));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Cluster mode, issue 18's last scenario: a confluent-kafka transactional producer runs a stream
+/// of transactions over a topic of RF 3 whose six partitions are led by all three brokers (every
+/// 3rd transaction aborted on purpose), and the transaction coordinator of its id is killed -9 in
+/// the middle of it. The producer recovers as librdkafka's docs say; then read_committed reads
+/// every transaction it saw committed exactly once, nothing of an aborted one, and no partition's
+/// LSO is left behind (transactions.py `stream` checks all that). The killed broker rejoins.
+#[test]
+fn cluster_coordinator_killed_mid_stream() {
+    use std::io::BufRead;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let zookeeper = tests::zookeeper::ZooKeeper::start();
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("txn-stream-{i}"))).collect();
+    let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
+    let mut brokers: Vec<Broker> = (0..3)
+        .map(|i| {
+            let id = format!("broker.id={}", i + 1);
+            Broker::start(
+                &dirs[i].0,
+                2,
+                &[&connect, &id, "zookeeper.session.timeout.ms=3000", "replica.lag.time.max.ms=2000", "transaction.state.log.num.partitions=4", "offsets.topic.num.partitions=4"],
+            )
+        })
+        .collect();
+    let bootstrap_all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    // By path, not through `brokers`, which the kill borrows mutably (the harness's log file name).
+    let logs = || {
+        let log = |i: usize| std::fs::read_to_string(dirs[i].0.join(format!("broker-{}.log", std::process::id()))).unwrap_or_default();
+        (0..3).map(|i| format!("--- broker {}:\n{}", i + 1, log(i))).collect::<String>()
+    };
+    let partitions = 6;
+    tests::admin(&bootstrap_all, &format!("admin.create_topics([NewTopic('stream', {partitions}, 3)])['stream'].result()"));
+    let leaders: std::collections::BTreeSet<i32> = (0..partitions).map(|p| zookeeper.partition_state("/kafka", "stream", p).0).collect();
+    assert_eq!(leaders.len(), 3, "the partitions' leaders are spread over the brokers");
+
+    let go = dirs[0].0.join("go");
+    let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients");
+    let stderr_path = dirs[0].0.join("stream.stderr");
+    let mut child = Command::new(tests::python())
+        .arg(clients.join("transactions.py"))
+        .args(["stream", "--bootstrap", &bootstrap_all, "--topic", "stream", "--partitions", &partitions.to_string(), "--go"])
+        .arg(&go)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let (lines, receive) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut out = String::new();
+    let mut killed = None;
+    let fail = |out: &str, child: &mut std::process::Child, why: &str| -> ! {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{why}:\n{out}\n{}\nbroker logs:\n{}", std::fs::read_to_string(&stderr_path).unwrap_or_default(), logs());
+    };
+    loop {
+        let line = match receive.recv_timeout(Duration::from_secs(120).saturating_sub(started.elapsed())) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => fail(&out, &mut child, "the stream took over 120 s"),
+        };
+        out.push_str(&line);
+        out.push('\n');
+        if line == "fact ready" {
+            // init_transactions made `__transaction_state`: all replicas in sync before the kill.
+            wait_for_full_isrs(&zookeeper, "stream", 0..partitions);
+            wait_for_full_isrs(&zookeeper, "__transaction_state", 0..4);
+            std::fs::write(&go, b"").unwrap();
+        } else if line.starts_with("progress 3 ") {
+            // Transaction 4 is under way (the producer does not pause): kill its coordinator.
+            let (coordinator, _) = zookeeper.partition_state("/kafka", "__transaction_state", partition_for("stream-txn", 4));
+            brokers[coordinator as usize - 1].kill_9();
+            killed = Some(coordinator);
+        }
+    }
+    let status = child.wait().unwrap();
+    if !status.success() || !out.contains("stream ok") {
+        fail(&out, &mut child, "stream failed");
+    }
+    eprintln!("stream ({:?}):\n{out}", started.elapsed());
+    let killed = killed.expect("the coordinator was killed mid-stream");
+    let (new_coordinator, _) = zookeeper.partition_state("/kafka", "__transaction_state", partition_for("stream-txn", 4));
+    assert_ne!(new_coordinator, killed, "the coordinator failed over");
+    let committed: usize = fact(&out, "committed").split(' ').next().unwrap().parse().unwrap();
+    assert!(committed >= 5, "most of the stream commits despite the kill: {out}");
+
+    // The killed broker comes back and catches up into every ISR again.
+    brokers[killed as usize - 1].restart();
+    wait_for_full_isrs(&zookeeper, "stream", 0..partitions);
+    wait_for_full_isrs(&zookeeper, "__transaction_state", 0..4);
+    for broker in brokers.iter_mut() {
+        assert_eq!(broker.stop(), 0, "clean stop:\n{}", broker.log());
+    }
+}
