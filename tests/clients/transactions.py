@@ -328,6 +328,14 @@ def reinit(args):
 
 STREAM_TRANSACTIONS = 15
 STREAM_RECORDS = 10
+STREAM_KILLED_IN = 4
+
+
+def wait_for_file(path):
+    deadline = time.time() + 60
+    while not os.path.exists(path):
+        assert time.time() < deadline, f'{path} never came'
+        time.sleep(0.05)
 
 
 def end_transaction(p, commit):
@@ -355,15 +363,14 @@ def end_transaction(p, commit):
 
 def stream(args):
     """The topic exists (made by Rust with RF 3). After init_transactions it waits for args.go to
-    exist (Rust waits for full ISRs), then prints `progress N` after each transaction."""
+    exist (Rust waits for full ISRs), then prints `progress N` after each transaction; in
+    transaction STREAM_KILLED_IN it waits for args.go + '.killed' between its records and its
+    commit (Rust kills the coordinator meanwhile)."""
     partitions = args.partitions
     p = producer(args.bootstrap, f'{args.topic}-txn', **{'transaction.timeout.ms': 10000})
     p.init_transactions(TIMEOUT_S)
     print('fact ready', flush=True)
-    deadline = time.time() + 60
-    while not os.path.exists(args.go):
-        assert time.time() < deadline, 'no go'
-        time.sleep(0.05)
+    wait_for_file(args.go)
     outcomes = {}
     for txn in range(STREAM_TRANSACTIONS):
         commit = txn % 3 != 2
@@ -372,6 +379,10 @@ def stream(args):
             for i in range(STREAM_RECORDS):
                 p.produce(args.topic, value=f't{txn}-r{i}', partition=(txn + i) % partitions)
             p.flush(TIMEOUT_S)
+            if txn == STREAM_KILLED_IN:
+                # Records written, EndTxn not sent yet: Rust kills the coordinator now.
+                print('fact mid-transaction', flush=True)
+                wait_for_file(args.go + '.killed')
         except KafkaException as e:
             print(f'fact error=produce:{e.args[0].name()}', flush=True)
             if e.args[0].fatal():

@@ -363,11 +363,12 @@ fn cluster_coordinator_killed_mid_stream() {
             wait_for_full_isrs(&zookeeper, "stream", 0..partitions);
             wait_for_full_isrs(&zookeeper, "__transaction_state", 0..4);
             std::fs::write(&go, b"").unwrap();
-        } else if line.starts_with("progress 3 ") {
-            // Transaction 4 is under way (the producer does not pause): kill its coordinator.
+        } else if line == "fact mid-transaction" {
+            // A transaction's records are written and its commit not asked for yet.
             let (coordinator, _) = zookeeper.partition_state("/kafka", "__transaction_state", partition_for("stream-txn", 4));
             brokers[coordinator as usize - 1].kill_9();
             killed = Some(coordinator);
+            std::fs::write(go.with_extension("killed"), b"").unwrap();
         }
     }
     let status = child.wait().unwrap();
