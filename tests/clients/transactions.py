@@ -15,7 +15,7 @@ tests/tests/transactions.rs. Each prints `fact name=value` lines and `<scenario>
   leave_open / after_restart: a committed, an aborted and an open transaction, then (after the
             broker's kill -9 and restart) read_committed still filters the aborted records and is
             not held for ever by the open one (the coordinator aborts it on timeout).
-  stream:   (cluster mode, run by Rust, which kill -9s the coordinator mid-stream) a stream of
+  stream:   (cluster mode, run by Rust, which kill -9s the coordinator twice mid-stream) a stream of
             transactions over all partitions, every 3rd aborted on purpose, recovering from errors
             as librdkafka's docs say; then read_committed from the start: every transaction seen
             committed exactly once, nothing of an aborted one, and no partition's LSO left
@@ -329,6 +329,7 @@ def reinit(args):
 STREAM_TRANSACTIONS = 15
 STREAM_RECORDS = 10
 STREAM_KILLED_IN = 4
+STREAM_KILLED_COMMITTING = 9
 
 
 def wait_for_file(path):
@@ -365,7 +366,8 @@ def stream(args):
     """The topic exists (made by Rust with RF 3). After init_transactions it waits for args.go to
     exist (Rust waits for full ISRs), then prints `progress N` after each transaction; in
     transaction STREAM_KILLED_IN it waits for args.go + '.killed' between its records and its
-    commit (Rust kills the coordinator meanwhile)."""
+    commit (Rust kills the coordinator meanwhile); in STREAM_KILLED_COMMITTING for
+    args.go + '.rejoined' before its commit, which Rust races with a kill."""
     partitions = args.partitions
     p = producer(args.bootstrap, f'{args.topic}-txn', **{'transaction.timeout.ms': 10000})
     p.init_transactions(TIMEOUT_S)
@@ -374,6 +376,12 @@ def stream(args):
     outcomes = {}
     for txn in range(STREAM_TRANSACTIONS):
         commit = txn % 3 != 2
+        if txn == STREAM_KILLED_COMMITTING:
+            # Between transactions (a pause inside one would outlast its timeout): Rust restarts
+            # the broker killed before and waits for full ISRs; then it kills the coordinator as
+            # soon as it reads `committing`, which this transaction prints just before its commit.
+            print('fact before-commit', flush=True)
+            wait_for_file(args.go + '.rejoined')
         try:
             p.begin_transaction()
             for i in range(STREAM_RECORDS):
@@ -383,6 +391,8 @@ def stream(args):
                 # Records written, EndTxn not sent yet: Rust kills the coordinator now.
                 print('fact mid-transaction', flush=True)
                 wait_for_file(args.go + '.killed')
+            if txn == STREAM_KILLED_COMMITTING:
+                print('fact committing', flush=True)
         except KafkaException as e:
             print(f'fact error=produce:{e.args[0].name()}', flush=True)
             if e.args[0].fatal():

@@ -289,10 +289,12 @@ fn wait_for_full_isrs(zookeeper: &tests::zookeeper::ZooKeeper, topic: &str, part
 
 /// Cluster mode, issue 18's last scenario: a confluent-kafka transactional producer runs a stream
 /// of transactions over a topic of RF 3 whose six partitions are led by all three brokers (every
-/// 3rd transaction aborted on purpose), and the transaction coordinator of its id is killed -9 in
-/// the middle of it. The producer recovers as librdkafka's docs say; then read_committed reads
-/// every transaction it saw committed exactly once, nothing of an aborted one, and no partition's
-/// LSO is left behind (transactions.py `stream` checks all that). The killed broker rejoins.
+/// 3rd transaction aborted on purpose), and the transaction coordinator of its id is killed -9
+/// twice in the middle of it: once between a transaction's records and its commit, then (the
+/// first victim restarted and back in every ISR) racing a commit. The producer recovers as
+/// librdkafka's docs say; then read_committed reads every transaction it saw committed exactly
+/// once, nothing of an aborted one, and no partition's LSO is left behind (transactions.py
+/// `stream` checks all that). The killed brokers rejoin.
 #[test]
 fn cluster_coordinator_killed_mid_stream() {
     use std::io::BufRead;
@@ -344,7 +346,9 @@ fn cluster_coordinator_killed_mid_stream() {
     });
     let started = std::time::Instant::now();
     let mut out = String::new();
-    let mut killed = None;
+    let mut killed = Vec::new();
+    let mut next_victim = None;
+    let coordinator = || zookeeper.partition_state("/kafka", "__transaction_state", partition_for("stream-txn", 4)).0;
     let fail = |out: &str, child: &mut std::process::Child, why: &str| -> ! {
         let _ = child.kill();
         let _ = child.wait();
@@ -365,10 +369,23 @@ fn cluster_coordinator_killed_mid_stream() {
             std::fs::write(&go, b"").unwrap();
         } else if line == "fact mid-transaction" {
             // A transaction's records are written and its commit not asked for yet.
-            let (coordinator, _) = zookeeper.partition_state("/kafka", "__transaction_state", partition_for("stream-txn", 4));
+            let coordinator = coordinator();
             brokers[coordinator as usize - 1].kill_9();
-            killed = Some(coordinator);
+            killed.push(coordinator);
             std::fs::write(go.with_extension("killed"), b"").unwrap();
+        } else if line == "fact before-commit" {
+            // The first killed broker rejoins every ISR; then the new coordinator is killed
+            // as the producer's commit goes out (before, during or after its PrepareCommit
+            // write or markers: every outcome must hold).
+            brokers[killed[0] as usize - 1].restart();
+            wait_for_full_isrs(&zookeeper, "stream", 0..partitions);
+            wait_for_full_isrs(&zookeeper, "__transaction_state", 0..4);
+            next_victim = Some(coordinator());
+            std::fs::write(go.with_extension("rejoined"), b"").unwrap();
+        } else if line == "fact committing" {
+            let victim = next_victim.take().expect("before-commit came first");
+            brokers[victim as usize - 1].kill_9();
+            killed.push(victim);
         }
     }
     let status = child.wait().unwrap();
@@ -376,14 +393,13 @@ fn cluster_coordinator_killed_mid_stream() {
         fail(&out, &mut child, "stream failed");
     }
     eprintln!("stream ({:?}):\n{out}", started.elapsed());
-    let killed = killed.expect("the coordinator was killed mid-stream");
-    let (new_coordinator, _) = zookeeper.partition_state("/kafka", "__transaction_state", partition_for("stream-txn", 4));
-    assert_ne!(new_coordinator, killed, "the coordinator failed over");
+    assert_eq!(killed.len(), 2, "the coordinator was killed twice mid-stream");
+    assert_ne!(coordinator(), killed[1], "the coordinator failed over");
     let committed: usize = fact(&out, "committed").split(' ').next().unwrap().parse().unwrap();
-    assert!(committed >= 5, "most of the stream commits despite the kill: {out}");
+    assert!(committed >= 5, "most of the stream commits despite the kills: {out}");
 
-    // The killed broker comes back and catches up into every ISR again.
-    brokers[killed as usize - 1].restart();
+    // The broker killed last comes back and catches up into every ISR again.
+    brokers[killed[1] as usize - 1].restart();
     wait_for_full_isrs(&zookeeper, "stream", 0..partitions);
     wait_for_full_isrs(&zookeeper, "__transaction_state", 0..4);
     for broker in brokers.iter_mut() {
