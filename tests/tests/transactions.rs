@@ -130,17 +130,12 @@ fn partition_for(transactional_id: &str, partitions: i32) -> i32 {
     (hash & 0x7fff_ffff) % partitions
 }
 
-/// Cluster mode: three brokers, `__transaction_state` replicated on all three (RF 3, min ISR 2),
-/// topics of RF 1 so a transaction's partitions sit on several brokers and the coordinator's
-/// markers go out as WriteTxnMarkers. Then kill -9 the coordinator: the new leader of the id's
-/// partition loads it and carries on.
-#[test]
-fn cluster_coordinator_markers_and_failover() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let zookeeper = tests::zookeeper::ZooKeeper::start();
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("txn-cluster-{i}"))).collect();
+/// Three brokers of 2 shards in ZooKeeper's `/kafka`, failing over within seconds, with 4
+/// partitions of `__transaction_state` and `__consumer_offsets`.
+fn start_cluster(zookeeper: &tests::zookeeper::ZooKeeper, name: &str) -> (Vec<TempDir>, Vec<Broker>) {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("{name}-{i}"))).collect();
     let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
-    let mut brokers: Vec<Broker> = (0..3)
+    let brokers = (0..3)
         .map(|i| {
             let id = format!("broker.id={}", i + 1);
             Broker::start(
@@ -150,6 +145,18 @@ fn cluster_coordinator_markers_and_failover() {
             )
         })
         .collect();
+    (dirs, brokers)
+}
+
+/// Cluster mode: three brokers, `__transaction_state` replicated on all three (RF 3, min ISR 2),
+/// topics of RF 1 so a transaction's partitions sit on several brokers and the coordinator's
+/// markers go out as WriteTxnMarkers. Then kill -9 the coordinator: the new leader of the id's
+/// partition loads it and carries on.
+#[test]
+fn cluster_coordinator_markers_and_failover() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let zookeeper = tests::zookeeper::ZooKeeper::start();
+    let (_dirs, mut brokers) = start_cluster(&zookeeper, "txn-cluster");
     let bootstrap_all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
     let logs = || String::new();
     let out = scenario_at(&bootstrap_all, "basic", "cbasic", &["--replication-factor", "1"], &logs);
@@ -167,11 +174,7 @@ fn cluster_coordinator_markers_and_failover() {
     tests::admin(&bootstrap_all, "admin.create_topics([NewTopic('cbasic-re', 1, 3)])['cbasic-re'].result()");
     // Only once both followers are in its ISR: killed before, its leader takes the partition
     // offline with it (no unclean election), and the next transaction cannot write there.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while zookeeper.partition_state("/kafka", "cbasic-re", 0).1.len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "cbasic-re's ISR never filled: {:?}", zookeeper.partition_state("/kafka", "cbasic-re", 0));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_full_isrs(&zookeeper, "cbasic-re", 0..1);
     brokers[coordinator as usize - 1].kill_9();
     let survivors: Vec<&Broker> = brokers.iter().enumerate().filter(|(i, _)| *i as i32 + 1 != coordinator).map(|(_, b)| b).collect();
     let bootstrap = survivors.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
@@ -300,18 +303,7 @@ fn cluster_coordinator_killed_mid_stream() {
     use std::io::BufRead;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let zookeeper = tests::zookeeper::ZooKeeper::start();
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("txn-stream-{i}"))).collect();
-    let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
-    let mut brokers: Vec<Broker> = (0..3)
-        .map(|i| {
-            let id = format!("broker.id={}", i + 1);
-            Broker::start(
-                &dirs[i].0,
-                2,
-                &[&connect, &id, "zookeeper.session.timeout.ms=3000", "replica.lag.time.max.ms=2000", "transaction.state.log.num.partitions=4", "offsets.topic.num.partitions=4"],
-            )
-        })
-        .collect();
+    let (dirs, mut brokers) = start_cluster(&zookeeper, "txn-stream");
     let bootstrap_all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
     // By path, not through `brokers`, which the kill borrows mutably (the harness's log file name).
     let logs = || {
@@ -366,12 +358,14 @@ fn cluster_coordinator_killed_mid_stream() {
             // init_transactions made `__transaction_state`: all replicas in sync before the kill.
             wait_for_full_isrs(&zookeeper, "stream", 0..partitions);
             wait_for_full_isrs(&zookeeper, "__transaction_state", 0..4);
+            // Looked up now: zkCli takes a second, too long to spend inside a transaction.
+            next_victim = Some(coordinator());
             std::fs::write(&go, b"").unwrap();
         } else if line == "fact mid-transaction" {
             // A transaction's records are written and its commit not asked for yet.
-            let coordinator = coordinator();
-            brokers[coordinator as usize - 1].kill_9();
-            killed.push(coordinator);
+            let victim = next_victim.take().expect("ready came first");
+            brokers[victim as usize - 1].kill_9();
+            killed.push(victim);
             std::fs::write(go.with_extension("killed"), b"").unwrap();
         } else if line == "fact before-commit" {
             // The first killed broker rejoins every ISR; then the new coordinator is killed
@@ -392,7 +386,9 @@ fn cluster_coordinator_killed_mid_stream() {
     if !status.success() || !out.contains("stream ok") {
         fail(&out, &mut child, "stream failed");
     }
-    eprintln!("stream ({:?}):\n{out}", started.elapsed());
+    // What the coordinators did, for a reader wondering about an `unknown` outcome.
+    let coordinator_lines = logs().lines().filter(|l| l.contains("txn::") || l.contains("transaction")).map(|l| format!("{l}\n")).collect::<String>();
+    eprintln!("stream ({:?}):\n{out}\ncoordinators:\n{coordinator_lines}", started.elapsed());
     assert_eq!(killed.len(), 2, "the coordinator was killed twice mid-stream");
     assert_ne!(coordinator(), killed[1], "the coordinator failed over");
     let committed: usize = fact(&out, "committed").split(' ').next().unwrap().parse().unwrap();

@@ -688,14 +688,19 @@ mod tests {
         assert_eq!(KAFKA_EDGES.len(), ALL_STATES.iter().map(|s| s.valid_previous().len()).sum::<usize>());
     }
 
+    /// A whole transaction of producer 7 epoch 0 at times 5..=7, ended with `commit`.
+    fn run_transaction(meta: &mut TxnMetadata, commit: bool) {
+        begin(meta, 5);
+        let EndPlan::Write(prepare) = meta.plan_end(7, 0, commit, 6).unwrap() else { panic!() };
+        apply(meta, prepare);
+        let complete = meta.prepare_complete(7);
+        apply(meta, complete);
+    }
+
     #[test]
     fn init_after_a_commit_is_complete_commit_to_empty() {
         let mut meta = initialised();
-        begin(&mut meta, 5);
-        let EndPlan::Write(prepare) = meta.plan_end(7, 0, true, 6).unwrap() else { panic!() };
-        apply(&mut meta, prepare);
-        let complete = meta.prepare_complete(7);
-        apply(&mut meta, complete);
+        run_transaction(&mut meta, true);
         let InitPlan::Write(init) = meta.plan_init_producer_id(60_000, None, None, 8).unwrap() else { panic!() };
         assert_eq!((init.state, init.producer_epoch, init.partitions.len()), (TxnState::Empty, 1, 0));
         apply(&mut meta, init);
@@ -705,11 +710,7 @@ mod tests {
     #[test]
     fn a_transaction_after_an_abort_is_complete_abort_to_ongoing() {
         let mut meta = initialised();
-        begin(&mut meta, 5);
-        let EndPlan::Write(prepare) = meta.plan_end(7, 0, false, 6).unwrap() else { panic!() };
-        apply(&mut meta, prepare);
-        let complete = meta.prepare_complete(7);
-        apply(&mut meta, complete);
+        run_transaction(&mut meta, false);
         assert_eq!(meta.state, TxnState::CompleteAbort);
         let next = meta.plan_add_partitions(7, 0, &parts(&[("b", 3)]), 8).unwrap().unwrap();
         assert_eq!((next.state, next.start_timestamp_ms), (TxnState::Ongoing, 8));
@@ -723,11 +724,7 @@ mod tests {
         for end in [None, Some(true), Some(false)] {
             let mut meta = initialised();
             if let Some(commit) = end {
-                begin(&mut meta, 5);
-                let EndPlan::Write(prepare) = meta.plan_end(7, 0, commit, 6).unwrap() else { panic!() };
-                apply(&mut meta, prepare);
-                let complete = meta.prepare_complete(7);
-                apply(&mut meta, complete);
+                run_transaction(&mut meta, commit);
             }
             let from = meta.state;
             assert!(meta.is_expired(1_000_000, 1000));
