@@ -387,7 +387,7 @@ fn cluster_coordinator_killed_mid_stream() {
         fail(&out, &mut child, "stream failed");
     }
     // What the coordinators did, for a reader wondering about an `unknown` outcome.
-    let coordinator_lines = logs().lines().filter(|l| l.contains("txn::") || l.contains("transaction")).map(|l| format!("{l}\n")).collect::<String>();
+    let coordinator_lines = logs().lines().filter(|l| l.contains("broker::txn::")).map(|l| format!("{l}\n")).collect::<String>();
     eprintln!("stream ({:?}):\n{out}\ncoordinators:\n{coordinator_lines}", started.elapsed());
     assert_eq!(killed.len(), 2, "the coordinator was killed twice mid-stream");
     assert_ne!(coordinator(), killed[1], "the coordinator failed over");
