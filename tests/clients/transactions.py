@@ -15,6 +15,11 @@ tests/tests/transactions.rs. Each prints `fact name=value` lines and `<scenario>
   leave_open / after_restart: a committed, an aborted and an open transaction, then (after the
             broker's kill -9 and restart) read_committed still filters the aborted records and is
             not held for ever by the open one (the coordinator aborts it on timeout).
+  stream:   (cluster mode, run by Rust, which kill -9s the coordinator twice mid-stream) a stream of
+            transactions over all partitions, every 3rd aborted on purpose, recovering from errors
+            as librdkafka's docs say; then read_committed from the start: every transaction seen
+            committed exactly once, nothing of an aborted one, and no partition's LSO left
+            behind its high watermark.
 Every scenario that reads also reads read_committed: aborted records never reach it.
 """
 import argparse
@@ -228,9 +233,9 @@ def timeout(args):
     print(f'fact values={",".join(sorted(values))}')
 
 
-def latest(bootstrap, topic, isolation):
+def latest(bootstrap, topic, isolation, partition=0):
     c = Consumer({'bootstrap.servers': bootstrap, 'group.id': f'latest-{time.time()}', 'isolation.level': isolation})
-    _, high = c.get_watermark_offsets(TopicPartition(topic, 0), TIMEOUT_S, cached=False)
+    _, high = c.get_watermark_offsets(TopicPartition(topic, partition), TIMEOUT_S, cached=False)
     c.close()
     return high
 
@@ -321,6 +326,129 @@ def reinit(args):
     p.commit_transaction(TIMEOUT_S)
 
 
+STREAM_TRANSACTIONS = 15
+STREAM_RECORDS = 10
+STREAM_KILLED_IN = 4
+STREAM_KILLED_COMMITTING = 9
+# Well over a failover (ZooKeeper session 3 s, then the client finds the new coordinator) on a
+# busy machine: a kill must not make the coordinator abort the transaction on timeout.
+STREAM_TIMEOUT_MS = 20000
+
+
+def wait_for_file(path):
+    deadline = time.time() + 60
+    while not os.path.exists(path):
+        assert time.time() < deadline, f'{path} never came'
+        time.sleep(0.05)
+
+
+def end_transaction(p, commit):
+    """Commits (or aborts) as librdkafka's docs say: retry a retriable error, abort on an abortable
+    one. Returns 'committed', 'aborted' or 'unknown' (a fatal error: the coordinator may or may not
+    have written the outcome, so only all-or-nothing can be asked of it)."""
+    deadline = time.time() + 60
+    while True:
+        try:
+            if commit:
+                p.commit_transaction(TIMEOUT_S)
+                return 'committed'
+            p.abort_transaction(TIMEOUT_S)
+            return 'aborted'
+        except KafkaException as e:
+            error = e.args[0]
+            print(f'fact error={"commit" if commit else "abort"}:{error.name()}:retriable={error.retriable()}'
+                  f':abortable={error.txn_requires_abort()}:fatal={error.fatal()}', flush=True)
+            if error.fatal() or time.time() > deadline:
+                return 'unknown'
+            if error.txn_requires_abort():
+                commit = False
+            # Retriable (or abortable, now aborting): call again, it resumes where it stopped.
+
+
+def stream(args):
+    """The topic exists (made by Rust with RF 3). After init_transactions it waits for args.go to
+    exist (Rust waits for full ISRs), then prints `progress N` after each transaction; in
+    transaction STREAM_KILLED_IN it waits for args.go + '.killed' between its records and its
+    commit (Rust kills the coordinator meanwhile); in STREAM_KILLED_COMMITTING for
+    args.go + '.rejoined' before its commit, which Rust races with a kill."""
+    partitions = args.partitions
+    p = producer(args.bootstrap, f'{args.topic}-txn', **{'transaction.timeout.ms': STREAM_TIMEOUT_MS})
+    p.init_transactions(TIMEOUT_S)
+    print('fact ready', flush=True)
+    wait_for_file(args.go)
+    outcomes = {}
+    for txn in range(STREAM_TRANSACTIONS):
+        commit = txn % 3 != 2
+        if txn == STREAM_KILLED_COMMITTING:
+            # Between transactions (a pause inside one would outlast its timeout): Rust restarts
+            # the broker killed before and waits for full ISRs; then it kills the coordinator as
+            # soon as it reads `committing`, which this transaction prints just before its commit.
+            print('fact before-commit', flush=True)
+            wait_for_file(args.go + '.rejoined')
+        try:
+            p.begin_transaction()
+            for i in range(STREAM_RECORDS):
+                p.produce(args.topic, value=f't{txn}-r{i}', partition=(txn + i) % partitions)
+            p.flush(TIMEOUT_S)
+            if txn == STREAM_KILLED_IN:
+                # Records written, EndTxn not sent yet: Rust kills the coordinator now.
+                print('fact mid-transaction', flush=True)
+                wait_for_file(args.go + '.killed')
+            if txn == STREAM_KILLED_COMMITTING:
+                print('fact committing', flush=True)
+        except KafkaException as e:
+            print(f'fact error=produce:{e.args[0].name()}', flush=True)
+            if e.args[0].fatal():
+                outcomes[txn] = 'unknown'
+                break
+            commit = False
+        outcomes[txn] = end_transaction(p, commit)
+        print(f'progress {txn} {outcomes[txn]}', flush=True)
+        if outcomes[txn] == 'unknown':
+            # Fatal: the only way on is a new producer (same id: it fences and aborts the old).
+            p = producer(args.bootstrap, f'{args.topic}-txn', **{'transaction.timeout.ms': STREAM_TIMEOUT_MS})
+            p.init_transactions(TIMEOUT_S)
+    kept = {t for t, o in outcomes.items() if o == 'committed'}
+    print(f'fact committed={len(kept)} aborted={sum(o == "aborted" for o in outcomes.values())} '
+          f'unknown={sum(o == "unknown" for o in outcomes.values())}', flush=True)
+
+    # No LSO left hanging: read_committed's latest reaches read_uncommitted's on every partition
+    # (within the transaction timeout, in case the coordinator has one to abort).
+    settling = time.time()
+    deadline = settling + STREAM_TIMEOUT_MS / 1000 + 5
+    for partition in range(partitions):
+        while True:
+            rc, ru = (latest(args.bootstrap, args.topic, i, partition) for i in ('read_committed', 'read_uncommitted'))
+            if rc == ru:
+                break
+            assert time.time() < deadline, f'partition {partition}: LSO {rc} stuck below {ru}'
+            time.sleep(0.2)
+    print(f'fact lso_settled_ms={int((time.time() - settling) * 1000)}')
+
+    expected = len(kept) * STREAM_RECORDS
+    values = read_all(args.bootstrap, args.topic, partitions, expected, 'read_committed')
+    counts = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    duplicates = sorted(v for v, n in counts.items() if n > 1)
+    assert not duplicates, f'read more than once: {duplicates}'
+    seen = {}
+    for value in counts:
+        txn = int(value[1:value.index('-')])
+        seen[txn] = seen.get(txn, 0) + 1
+    for txn, outcome in outcomes.items():
+        records = seen.get(txn, 0)
+        if outcome == 'committed':
+            assert records == STREAM_RECORDS, f'committed transaction {txn}: {records} records read'
+        elif outcome == 'aborted':
+            assert records == 0, f'aborted transaction {txn}: {records} records read'
+        else:
+            assert records in (0, STREAM_RECORDS), f'transaction {txn} of unknown outcome half there: {records}'
+    strays = sorted(set(seen) - set(outcomes))
+    assert not strays, f'records of transactions never run: {strays}'
+    print(f'fact read={len(values)}')
+
+
 def invalid_timeout(args):
     p = producer(args.bootstrap, f'{args.topic}-txn', **{'transaction.timeout.ms': 3_600_000})
     try:
@@ -336,6 +464,8 @@ if __name__ == '__main__':
     parser.add_argument('--bootstrap', required=True)
     parser.add_argument('--topic', required=True)
     parser.add_argument('--replication-factor', type=int, default=1)
+    parser.add_argument('--partitions', type=int, default=6)
+    parser.add_argument('--go', help='stream: a file whose existence starts the stream')
     args = parser.parse_args()
     REPLICATION_FACTOR = args.replication_factor
     globals()[args.scenario](args)

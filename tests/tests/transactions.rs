@@ -130,17 +130,12 @@ fn partition_for(transactional_id: &str, partitions: i32) -> i32 {
     (hash & 0x7fff_ffff) % partitions
 }
 
-/// Cluster mode: three brokers, `__transaction_state` replicated on all three (RF 3, min ISR 2),
-/// topics of RF 1 so a transaction's partitions sit on several brokers and the coordinator's
-/// markers go out as WriteTxnMarkers. Then kill -9 the coordinator: the new leader of the id's
-/// partition loads it and carries on.
-#[test]
-fn cluster_coordinator_markers_and_failover() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let zookeeper = tests::zookeeper::ZooKeeper::start();
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("txn-cluster-{i}"))).collect();
+/// Three brokers of 2 shards in ZooKeeper's `/kafka`, failing over within seconds, with 4
+/// partitions of `__transaction_state` and `__consumer_offsets`.
+fn start_cluster(zookeeper: &tests::zookeeper::ZooKeeper, name: &str) -> (Vec<TempDir>, Vec<Broker>) {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("{name}-{i}"))).collect();
     let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
-    let mut brokers: Vec<Broker> = (0..3)
+    let brokers = (0..3)
         .map(|i| {
             let id = format!("broker.id={}", i + 1);
             Broker::start(
@@ -150,6 +145,18 @@ fn cluster_coordinator_markers_and_failover() {
             )
         })
         .collect();
+    (dirs, brokers)
+}
+
+/// Cluster mode: three brokers, `__transaction_state` replicated on all three (RF 3, min ISR 2),
+/// topics of RF 1 so a transaction's partitions sit on several brokers and the coordinator's
+/// markers go out as WriteTxnMarkers. Then kill -9 the coordinator: the new leader of the id's
+/// partition loads it and carries on.
+#[test]
+fn cluster_coordinator_markers_and_failover() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let zookeeper = tests::zookeeper::ZooKeeper::start();
+    let (_dirs, mut brokers) = start_cluster(&zookeeper, "txn-cluster");
     let bootstrap_all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
     let logs = || String::new();
     let out = scenario_at(&bootstrap_all, "basic", "cbasic", &["--replication-factor", "1"], &logs);
@@ -167,11 +174,7 @@ fn cluster_coordinator_markers_and_failover() {
     tests::admin(&bootstrap_all, "admin.create_topics([NewTopic('cbasic-re', 1, 3)])['cbasic-re'].result()");
     // Only once both followers are in its ISR: killed before, its leader takes the partition
     // offline with it (no unclean election), and the next transaction cannot write there.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while zookeeper.partition_state("/kafka", "cbasic-re", 0).1.len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "cbasic-re's ISR never filled: {:?}", zookeeper.partition_state("/kafka", "cbasic-re", 0));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_full_isrs(&zookeeper, "cbasic-re", 0..1);
     brokers[coordinator as usize - 1].kill_9();
     let survivors: Vec<&Broker> = brokers.iter().enumerate().filter(|(i, _)| *i as i32 + 1 != coordinator).map(|(_, b)| b).collect();
     let bootstrap = survivors.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
@@ -272,5 +275,130 @@ fn kafkajs_transactions() {
         );
         assert!(ok && stdout.contains(&format!("{scenario} ok")), "kafkajs {scenario} failed:\n{stdout}\n{stderr}\nbroker log:\n{}", broker.log());
         eprintln!("kafkajs {scenario}:\n{stdout}");
+    }
+}
+
+/// Waits until every partition of `topic` in `partitions` has all three brokers in its ISR:
+/// killed before, a leader takes its partitions offline with it (no unclean election).
+fn wait_for_full_isrs(zookeeper: &tests::zookeeper::ZooKeeper, topic: &str, partitions: impl Iterator<Item = i32> + Clone) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for partition in partitions {
+        while zookeeper.partition_state("/kafka", topic, partition).1.len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "{topic}-{partition}'s ISR never filled: {:?}", zookeeper.partition_state("/kafka", topic, partition));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Cluster mode, issue 18's last scenario: a confluent-kafka transactional producer runs a stream
+/// of transactions over a topic of RF 3 whose six partitions are led by all three brokers (every
+/// 3rd transaction aborted on purpose), and the transaction coordinator of its id is killed -9
+/// twice in the middle of it: once between a transaction's records and its commit, then (the
+/// first victim restarted and back in every ISR) racing a commit. The producer recovers as
+/// librdkafka's docs say; then read_committed reads every transaction it saw committed exactly
+/// once, nothing of an aborted one, and no partition's LSO is left behind (transactions.py
+/// `stream` checks all that). The killed brokers rejoin.
+#[test]
+fn cluster_coordinator_killed_mid_stream() {
+    use std::io::BufRead;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let zookeeper = tests::zookeeper::ZooKeeper::start();
+    let (dirs, mut brokers) = start_cluster(&zookeeper, "txn-stream");
+    let bootstrap_all = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    // By path, not through `brokers`, which the kill borrows mutably (the harness's log file name).
+    let logs = || {
+        let log = |i: usize| std::fs::read_to_string(dirs[i].0.join(format!("broker-{}.log", std::process::id()))).unwrap_or_default();
+        (0..3).map(|i| format!("--- broker {}:\n{}", i + 1, log(i))).collect::<String>()
+    };
+    let partitions = 6;
+    tests::admin(&bootstrap_all, &format!("admin.create_topics([NewTopic('stream', {partitions}, 3)])['stream'].result()"));
+    let leaders: std::collections::BTreeSet<i32> = (0..partitions).map(|p| zookeeper.partition_state("/kafka", "stream", p).0).collect();
+    assert_eq!(leaders.len(), 3, "the partitions' leaders are spread over the brokers");
+
+    let go = dirs[0].0.join("go");
+    let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients");
+    let stderr_path = dirs[0].0.join("stream.stderr");
+    let mut child = Command::new(tests::python())
+        .arg(clients.join("transactions.py"))
+        .args(["stream", "--bootstrap", &bootstrap_all, "--topic", "stream", "--partitions", &partitions.to_string(), "--go"])
+        .arg(&go)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let (lines, receive) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut out = String::new();
+    let mut killed = Vec::new();
+    let mut next_victim = None;
+    let coordinator = || zookeeper.partition_state("/kafka", "__transaction_state", partition_for("stream-txn", 4)).0;
+    let fail = |out: &str, child: &mut std::process::Child, why: &str| -> ! {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{why}:\n{out}\n{}\nbroker logs:\n{}", std::fs::read_to_string(&stderr_path).unwrap_or_default(), logs());
+    };
+    loop {
+        let line = match receive.recv_timeout(Duration::from_secs(120).saturating_sub(started.elapsed())) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => fail(&out, &mut child, "the stream took over 120 s"),
+        };
+        out.push_str(&line);
+        out.push('\n');
+        if line == "fact ready" {
+            // init_transactions made `__transaction_state`: all replicas in sync before the kill.
+            wait_for_full_isrs(&zookeeper, "stream", 0..partitions);
+            wait_for_full_isrs(&zookeeper, "__transaction_state", 0..4);
+            // Looked up now: zkCli takes a second, too long to spend inside a transaction.
+            next_victim = Some(coordinator());
+            std::fs::write(&go, b"").unwrap();
+        } else if line == "fact mid-transaction" {
+            // A transaction's records are written and its commit not asked for yet.
+            let victim = next_victim.take().expect("ready came first");
+            brokers[victim as usize - 1].kill_9();
+            killed.push(victim);
+            std::fs::write(go.with_extension("killed"), b"").unwrap();
+        } else if line == "fact before-commit" {
+            // The first killed broker rejoins every ISR; then the new coordinator is killed
+            // as the producer's commit goes out (before, during or after its PrepareCommit
+            // write or markers: every outcome must hold).
+            brokers[killed[0] as usize - 1].restart();
+            wait_for_full_isrs(&zookeeper, "stream", 0..partitions);
+            wait_for_full_isrs(&zookeeper, "__transaction_state", 0..4);
+            next_victim = Some(coordinator());
+            std::fs::write(go.with_extension("rejoined"), b"").unwrap();
+        } else if line == "fact committing" {
+            let victim = next_victim.take().expect("before-commit came first");
+            brokers[victim as usize - 1].kill_9();
+            killed.push(victim);
+        }
+    }
+    let status = child.wait().unwrap();
+    if !status.success() || !out.contains("stream ok") {
+        fail(&out, &mut child, "stream failed");
+    }
+    // What the coordinators did, for a reader wondering about an `unknown` outcome.
+    let coordinator_lines = logs().lines().filter(|l| l.contains("broker::txn::")).map(|l| format!("{l}\n")).collect::<String>();
+    eprintln!("stream ({:?}):\n{out}\ncoordinators:\n{coordinator_lines}", started.elapsed());
+    assert_eq!(killed.len(), 2, "the coordinator was killed twice mid-stream");
+    assert_ne!(coordinator(), killed[1], "the coordinator failed over");
+    let committed: usize = fact(&out, "committed").split(' ').next().unwrap().parse().unwrap();
+    assert!(committed >= 5, "most of the stream commits despite the kills: {out}");
+
+    // The broker killed last comes back and catches up into every ISR again.
+    brokers[killed[1] as usize - 1].restart();
+    wait_for_full_isrs(&zookeeper, "stream", 0..partitions);
+    wait_for_full_isrs(&zookeeper, "__transaction_state", 0..4);
+    for broker in brokers.iter_mut() {
+        assert_eq!(broker.stop(), 0, "clean stop:\n{}", broker.log());
     }
 }

@@ -635,6 +635,143 @@ mod tests {
         let _ = meta.prepare_dead();
     }
 
+    /// Kafka's TransactionState graph (3.9, `validPreviousStates`), written out here as edges
+    /// rather than read from `valid_previous`, so a slip in either shows.
+    const KAFKA_EDGES: &[(TxnState, TxnState)] = {
+        use TxnState::*;
+        &[
+            (Empty, Empty),
+            (CompleteCommit, Empty),
+            (CompleteAbort, Empty),
+            (Empty, Ongoing),
+            (Ongoing, Ongoing),
+            (CompleteCommit, Ongoing),
+            (CompleteAbort, Ongoing),
+            (Ongoing, PrepareCommit),
+            (Ongoing, PrepareAbort),
+            (PrepareEpochFence, PrepareAbort),
+            (PrepareCommit, CompleteCommit),
+            (PrepareAbort, CompleteAbort),
+            (Empty, Dead),
+            (CompleteCommit, Dead),
+            (CompleteAbort, Dead),
+            (Ongoing, PrepareEpochFence),
+        ]
+    };
+
+    const ALL_STATES: [TxnState; 8] = [
+        TxnState::Empty,
+        TxnState::Ongoing,
+        TxnState::PrepareCommit,
+        TxnState::PrepareAbort,
+        TxnState::CompleteCommit,
+        TxnState::CompleteAbort,
+        TxnState::Dead,
+        TxnState::PrepareEpochFence,
+    ];
+
+    /// Every one of the 64 (from, to) pairs: `prepare` accepts exactly Kafka's 16 edges and
+    /// refuses (panics on) the 48 others, and refuses nothing for a reason other than the graph.
+    #[test]
+    fn every_pair_of_states_against_kafkas_graph() {
+        for from in ALL_STATES {
+            for to in ALL_STATES {
+                let mut meta = initialised();
+                meta.state = from;
+                let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    meta.prepare(to, 7, 1, 0, 60_000, BTreeSet::new(), 5, 6);
+                }));
+                let valid = KAFKA_EDGES.contains(&(from, to));
+                assert_eq!(prepared.is_ok(), valid, "{from:?} -> {to:?}: Kafka says {}", if valid { "valid" } else { "invalid" });
+            }
+        }
+        assert_eq!(KAFKA_EDGES.len(), ALL_STATES.iter().map(|s| s.valid_previous().len()).sum::<usize>());
+    }
+
+    /// A whole transaction of producer 7 epoch 0 at times 5..=7, ended with `commit`.
+    fn run_transaction(meta: &mut TxnMetadata, commit: bool) {
+        begin(meta, 5);
+        let EndPlan::Write(prepare) = meta.plan_end(7, 0, commit, 6).unwrap() else { panic!() };
+        apply(meta, prepare);
+        let complete = meta.prepare_complete(7);
+        apply(meta, complete);
+    }
+
+    #[test]
+    fn init_after_a_commit_is_complete_commit_to_empty() {
+        let mut meta = initialised();
+        run_transaction(&mut meta, true);
+        let InitPlan::Write(init) = meta.plan_init_producer_id(60_000, None, None, 8).unwrap() else { panic!() };
+        assert_eq!((init.state, init.producer_epoch, init.partitions.len()), (TxnState::Empty, 1, 0));
+        apply(&mut meta, init);
+        assert_eq!(meta.state, TxnState::Empty);
+    }
+
+    #[test]
+    fn a_transaction_after_an_abort_is_complete_abort_to_ongoing() {
+        let mut meta = initialised();
+        run_transaction(&mut meta, false);
+        assert_eq!(meta.state, TxnState::CompleteAbort);
+        let next = meta.plan_add_partitions(7, 0, &parts(&[("b", 3)]), 8).unwrap().unwrap();
+        assert_eq!((next.state, next.start_timestamp_ms), (TxnState::Ongoing, 8));
+        assert_eq!(next.partitions, parts(&[("b", 3)]), "the aborted transaction's partitions are gone");
+        apply(&mut meta, next);
+    }
+
+    /// Expiration removes an idle id from each of the three states without a transaction.
+    #[test]
+    fn an_idle_id_expires_to_dead_from_empty_and_complete_states() {
+        for end in [None, Some(true), Some(false)] {
+            let mut meta = initialised();
+            if let Some(commit) = end {
+                run_transaction(&mut meta, commit);
+            }
+            let from = meta.state;
+            assert!(meta.is_expired(1_000_000, 1000));
+            let dead = meta.prepare_dead();
+            assert_eq!(dead.state, TxnState::Dead, "from {from:?}");
+            // The tombstone keeps the last update time: expiry is not a use of the id.
+            assert_eq!(dead.last_update_timestamp_ms, meta.last_update_timestamp_ms);
+            apply(&mut meta, dead);
+            assert_eq!(meta.state, TxnState::Dead);
+        }
+    }
+
+    /// Kafka fences with Ongoing -> PrepareEpochFence -> PrepareAbort; here the two are one
+    /// write (PrepareEpochFence is never held), so the only state a fence leaves is PrepareAbort
+    /// with the bumped epoch, and PrepareCommit/PrepareAbort keep a new InitProducerId waiting.
+    #[test]
+    fn fencing_goes_from_ongoing_to_prepare_abort_in_one_step() {
+        let mut meta = initialised();
+        begin(&mut meta, 5);
+        let EndPlan::Write(prepare) = meta.plan_end(7, 0, true, 6).unwrap() else { panic!() };
+        apply(&mut meta, prepare);
+        assert_eq!(meta.plan_init_producer_id(60_000, None, None, 7), Err(ResponseError::ConcurrentTransactions.code()));
+        let complete = meta.prepare_complete(8);
+        apply(&mut meta, complete);
+        begin(&mut meta, 9);
+        let InitPlan::FenceAndAbort(fence) = meta.plan_init_producer_id(60_000, None, None, 10).unwrap() else { panic!() };
+        assert_eq!((fence.state, fence.producer_epoch), (TxnState::PrepareAbort, 1));
+        apply(&mut meta, fence);
+        assert_eq!(meta.state, TxnState::PrepareAbort);
+        assert_eq!(meta.plan_add_partitions(7, 1, &parts(&[("a", 0)]), 11), Err(ResponseError::ConcurrentTransactions.code()));
+    }
+
+    #[test]
+    #[should_panic(expected = "completing markers in state Ongoing")]
+    fn completing_without_prepare_panics() {
+        let mut meta = initialised();
+        begin(&mut meta, 5);
+        let _ = meta.prepare_complete(6);
+    }
+
+    #[test]
+    #[should_panic(expected = "only an open transaction is fenced")]
+    fn fencing_without_a_transaction_panics() {
+        let mut meta = initialised();
+        let _ = meta.prepare_fence_and_abort(5);
+    }
+
     #[test]
     fn state_ids_round_trip() {
         for id in 0..8 {
