@@ -65,26 +65,20 @@ pub async fn commit(coordinator: &GroupCoordinator, request: CommitRequest) -> V
     if group_error != NONE {
         return vec![group_error; request.offsets.len()];
     }
-    let config = &coordinator.broker.config;
     let now = now_ms();
     let mut errors = Vec::with_capacity(request.offsets.len());
     let mut accepted = Vec::new();
     {
         for (topic, partition, offset, leader_epoch, metadata) in &request.offsets {
             let metadata = metadata.clone().unwrap_or_default();
-            let known = coordinator.broker.partition_count(topic).is_some_and(|count| *partition >= 0 && *partition < count);
-            let error = if !known {
-                code(ResponseError::UnknownTopicOrPartition)
-            } else if metadata.len() > config.offset_metadata_max_bytes {
-                code(ResponseError::OffsetMetadataTooLarge)
-            } else {
+            let error = offset_commit_error(coordinator, topic, *partition, &metadata);
+            if error == NONE {
                 accepted.push((
                     topic.clone(),
                     *partition,
                     CommittedOffset { offset: *offset, leader_epoch: *leader_epoch, metadata, commit_timestamp_ms: now },
                 ));
-                NONE
-            };
+            }
             errors.push(error);
         }
     }
@@ -259,5 +253,18 @@ pub async fn expire_offsets(coordinator: &GroupCoordinator, now_ms: i64) {
     drop(groups);
     if !writes.is_empty() {
         write_all(coordinator, writes).await;
+    }
+}
+
+/// Kafka's per-partition checks of an offset commit, plain or transactional: the partition
+/// exists, the metadata fits `offset.metadata.max.bytes`. NONE when the offset may be written.
+pub(super) fn offset_commit_error(coordinator: &GroupCoordinator, topic: &str, partition: i32, metadata: &str) -> i16 {
+    let known = coordinator.broker.partition_count(topic).is_some_and(|count| partition >= 0 && partition < count);
+    if !known {
+        code(ResponseError::UnknownTopicOrPartition)
+    } else if metadata.len() > coordinator.broker.config.offset_metadata_max_bytes {
+        code(ResponseError::OffsetMetadataTooLarge)
+    } else {
+        NONE
     }
 }

@@ -68,13 +68,9 @@ pub async fn commit(coordinator: &GroupCoordinator, request: TxnCommitRequest) -
     let mut accepted = Vec::new();
     for (topic, partition, offset, leader_epoch, metadata) in &request.offsets {
         let metadata = metadata.clone().unwrap_or_default();
-        let known = coordinator.broker.partition_count(topic).is_some_and(|count| *partition >= 0 && *partition < count);
-        if !known {
-            errors.push(code(ResponseError::UnknownTopicOrPartition));
-        } else if metadata.len() > coordinator.broker.config.offset_metadata_max_bytes {
-            errors.push(code(ResponseError::OffsetMetadataTooLarge));
-        } else {
-            errors.push(NONE);
+        let error = super::offsets::offset_commit_error(coordinator, topic, *partition, &metadata);
+        errors.push(error);
+        if error == NONE {
             accepted.push(PendingOffset {
                 offsets_partition,
                 group_id: request.group_id.clone(),
