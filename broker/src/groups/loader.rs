@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::partition::replay::replay;
+
 use super::coordinator::{GroupCoordinator, PartitionLoad};
 use super::group::{Group, GroupState, Member};
 use super::membership::fail_waiting_members;
@@ -94,57 +96,29 @@ fn unload_partition(coordinator: &GroupCoordinator, partition: i32, partition_co
 async fn load_partition(coordinator: &GroupCoordinator, partition: i32) {
     let started = Instant::now();
     let mut records_read = 0usize;
-    let handle = match coordinator.partitions.serving(CONSUMER_OFFSETS_TOPIC, partition).await {
-        Ok(handle) => handle,
-        Err(e) => {
-            tracing::error!(partition, error = ?e, "__consumer_offsets partition cannot be loaded");
-            return;
-        }
-    };
-    let log = handle.log.read().await.expect("partition lock");
-    let mut offset = log.log_start_offset();
-    while offset < log.log_end_offset() {
-        let chunk = match log.read(offset, 1 << 20, i64::MAX, true).await {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::error!(partition, offset, error = %e, "reading __consumer_offsets");
-                break;
-            }
-        };
-        let Some(last) = chunk.slices.last().map(|s| s.last_offset) else { break };
-        for slice in chunk.slices {
-            let bytes = match slice.read_bytes().await {
-                Ok(bytes) => Bytes::from(bytes),
-                Err(e) => {
-                    tracing::error!(partition, error = %e, "reading __consumer_offsets");
-                    break;
-                }
-            };
-            match offsets_topic::decode_logged_batches(bytes) {
-                Ok(batches) => {
-                    for batch in batches {
-                        match batch {
-                            LoggedBatch::Records { producer_id: None, records } => {
-                                records_read += records.len();
-                                for (key, value) in records {
-                                    apply_stored(coordinator, key, value);
-                                }
-                            }
-                            // Transactional offsets wait for their marker (txn_offsets.rs).
-                            LoggedBatch::Records { producer_id: Some(producer_id), records } => {
-                                records_read += records.len();
-                                txn_offsets::load_pending(coordinator, partition, producer_id, records);
-                            }
-                            LoggedBatch::Marker { producer_id, commit } => txn_offsets::complete(coordinator, partition, producer_id, commit),
+    let loaded = replay(&coordinator.partitions, CONSUMER_OFFSETS_TOPIC, partition, |bytes| match offsets_topic::decode_logged_batches(bytes) {
+        Ok(batches) => {
+            for batch in batches {
+                match batch {
+                    LoggedBatch::Records { producer_id: None, records } => {
+                        records_read += records.len();
+                        for (key, value) in records {
+                            apply_stored(coordinator, key, value);
                         }
                     }
+                    // Transactional offsets wait for their marker (txn_offsets.rs).
+                    LoggedBatch::Records { producer_id: Some(producer_id), records } => {
+                        records_read += records.len();
+                        txn_offsets::load_pending(coordinator, partition, producer_id, records);
+                    }
+                    LoggedBatch::Marker { producer_id, commit } => txn_offsets::complete(coordinator, partition, producer_id, commit),
                 }
-                Err(e) => tracing::error!(partition, error = e, "skipping undecodable __consumer_offsets batch"),
             }
         }
-        offset = last + 1;
-    }
-    if records_read > 0 || coordinator.broker.cluster.is_some() {
+        Err(e) => tracing::error!(partition, error = e, "skipping undecodable __consumer_offsets batch"),
+    })
+    .await;
+    if loaded && (records_read > 0 || coordinator.broker.cluster.is_some()) {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(shard = coordinator.shard_id, partition, records_read, elapsed_ms, "groups loaded from __consumer_offsets");
     }

@@ -20,6 +20,7 @@ mod append;
 mod log_start;
 pub mod producer_snapshot;
 mod recompress;
+pub mod replay;
 pub mod record_codec;
 pub mod table;
 pub mod txn_marker;

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use kafka_protocol::records::RecordBatchDecoder;
 
+use crate::partition::replay::replay;
+
 use super::coordinator::{Held, PartitionLoad, TxnCoordinator};
 use super::log_format;
 use super::state::{TxnMetadata, TxnState};
@@ -100,51 +102,25 @@ fn resend_markers(coordinator: &TxnCoordinator, only: Option<(i32, i32)>) {
 async fn load_partition(coordinator: &TxnCoordinator, partition: i32, partition_count: i32) {
     let started = Instant::now();
     let mut records_read = 0usize;
-    let handle = match coordinator.partitions.serving(TRANSACTION_STATE_TOPIC, partition).await {
-        Ok(handle) => handle,
-        Err(e) => {
-            tracing::error!(partition, error = ?e, "__transaction_state partition cannot be loaded");
-            return;
-        }
-    };
-    let log = handle.log.read().await.expect("partition lock");
-    let mut offset = log.log_start_offset();
-    while offset < log.log_end_offset() {
-        let chunk = match log.read(offset, 1 << 20, i64::MAX, true).await {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::error!(partition, offset, error = %e, "reading __transaction_state");
-                break;
-            }
-        };
-        let Some(last) = chunk.slices.last().map(|s| s.last_offset) else { break };
-        for slice in chunk.slices {
-            let mut bytes = match slice.read_bytes().await {
-                Ok(bytes) => Bytes::from(bytes),
+    let loaded = replay(&coordinator.partitions, TRANSACTION_STATE_TOPIC, partition, |mut bytes| {
+        while bytes.has_remaining() {
+            let batch = match RecordBatchDecoder::decode(&mut bytes) {
+                Ok(batch) => batch,
                 Err(e) => {
-                    tracing::error!(partition, error = %e, "reading __transaction_state");
+                    tracing::error!(partition, error = %e, "skipping undecodable __transaction_state bytes");
                     break;
                 }
             };
-            while bytes.has_remaining() {
-                let batch = match RecordBatchDecoder::decode(&mut bytes) {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        tracing::error!(partition, error = %e, "skipping undecodable __transaction_state bytes");
-                        break;
-                    }
-                };
-                for record in batch.records.into_iter().filter(|r| !r.control) {
-                    let Some(key) = record.key else { continue };
-                    records_read += 1;
-                    apply(coordinator, partition, partition_count, key, record.value);
-                }
+            for record in batch.records.into_iter().filter(|r| !r.control) {
+                let Some(key) = record.key else { continue };
+                records_read += 1;
+                apply(coordinator, partition, partition_count, key, record.value);
             }
         }
-        offset = last + 1;
-    }
+    })
+    .await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    if records_read > 0 || coordinator.broker.cluster.is_some() {
+    if loaded && (records_read > 0 || coordinator.broker.cluster.is_some()) {
         tracing::info!(shard = coordinator.shard_id, partition, records_read, elapsed_ms, "transactions loaded from __transaction_state");
     }
 }
