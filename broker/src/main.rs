@@ -16,6 +16,7 @@ mod security;
 mod shard_context;
 mod splice_sender;
 mod state;
+mod stored_reader;
 mod tasks;
 mod topic_admin;
 mod topics;

@@ -12,6 +12,7 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 use super::group::CommittedOffset;
+use crate::stored_reader::StoredReader as Reader;
 
 const OFFSET_COMMIT_KEY_VERSION: i16 = 1;
 const OFFSET_COMMIT_VALUE_VERSION: i16 = 3;
@@ -113,56 +114,12 @@ pub fn group_value(group: &StoredGroup) -> Bytes {
     buffer.freeze()
 }
 
-/// Bounds-checked reads: a record we cannot parse is reported, never a panic.
-struct Reader(Bytes);
-
-impl Reader {
-    fn need(&self, n: usize) -> Result<(), String> {
-        if self.0.remaining() < n {
-            return Err(format!("record ends early: {n} bytes needed, {} left", self.0.remaining()));
-        }
-        Ok(())
-    }
-    fn i16(&mut self) -> Result<i16, String> {
-        self.need(2)?;
-        Ok(self.0.get_i16())
-    }
-    fn i32(&mut self) -> Result<i32, String> {
-        self.need(4)?;
-        Ok(self.0.get_i32())
-    }
-    fn i64(&mut self) -> Result<i64, String> {
-        self.need(8)?;
-        Ok(self.0.get_i64())
-    }
-    fn nullable_string(&mut self) -> Result<Option<String>, String> {
-        let length = self.i16()?;
-        if length < 0 {
-            return Ok(None);
-        }
-        self.need(length as usize)?;
-        let bytes = self.0.split_to(length as usize);
-        String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| "string is not UTF-8".to_string())
-    }
-    fn string(&mut self) -> Result<String, String> {
-        self.nullable_string()?.ok_or_else(|| "null where a string is required".to_string())
-    }
-    fn bytes(&mut self) -> Result<Bytes, String> {
-        let length = self.i32()?;
-        if length < 0 {
-            return Ok(Bytes::new());
-        }
-        self.need(length as usize)?;
-        Ok(self.0.split_to(length as usize))
-    }
-}
-
 pub fn decode_record(key: Bytes, value: Option<Bytes>) -> Result<StoredRecord, String> {
     let mut key = Reader(key);
     match key.i16()? {
         0 | 1 => {
-            let group_id = key.string()?;
-            let topic = key.string()?;
+            let group_id = key.string(false)?;
+            let topic = key.string(false)?;
             let partition = key.i32()?;
             let value = match value {
                 None => None,
@@ -171,7 +128,7 @@ pub fn decode_record(key: Bytes, value: Option<Bytes>) -> Result<StoredRecord, S
             Ok(StoredRecord::Offset { group_id, topic, partition, value })
         }
         2 => {
-            let group_id = key.string()?;
+            let group_id = key.string(false)?;
             let value = match value {
                 None => None,
                 Some(value) => Some(decode_group_value(value)?),
@@ -190,7 +147,7 @@ fn decode_offset_value(value: Bytes) -> Result<CommittedOffset, String> {
     }
     let offset = value.i64()?;
     let leader_epoch = if version >= 3 { value.i32()? } else { -1 };
-    let metadata = value.string()?;
+    let metadata = value.string(false)?;
     let commit_timestamp_ms = value.i64()?;
     Ok(CommittedOffset { offset, leader_epoch, metadata, commit_timestamp_ms })
 }
@@ -201,7 +158,7 @@ fn decode_group_value(value: Bytes) -> Result<StoredGroup, String> {
     if !(0..=3).contains(&version) {
         return Err(format!("unknown group metadata value version {version}"));
     }
-    let protocol_type = value.string()?;
+    let protocol_type = value.string(false)?;
     let generation_id = value.i32()?;
     let protocol_name = value.nullable_string()?;
     let leader_id = value.nullable_string()?;
@@ -209,10 +166,10 @@ fn decode_group_value(value: Bytes) -> Result<StoredGroup, String> {
     let count = value.i32()?;
     let mut members = Vec::new();
     for _ in 0..count.max(0) {
-        let member_id = value.string()?;
+        let member_id = value.string(false)?;
         let group_instance_id = if version >= 3 { value.nullable_string()? } else { None };
-        let client_id = value.string()?;
-        let client_host = value.string()?;
+        let client_id = value.string(false)?;
+        let client_host = value.string(false)?;
         let rebalance_timeout_ms = if version >= 1 { value.i32()? } else { -1 };
         let session_timeout_ms = value.i32()?;
         let rebalance_timeout_ms = if rebalance_timeout_ms < 0 { session_timeout_ms } else { rebalance_timeout_ms };

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::stored_reader::StoredReader as Reader;
 use super::state::{Transit, TxnState, NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 
 const KEY_VERSION: i16 = 0;
@@ -59,79 +60,6 @@ fn by_topic(partitions: &BTreeSet<(String, i32)>) -> Vec<(&str, Vec<i32>)> {
         }
     }
     topics
-}
-
-/// Bounds-checked reads: an unreadable record is reported, never a panic.
-struct Reader(Bytes);
-
-impl Reader {
-    fn need(&self, n: usize) -> Result<(), String> {
-        if self.0.remaining() < n {
-            return Err(format!("record ends early: {n} bytes needed, {} left", self.0.remaining()));
-        }
-        Ok(())
-    }
-    fn i8(&mut self) -> Result<i8, String> {
-        self.need(1)?;
-        Ok(self.0.get_i8())
-    }
-    fn i16(&mut self) -> Result<i16, String> {
-        self.need(2)?;
-        Ok(self.0.get_i16())
-    }
-    fn i32(&mut self) -> Result<i32, String> {
-        self.need(4)?;
-        Ok(self.0.get_i32())
-    }
-    fn i64(&mut self) -> Result<i64, String> {
-        self.need(8)?;
-        Ok(self.0.get_i64())
-    }
-    fn unsigned_varint(&mut self) -> Result<u64, String> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.i8()? as u8;
-            value |= ((byte & 0x7f) as u64) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err("varint too long".into())
-    }
-    fn text(&mut self, length: usize) -> Result<String, String> {
-        self.need(length)?;
-        String::from_utf8(self.0.split_to(length).to_vec()).map_err(|_| "string is not UTF-8".to_string())
-    }
-    /// A string: i16 length (v0) or compact, unsigned varint length + 1 (flexible v1).
-    fn string(&mut self, flexible: bool) -> Result<String, String> {
-        let length = if flexible { self.unsigned_varint()? as i64 - 1 } else { self.i16()? as i64 };
-        if length < 0 {
-            return Err("null where a string is required".into());
-        }
-        self.text(length as usize)
-    }
-    /// An array length: i32 (v0) or compact (v1); None for null.
-    fn array_length(&mut self, flexible: bool) -> Result<Option<usize>, String> {
-        let length = if flexible { self.unsigned_varint()? as i64 - 1 } else { self.i32()? as i64 };
-        if length < 0 {
-            return Ok(None);
-        }
-        // Each element takes at least one byte: a length past the record is corrupt.
-        self.need(length as usize)?;
-        Ok(Some(length as usize))
-    }
-    /// Tagged fields of a flexible struct: (tag, bytes).
-    fn tagged_fields(&mut self) -> Result<Vec<(u64, Bytes)>, String> {
-        let count = self.unsigned_varint()?;
-        let mut fields = Vec::new();
-        for _ in 0..count {
-            let tag = self.unsigned_varint()?;
-            let size = self.unsigned_varint()? as usize;
-            self.need(size)?;
-            fields.push((tag, self.0.split_to(size)));
-        }
-        Ok(fields)
-    }
 }
 
 pub fn decode_key(key: Bytes) -> Result<String, String> {
