@@ -8,10 +8,10 @@
 //! small fixed layouts (Kafka's group-coordinator module has the JSON schemas).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::RecordBatchDecoder;
 
 use super::group::CommittedOffset;
+use crate::partition::own_batch::{encode_own_batch, BatchOwner};
 use crate::stored_reader::StoredReader as Reader;
 
 const OFFSET_COMMIT_KEY_VERSION: i16 = 1;
@@ -202,30 +202,11 @@ pub fn encode_transactional_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i6
 }
 
 fn encode(records: &[(Bytes, Option<Bytes>)], now_ms: i64, producer: Option<(i64, i16)>) -> Result<Vec<u8>, String> {
-    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(index, (key, value))| Record {
-            transactional: producer.is_some(),
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            sequence: -1,
-            timestamp: now_ms,
-            key: Some(key.clone()),
-            value: value.clone(),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buffer = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buffer, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .map_err(|e| format!("encoding a __consumer_offsets batch: {e}"))?;
-    Ok(buffer.to_vec())
+    let owner = match producer {
+        Some((producer_id, producer_epoch)) => BatchOwner { producer_id, producer_epoch, transactional: true, control: false },
+        None => BatchOwner::BROKER,
+    };
+    encode_own_batch(records, now_ms, owner).map_err(|e| format!("__consumer_offsets: {e}"))
 }
 
 /// What a stored batch holds, transactions included (the loader's view).

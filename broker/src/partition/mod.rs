@@ -19,6 +19,7 @@
 mod append;
 mod log_start;
 pub mod producer_snapshot;
+pub mod own_batch;
 mod recompress;
 pub mod replay;
 pub mod record_codec;

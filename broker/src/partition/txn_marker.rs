@@ -15,9 +15,8 @@
 //! replica: a follower's copies of markers go through the same door.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
+use super::own_batch::{encode_own_batch, BatchOwner};
 use super::append::{AppendError, AppendOrigin, Appended};
 use super::{Partition, PartitionError};
 use crate::clock::now_ms;
@@ -43,25 +42,8 @@ pub fn encode_marker_batch(marker: &TxnMarker, now_ms: i64) -> Vec<u8> {
     let mut value = BytesMut::with_capacity(6);
     value.put_i16(MARKER_VERSION);
     value.put_i32(marker.coordinator_epoch);
-    let record = Record {
-        transactional: true,
-        control: true,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: marker.producer_id,
-        producer_epoch: marker.producer_epoch,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: now_ms,
-        key: Some(key.freeze()),
-        value: Some(value.freeze()),
-        headers: IndexMap::new(),
-    };
-    let mut buffer = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buffer, [&record], &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("a control batch of one small record always encodes");
-    buffer.to_vec()
+    let owner = BatchOwner { producer_id: marker.producer_id, producer_epoch: marker.producer_epoch, transactional: true, control: true };
+    encode_own_batch(&[(key.freeze(), Some(value.freeze()))], now_ms, owner).expect("a control batch of one small record always encodes")
 }
 
 /// (commit, coordinator epoch) of a control record's key and value; None for another control

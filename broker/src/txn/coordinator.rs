@@ -17,10 +17,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_channel::mpsc;
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use crate::partition::own_batch::{encode_own_batch, BatchOwner};
 use kafka_protocol::ResponseError;
 
 use super::log_format;
@@ -427,23 +426,5 @@ impl TxnCoordinator {
 /// One uncompressed v2 batch with one record (offsets from 0: the log assigns them). Kafka
 /// writes the transaction log uncompressed.
 pub(super) fn encode_record(key: Bytes, value: Option<Bytes>, now_ms: i64) -> Vec<u8> {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: now_ms,
-        key: Some(key),
-        value,
-        headers: IndexMap::new(),
-    };
-    let mut buffer = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buffer, [&record], &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("one small uncompressed record always encodes");
-    buffer.to_vec()
+    encode_own_batch(&[(key, value)], now_ms, BatchOwner::BROKER).expect("one small uncompressed record always encodes")
 }
