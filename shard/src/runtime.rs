@@ -10,8 +10,10 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use futures_lite::StreamExt;
-use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::channels::shared_channel::ConnectedSender;
 use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::mesh::full_mesh;
 
 /// Bound on calls queued from one shard to another; a full queue makes the caller wait.
 const CALL_QUEUE_DEPTH: usize = 1024;
@@ -52,7 +54,8 @@ pub fn cross_shard_calls_sent() -> u64 {
 pub struct Router<C> {
     shard_id: usize,
     shard_count: usize,
-    senders: Senders<ShardCall<C>>,
+    /// Indexed by shard; None at this shard's own index.
+    senders: Vec<Option<ConnectedSender<ShardCall<C>>>>,
     local: std::cell::OnceCell<Rc<C>>,
 }
 
@@ -83,7 +86,8 @@ impl<C: 'static> Router<C> {
                 let _ = reply.send(work(context).await);
             })
         }));
-        if self.senders.send_to(shard, call).await.is_err() {
+        let sender = self.senders[shard].as_ref().expect("a channel to every other shard");
+        if sender.send(call).await.is_err() {
             panic!("shard {shard} stopped while shard {} still calls it", self.shard_id);
         }
         answer.await.unwrap_or_else(|_| panic!("shard {shard} dropped a call from shard {}", self.shard_id))
@@ -102,17 +106,18 @@ where
     RFut: Future<Output = ()> + 'static,
 {
     let shard_count = placement.shard_count();
-    let mesh = MeshBuilder::<ShardCall<C>, _>::full(shard_count, CALL_QUEUE_DEPTH);
+    let mut meshes = full_mesh::<ShardCall<C>>(shard_count, CALL_QUEUE_DEPTH).into_iter();
     // A second mesh only to agree that every shard has finished its main task before any stops
     // serving calls (a shard that stopped early would strand calls to it).
-    let done_mesh = MeshBuilder::<(), _>::full(shard_count, 1);
+    let mut done_meshes = full_mesh::<()>(shard_count, 1).into_iter();
     let mut handles = Vec::new();
     for index in 0..shard_count {
         let placement_for_shard = match &placement {
             ShardPlacement::Pinned(cpus) => Placement::Fixed(cpus[index]),
             ShardPlacement::Unpinned(_) => Placement::Unbound,
         };
-        let (mesh, done_mesh, make_context, run) = (mesh.clone(), done_mesh.clone(), make_context.clone(), run.clone());
+        let (mesh, done_mesh) = (meshes.next().expect("one mesh end per shard"), done_meshes.next().expect("one end per shard"));
+        let (make_context, run) = (make_context.clone(), run.clone());
         let handle = LocalExecutorBuilder::new(placement_for_shard)
             .name("shard")
             .spawn(move || async move {
@@ -121,19 +126,19 @@ where
                 // Its own name keeps tools that watch the "shard" threads (perf, the bench's
                 // D-state sampler) on the shards alone.
                 glommio::executor().spawn_blocking(|| name_this_thread(BLOCKING_THREAD_NAME)).await;
-                let (senders, mut receivers) = mesh.join().await.expect("join the shard mesh");
-                let (done_senders, done_receivers) = done_mesh.join().await.expect("join the done mesh");
-                let shard_id = senders.peer_id();
+                let channels = mesh.connect().await;
+                let done = done_mesh.connect().await;
+                let shard_id = index;
                 let router = Rc::new(Router {
                     shard_id,
                     shard_count,
-                    senders,
+                    senders: channels.senders,
                     local: std::cell::OnceCell::new(),
                 });
                 let context = make_context(router.clone()).await;
                 let _ = router.local.set(context.clone());
                 let mut servers = Vec::new();
-                for (_, mut stream) in receivers.streams() {
+                for mut stream in channels.receivers.into_iter().flatten() {
                     let context = context.clone();
                     servers.push(glommio::spawn_local(async move {
                         while let Some(ShardCall(work)) = stream.next().await {
@@ -142,15 +147,11 @@ where
                     }));
                 }
                 run(context).await;
-                for peer in 0..shard_count {
-                    if peer != shard_id {
-                        let _ = done_senders.send_to(peer, ()).await;
-                    }
+                for sender in done.senders.iter().flatten() {
+                    let _ = sender.send(()).await;
                 }
-                for peer in 0..shard_count {
-                    if peer != shard_id {
-                        let _ = done_receivers.recv_from(peer).await;
-                    }
+                for receiver in done.receivers.iter().flatten() {
+                    let _ = receiver.recv().await;
                 }
                 drop(servers);
             })
