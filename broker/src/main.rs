@@ -169,6 +169,9 @@ fn run(cli: Cli) -> Result<(), String> {
     if let Some(coordinator) = coordinator {
         coordinator.shutdown(); // closes the session: our registration and controllership go now
     }
+    if let Some(reason) = broker.start_failure.get() {
+        return Err(reason.clone());
+    }
     if all_clean.load(std::sync::atomic::Ordering::Acquire) {
         broker.log_dirs.write_clean_shutdown_markers().map_err(|e| e.to_string())?;
         tracing::info!("stopped cleanly");

@@ -25,6 +25,9 @@ pub struct BrokerState {
     pub shutting_down: Arc<AtomicBool>,
     /// Shards that have bound the listener; the last one logs that the broker is ready.
     pub shards_listening: std::sync::atomic::AtomicUsize,
+    /// Why the broker could not start serving (a listener that cannot bind): the process's exit
+    /// reason, instead of the flush failure a false `serve_until_shutdown` otherwise means.
+    pub start_failure: std::sync::OnceLock<String>,
     /// Cluster mode: the ZooKeeper coordinator's view and commands. None when standalone.
     pub cluster: Option<zk::CoordinatorHandle>,
     /// Cluster mode: the producer id block this broker took from `/latest_producer_id_block`
@@ -63,6 +66,7 @@ impl BrokerState {
             clean_shutdown,
             shutting_down: Arc::new(AtomicBool::new(false)),
             shards_listening: std::sync::atomic::AtomicUsize::new(0),
+            start_failure: std::sync::OnceLock::new(),
             cluster,
             cluster_producer_ids: Mutex::new((0, -1)),
             next_producer_id: AtomicI64::new(start),

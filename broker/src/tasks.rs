@@ -28,6 +28,7 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
                 Ok(socket) => sockets.push((index, socket)),
                 Err(e) => {
                     tracing::error!(shard = shard.id(), listener = listener.name, address = %listener.bind, error = %e, "cannot listen");
+                    let _ = shard.broker.start_failure.set(format!("cannot listen on {} ({}): {e}", listener.bind, listener.name));
                     shard.broker.shutting_down.store(true, std::sync::atomic::Ordering::Release);
                     return false;
                 }
