@@ -136,6 +136,9 @@ async fn serve_requests(shard: &Rc<Shard>, stream: &mut Transport, session: &mut
         }
         if session.close_after_response {
             let _ = stream.flush().await;
+            // As Kafka (connection.failed.authentication.delay.ms): the error first, the close
+            // later, so the client reads the error before it sees the connection end.
+            glommio::timer::sleep(Duration::from_millis(shard.broker.security.failed_authentication_delay_ms)).await;
             break;
         }
     }

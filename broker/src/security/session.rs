@@ -19,7 +19,15 @@ pub struct ListenerSecurity {
 pub struct Security {
     pub listeners: Vec<ListenerSecurity>,
     pub credentials: Arc<CredentialStore>,
+    /// `connection.failed.authentication.delay.ms` (KIP-306, Kafka's default 100): a failed
+    /// authentication's response goes out at once, the close this much later. Clients that read
+    /// the response and the close in one go (kafka-python over TLS) otherwise see only the
+    /// close and report a lost connection instead of the authentication error.
+    pub failed_authentication_delay_ms: u64,
 }
+
+/// Kafka's default for `connection.failed.authentication.delay.ms`.
+const FAILED_AUTHENTICATION_DELAY_MS: u64 = 100;
 
 impl Security {
     /// Reads key and trust stores and SCRAM credentials: at start, on the main thread. Errors
@@ -65,7 +73,14 @@ impl Security {
             };
             listeners.push(ListenerSecurity { listener: listener.clone(), tls, sasl });
         }
-        Ok(Security { listeners, credentials: Arc::new(CredentialStore::load(credentials_file)?) })
+        let failed_authentication_delay_ms = match properties.get("connection.failed.authentication.delay.ms") {
+            None => FAILED_AUTHENTICATION_DELAY_MS,
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("connection.failed.authentication.delay.ms={text}: expected milliseconds"))?,
+        };
+        Ok(Security { listeners, credentials: Arc::new(CredentialStore::load(credentials_file)?), failed_authentication_delay_ms })
     }
 }
 
