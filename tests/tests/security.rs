@@ -2,92 +2,17 @@
 //! SASL) and confluent-kafka over SSL (client certificate required), SASL_PLAINTEXT and SASL_SSL
 //! with PLAIN and SCRAM-SHA-512; SCRAM users made with the AdminClient and kept over a restart;
 //! bad input that closes only its own connection.
-//!
-//! The test CA and certificates come from the `openssl` CLI, made afresh by each test: it is on
-//! the machine already (Debian's openssl), where rcgen would add a crate and its build to tests/.
+//! Certificates and the secured broker come from tests::security (shared with
+//! security_clients.rs).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use tests::security::{create_scram_user, kcat, make_certs, start_secured, Certs};
 use tests::{free_port, python, run_with_timeout, Broker, TempDir};
-
-struct Certs {
-    ca: PathBuf,
-    /// The broker's PKCS#8 key followed by its certificate (KIP-651's PEM key store).
-    broker_keystore: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl").current_dir(dir).args(args).output().expect("run openssl");
-    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// A CA, a broker certificate for 127.0.0.1 and a client certificate for CN=alice,OU=eng.
-fn make_certs(dir: &Path) -> Certs {
-    let dir = dir.join("certs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(&dir, &[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca"]].concat());
-    for (name, subject, extensions) in [
-        ("broker", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
-        ("client", "/OU=eng/CN=alice", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
-        openssl(&dir, &[&["req"][..], &ec, &["-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", subject]].concat());
-        openssl(
-            &dir,
-            &[
-                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-                "-extfile", &format!("{name}.ext"), "-out", &format!("{name}.crt"),
-            ],
-        );
-    }
-    let keystore = [std::fs::read_to_string(dir.join("broker.key")).unwrap(), std::fs::read_to_string(dir.join("broker.crt")).unwrap()].concat();
-    std::fs::write(dir.join("broker-keystore.pem"), keystore).unwrap();
-    Certs {
-        ca: dir.join("ca.crt"),
-        broker_keystore: dir.join("broker-keystore.pem"),
-        client_cert: dir.join("client.crt"),
-        client_key: dir.join("client.key"),
-    }
-}
-
-struct Ports {
-    plaintext: u16,
-    ssl: u16,
-    sasl_plaintext: u16,
-    sasl_ssl: u16,
-}
-
-const JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret" user_admin="admin-secret" user_alice="alice-secret";"#;
-
-/// A broker with all four listener kinds: SSL requires a client certificate; both SASL
-/// listeners offer PLAIN (users from the JAAS config) and SCRAM.
-fn start_secured(dir: &TempDir, certs: &Certs) -> (Broker, Ports) {
-    let ports = Ports { plaintext: free_port(), ssl: free_port(), sasl_plaintext: free_port(), sasl_ssl: free_port() };
-    let listeners = format!(
-        "listeners=PLAINTEXT://127.0.0.1:{},SSL://127.0.0.1:{},SASL_PLAINTEXT://127.0.0.1:{},SASL_SSL://127.0.0.1:{}",
-        ports.plaintext, ports.ssl, ports.sasl_plaintext, ports.sasl_ssl
-    );
-    let overrides = [
-        listeners,
-        "ssl.keystore.type=PEM".into(),
-        format!("ssl.keystore.location={}", certs.broker_keystore.display()),
-        "ssl.truststore.type=PEM".into(),
-        format!("ssl.truststore.location={}", certs.ca.display()),
-        "listener.name.ssl.ssl.client.auth=required".into(),
-        "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
-        format!("listener.name.sasl_plaintext.plain.sasl.jaas.config={JAAS}"),
-        format!("listener.name.sasl_ssl.plain.sasl.jaas.config={JAAS}"),
-    ];
-    let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
-    (Broker::start_on_port(&dir.0, 1, ports.plaintext, &overrides), ports)
-}
 
 /// kcat's -X settings for a protocol (SASL user and password when given).
 fn kcat_security(protocol: &str, certs: &Certs, sasl: Option<(&str, &str, &str)>) -> Vec<String> {
@@ -122,14 +47,6 @@ fn kcat_roundtrip(broker: &Broker, port: u16, security: &[String], topic: &str, 
     assert_eq!(stdout.lines().collect::<Vec<_>>(), expected);
 }
 
-/// Debian's kcat with Debian's librdkafka (SSL and SASL): in a workspace test run cargo puts
-/// bench's SSL-less librdkafka on LD_LIBRARY_PATH.
-fn kcat() -> Command {
-    let mut command = Command::new("kcat");
-    command.env_remove("LD_LIBRARY_PATH");
-    command
-}
-
 fn security_py(args: &[&str]) -> (bool, String, String) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/security.py");
     run_with_timeout(Command::new(python()).arg(script).args(args), Duration::from_secs(90))
@@ -139,7 +56,7 @@ fn security_py(args: &[&str]) -> (bool, String, String) {
 fn tls_with_client_certificates_and_sasl_plain() {
     let dir = TempDir::new("security-tls-plain");
     let certs = make_certs(&dir.0);
-    let (broker, ports) = start_secured(&dir, &certs);
+    let (broker, ports) = start_secured(&dir, &certs, &[]);
     // SSL with a client certificate: its subject is the principal, as Kafka's default builder.
     kcat_roundtrip(&broker, ports.ssl, &kcat_security("SSL", &certs, None), "over-ssl", 50);
     assert!(broker.log().contains("User:CN=alice,OU=eng"), "no certificate principal in the log:\n{}", broker.log());
@@ -172,10 +89,8 @@ fn tls_with_client_certificates_and_sasl_plain() {
 fn scram_users_from_the_admin_client_survive_a_restart() {
     let dir = TempDir::new("security-scram");
     let certs = make_certs(&dir.0);
-    let (mut broker, ports) = start_secured(&dir, &certs);
-    let plaintext = format!("127.0.0.1:{}", ports.plaintext);
-    let (ok, stdout, stderr) = security_py(&["create-user", &plaintext, "bob", "bob-secret"]);
-    assert!(ok && stdout.contains("bob SCRAM_SHA_512 8192"), "{stdout}\n{stderr}\n{}", broker.log());
+    let (mut broker, ports) = start_secured(&dir, &certs, &[]);
+    create_scram_user(&broker, ports.plaintext, "bob", "bob-secret");
     let stored = std::fs::read_to_string(dir.0.join("logs/scram-credentials")).unwrap();
     assert!(stored.contains("bob\tSCRAM-SHA-512\tsalt=") && !stored.contains("bob-secret"), "{stored}");
     let bootstrap = format!("127.0.0.1:{}", ports.sasl_ssl);
@@ -229,7 +144,7 @@ fn request(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
 fn bad_input_closes_only_its_own_connection() {
     let dir = TempDir::new("security-bad-input");
     let certs = make_certs(&dir.0);
-    let (broker, ports) = start_secured(&dir, &certs);
+    let (broker, ports) = start_secured(&dir, &certs, &[]);
     // Connections that stay open while the others misbehave: one idle, never authenticating.
     let mut idle = TcpStream::connect(("127.0.0.1", ports.sasl_plaintext)).unwrap();
     // A TLS handshake of garbage.
