@@ -39,6 +39,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: usize) {
     let _ = stream.set_nodelay(true);
     let security = &shard.broker.security.listeners[listener];
     let mut session = Session::new(listener, security.listener.protocol.uses_sasl(), client_host);
+    session.reauth_ms = security.reauth_ms;
     let mut stream = match &security.tls {
         None => Transport::Plain(stream),
         Some(tls) => {
