@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use tests::security::{create_scram_user, kcat, make_certs, start_secured, Certs};
+use kafka_protocol::messages::{
+    ApiKey, MetadataRequest, MetadataResponse, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use tests::security::{create_scram_user, kcat, make_certs, openssl, start_secured, Certs};
 use tests::{free_port, python, run_with_timeout, Broker, TempDir};
 
 /// kcat's -X settings for a protocol (SASL user and password when given).
@@ -147,6 +151,8 @@ fn bad_input_closes_only_its_own_connection() {
     let (broker, ports) = start_secured(&dir, &certs, &[]);
     // Connections that stay open while the others misbehave: one idle, never authenticating.
     let mut idle = TcpStream::connect(("127.0.0.1", ports.sasl_plaintext)).unwrap();
+    // One that opens a TLS connection and never starts the handshake.
+    let mut silent_tls = TcpStream::connect(("127.0.0.1", ports.ssl)).unwrap();
     // A TLS handshake of garbage.
     let mut garbage = TcpStream::connect(("127.0.0.1", ports.ssl)).unwrap();
     garbage.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0xff, 0xfe]).unwrap();
@@ -184,10 +190,12 @@ fn bad_input_closes_only_its_own_connection() {
     kcat_roundtrip(&broker, ports.sasl_ssl, &plain, "still-sasl-ssl", 20);
     // The idle one is closed once the authentication time runs out (10 s).
     assert!(closed_by_peer(&mut idle, Duration::from_secs(20)), "a never-authenticating client was kept");
+    assert!(closed_by_peer(&mut silent_tls, Duration::from_secs(10)), "a client that never started TLS was kept");
+    assert!(broker.log().contains("the TLS handshake timed out"), "{}", broker.log());
     assert!(broker.log().contains("TLS handshake failed"), "{}", broker.log());
 }
 
-/// Key store types we cannot read are refused at start, naming what works.
+/// Key store types we cannot read (JKS) are refused at start, naming what works.
 #[test]
 fn unsupported_key_stores_are_a_clear_start_error() {
     let dir = TempDir::new("security-bad-config");
@@ -201,12 +209,107 @@ fn unsupported_key_stores_are_a_clear_start_error() {
             "--override",
             &format!("log.dirs={}", dir.0.join("logs").display()),
             "--override",
-            "ssl.keystore.type=PKCS12",
+            "ssl.keystore.type=JKS",
             "--override",
-            "ssl.keystore.location=/nonexistent.p12",
+            "ssl.keystore.location=/nonexistent.jks",
         ]),
         Duration::from_secs(30),
     );
-    assert!(!ok, "the broker started with a PKCS12 key store");
-    assert!(stderr.contains("only PEM"), "{stderr}");
+    assert!(!ok, "the broker started with a JKS key store");
+    assert!(stderr.contains("only PEM and PKCS12"), "{stderr}");
+}
+
+/// PKCS12 key and trust stores made by `openssl pkcs12 -export`: the broker serves TLS with the
+/// key from one and verifies client certificates against the other; a wrong store password is a
+/// start error that says so. The SSL listener's `ssl.principal.mapping.rules` (Kafka's RULE:
+/// syntax) turn the certificate subject CN=alice,OU=eng into ALICE@ENG.
+#[test]
+fn pkcs12_stores_and_principal_mapping_rules() {
+    let dir = TempDir::new("security-pkcs12");
+    let certs = make_certs(&dir.0);
+    let (key, cert, ca) = (certs.broker_key.display().to_string(), certs.broker_cert.display().to_string(), certs.ca.display().to_string());
+    openssl(&certs.dir, &["pkcs12", "-export", "-in", &cert, "-inkey", &key, "-name", "broker", "-out", "broker.p12", "-passout", "pass:store-secret"]);
+    openssl(&certs.dir, &["pkcs12", "-export", "-nokeys", "-in", &ca, "-out", "trust.p12", "-passout", "pass:trust-secret"]);
+    let keystore = format!("ssl.keystore.location={}", certs.dir.join("broker.p12").display());
+    let truststore = format!("ssl.truststore.location={}", certs.dir.join("trust.p12").display());
+    let pkcs12 = [
+        "ssl.keystore.type=PKCS12",
+        keystore.as_str(),
+        "ssl.keystore.password=store-secret",
+        "ssl.key.password=store-secret",
+        "ssl.truststore.type=PKCS12",
+        truststore.as_str(),
+        "ssl.truststore.password=trust-secret",
+        r"listener.name.ssl.ssl.principal.mapping.rules=RULE:^CN=([a-z]+),OU=ServiceUsers$/svc-$1/, RULE:^CN=([a-z]+),OU=(.*)$/$1@$2/U, DEFAULT",
+    ];
+    let (broker, ports) = start_secured(&dir, &certs, &pkcs12);
+    kcat_roundtrip(&broker, ports.ssl, &kcat_security("SSL", &certs, None), "over-pkcs12", 20);
+    assert!(broker.log().contains(r#"TLS client certificate accepted principal="User:ALICE@ENG""#), "{}", broker.log());
+    let plain_ssl = kcat_security("SASL_SSL", &certs, Some(("PLAIN", "alice", "alice-secret")));
+    kcat_roundtrip(&broker, ports.sasl_ssl, &plain_ssl, "sasl-over-pkcs12", 20);
+    drop(broker);
+    // A wrong store password: the broker does not start, and says which store.
+    let port = free_port();
+    let log_dirs = format!("log.dirs={}", dir.0.join("logs2").display());
+    let listeners = format!("listeners=SSL://127.0.0.1:{port}");
+    let mut args = vec!["--shards".to_string(), "1".to_string()];
+    for setting in [listeners.as_str(), log_dirs.as_str(), "ssl.keystore.type=PKCS12", keystore.as_str(), "ssl.keystore.password=wrong"] {
+        args.extend(["--override".to_string(), setting.to_string()]);
+    }
+    let (ok, _, stderr) = run_with_timeout(Command::new(tests::broker_binary()).args(&args), Duration::from_secs(30));
+    assert!(!ok && stderr.contains("ssl.keystore.location") && stderr.contains("cannot read the PKCS12 store"), "{stderr}");
+}
+
+/// PLAIN through SaslHandshake v1 and SaslAuthenticate v1 (a first authentication or a
+/// re-authentication): the SaslAuthenticate answer.
+fn sasl_plain(connection: &mut tests::wire::Connection, user: &str, password: &str) -> SaslAuthenticateResponse {
+    let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    let answer: SaslHandshakeResponse = connection.call(ApiKey::SaslHandshake, 1, &handshake);
+    assert_eq!(answer.error_code, 0);
+    let token = bytes::Bytes::from(format!("\0{user}\0{password}"));
+    connection.call(ApiKey::SaslAuthenticate, 1, &SaslAuthenticateRequest::default().with_auth_bytes(token))
+}
+
+/// The session lifetime of a successful PLAIN authentication.
+fn session_lifetime_ms(connection: &mut tests::wire::Connection, user: &str, password: &str) -> i64 {
+    let answer = sasl_plain(connection, user, password);
+    assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
+    answer.session_lifetime_ms
+}
+
+fn metadata(connection: &mut tests::wire::Connection) -> MetadataResponse {
+    connection.call(ApiKey::Metadata, 4, &MetadataRequest::default().with_topics(Some(Vec::new())))
+}
+
+/// KIP-368 `connections.max.reauth.ms`: SaslAuthenticate answers the session's lifetime; a
+/// client that re-authenticates in time (same principal) keeps its connection, one that does not
+/// is closed on its next request, as Kafka; another principal in re-authentication is refused.
+/// (The Java client, which re-authenticates by itself, is in tests/java's SecurityTest.)
+#[test]
+fn sessions_end_after_connections_max_reauth_ms_unless_reauthenticated() {
+    use tests::wire::Connection;
+    let dir = TempDir::new("security-reauth");
+    let certs = make_certs(&dir.0);
+    let (broker, ports) = start_secured(&dir, &certs, &["listener.name.sasl_plaintext.connections.max.reauth.ms=1500"]);
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], ports.sasl_plaintext));
+    let mut lapsed = Connection::open(address);
+    let mut renewed = Connection::open(address);
+    let lifetime_ms = session_lifetime_ms(&mut lapsed, "alice", "alice-secret");
+    assert!(lifetime_ms > 1000 && lifetime_ms <= 1500, "session_lifetime_ms {lifetime_ms}");
+    assert!(session_lifetime_ms(&mut renewed, "alice", "alice-secret") > 1000);
+    assert_eq!(metadata(&mut lapsed).brokers.len(), 1);
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(session_lifetime_ms(&mut renewed, "alice", "alice-secret") > 1000, "re-authentication refused");
+    std::thread::sleep(Duration::from_millis(900));
+    // 1.8 s after the first authentication: the one that re-authenticated is still served...
+    assert_eq!(metadata(&mut renewed).brokers.len(), 1);
+    // ...the other is closed on its next request (Metadata v4 for no topics).
+    lapsed.send_frame(&[0, 3, 0, 4, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 1]);
+    assert!(lapsed.read_frame().is_none(), "a request after the session expired was answered");
+    assert!(broker.log().contains("SASL session expired without re-authentication"), "{}", broker.log());
+    // Another principal cannot take over a session by re-authenticating.
+    let answer = sasl_plain(&mut renewed, "admin", "admin-secret");
+    assert_eq!(answer.error_code, 58, "SASL_AUTHENTICATION_FAILED");
+    assert!(answer.error_message.unwrap().contains("Cannot change principals"));
+    assert!(renewed.is_closed_by_peer());
 }
