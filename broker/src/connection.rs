@@ -39,6 +39,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: usize) {
     let _ = stream.set_nodelay(true);
     let security = &shard.broker.security.listeners[listener];
     let mut session = Session::new(listener, security.listener.protocol.uses_sasl(), client_host);
+    session.reauth_ms = security.reauth_ms;
     let mut stream = match &security.tls {
         None => Transport::Plain(stream),
         Some(tls) => {
@@ -136,6 +137,9 @@ async fn serve_requests(shard: &Rc<Shard>, stream: &mut Transport, session: &mut
         }
         if session.close_after_response {
             let _ = stream.flush().await;
+            // As Kafka (connection.failed.authentication.delay.ms): the error first, the close
+            // later, so the client reads the error before it sees the connection end.
+            glommio::timer::sleep(Duration::from_millis(shard.broker.security.failed_authentication_delay_ms)).await;
             break;
         }
     }

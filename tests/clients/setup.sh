@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the third-party Kafka clients that tests/clients/roundtrip.{py,js} drive:
-# kcat and ZooKeeper (Debian), confluent-kafka and kafka-python (a venv in .venv), kafkajs (node_modules),
+# kcat and ZooKeeper (Debian), confluent-kafka, kafka-python and aiokafka (a venv in .venv), kafkajs (node_modules),
 # and a JDK with Maven for tests/java (which fetches Apache Kafka's jars itself).
 # Idempotent: a second run installs nothing and touches no network. Run as root.
 set -euo pipefail
@@ -16,6 +16,7 @@ PY_PINS=(
     python-snappy==0.7.3
     zstandard==0.25.0
     crc32c==2.9.post0
+    aiokafka==0.14.0
 )
 KAFKAJS_VERSION=2.2.4   # keep equal to package.json
 

@@ -2,92 +2,21 @@
 //! SASL) and confluent-kafka over SSL (client certificate required), SASL_PLAINTEXT and SASL_SSL
 //! with PLAIN and SCRAM-SHA-512; SCRAM users made with the AdminClient and kept over a restart;
 //! bad input that closes only its own connection.
-//!
-//! The test CA and certificates come from the `openssl` CLI, made afresh by each test: it is on
-//! the machine already (Debian's openssl), where rcgen would add a crate and its build to tests/.
+//! Certificates and the secured broker come from tests::security (shared with
+//! security_clients.rs).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use kafka_protocol::messages::{
+    ApiKey, MetadataRequest, MetadataResponse, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use tests::security::{create_scram_user, kcat, make_certs, openssl, start_secured, Certs};
 use tests::{free_port, python, run_with_timeout, Broker, TempDir};
-
-struct Certs {
-    ca: PathBuf,
-    /// The broker's PKCS#8 key followed by its certificate (KIP-651's PEM key store).
-    broker_keystore: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl").current_dir(dir).args(args).output().expect("run openssl");
-    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// A CA, a broker certificate for 127.0.0.1 and a client certificate for CN=alice,OU=eng.
-fn make_certs(dir: &Path) -> Certs {
-    let dir = dir.join("certs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(&dir, &[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca"]].concat());
-    for (name, subject, extensions) in [
-        ("broker", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
-        ("client", "/OU=eng/CN=alice", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
-        openssl(&dir, &[&["req"][..], &ec, &["-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", subject]].concat());
-        openssl(
-            &dir,
-            &[
-                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-                "-extfile", &format!("{name}.ext"), "-out", &format!("{name}.crt"),
-            ],
-        );
-    }
-    let keystore = [std::fs::read_to_string(dir.join("broker.key")).unwrap(), std::fs::read_to_string(dir.join("broker.crt")).unwrap()].concat();
-    std::fs::write(dir.join("broker-keystore.pem"), keystore).unwrap();
-    Certs {
-        ca: dir.join("ca.crt"),
-        broker_keystore: dir.join("broker-keystore.pem"),
-        client_cert: dir.join("client.crt"),
-        client_key: dir.join("client.key"),
-    }
-}
-
-struct Ports {
-    plaintext: u16,
-    ssl: u16,
-    sasl_plaintext: u16,
-    sasl_ssl: u16,
-}
-
-const JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret" user_admin="admin-secret" user_alice="alice-secret";"#;
-
-/// A broker with all four listener kinds: SSL requires a client certificate; both SASL
-/// listeners offer PLAIN (users from the JAAS config) and SCRAM.
-fn start_secured(dir: &TempDir, certs: &Certs) -> (Broker, Ports) {
-    let ports = Ports { plaintext: free_port(), ssl: free_port(), sasl_plaintext: free_port(), sasl_ssl: free_port() };
-    let listeners = format!(
-        "listeners=PLAINTEXT://127.0.0.1:{},SSL://127.0.0.1:{},SASL_PLAINTEXT://127.0.0.1:{},SASL_SSL://127.0.0.1:{}",
-        ports.plaintext, ports.ssl, ports.sasl_plaintext, ports.sasl_ssl
-    );
-    let overrides = [
-        listeners,
-        "ssl.keystore.type=PEM".into(),
-        format!("ssl.keystore.location={}", certs.broker_keystore.display()),
-        "ssl.truststore.type=PEM".into(),
-        format!("ssl.truststore.location={}", certs.ca.display()),
-        "listener.name.ssl.ssl.client.auth=required".into(),
-        "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
-        format!("listener.name.sasl_plaintext.plain.sasl.jaas.config={JAAS}"),
-        format!("listener.name.sasl_ssl.plain.sasl.jaas.config={JAAS}"),
-    ];
-    let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
-    (Broker::start_on_port(&dir.0, 1, ports.plaintext, &overrides), ports)
-}
 
 /// kcat's -X settings for a protocol (SASL user and password when given).
 fn kcat_security(protocol: &str, certs: &Certs, sasl: Option<(&str, &str, &str)>) -> Vec<String> {
@@ -122,14 +51,6 @@ fn kcat_roundtrip(broker: &Broker, port: u16, security: &[String], topic: &str, 
     assert_eq!(stdout.lines().collect::<Vec<_>>(), expected);
 }
 
-/// Debian's kcat with Debian's librdkafka (SSL and SASL): in a workspace test run cargo puts
-/// bench's SSL-less librdkafka on LD_LIBRARY_PATH.
-fn kcat() -> Command {
-    let mut command = Command::new("kcat");
-    command.env_remove("LD_LIBRARY_PATH");
-    command
-}
-
 fn security_py(args: &[&str]) -> (bool, String, String) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/security.py");
     run_with_timeout(Command::new(python()).arg(script).args(args), Duration::from_secs(90))
@@ -139,7 +60,7 @@ fn security_py(args: &[&str]) -> (bool, String, String) {
 fn tls_with_client_certificates_and_sasl_plain() {
     let dir = TempDir::new("security-tls-plain");
     let certs = make_certs(&dir.0);
-    let (broker, ports) = start_secured(&dir, &certs);
+    let (broker, ports) = start_secured(&dir, &certs, &[]);
     // SSL with a client certificate: its subject is the principal, as Kafka's default builder.
     kcat_roundtrip(&broker, ports.ssl, &kcat_security("SSL", &certs, None), "over-ssl", 50);
     assert!(broker.log().contains("User:CN=alice,OU=eng"), "no certificate principal in the log:\n{}", broker.log());
@@ -172,10 +93,8 @@ fn tls_with_client_certificates_and_sasl_plain() {
 fn scram_users_from_the_admin_client_survive_a_restart() {
     let dir = TempDir::new("security-scram");
     let certs = make_certs(&dir.0);
-    let (mut broker, ports) = start_secured(&dir, &certs);
-    let plaintext = format!("127.0.0.1:{}", ports.plaintext);
-    let (ok, stdout, stderr) = security_py(&["create-user", &plaintext, "bob", "bob-secret"]);
-    assert!(ok && stdout.contains("bob SCRAM_SHA_512 8192"), "{stdout}\n{stderr}\n{}", broker.log());
+    let (mut broker, ports) = start_secured(&dir, &certs, &[]);
+    create_scram_user(&broker, ports.plaintext, "bob", "bob-secret");
     let stored = std::fs::read_to_string(dir.0.join("logs/scram-credentials")).unwrap();
     assert!(stored.contains("bob\tSCRAM-SHA-512\tsalt=") && !stored.contains("bob-secret"), "{stored}");
     let bootstrap = format!("127.0.0.1:{}", ports.sasl_ssl);
@@ -229,9 +148,11 @@ fn request(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
 fn bad_input_closes_only_its_own_connection() {
     let dir = TempDir::new("security-bad-input");
     let certs = make_certs(&dir.0);
-    let (broker, ports) = start_secured(&dir, &certs);
+    let (broker, ports) = start_secured(&dir, &certs, &[]);
     // Connections that stay open while the others misbehave: one idle, never authenticating.
     let mut idle = TcpStream::connect(("127.0.0.1", ports.sasl_plaintext)).unwrap();
+    // One that opens a TLS connection and never starts the handshake.
+    let mut silent_tls = TcpStream::connect(("127.0.0.1", ports.ssl)).unwrap();
     // A TLS handshake of garbage.
     let mut garbage = TcpStream::connect(("127.0.0.1", ports.ssl)).unwrap();
     garbage.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0xff, 0xfe]).unwrap();
@@ -269,10 +190,12 @@ fn bad_input_closes_only_its_own_connection() {
     kcat_roundtrip(&broker, ports.sasl_ssl, &plain, "still-sasl-ssl", 20);
     // The idle one is closed once the authentication time runs out (10 s).
     assert!(closed_by_peer(&mut idle, Duration::from_secs(20)), "a never-authenticating client was kept");
+    assert!(closed_by_peer(&mut silent_tls, Duration::from_secs(10)), "a client that never started TLS was kept");
+    assert!(broker.log().contains("the TLS handshake timed out"), "{}", broker.log());
     assert!(broker.log().contains("TLS handshake failed"), "{}", broker.log());
 }
 
-/// Key store types we cannot read are refused at start, naming what works.
+/// Key store types we cannot read (JKS) are refused at start, naming what works.
 #[test]
 fn unsupported_key_stores_are_a_clear_start_error() {
     let dir = TempDir::new("security-bad-config");
@@ -286,12 +209,107 @@ fn unsupported_key_stores_are_a_clear_start_error() {
             "--override",
             &format!("log.dirs={}", dir.0.join("logs").display()),
             "--override",
-            "ssl.keystore.type=PKCS12",
+            "ssl.keystore.type=JKS",
             "--override",
-            "ssl.keystore.location=/nonexistent.p12",
+            "ssl.keystore.location=/nonexistent.jks",
         ]),
         Duration::from_secs(30),
     );
-    assert!(!ok, "the broker started with a PKCS12 key store");
-    assert!(stderr.contains("only PEM"), "{stderr}");
+    assert!(!ok, "the broker started with a JKS key store");
+    assert!(stderr.contains("only PEM and PKCS12"), "{stderr}");
+}
+
+/// PKCS12 key and trust stores made by `openssl pkcs12 -export`: the broker serves TLS with the
+/// key from one and verifies client certificates against the other; a wrong store password is a
+/// start error that says so. The SSL listener's `ssl.principal.mapping.rules` (Kafka's RULE:
+/// syntax) turn the certificate subject CN=alice,OU=eng into ALICE@ENG.
+#[test]
+fn pkcs12_stores_and_principal_mapping_rules() {
+    let dir = TempDir::new("security-pkcs12");
+    let certs = make_certs(&dir.0);
+    let (key, cert, ca) = (certs.broker_key.display().to_string(), certs.broker_cert.display().to_string(), certs.ca.display().to_string());
+    openssl(&certs.dir, &["pkcs12", "-export", "-in", &cert, "-inkey", &key, "-name", "broker", "-out", "broker.p12", "-passout", "pass:store-secret"]);
+    openssl(&certs.dir, &["pkcs12", "-export", "-nokeys", "-in", &ca, "-out", "trust.p12", "-passout", "pass:trust-secret"]);
+    let keystore = format!("ssl.keystore.location={}", certs.dir.join("broker.p12").display());
+    let truststore = format!("ssl.truststore.location={}", certs.dir.join("trust.p12").display());
+    let pkcs12 = [
+        "ssl.keystore.type=PKCS12",
+        keystore.as_str(),
+        "ssl.keystore.password=store-secret",
+        "ssl.key.password=store-secret",
+        "ssl.truststore.type=PKCS12",
+        truststore.as_str(),
+        "ssl.truststore.password=trust-secret",
+        r"listener.name.ssl.ssl.principal.mapping.rules=RULE:^CN=([a-z]+),OU=ServiceUsers$/svc-$1/, RULE:^CN=([a-z]+),OU=(.*)$/$1@$2/U, DEFAULT",
+    ];
+    let (broker, ports) = start_secured(&dir, &certs, &pkcs12);
+    kcat_roundtrip(&broker, ports.ssl, &kcat_security("SSL", &certs, None), "over-pkcs12", 20);
+    assert!(broker.log().contains(r#"TLS client certificate accepted principal="User:ALICE@ENG""#), "{}", broker.log());
+    let plain_ssl = kcat_security("SASL_SSL", &certs, Some(("PLAIN", "alice", "alice-secret")));
+    kcat_roundtrip(&broker, ports.sasl_ssl, &plain_ssl, "sasl-over-pkcs12", 20);
+    drop(broker);
+    // A wrong store password: the broker does not start, and says which store.
+    let port = free_port();
+    let log_dirs = format!("log.dirs={}", dir.0.join("logs2").display());
+    let listeners = format!("listeners=SSL://127.0.0.1:{port}");
+    let mut args = vec!["--shards".to_string(), "1".to_string()];
+    for setting in [listeners.as_str(), log_dirs.as_str(), "ssl.keystore.type=PKCS12", keystore.as_str(), "ssl.keystore.password=wrong"] {
+        args.extend(["--override".to_string(), setting.to_string()]);
+    }
+    let (ok, _, stderr) = run_with_timeout(Command::new(tests::broker_binary()).args(&args), Duration::from_secs(30));
+    assert!(!ok && stderr.contains("ssl.keystore.location") && stderr.contains("cannot read the PKCS12 store"), "{stderr}");
+}
+
+/// PLAIN through SaslHandshake v1 and SaslAuthenticate v1 (a first authentication or a
+/// re-authentication): the SaslAuthenticate answer.
+fn sasl_plain(connection: &mut tests::wire::Connection, user: &str, password: &str) -> SaslAuthenticateResponse {
+    let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    let answer: SaslHandshakeResponse = connection.call(ApiKey::SaslHandshake, 1, &handshake);
+    assert_eq!(answer.error_code, 0);
+    let token = bytes::Bytes::from(format!("\0{user}\0{password}"));
+    connection.call(ApiKey::SaslAuthenticate, 1, &SaslAuthenticateRequest::default().with_auth_bytes(token))
+}
+
+/// The session lifetime of a successful PLAIN authentication.
+fn session_lifetime_ms(connection: &mut tests::wire::Connection, user: &str, password: &str) -> i64 {
+    let answer = sasl_plain(connection, user, password);
+    assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
+    answer.session_lifetime_ms
+}
+
+fn metadata(connection: &mut tests::wire::Connection) -> MetadataResponse {
+    connection.call(ApiKey::Metadata, 4, &MetadataRequest::default().with_topics(Some(Vec::new())))
+}
+
+/// KIP-368 `connections.max.reauth.ms`: SaslAuthenticate answers the session's lifetime; a
+/// client that re-authenticates in time (same principal) keeps its connection, one that does not
+/// is closed on its next request, as Kafka; another principal in re-authentication is refused.
+/// (The Java client, which re-authenticates by itself, is in tests/java's SecurityTest.)
+#[test]
+fn sessions_end_after_connections_max_reauth_ms_unless_reauthenticated() {
+    use tests::wire::Connection;
+    let dir = TempDir::new("security-reauth");
+    let certs = make_certs(&dir.0);
+    let (broker, ports) = start_secured(&dir, &certs, &["listener.name.sasl_plaintext.connections.max.reauth.ms=1500"]);
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], ports.sasl_plaintext));
+    let mut lapsed = Connection::open(address);
+    let mut renewed = Connection::open(address);
+    let lifetime_ms = session_lifetime_ms(&mut lapsed, "alice", "alice-secret");
+    assert!(lifetime_ms > 1000 && lifetime_ms <= 1500, "session_lifetime_ms {lifetime_ms}");
+    assert!(session_lifetime_ms(&mut renewed, "alice", "alice-secret") > 1000);
+    assert_eq!(metadata(&mut lapsed).brokers.len(), 1);
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(session_lifetime_ms(&mut renewed, "alice", "alice-secret") > 1000, "re-authentication refused");
+    std::thread::sleep(Duration::from_millis(900));
+    // 1.8 s after the first authentication: the one that re-authenticated is still served...
+    assert_eq!(metadata(&mut renewed).brokers.len(), 1);
+    // ...the other is closed on its next request (Metadata v4 for no topics).
+    lapsed.send_frame(&[0, 3, 0, 4, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 1]);
+    assert!(lapsed.read_frame().is_none(), "a request after the session expired was answered");
+    assert!(broker.log().contains("SASL session expired without re-authentication"), "{}", broker.log());
+    // Another principal cannot take over a session by re-authenticating.
+    let answer = sasl_plain(&mut renewed, "admin", "admin-secret");
+    assert_eq!(answer.error_code, 58, "SASL_AUTHENTICATION_FAILED");
+    assert!(answer.error_message.unwrap().contains("Cannot change principals"));
+    assert!(renewed.is_closed_by_peer());
 }

@@ -13,7 +13,11 @@ pub fn handle(shard: &Shard, request: SaslAuthenticateRequest, session: &mut Ses
     let security = &shard.broker.security;
     let settings = security.listeners[session.listener].sasl.as_ref();
     match session.authenticate(&request.auth_bytes, settings, &security.credentials) {
-        Authenticated::Continue(bytes) | Authenticated::Done(bytes) => SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes)),
+        Authenticated::Continue(bytes) => SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes)),
+        // v1+: when the session ends (KIP-368), so the client re-authenticates before.
+        Authenticated::Done(bytes) => SaslAuthenticateResponse::default()
+            .with_auth_bytes(Bytes::from(bytes))
+            .with_session_lifetime_ms(session.session_lifetime_ms()),
         Authenticated::Failed(message) => SaslAuthenticateResponse::default()
             .with_error_code(ResponseError::SaslAuthenticationFailed.code())
             .with_error_message(Some(str_bytes(&message))),

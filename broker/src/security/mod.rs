@@ -182,6 +182,7 @@ pub fn listener_property<'a>(properties: &'a BTreeMap<String, String>, listener:
 /// The keys this module reads from the properties (the rest of config.rs does not know them).
 pub fn is_security_key(key: &str) -> bool {
     key.starts_with("ssl.") || key.starts_with("sasl.") || key.starts_with("listener.name.") || key == "connections.max.reauth.ms"
+        || key == "connection.failed.authentication.delay.ms"
         || key.ends_with(".sasl.jaas.config")
 }
 

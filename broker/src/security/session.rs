@@ -2,6 +2,7 @@
 //! security state: its listener, its principal, where it stands in the SASL exchange.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
 
@@ -14,12 +15,23 @@ pub struct ListenerSecurity {
     pub listener: Listener,
     pub tls: Option<TlsSettings>,
     pub sasl: Option<SaslSettings>,
+    /// `connections.max.reauth.ms` (KIP-368; 0, Kafka's default, turns it off): how long a SASL
+    /// authentication lasts before the client must re-authenticate on the same connection.
+    pub reauth_ms: u64,
 }
 
 pub struct Security {
     pub listeners: Vec<ListenerSecurity>,
     pub credentials: Arc<CredentialStore>,
+    /// `connection.failed.authentication.delay.ms` (KIP-306, Kafka's default 100): a failed
+    /// authentication's response goes out at once, the close this much later. Clients that read
+    /// the response and the close in one go (kafka-python over TLS) otherwise see only the
+    /// close and report a lost connection instead of the authentication error.
+    pub failed_authentication_delay_ms: u64,
 }
+
+/// Kafka's default for `connection.failed.authentication.delay.ms`.
+const FAILED_AUTHENTICATION_DELAY_MS: u64 = 100;
 
 impl Security {
     /// Reads key and trust stores and SCRAM credentials: at start, on the main thread. Errors
@@ -35,7 +47,6 @@ impl Security {
         for listener in configured {
             let protocol = listener.protocol;
             let tls = if protocol.uses_tls() {
-                principal::check_mapping_rules(super::listener_property(properties, &listener.name, "ssl.principal.mapping.rules"))?;
                 let settings = tls::server_config(properties, &listener.name).map_err(|e| format!("listener {}: {e}", listener.name))?;
                 // Splicing sends file bytes to the socket untouched: over TLS they must be
                 // encrypted first, which only kernel TLS could do without a copy.
@@ -63,9 +74,23 @@ impl Security {
             } else {
                 None
             };
-            listeners.push(ListenerSecurity { listener: listener.clone(), tls, sasl });
+            let reauth_ms = match super::listener_property(properties, &listener.name, "connections.max.reauth.ms") {
+                Some(text) if protocol.uses_sasl() => text
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("listener {}: connections.max.reauth.ms={text}: expected milliseconds", listener.name))?,
+                _ => 0,
+            };
+            listeners.push(ListenerSecurity { listener: listener.clone(), tls, sasl, reauth_ms });
         }
-        Ok(Security { listeners, credentials: Arc::new(CredentialStore::load(credentials_file)?) })
+        let failed_authentication_delay_ms = match properties.get("connection.failed.authentication.delay.ms") {
+            None => FAILED_AUTHENTICATION_DELAY_MS,
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("connection.failed.authentication.delay.ms={text}: expected milliseconds"))?,
+        };
+        Ok(Security { listeners, credentials: Arc::new(CredentialStore::load(credentials_file)?), failed_authentication_delay_ms })
     }
 }
 
@@ -74,9 +99,12 @@ enum SaslState {
     NotNeeded,
     AwaitingHandshake,
     /// After SaslHandshake: the mechanism chosen, and whether tokens come wrapped in
-    /// SaslAuthenticate requests (handshake v1) or bare (v0).
-    Exchanging { mechanism: Mechanism, exchange: Exchange, wrapped: bool },
-    Authenticated,
+    /// SaslAuthenticate requests (handshake v1) or bare (v0). `reauthenticating` (KIP-368): the
+    /// connection was authenticated already and keeps its principal until this exchange ends.
+    Exchanging { mechanism: Mechanism, exchange: Exchange, wrapped: bool, reauthenticating: bool },
+    /// With the mechanism (a re-authentication must use the same) and, under
+    /// `connections.max.reauth.ms`, when the session ends.
+    Authenticated { mechanism: Mechanism, expires_at: Option<Instant> },
 }
 
 /// One connection's security state.
@@ -88,6 +116,8 @@ pub struct Session {
     sasl: SaslState,
     /// A failed authentication: the connection closes once the error is sent.
     pub close_after_response: bool,
+    /// The listener's `connections.max.reauth.ms` (0: sessions do not expire).
+    pub reauth_ms: u64,
 }
 
 /// What SaslAuthenticate answers.
@@ -105,17 +135,29 @@ impl Session {
             client_host,
             sasl: if uses_sasl { SaslState::AwaitingHandshake } else { SaslState::NotNeeded },
             close_after_response: false,
+            reauth_ms: 0,
         }
     }
 
+    /// Whether the connection holds an authenticated principal (also while it re-authenticates).
     pub fn authenticated(&self) -> bool {
-        matches!(self.sasl, SaslState::NotNeeded | SaslState::Authenticated)
+        matches!(self.sasl, SaslState::NotNeeded | SaslState::Authenticated { .. } | SaslState::Exchanging { reauthenticating: true, .. })
     }
 
-    /// Before authenticating, only ApiVersions and the SASL exchange, as Kafka.
+    /// Before authenticating, only ApiVersions and the SASL exchange, as Kafka. Once a session
+    /// has expired (KIP-368), only a SaslHandshake that starts re-authentication: Kafka closes
+    /// the connection on any other request (SocketServer's expired-channel check).
     pub fn may_call(&self, api_key: ApiKey) -> bool {
         match self.sasl {
-            SaslState::NotNeeded | SaslState::Authenticated => true,
+            SaslState::NotNeeded => true,
+            SaslState::Authenticated { expires_at, .. } => {
+                let expired = expires_at.is_some_and(|at| Instant::now() >= at);
+                if expired && api_key != ApiKey::SaslHandshake {
+                    tracing::info!(principal = self.principal, client = self.client_host, ?api_key, "SASL session expired without re-authentication (connections.max.reauth.ms)");
+                    return false;
+                }
+                true
+            }
             SaslState::AwaitingHandshake => matches!(api_key, ApiKey::ApiVersions | ApiKey::SaslHandshake),
             SaslState::Exchanging { wrapped, .. } => wrapped && api_key == ApiKey::SaslAuthenticate,
         }
@@ -126,32 +168,59 @@ impl Session {
         matches!(self.sasl, SaslState::Exchanging { wrapped: false, .. })
     }
 
-    /// Picks the mechanism; Err with the enabled ones when it is not offered.
+    /// Picks the mechanism; Err with the enabled ones when it is not offered. On an
+    /// authenticated connection a v1 handshake for the same mechanism starts re-authentication.
     pub fn handshake(&mut self, settings: Option<&SaslSettings>, mechanism: &str, version: i16) -> Result<(), Vec<&'static str>> {
         let enabled: Vec<&'static str> = settings.map(|s| s.mechanisms.iter().map(|m| m.name()).collect()).unwrap_or_default();
         let chosen = settings.and_then(|s| s.mechanisms.iter().copied().find(|m| m.name() == mechanism));
-        match (&self.sasl, chosen) {
-            (SaslState::AwaitingHandshake, Some(chosen)) => {
-                self.sasl = SaslState::Exchanging { mechanism: chosen, exchange: Exchange::start(chosen), wrapped: version >= 1 };
-                Ok(())
-            }
-            _ => Err(enabled),
+        let reauthenticating = match (&self.sasl, chosen) {
+            (SaslState::AwaitingHandshake, Some(_)) => false,
+            (SaslState::Authenticated { mechanism: current, .. }, Some(chosen)) if *current == chosen && version >= 1 => true,
+            _ => return Err(enabled),
+        };
+        let chosen = chosen.expect("matched above");
+        self.sasl = SaslState::Exchanging { mechanism: chosen, exchange: Exchange::start(chosen), wrapped: version >= 1, reauthenticating };
+        Ok(())
+    }
+
+    /// What SaslAuthenticate v1+ answers in `session_lifetime_ms` once authenticated: the time
+    /// left before the client must re-authenticate, 0 without `connections.max.reauth.ms`.
+    pub fn session_lifetime_ms(&self) -> i64 {
+        match self.sasl {
+            SaslState::Authenticated { expires_at: Some(at), .. } => at.saturating_duration_since(Instant::now()).as_millis() as i64,
+            _ => 0,
         }
     }
 
     /// One token of the exchange (from SaslAuthenticate, or bare after handshake v0).
     pub fn authenticate(&mut self, token: &[u8], settings: Option<&SaslSettings>, credentials: &Arc<CredentialStore>) -> Authenticated {
-        let (SaslState::Exchanging { mechanism, exchange, .. }, Some(settings)) = (&mut self.sasl, settings) else {
+        let (SaslState::Exchanging { mechanism, exchange, reauthenticating, .. }, Some(settings)) = (&mut self.sasl, settings) else {
             self.close_after_response = true;
             return Authenticated::Failed("SaslAuthenticate before SaslHandshake".into());
         };
-        let mechanism = *mechanism;
+        let (mechanism, reauthenticating) = (*mechanism, *reauthenticating);
         match exchange.step(token, settings, credentials) {
             sasl::Step::Challenge(bytes) => Authenticated::Continue(bytes),
             sasl::Step::Done { user, last } => {
-                self.principal = format!("User:{user}");
-                self.sasl = SaslState::Authenticated;
-                tracing::info!(principal = self.principal, mechanism = mechanism.name(), listener = self.listener, client = self.client_host, "authenticated");
+                let principal = format!("User:{user}");
+                if reauthenticating && principal != self.principal {
+                    // As Kafka's SaslServerAuthenticator: a session keeps its principal.
+                    let message = format!("Cannot change principals during re-authentication from {}: {principal}", self.principal);
+                    tracing::warn!(client = self.client_host, message, "SASL re-authentication failed");
+                    self.close_after_response = true;
+                    return Authenticated::Failed(message);
+                }
+                self.principal = principal;
+                let expires_at = (self.reauth_ms > 0).then(|| Instant::now() + Duration::from_millis(self.reauth_ms));
+                self.sasl = SaslState::Authenticated { mechanism, expires_at };
+                tracing::info!(
+                    principal = self.principal,
+                    mechanism = mechanism.name(),
+                    listener = self.listener,
+                    client = self.client_host,
+                    reauthenticated = reauthenticating,
+                    "authenticated"
+                );
                 Authenticated::Done(last)
             }
             sasl::Step::Failed(message) => {

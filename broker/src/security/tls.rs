@@ -1,10 +1,12 @@
 //! A listener's TLS settings, from Kafka's `ssl.*` keys (each also as
 //! `listener.name.<listener>.ssl.*`), turned into a rustls server config at start.
 //!
-//! Key stores: PEM only (KIP-651: `ssl.keystore.location` holding a PKCS#8 key and its chain, or
-//! `ssl.keystore.key` + `ssl.keystore.certificate.chain` inline). PKCS12 and JKS are refused with
-//! a clear error: the Rust PKCS12 parsers are either unmaintained (`p12`) or pull in the legacy
-//! ciphers Java key stores use (RC2, 3DES) for one conversion that `openssl pkcs12 -nodes` does.
+//! Key stores: PEM (KIP-651: `ssl.keystore.location` holding a PKCS#8 key and its chain, or
+//! `ssl.keystore.key` + `ssl.keystore.certificate.chain` inline) and PKCS12 (`ssl.keystore.type=
+//! PKCS12`, `ssl.keystore.password`), read by the `p12-keystore` crate without its legacy
+//! RC2/3DES ciphers: what `openssl pkcs12 -export` (OpenSSL 3) and Java's keytool (JDK 12+) write
+//! by default (PBES2 with AES) loads; an older store gets an error saying how to re-export it.
+//! JKS is refused, naming PEM and PKCS12.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::listener_property;
+use super::principal::MappingRules;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
@@ -57,14 +60,70 @@ fn read_file(key: &str, path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{key}={path}: {e}"))
 }
 
-fn check_store_type(key: &str, value: Option<&str>) -> Result<(), String> {
-    match value.map(|v| v.trim().to_ascii_uppercase()) {
-        None => Ok(()),
-        Some(t) if t == "PEM" => Ok(()),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreType {
+    Pem,
+    Pkcs12,
+}
+
+/// `ssl.keystore.type` / `ssl.truststore.type`; Kafka's default is JKS, which a broker configured
+/// for this one cannot have meant: absent means PEM.
+fn store_type(key: &str, value: Option<&str>) -> Result<StoreType, String> {
+    match value.map(|v| v.trim().to_ascii_uppercase()).as_deref() {
+        None | Some("PEM") => Ok(StoreType::Pem),
+        Some("PKCS12") => Ok(StoreType::Pkcs12),
         Some(other) => Err(format!(
-            "{key}={other}: only PEM key and trust stores are supported (convert with `openssl pkcs12 -in store.p12 -nodes`)"
+            "{key}={other}: only PEM and PKCS12 stores are supported (convert a JKS store with \
+             `keytool -importkeystore -srcstoretype JKS -deststoretype PKCS12`)"
         )),
     }
+}
+
+/// A PKCS12 store's entries; `what` names the key for messages.
+fn pkcs12(what: &str, path: &str, password: Option<&str>, policy: p12_keystore::Pkcs12ImportPolicy) -> Result<p12_keystore::KeyStore, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{what}={path}: {e}"))?;
+    p12_keystore::KeyStore::from_pkcs12(&bytes, password.unwrap_or(""), policy).map_err(|e| {
+        format!(
+            "{what}={path}: cannot read the PKCS12 store ({e}): check the password; a store with legacy RC2/3DES \
+             encryption needs re-exporting (`openssl pkcs12 -export` of OpenSSL 3 writes AES)"
+        )
+    })
+}
+
+/// The key and its chain from a PKCS12 key store (the first key entry, as Java picks one).
+fn pkcs12_key_chain(path: &str, password: Option<&str>, key_password: Option<&str>) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    if key_password.is_some_and(|k| Some(k) != password) {
+        return Err("ssl.key.password differs from ssl.keystore.password: PKCS12 key stores with a separate key password are not supported".into());
+    }
+    let store = pkcs12("ssl.keystore.location", path, password, p12_keystore::Pkcs12ImportPolicy::Strict)?;
+    let (_, chain) = store.private_key_chain().ok_or_else(|| format!("ssl.keystore.location={path}: no private key with a certificate in the PKCS12 store"))?;
+    let certs: Vec<CertificateDer<'static>> = chain.certs().iter().map(|c| CertificateDer::from(c.as_der().to_vec())).collect();
+    if certs.is_empty() {
+        return Err(format!("ssl.keystore.location={path}: the PKCS12 key has no certificate"));
+    }
+    let key = PrivateKeyDer::try_from(chain.key().as_der().to_vec()).map_err(|e| format!("ssl.keystore.location={path}: {e}"))?;
+    Ok((certs, key))
+}
+
+/// Every certificate of a PKCS12 trust store.
+fn pkcs12_certificates(path: &str, password: Option<&str>) -> Result<Vec<CertificateDer<'static>>, String> {
+    // Raw: a trust store made by openssl has certificates without Java's trust attribute, which
+    // the other policies would drop.
+    let store = pkcs12("ssl.truststore.location", path, password, p12_keystore::Pkcs12ImportPolicy::Raw)?;
+    let mut certs = Vec::new();
+    for (_, entry) in store.entries() {
+        match entry {
+            p12_keystore::KeyStoreEntry::Certificate(cert) => certs.push(CertificateDer::from(cert.as_der().to_vec())),
+            p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) => {
+                certs.extend(chain.certs().iter().map(|c| CertificateDer::from(c.as_der().to_vec())))
+            }
+            p12_keystore::KeyStoreEntry::Secret(_) => {}
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!("ssl.truststore.location={path}: no certificate in the PKCS12 store"));
+    }
+    Ok(certs)
 }
 
 fn certificates(key: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -119,14 +178,20 @@ fn provider(cipher_suites: Option<&str>) -> Result<CryptoProvider, String> {
 pub struct TlsSettings {
     pub config: Arc<ServerConfig>,
     pub client_auth: ClientAuth,
+    /// `ssl.principal.mapping.rules`: a client certificate's subject to a principal name.
+    pub principal_rules: MappingRules,
 }
 
 /// The listener's TLS server config; errors name the key at fault.
 pub fn server_config(properties: &BTreeMap<String, String>, listener: &str) -> Result<TlsSettings, String> {
     let get = |key: &str| listener_property(properties, listener, key);
-    check_store_type("ssl.keystore.type", get("ssl.keystore.type"))?;
-    check_store_type("ssl.truststore.type", get("ssl.truststore.type"))?;
+    let principal_rules = MappingRules::parse(get("ssl.principal.mapping.rules"))?;
+    let keystore_type = store_type("ssl.keystore.type", get("ssl.keystore.type"))?;
+    let truststore_type = store_type("ssl.truststore.type", get("ssl.truststore.type"))?;
     let (chain, key) = match (get("ssl.keystore.location"), get("ssl.keystore.key"), get("ssl.keystore.certificate.chain")) {
+        (Some(path), None, None) if keystore_type == StoreType::Pkcs12 => {
+            pkcs12_key_chain(path, get("ssl.keystore.password"), get("ssl.key.password"))?
+        }
         (Some(path), None, None) => {
             let pem = read_file("ssl.keystore.location", path)?;
             (certificates("ssl.keystore.location", &pem)?, private_key("ssl.keystore.location", &pem)?)
@@ -155,6 +220,7 @@ pub fn server_config(properties: &BTreeMap<String, String>, listener: &str) -> R
         builder.with_no_client_auth()
     } else {
         let trusted = match (get("ssl.truststore.location"), get("ssl.truststore.certificates")) {
+            (Some(path), _) if truststore_type == StoreType::Pkcs12 => pkcs12_certificates(path, get("ssl.truststore.password"))?,
             (Some(path), _) => certificates("ssl.truststore.location", &read_file("ssl.truststore.location", path)?)?,
             (None, Some(pem)) => certificates("ssl.truststore.certificates", pem)?,
             (None, None) => return Err(format!("ssl.client.auth on listener {listener} needs ssl.truststore.location or ssl.truststore.certificates")),
@@ -168,7 +234,7 @@ pub fn server_config(properties: &BTreeMap<String, String>, listener: &str) -> R
         builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("ssl.truststore: {e}"))?)
     };
     let config = builder.with_single_cert(chain, key).map_err(|e| format!("ssl.keystore: the key does not fit the certificate: {e}"))?;
-    Ok(TlsSettings { config: Arc::new(config), client_auth })
+    Ok(TlsSettings { config: Arc::new(config), client_auth, principal_rules })
 }
 
 /// Whether the kernel offers TLS offload (the `tls` upper layer protocol), which zero-copy fetch
@@ -189,7 +255,9 @@ mod tests {
 
     #[test]
     fn unsupported_stores_and_protocols_are_named() {
-        assert!(check_store_type("ssl.keystore.type", Some("PKCS12")).unwrap_err().contains("PEM"));
+        assert_eq!(store_type("ssl.keystore.type", Some("pkcs12")), Ok(StoreType::Pkcs12));
+        let jks = store_type("ssl.keystore.type", Some("JKS")).unwrap_err();
+        assert!(jks.contains("PEM and PKCS12"), "{jks}");
         assert!(protocol_versions(Some("TLSv1.1")).is_err());
         assert!(provider(Some("TLS_AES_128_GCM_SHA256")).unwrap().cipher_suites.len() == 1);
         assert!(provider(Some("NOPE")).is_err());

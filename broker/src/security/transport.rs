@@ -25,7 +25,7 @@ impl Transport {
     pub async fn accept_tls(settings: &TlsSettings, stream: TcpStream, session: &mut Session) -> Result<Transport, String> {
         let stream = TlsAcceptor::from(settings.config.clone()).accept(stream).await.map_err(|e| e.to_string())?;
         if let Some(certificate) = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()) {
-            session.principal = principal::from_certificate(certificate)?;
+            session.principal = principal::from_certificate(certificate, &settings.principal_rules)?;
             tracing::info!(principal = session.principal, client = session.client_host, "TLS client certificate accepted");
         }
         Ok(Transport::Tls(Box::new(stream)))

@@ -76,7 +76,8 @@ public final class Broker implements AutoCloseable {
                 "--override", "offsets.topic.num.partitions=4"));
         for (String override : overrides) {
             command.add("--override");
-            command.add(override);
+            // "{port}" is the port chosen here (a listeners override that keeps PLAINTEXT on it).
+            command.add(override.replace("{port}", Integer.toString(port)));
         }
         Broker broker = new Broker(port, dataDir, logFile, command);
         try {
