@@ -158,3 +158,81 @@ print('ok')
     eprintln!("{out}");
     assert_eq!(broker.stop(), 0);
 }
+
+/// GET /metrics from a broker's metrics listener, as (series -> value).
+fn scrape(address: &str) -> std::collections::BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to metrics.listener");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' ').and_then(|(name, value)| Some((name.to_string(), value.parse().ok()?))))
+        .collect()
+}
+
+/// Followers fetch in sessions: two brokers, 40 partitions of RF 2, so each broker's replica
+/// fetcher follows 20 partitions from the other in one session (privileged); its fetches count as
+/// FetchFollower, and once idle the leader's incremental answers carry no partition. Records
+/// produced with acks=all reach both replicas (the session's fetch offsets move).
+#[test]
+fn followers_fetch_in_sessions() {
+    use tests::zookeeper::ZooKeeper;
+    let zookeeper = ZooKeeper::start();
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("fetch-sessions-cluster-{i}"))).collect();
+    let metrics: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
+    let mut brokers: Vec<Broker> = (0..2)
+        .map(|i| {
+            let id = format!("broker.id={}", i + 1);
+            let listener = format!("metrics.listener=http://{}", metrics[i]);
+            Broker::start(&dirs[i].0, 2, &[&connect, &id, &listener, "zookeeper.session.timeout.ms=4000"])
+        })
+        .collect();
+    let out = run_python(&script(
+        &brokers[0].bootstrap(),
+        &metrics[0],
+        r#"
+admin = AdminClient({'bootstrap.servers': BOOTSTRAP})
+admin.create_topics([NewTopic('replicated', 40, 2)])['replicated'].result(30)
+producer = Producer({'bootstrap.servers': BOOTSTRAP, 'acks': 'all'})
+for i in range(400):
+    producer.produce('replicated', value=b'v%d' % i, partition=i % 40)
+assert producer.flush(60) == 0
+print('ok')
+"#,
+    ));
+    assert!(out.contains("ok"), "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let series = |m: &std::collections::BTreeMap<String, f64>, name: &str| m.get(name).copied().unwrap_or(0.0);
+    loop {
+        let both: Vec<_> = metrics.iter().map(|address| scrape(address)).collect();
+        let ready = both.iter().all(|m| {
+            series(m, "kafka_server_fetchsessioncache_numincrementalfetchsessions") >= 1.0
+                && series(m, "kafka_server_fetchsessioncache_numincrementalfetchpartitionscached") >= 1.0
+                && series(m, "broker_incremental_fetch_responses_total") >= 3.0
+                && series(m, "kafka_network_requestmetrics_requests_total{request=\"FetchFollower\"}") >= 3.0
+        });
+        if ready {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "followers' sessions: {both:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Idle: the followers' incremental fetches come back without partitions.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let before: Vec<_> = metrics.iter().map(|address| scrape(address)).collect();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after: Vec<_> = metrics.iter().map(|address| scrape(address)).collect();
+    for (before, after) in before.iter().zip(&after) {
+        let delta = |name: &str| series(after, name) - series(before, name);
+        assert!(delta("broker_incremental_fetch_responses_total") >= 3.0, "idle follower fetches go on: {after:#?}");
+        assert_eq!(delta("broker_incremental_fetch_response_partitions_total"), 0.0, "idle answers carry no partition");
+    }
+    for broker in &mut brokers {
+        assert_eq!(broker.stop(), 0);
+    }
+}
