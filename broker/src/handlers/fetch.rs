@@ -144,26 +144,49 @@ async fn read_all(shard: &Rc<Shard>, request: &FetchRequest, version: i16, may_s
     let max_bytes = if version >= 3 { request.max_bytes.max(0) as u64 } else { u64::MAX };
     let replica_id = request.replica_id.0;
     let consumer_bound = if version >= 4 && request.isolation_level == READ_COMMITTED { ReadBound::LastStable } else { ReadBound::HighWatermark };
+    // One call per owning shard carrying all of its partitions, not one per partition: a
+    // cross-shard call costs a wake-up of the other core (tens of microseconds here), and an idle
+    // fetcher following 3,000 partitions paid it 1,500 times per fetch. Owners are visited in
+    // the order of their first partition in `wanted`, each reading its partitions in `wanted`
+    // order, so the byte budget is spent in that order within an owner; the answer keeps
+    // `wanted` order.
+    let mut by_owner: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (index, ((topic, partition), _)) in wanted.iter().enumerate() {
+        let owner = shard.owner_of(topic, *partition);
+        match by_owner.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, indexes)) => indexes.push(index),
+            None => by_owner.push((owner, vec![index])),
+        }
+    }
     loop {
-        let mut results = Vec::with_capacity(wanted.len());
+        let mut results: Vec<Option<Fetched>> = (0..wanted.len()).map(|_| None).collect();
         let mut total = 0u64;
         let mut any_error = false;
-        for ((topic, partition), params) in wanted {
-            let budget = params.max_bytes.min(max_bytes.saturating_sub(total));
-            let min_one_batch = total == 0;
-            let owner = shard.owner_of(topic, *partition);
-            let (topic, partition, offset, replica_log_start_offset) = (topic.clone(), *partition, params.fetch_offset, params.log_start_offset);
+        for (owner, indexes) in &by_owner {
+            let asked: Vec<(usize, PartitionKey, FetchParams)> = indexes.iter().map(|&i| (i, wanted[i].0.clone(), wanted[i].1)).collect();
+            let read_before = total;
             let fetched = shard
                 .router
-                .call(owner, move |owner| async move {
-                    let replica = (replica_id >= 0).then_some((replica_id, replica_log_start_offset));
-                    read(&owner, &topic, partition, offset, budget, min_one_batch, zero_copy, replica, consumer_bound, version).await
+                .call(*owner, move |owner| async move {
+                    let mut total = read_before;
+                    let mut fetched = Vec::with_capacity(asked.len());
+                    for (index, (topic, partition), params) in asked {
+                        let budget = params.max_bytes.min(max_bytes.saturating_sub(total));
+                        let replica = (replica_id >= 0).then_some((replica_id, params.log_start_offset));
+                        let one = read(&owner, &topic, partition, params.fetch_offset, budget, total == 0, zero_copy, replica, consumer_bound, version).await;
+                        total += one.records.iter().map(RecordsLength::length_bytes).sum::<u64>();
+                        fetched.push((index, one));
+                    }
+                    fetched
                 })
                 .await;
-            total += fetched.records.iter().map(RecordsLength::length_bytes).sum::<u64>();
-            any_error |= fetched.error_code != 0;
-            results.push(fetched);
+            for (index, one) in fetched {
+                total += one.records.iter().map(RecordsLength::length_bytes).sum::<u64>();
+                any_error |= one.error_code != 0;
+                results[index] = Some(one);
+            }
         }
+        let results: Vec<Fetched> = results.into_iter().map(|r| r.expect("every partition read")).collect();
         let now = Instant::now();
         // No partitions (a consumer closing its fetch session sends such a fetch and waits for
         // the answer: Kafka Connect's stores pay it at every stop): answered at once, as Kafka's
