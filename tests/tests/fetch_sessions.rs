@@ -3,8 +3,9 @@
 //! epoch -1: sessionless), nor kafka-python with `enable_incremental_fetch_sessions=False`: both
 //! must go on working. What a session saves is read from the broker's metrics
 //! (`kafka_server_fetchsessioncache_*`, `broker_incremental_fetch_response_partitions_total`).
-//! The wire-level rules (error codes, forgotten partitions) are in tests/fetch.rs; followers'
-//! sessions are exercised by every cluster test (tests/cluster.rs, tests/failover.rs).
+//! The wire-level rules (error codes, forgotten partitions) are in tests/fetch.rs; Apache Kafka's
+//! Java consumer (sessions by default) in tests/java `FetchSessionTest`; followers' sessions here
+//! and in every cluster test (tests/cluster.rs, tests/failover.rs).
 
 use tests::{free_port, run_python, Broker, TempDir};
 
