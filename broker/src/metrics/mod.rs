@@ -38,6 +38,7 @@
 //!   `..._numincrementalfetchpartitionscached` (gauges), `..._incrementalfetchsessionevictions_total`.
 //!   Fetch's request series come three times, as Kafka's: `request="Fetch"`, and split by who
 //!   fetched, `request="FetchConsumer"` or `request="FetchFollower"`.
+//!
 //! Ours, with no Kafka counterpart, under `broker_`: fetch bytes handed to the zero-copy path vs
 //! copied (`broker_fetch_bytes_total{path="zero_copy"|"copied"}`), cross-shard calls made by each
 //! shard (`broker_cross_shard_calls_total{shard}`), connections per shard
