@@ -37,6 +37,9 @@ pub struct BrokerConfig {
     /// `log.flush.offset.checkpoint.interval.ms`); flushes themselves only fdatasync the data.
     pub log_flush_offset_checkpoint_interval_ms: u64,
     pub max_connections: usize,
+    /// `max.incremental.fetch.session.cache.slots` (Kafka's default 1000; 0: no fetch sessions),
+    /// divided among the shards (`fetch_session`).
+    pub max_incremental_fetch_session_cache_slots: usize,
     pub zookeeper_connect: Option<String>,
     /// Kafka's defaults: 18 s session; the connection timeout defaults to the session's.
     pub zookeeper_session_timeout_ms: u64,
@@ -208,6 +211,7 @@ impl BrokerConfig {
             log_flush_scheduler_interval_ms: 1_000,
             log_flush_offset_checkpoint_interval_ms: 60_000,
             max_connections: 10_000,
+            max_incremental_fetch_session_cache_slots: 1000,
             zookeeper_connect: None,
             zookeeper_session_timeout_ms: 18_000,
             zookeeper_connection_timeout_ms: None,
@@ -287,6 +291,7 @@ impl BrokerConfig {
                 }
                 "socket.request.max.bytes" => config.socket_request_max_bytes = parse_number(key, v)?,
                 "max.connections" => config.max_connections = parse_number(key, v)?,
+                "max.incremental.fetch.session.cache.slots" => config.max_incremental_fetch_session_cache_slots = parse_number(key, v)?,
                 "zookeeper.connect" => config.zookeeper_connect = Some(v.to_string()).filter(|s| !s.is_empty()),
                 "zookeeper.session.timeout.ms" => config.zookeeper_session_timeout_ms = parse_number(key, v)?,
                 "zookeeper.connection.timeout.ms" => config.zookeeper_connection_timeout_ms = Some(parse_number(key, v)?),

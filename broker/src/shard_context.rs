@@ -11,6 +11,7 @@ use std::sync::Arc;
 use shard::notify::Notify;
 use shard::Router;
 
+use crate::fetch_session::FetchSessionCache;
 use crate::groups::GroupCoordinator;
 use crate::partition::{Partition, PartitionError, PartitionTable};
 use crate::splice_sender::SpliceSender;
@@ -32,6 +33,8 @@ pub struct Shard {
     pub txns: Rc<TxnCoordinator>,
     /// Sends fetched file regions to sockets without copying; None on the copy path.
     pub splice_sender: Option<Rc<SpliceSender>>,
+    /// The fetch sessions of fetchers whose connection is on this shard (see `fetch_session`).
+    pub fetch_sessions: FetchSessionCache,
 }
 
 impl Shard {
@@ -51,7 +54,9 @@ impl Shard {
         let partitions = Rc::new(PartitionTable::new(broker.clone(), router.shard_id(), router.shard_count()));
         let groups = Rc::new(GroupCoordinator::new(broker.clone(), partitions.clone(), router.shard_id()));
         let txns = Rc::new(TxnCoordinator::new(broker.clone(), partitions.clone(), router.shard_id()));
+        let fetch_sessions = FetchSessionCache::new(broker.config.max_incremental_fetch_session_cache_slots, router.shard_id(), router.shard_count());
         Shard {
+            fetch_sessions,
             splice_sender,
             partitions,
             router,

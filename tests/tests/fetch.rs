@@ -213,3 +213,116 @@ fn a_fetch_without_partitions_is_answered_at_once() {
     }
     assert_eq!(broker.stop(), 0);
 }
+
+fn session_fetch(topic: &str, partitions: &[(i32, i64)], session_id: i32, epoch: i32, forgotten: &[i32]) -> FetchRequest {
+    let mut request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_session_id(session_id)
+        .with_session_epoch(epoch);
+    if !partitions.is_empty() {
+        request.topics = vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(
+            partitions
+                .iter()
+                .map(|&(p, offset)| FetchPartition::default().with_partition(p).with_fetch_offset(offset).with_partition_max_bytes(1 << 20))
+                .collect(),
+        )];
+    }
+    if !forgotten.is_empty() {
+        request.forgotten_topics_data =
+            vec![fetch_request::ForgottenTopic::default().with_topic(topic_name(topic)).with_partitions(forgotten.to_vec())];
+    }
+    request
+}
+
+/// The partitions an answer carries, as (partition, high watermark, records bytes).
+fn answered(response: &FetchResponse) -> Vec<(i32, i64, usize)> {
+    let mut partitions: Vec<_> = response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| (p.partition_index, p.high_watermark, p.records.as_ref().map_or(0, |r| r.len())))
+        .collect();
+    partitions.sort();
+    partitions
+}
+
+/// Fetch sessions (KIP-227) on the wire, as Kafka 3.9 answers: a full fetch (epoch 0) opens a
+/// session; an incremental one (epoch 1, 2...) reads every partition of the session and answers
+/// only those with records or a changed high watermark; an unknown id is
+/// FETCH_SESSION_ID_NOT_FOUND, a wrong epoch INVALID_FETCH_SESSION_EPOCH (no partitions either
+/// way); forgotten partitions leave the session; epoch -1 is sessionless; a full fetch naming a
+/// session closes it; with `max.incremental.fetch.session.cache.slots=0` no session is made.
+/// The session lives on the connection's shard: partitions owned by both shards are followed.
+#[test]
+fn fetch_sessions_on_the_wire() {
+    let dir = TempDir::new("fetch-sessions");
+    let mut broker = Broker::start(&dir.0, 2, &[]);
+    let mut connection = Connection::open(broker.address());
+    create_topic(&mut connection, "s", 4, &[]);
+    produce(&mut connection, "s", 0, build_batch(1, 10, 0, b'f'));
+    let all: Vec<(i32, i64)> = (0..4).map(|p| (p, 0)).collect();
+
+    let full: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &all, 0, 0, &[]));
+    assert_eq!(full.error_code, 0);
+    assert!(full.session_id > 0, "a full fetch opens a session");
+    assert_eq!(answered(&full).len(), 4, "a full answer carries every partition");
+    let id = full.session_id;
+
+    // The fetcher read partition 0's record and says so; nothing else changed: an incremental
+    // fetch answers no partition.
+    let quiet: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[(0, 1)], id, 1, &[]));
+    assert_eq!((quiet.error_code, quiet.session_id), (0, id));
+    assert_eq!(answered(&quiet), vec![], "nothing new");
+
+    // Records on partitions 1 and 3 (both shards): only they come, from the offsets the session holds.
+    produce(&mut connection, "s", 1, build_batch(1, 10, 0, b'o'));
+    produce(&mut connection, "s", 3, build_batch(1, 10, 0, b't'));
+    let news: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[], id, 2, &[]));
+    let news = answered(&news);
+    assert_eq!(news.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(), vec![(1, 1), (3, 1)]);
+    assert!(news.iter().all(|p| p.2 > 0), "with their records: {news:?}");
+
+    // The fetcher moves its offsets on 1 and 3 and forgets 0; nothing new remains.
+    let moved: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[(1, 1), (3, 1)], id, 3, &[0]));
+    assert_eq!(answered(&moved), vec![]);
+    // Partition 0 is forgotten: a record there does not come; one on partition 2 does.
+    produce(&mut connection, "s", 0, build_batch(1, 10, 0, b's'));
+    produce(&mut connection, "s", 2, build_batch(1, 10, 0, b't'));
+    let after: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[], id, 4, &[]));
+    assert_eq!(answered(&after).iter().map(|p| p.0).collect::<Vec<_>>(), vec![2]);
+
+    // Errors: a wrong epoch, an unknown id; no partitions with either.
+    let stale: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[], id, 4, &[]));
+    assert_eq!(stale.error_code, kafka_protocol::ResponseError::InvalidFetchSessionEpoch.code());
+    assert!(stale.responses.is_empty());
+    let unknown: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[], id ^ 0x5a5a, 1, &[]));
+    assert_eq!(unknown.error_code, kafka_protocol::ResponseError::FetchSessionIdNotFound.code());
+    assert!(unknown.responses.is_empty());
+    // The session survives its fetcher's mistakes: epoch 5 is still next.
+    let still: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[], id, 5, &[]));
+    assert_eq!((still.error_code, still.session_id), (0, id));
+
+    // A full fetch naming the session closes it (and opens another); epoch -1 is sessionless.
+    let reopened: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &all, id, 0, &[]));
+    assert!(reopened.session_id > 0 && reopened.session_id != id);
+    let closed: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[], id, 6, &[]));
+    assert_eq!(closed.error_code, kafka_protocol::ResponseError::FetchSessionIdNotFound.code());
+    let sessionless: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &all, 0, -1, &[]));
+    assert_eq!((sessionless.error_code, sessionless.session_id, answered(&sessionless).len()), (0, 0, 4));
+    // Fetch v4-v6 have no session fields: answered in full.
+    let old: FetchResponse = connection.call(ApiKey::Fetch, 6, &fetch_request("s", &[0, 1, 2, 3], 1 << 20));
+    assert_eq!(answered(&old).len(), 4);
+    assert_eq!(broker.stop(), 0);
+
+    // Sessions disabled: a full fetch gets session id 0.
+    let dir = TempDir::new("fetch-sessions-off");
+    let mut broker = Broker::start(&dir.0, 2, &["max.incremental.fetch.session.cache.slots=0"]);
+    let mut connection = Connection::open(broker.address());
+    create_topic(&mut connection, "s", 2, &[]);
+    let full: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[(0, 0), (1, 0)], 0, 0, &[]));
+    assert_eq!((full.error_code, full.session_id, answered(&full).len()), (0, 0, 2));
+    assert_eq!(broker.stop(), 0);
+}

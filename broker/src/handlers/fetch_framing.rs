@@ -57,8 +57,16 @@ pub enum Piece<R> {
     Records(R),
 }
 
+/// The response's top level beside its topics (v7+, KIP-227): a session error, or the fetch
+/// session's id (0: none).
+#[derive(Clone, Copy, Default)]
+pub struct SessionFields {
+    pub error_code: i16,
+    pub session_id: i32,
+}
+
 /// Lays out a Fetch response of `version` (4..=12), size prefix and header included.
-pub fn frame<R: RecordsLength>(version: i16, correlation_id: i32, topics: Vec<TopicFrame<R>>) -> Vec<Piece<R>> {
+pub fn frame<R: RecordsLength>(version: i16, correlation_id: i32, session: SessionFields, topics: Vec<TopicFrame<R>>) -> Vec<Piece<R>> {
     assert!((4..=12).contains(&version), "Fetch v{version} framing is not hand-written");
     let flexible = version >= 12;
     let mut pieces = Vec::new();
@@ -70,8 +78,8 @@ pub fn frame<R: RecordsLength>(version: i16, correlation_id: i32, topics: Vec<To
     }
     buffer.put_i32(0); // throttle_time_ms
     if version >= 7 {
-        buffer.put_i16(0); // error_code
-        buffer.put_i32(0); // session_id: no fetch sessions
+        buffer.put_i16(session.error_code);
+        buffer.put_i32(session.session_id);
     }
     put_array_length(&mut buffer, flexible, topics.len());
     let mut records_bytes = 0u64;
@@ -224,7 +232,7 @@ mod tests {
     }
 
     /// What kafka-protocol encodes for the same response.
-    fn reference(version: i16, correlation_id: i32, topics: &[TopicFrame<Bytes>]) -> Vec<u8> {
+    fn reference(version: i16, correlation_id: i32, session: SessionFields, topics: &[TopicFrame<Bytes>]) -> Vec<u8> {
         let responses = topics
             .iter()
             .map(|topic| {
@@ -257,7 +265,12 @@ mod tests {
             .with_correlation_id(correlation_id)
             .encode(&mut body, if version >= 12 { 1 } else { 0 })
             .unwrap();
-        FetchResponse::default().with_responses(responses).encode(&mut body, version).unwrap();
+        FetchResponse::default()
+            .with_error_code(session.error_code)
+            .with_session_id(session.session_id)
+            .with_responses(responses)
+            .encode(&mut body, version)
+            .unwrap();
         let mut frame = (body.len() as i32).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
         frame
@@ -268,19 +281,24 @@ mod tests {
         let records_a = [Bytes::from(vec![1u8; 300]), Bytes::from(vec![2u8; 50])];
         let records_b = [Bytes::from(vec![3u8; 70])];
         for version in 4..=12 {
-            let framed = concatenate(frame(version, 42, sample(&records_a, &records_b)));
-            assert_eq!(&framed[..], &reference(version, 42, &sample(&records_a, &records_b))[..], "Fetch v{version}");
+            // v4-v6 have no session fields: the handler answers them sessionless.
+            let session = if version >= 7 { SessionFields { error_code: 0, session_id: 12345 } } else { SessionFields::default() };
+            let framed = concatenate(frame(version, 42, session, sample(&records_a, &records_b)));
+            assert_eq!(&framed[..], &reference(version, 42, session, &sample(&records_a, &records_b))[..], "Fetch v{version}");
             // No records anywhere: one framing piece.
-            let pieces = frame(version, 7, sample(&[], &[]));
+            let pieces = frame(version, 7, SessionFields::default(), sample(&[], &[]));
             assert_eq!(pieces.len(), 1);
-            assert_eq!(&concatenate(pieces)[..], &reference(version, 7, &sample(&[], &[]))[..], "Fetch v{version}, empty");
+            assert_eq!(&concatenate(pieces)[..], &reference(version, 7, SessionFields::default(), &sample(&[], &[]))[..], "Fetch v{version}, empty");
+            // A session error: no topics.
+            let error = if version >= 7 { SessionFields { error_code: 70, session_id: 0 } } else { SessionFields::default() };
+            assert_eq!(&concatenate(frame::<Bytes>(version, 8, error, Vec::new()))[..], &reference(version, 8, error, &[])[..], "Fetch v{version}, session error");
         }
     }
 
     #[test]
     fn records_stay_separate_pieces() {
         let records = [Bytes::from(vec![1u8; 10]), Bytes::from(vec![2u8; 20])];
-        let pieces = frame(11, 1, sample(&records, &[]));
+        let pieces = frame(11, 1, SessionFields::default(), sample(&records, &[]));
         let runs: Vec<usize> = pieces
             .iter()
             .filter_map(|piece| if let Piece::Records(bytes) = piece { Some(bytes.len()) } else { None })

@@ -193,8 +193,8 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, session: &mut Session
             None => return Outcome::NoResponse,
         },
         RequestKind::Fetch(r) => {
-            let topics = fetch::handle(shard, r, version, listener.tls.is_none()).await;
-            return Outcome::RespondPieces(fetch_framing::frame(version, header.correlation_id, topics));
+            let answer = fetch::handle(shard, r, version, listener.tls.is_none()).await;
+            return Outcome::RespondPieces(fetch_framing::frame(version, header.correlation_id, answer.session, answer.topics));
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version, &listener.listener).await)

@@ -32,10 +32,19 @@
 //!   `kafka_coordinator_group_groupmetadatamanager_numgroups` etc.
 //! - `kafka.log<type=LogFlushStats, name=LogFlushRateAndTimeMs>` ->
 //!   `kafka_log_logflushstats_logflushrateandtimems` (summary, milliseconds).
+//! - `kafka.server<type=FetchSessionCache, name=NumIncrementalFetchSessions|
+//!   NumIncrementalFetchPartitionsCached|IncrementalFetchSessionEvictionsPerSec>` ->
+//!   `kafka_server_fetchsessioncache_numincrementalfetchsessions`,
+//!   `..._numincrementalfetchpartitionscached` (gauges), `..._incrementalfetchsessionevictions_total`.
+//!   Fetch's request series come three times, as Kafka's: `request="Fetch"`, and split by who
+//!   fetched, `request="FetchConsumer"` or `request="FetchFollower"`.
+//!
 //! Ours, with no Kafka counterpart, under `broker_`: fetch bytes handed to the zero-copy path vs
 //! copied (`broker_fetch_bytes_total{path="zero_copy"|"copied"}`), cross-shard calls made by each
 //! shard (`broker_cross_shard_calls_total{shard}`), connections per shard
-//! (`broker_connections{shard}`), and every request counter per shard as well.
+//! (`broker_connections{shard}`), incremental fetch answers and the partitions they carried
+//! (`broker_incremental_fetch_responses_total`, `broker_incremental_fetch_response_partitions_total`),
+//! and every request counter per shard as well.
 //!
 //! The functions below are the hooks other files call, one line each.
 
@@ -76,6 +85,20 @@ pub fn fetched(topic: &str, slices: &[storage::FileSlice], zero_copy: bool) {
 /// An ISR change this broker (the leader) wrote: `shrank` false for an expansion.
 pub fn isr_changed(shrank: bool) {
     registry::with(|m| if shrank { m.isr_shrinks += 1 } else { m.isr_expands += 1 });
+}
+
+/// A fetch session was evicted to make room for another (Kafka's
+/// `kafka.server:type=FetchSessionCache,name=IncrementalFetchSessionEvictionsPerSec`).
+pub fn fetch_session_evicted() {
+    registry::with(|m| m.fetch_session_evictions += 1);
+}
+
+/// An incremental fetch answered with `partitions` of its session's partitions.
+pub fn incremental_fetch_answered(partitions: usize) {
+    registry::with(|m| {
+        m.incremental_fetch_responses += 1;
+        m.incremental_fetch_response_partitions += partitions as u64;
+    });
 }
 
 /// An fdatasync of a log that started at `started` has ended.

@@ -13,6 +13,11 @@ const HISTOGRAM_MAX_US: u64 = 60_000_000;
 const HISTOGRAM_DIGITS: u8 = 2;
 /// API keys are small numbers (Kafka's highest is under 100): a request's stats are an index away.
 const API_KEY_SLOTS: usize = 128;
+/// Kafka splits Fetch's request metrics by who fetched (its `RequestMetrics.consumerFetchMetricName`
+/// and `followFetchMetricName`): `FetchConsumer` and `FetchFollower`, counted beside `Fetch`.
+pub const FETCH_CONSUMER_SLOT: usize = API_KEY_SLOTS;
+pub const FETCH_FOLLOWER_SLOT: usize = API_KEY_SLOTS + 1;
+const REQUEST_SLOTS: usize = API_KEY_SLOTS + 2;
 
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, HISTOGRAM_DIGITS).expect("valid histogram bounds")
@@ -62,18 +67,26 @@ pub struct ShardMetrics {
     pub fetch_zero_copy_bytes: u64,
     pub fetch_copied_bytes: u64,
     pub log_flush_us: Histogram<u64>,
+    /// Fetch sessions evicted to make room (IncrementalFetchSessionEvictionsPerSec).
+    pub fetch_session_evictions: u64,
+    /// Incremental fetch answers, and the partitions they carried (ours: what sessions save).
+    pub incremental_fetch_responses: u64,
+    pub incremental_fetch_response_partitions: u64,
 }
 
 impl Default for ShardMetrics {
     fn default() -> ShardMetrics {
         ShardMetrics {
             topics: HashMap::new(),
-            requests: vec![None; API_KEY_SLOTS],
+            requests: vec![None; REQUEST_SLOTS],
             isr_shrinks: 0,
             isr_expands: 0,
             fetch_zero_copy_bytes: 0,
             fetch_copied_bytes: 0,
             log_flush_us: new_histogram(),
+            fetch_session_evictions: 0,
+            incremental_fetch_responses: 0,
+            incremental_fetch_response_partitions: 0,
         }
     }
 }
@@ -108,6 +121,9 @@ impl ShardMetrics {
         self.fetch_zero_copy_bytes += other.fetch_zero_copy_bytes;
         self.fetch_copied_bytes += other.fetch_copied_bytes;
         let _ = self.log_flush_us.add(&other.log_flush_us);
+        self.fetch_session_evictions += other.fetch_session_evictions;
+        self.incremental_fetch_responses += other.incremental_fetch_responses;
+        self.incremental_fetch_response_partitions += other.incremental_fetch_response_partitions;
     }
 }
 
@@ -128,6 +144,8 @@ pub fn snapshot() -> ShardMetrics {
 /// request whose connection ends mid-way counts too. `connection.rs` holds one per request.
 pub struct RequestTimer {
     api_key: Option<usize>,
+    /// A Fetch's second series: FETCH_CONSUMER_SLOT or FETCH_FOLLOWER_SLOT.
+    fetch_slot: Option<usize>,
     started: Instant,
     handled: Option<Instant>,
 }
@@ -144,7 +162,11 @@ impl RequestTimer {
             .filter(|key| kafka_protocol::messages::ApiKey::try_from(*key).is_ok())
             .and_then(|key| usize::try_from(key).ok())
             .filter(|key| *key < API_KEY_SLOTS);
-        RequestTimer { api_key, started: Instant::now(), handled: None }
+        let fetch_slot = match api_key {
+            Some(1) => fetch_replica_id(frame).map(|replica_id| if replica_id >= 0 { FETCH_FOLLOWER_SLOT } else { FETCH_CONSUMER_SLOT }),
+            _ => None,
+        };
+        RequestTimer { api_key, fetch_slot, started: Instant::now(), handled: None }
     }
 
     /// The handler has answered; what follows is sending the response.
@@ -160,11 +182,43 @@ impl Drop for RequestTimer {
         let handled = self.handled.unwrap_or(now);
         let (started, micros) = (self.started, |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64);
         with(|m| {
-            let stats = m.request(api_key);
-            stats.count += 1;
-            record(&mut stats.total_us, micros(started, now));
-            record(&mut stats.local_us, micros(started, handled));
-            record(&mut stats.response_send_us, micros(handled, now));
+            for slot in std::iter::once(api_key).chain(self.fetch_slot) {
+                let stats = m.request(slot);
+                stats.count += 1;
+                record(&mut stats.total_us, micros(started, now));
+                record(&mut stats.local_us, micros(started, handled));
+                record(&mut stats.response_send_us, micros(handled, now));
+            }
         });
     }
+}
+
+/// A Fetch frame's replica id (the body's first field, v4-v14), read past the request header
+/// (key, version, correlation id, client id, and from v12 its tagged fields) without decoding
+/// the request: the timer starts before the handler decodes it. None if the frame is cut short.
+fn fetch_replica_id(frame: &[u8]) -> Option<i32> {
+    let version = i16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]);
+    let client_id_length = i16::from_be_bytes([*frame.get(8)?, *frame.get(9)?]);
+    let mut at = 10 + client_id_length.max(0) as usize;
+    if version >= 12 {
+        let read_varint = |at: &mut usize| -> Option<u64> {
+            let mut value = 0u64;
+            for shift in (0..35).step_by(7) {
+                let byte = *frame.get(*at)?;
+                *at += 1;
+                value |= u64::from(byte & 0x7f) << shift;
+                if byte & 0x80 == 0 {
+                    return Some(value);
+                }
+            }
+            None
+        };
+        let tags = read_varint(&mut at)?;
+        for _ in 0..tags.min(64) {
+            read_varint(&mut at)?;
+            let size = read_varint(&mut at)?;
+            at = at.checked_add(size as usize)?;
+        }
+    }
+    Some(i32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
 }

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use kafka_protocol::messages::ApiKey;
 
 use super::gather::{BrokerReport, ShardReport};
-use crate::metrics::registry::ShardMetrics;
+use crate::metrics::registry::{self, ShardMetrics};
 
 /// Kafka's histogram percentiles (its JMX `50thPercentile` ... `999thPercentile`).
 const QUANTILES: [f64; 6] = [0.5, 0.75, 0.95, 0.98, 0.99, 0.999];
@@ -72,6 +72,11 @@ fn escape(value: &str) -> std::borrow::Cow<'_, str> {
 
 /// Kafka's request name for an API key (its `ApiKeys.name`: `Produce`, `Fetch`, `ListOffsets`...).
 fn request_name(api_key: usize) -> Option<String> {
+    match api_key {
+        registry::FETCH_CONSUMER_SLOT => return Some("FetchConsumer".into()),
+        registry::FETCH_FOLLOWER_SLOT => return Some("FetchFollower".into()),
+        _ => {}
+    }
     let key = ApiKey::try_from(i16::try_from(api_key).ok()?).ok()?;
     Some(format!("{key:?}"))
 }
@@ -158,6 +163,32 @@ pub fn render(shards: &[ShardReport], broker: &BrokerReport) -> String {
     text.sample("broker_fetch_bytes_total", &[("path", "zero_copy")], total.fetch_zero_copy_bytes);
     text.sample("broker_fetch_bytes_total", &[("path", "copied")], total.fetch_copied_bytes);
 
+    text.single(
+        "kafka_server_fetchsessioncache_numincrementalfetchsessions",
+        "gauge",
+        "Fetch sessions held, all shards (NumIncrementalFetchSessions).",
+        sum(|s| s.fetch_sessions),
+    );
+    text.single(
+        "kafka_server_fetchsessioncache_numincrementalfetchpartitionscached",
+        "gauge",
+        "Partitions held in fetch sessions (NumIncrementalFetchPartitionsCached).",
+        sum(|s| s.fetch_session_partitions),
+    );
+    text.single(
+        "kafka_server_fetchsessioncache_incrementalfetchsessionevictions_total",
+        "counter",
+        "Fetch sessions evicted to make room for another (IncrementalFetchSessionEvictionsPerSec).",
+        total.fetch_session_evictions,
+    );
+    text.single("broker_incremental_fetch_responses_total", "counter", "Incremental fetch answers (in a fetch session).", total.incremental_fetch_responses);
+    text.single(
+        "broker_incremental_fetch_response_partitions_total",
+        "counter",
+        "Partitions carried by incremental fetch answers (those with records, a changed offset or an error).",
+        total.incremental_fetch_response_partitions,
+    );
+
     let per_shard: [(&str, &str, &str, fn(&ShardReport) -> u64); 4] = [
         ("broker_cross_shard_calls_total", "counter", "Calls this shard sent to another shard's partitions or groups.", |s| s.cross_shard_calls),
         ("broker_connections", "gauge", "Client connections open on this shard.", |s| s.connections),
@@ -166,7 +197,8 @@ pub fn render(shards: &[ShardReport], broker: &BrokerReport) -> String {
             "broker_shard_requests_total",
             "counter",
             "Requests handled by this shard's connections.",
-            |s| s.metrics.requests.iter().flatten().map(|r| r.count).sum(),
+            // Fetch's split series (FetchConsumer, FetchFollower) count the same requests again.
+            |s| s.metrics.requests.iter().take(registry::FETCH_CONSUMER_SLOT).flatten().map(|r| r.count).sum(),
         ),
     ];
     for (name, kind, help, value) in per_shard {

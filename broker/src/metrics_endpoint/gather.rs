@@ -23,6 +23,9 @@ pub struct ShardReport {
     pub producer_ids: u64,
     /// Group state name (Kafka's: Stable, Empty...) -> groups this shard coordinates.
     pub groups_by_state: BTreeMap<String, u64>,
+    /// Fetch sessions held on this shard and the partitions they cache.
+    pub fetch_sessions: u64,
+    pub fetch_session_partitions: u64,
 }
 
 /// What the whole broker knows.
@@ -66,7 +69,10 @@ fn report_here(shard: &Shard) -> ShardReport {
     for group in group_admin::list(&shard.groups) {
         *groups_by_state.entry(group.state).or_insert(0) += 1;
     }
+    let (fetch_sessions, fetch_session_partitions) = shard.fetch_sessions.sizes();
     ShardReport {
+        fetch_sessions,
+        fetch_session_partitions,
         shard: shard.id(),
         metrics: registry::snapshot(),
         cross_shard_calls: shard::runtime::cross_shard_calls_sent(),

@@ -8,8 +8,14 @@
 //! Before fetching from a new leader it cuts its log back to what that leader confirms
 //! (OffsetForLeaderEpoch, `truncate_to_leader`).
 //!
-//! Hand-written around kafka-protocol's client side (Fetch v11: no sessions, no tagged fields):
-//! glommio has no Kafka client, and one request in flight per leader is all a follower needs.
+//! Each fetcher keeps a fetch session with its leader (KIP-227, `fetch_session::client`): a full
+//! fetch first, then incremental ones carrying only the partitions whose fetch offset or log start
+//! moved and those it stopped following; the leader answers only partitions with something new.
+//! A session error or a lost connection starts over with a full fetch, as Kafka's
+//! `FetchSessionHandler`. The fetches that find where to truncate are sessionless.
+//!
+//! Hand-written around kafka-protocol's client side (Fetch v11: no tagged fields): glommio has
+//! no Kafka client, and one request in flight per leader is all a follower needs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -20,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestHeader,
@@ -30,6 +36,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::ResponseError;
 
 use super::leader;
+use crate::fetch_session::client::{NextFetch, SessionHandler};
+use crate::fetch_session::{FetchParams, PartitionKey, FINAL_EPOCH, INVALID_SESSION_ID};
 use crate::partition::AppendOrigin;
 use crate::shard_context::Shard;
 use crate::topic_admin;
@@ -72,6 +80,8 @@ struct LeaderFetcher {
     partitions: RefCell<HashMap<(String, i32), FetchState>>,
     /// Set when the leader left the cluster, moved, or leads nothing this shard follows.
     stop: Cell<bool>,
+    /// This fetcher's fetch session with the leader.
+    session: RefCell<SessionHandler>,
 }
 
 /// Runs for the shard's life: keeps one fetcher per leader broker with the partitions followed
@@ -135,7 +145,13 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
                 None => {
                     let Some(address) = snapshot.brokers.get(&leader).map(|b| format!("{}:{}", b.host, b.port)) else { continue };
                     let fetcher =
-                        Rc::new(LeaderFetcher { leader, address, partitions: RefCell::new(HashMap::new()), stop: Cell::new(false) });
+                        Rc::new(LeaderFetcher {
+                        leader,
+                        address,
+                        partitions: RefCell::new(HashMap::new()),
+                        stop: Cell::new(false),
+                        session: RefCell::new(SessionHandler::default()),
+                    });
                     fetchers.insert(leader, fetcher.clone());
                     glommio::spawn_local(fetch_from_leader(shard.clone(), fetcher.clone(), me)).detach();
                     fetcher
@@ -201,6 +217,7 @@ async fn fetch_from_leader(shard: Rc<Shard>, fetcher: Rc<LeaderFetcher>, me: i32
                 Ok(true) => {}
                 Ok(false) => glommio::timer::sleep(Duration::from_millis(ROLE_CHECK_INTERVAL_MS)).await,
                 Err(e) => {
+                    fetcher.session.borrow_mut().reset();
                     tracing::warn!(leader = fetcher.leader, address = fetcher.address, error = %e, "replica fetch failed; reconnecting");
                     glommio::timer::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
                     break;
@@ -283,7 +300,17 @@ async fn fetch_round(
         return Ok(false);
     }
     *correlation_id += 1;
-    let response = fetch(stream, me, &fetching, *correlation_id).await?;
+    let wanted: Vec<(PartitionKey, FetchParams)> = fetching
+        .iter()
+        .map(|p| (p.key.clone(), FetchParams { fetch_offset: p.fetch_offset, max_bytes: PARTITION_MAX_BYTES as u64, log_start_offset: p.log_start_offset }))
+        .collect();
+    let next = fetcher.session.borrow_mut().build(&wanted);
+    let epochs: HashMap<&PartitionKey, i32> = fetching.iter().map(|p| (&p.key, p.leader_epoch)).collect();
+    let response = fetch(stream, me, &next, &epochs, *correlation_id).await?;
+    if !fetcher.session.borrow_mut().on_response(&next, response.error_code, response.session_id) {
+        tracing::debug!(leader = fetcher.leader, error = ?ResponseError::try_from_code(response.error_code), "fetch session error; a full fetch follows");
+        return Ok(true);
+    }
     let mut answers: HashMap<(&str, i32), &kafka_protocol::messages::fetch_response::PartitionData> = HashMap::new();
     for topic in &response.responses {
         for data in &topic.partitions {
@@ -414,7 +441,9 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
     }
     // No epochs to go by: a fetch from our log start tells the leader's high watermark without
     // claiming our log end (the leader takes a fetch offset for it).
-    let response = fetch_offsets(stream, me, &[(topic, partition, leader_epoch, log_start_offset, log_start_offset)], correlation_id).await?;
+    let sessionless = (INVALID_SESSION_ID, FINAL_EPOCH, Vec::new());
+    let response =
+        fetch_offsets(stream, me, &[(topic, partition, leader_epoch, log_start_offset, log_start_offset)], sessionless, correlation_id).await?;
     let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
         return Err("the response lacks the partition".into());
     };
@@ -431,16 +460,39 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
     Ok(true)
 }
 
-/// One Fetch for the given partitions, each from its offset.
-async fn fetch(stream: &mut TcpStream, me: i32, partitions: &[Fetching], correlation_id: i32) -> Result<FetchResponse, String> {
-    let wanted: Vec<(&str, i32, i32, i64, i64)> =
-        partitions.iter().map(|p| (p.key.0.as_str(), p.key.1, p.leader_epoch, p.fetch_offset, p.log_start_offset)).collect();
-    fetch_offsets(stream, me, &wanted, correlation_id).await
+/// The session's next Fetch: the partitions it sends (all of them when full), each from its
+/// offset, and those it forgets.
+async fn fetch(
+    stream: &mut TcpStream,
+    me: i32,
+    next: &NextFetch,
+    leader_epochs: &HashMap<&PartitionKey, i32>,
+    correlation_id: i32,
+) -> Result<FetchResponse, String> {
+    let wanted: Vec<(&str, i32, i32, i64, i64)> = next
+        .send
+        .iter()
+        .map(|(key, params)| (key.0.as_str(), key.1, leader_epochs.get(key).copied().unwrap_or(-1), params.fetch_offset, params.log_start_offset))
+        .collect();
+    let mut forgotten: Vec<ForgottenTopic> = Vec::new();
+    for (topic, partition) in &next.forgotten {
+        match forgotten.iter_mut().find(|t| t.topic.0.as_str() == topic.as_str()) {
+            Some(entry) => entry.partitions.push(*partition),
+            None => forgotten.push(ForgottenTopic::default().with_topic(TopicName(StrBytes::from_string(topic.clone()))).with_partitions(vec![*partition])),
+        }
+    }
+    fetch_offsets(stream, me, &wanted, (next.session_id, next.epoch, forgotten), correlation_id).await
 }
 
 /// One Fetch for (topic, partition, leader epoch, fetch offset, log start offset) each; one
-/// FetchTopic per run of the same topic.
-async fn fetch_offsets(stream: &mut TcpStream, me: i32, wanted: &[(&str, i32, i32, i64, i64)], correlation_id: i32) -> Result<FetchResponse, String> {
+/// FetchTopic per run of the same topic. `session`: id, epoch and forgotten topics.
+async fn fetch_offsets(
+    stream: &mut TcpStream,
+    me: i32,
+    wanted: &[(&str, i32, i32, i64, i64)],
+    session: (i32, i32, Vec<ForgottenTopic>),
+    correlation_id: i32,
+) -> Result<FetchResponse, String> {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for &(topic, partition, leader_epoch, fetch_offset, log_start_offset) in wanted {
         let entry = FetchPartition::default()
@@ -459,6 +511,9 @@ async fn fetch_offsets(stream: &mut TcpStream, me: i32, wanted: &[(&str, i32, i3
         .with_max_wait_ms(FETCH_MAX_WAIT_MS)
         .with_min_bytes(1)
         .with_max_bytes(RESPONSE_MAX_BYTES)
+        .with_session_id(session.0)
+        .with_session_epoch(session.1)
+        .with_forgotten_topics_data(session.2)
         .with_topics(topics);
     round_trip(stream, ApiKey::Fetch, FETCH_VERSION, correlation_id, me, &request).await
 }
