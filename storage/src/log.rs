@@ -121,6 +121,7 @@ impl Log {
     /// offline: the error names the file and position.
     pub async fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<Log> {
         assert!(config.segment_bytes <= MAX_SEGMENT_BYTES, "segment.bytes over 2 GiB");
+        crate::log_manager::note_partition_dir(dir);
         // Directory scans and reads by path may wait for the disk: off the shard thread.
         let owned_dir = dir.to_path_buf();
         let (listing, recovery_point, saved_log_start_offset, cleaner_checkpoint) = file_deletion::on_blocking_thread(move || {
