@@ -30,6 +30,10 @@ pub fn parse_partition_dir_name(name: &str) -> Option<(String, i32)> {
 #[derive(Debug, Clone)]
 pub struct LogDirs {
     dirs: Vec<PathBuf>,
+    /// Partitions in each dir, counted once from the listing and then kept in memory (as
+    /// Kafka's `LogManager` does): a partition's directory is made only when its log opens, so
+    /// placements close together all saw the same listing and went to the same dir.
+    placed: std::sync::Arc<Mutex<Option<Vec<usize>>>>,
 }
 
 impl LogDirs {
@@ -39,7 +43,7 @@ impl LogDirs {
             std::fs::create_dir_all(dir).map_err(|e| StorageError::io(format!("creating log dir {}", dir.display()), e))?;
         }
         let _ = FAILURES.get_or_init(|| Failures { dirs: dirs.clone(), state: Mutex::default() });
-        Ok(LogDirs { dirs })
+        Ok(LogDirs { dirs, placed: Default::default() })
     }
 
     pub fn dirs(&self) -> &[PathBuf] {
@@ -95,18 +99,28 @@ impl LogDirs {
             // made creating 10,000 of them quadratic.
             return Ok(only.join(name));
         }
-        let mut best: Option<(usize, &PathBuf)> = None;
-        for dir in &self.dirs {
-            let count = std::fs::read_dir(dir)
-                .map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?
-                .flatten()
-                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-                .count();
-            if best.map_or(true, |(c, _)| count < c) {
-                best = Some((count, dir));
+        let mut placed = self.placed.lock().unwrap();
+        if placed.is_none() {
+            let mut counts = Vec::with_capacity(self.dirs.len());
+            for dir in &self.dirs {
+                let count = std::fs::read_dir(dir)
+                    .map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?
+                    .flatten()
+                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                    .filter(|e| e.file_name().to_str().and_then(parse_partition_dir_name).is_some())
+                    .count();
+                counts.push(count);
             }
+            *placed = Some(counts);
         }
-        Ok(best.unwrap().1.join(name))
+        let counts = placed.as_mut().expect("counted above");
+        // The fewest partitions, and of those the first online dir.
+        let best = (0..self.dirs.len())
+            .filter(|&i| !is_offline(&self.dirs[i]))
+            .min_by_key(|&i| counts[i])
+            .ok_or_else(|| StorageError::Offline { path: self.dirs[0].clone(), position: 0, reason: "every log dir has failed".into() })?;
+        counts[best] += 1;
+        Ok(self.dirs[best].join(name))
     }
 
     /// True if every log dir holds the clean-shutdown marker. The markers are removed, so a crash
