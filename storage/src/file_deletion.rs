@@ -62,13 +62,17 @@ pub struct HeldFile {
 impl HeldFile {
     pub fn new(file: Rc<SegmentFile>) -> HeldFile {
         let open = file.current();
-        let shared_fd = open.as_ref().and_then(|open| match open.shared_fd() {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                tracing::warn!(error = %e, "no descriptor left to hand a deleted segment to the file deleter; the shard closes it");
-                None
-            }
-        });
+        let shared_fd = match &open {
+            Some(open) => match file.shared_fd(open) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no descriptor left to hand a deleted segment to the file deleter; the shard closes it");
+                    None
+                }
+            },
+            // Closed by the cache: only a region still in flight may hold it open.
+            None => file.live_shared_fd(),
+        };
         HeldFile { file, open, shared_fd }
     }
 

@@ -104,7 +104,7 @@ impl FileSlice {
         let Some(open) = &self.open else {
             return Err(StorageError::io("a region of a slice with no open file", std::io::Error::from(std::io::ErrorKind::NotConnected)));
         };
-        Ok(FileRegion { fd: open.shared_fd()?, position: self.position, length_bytes: self.length_bytes })
+        Ok(FileRegion { fd: self.file.shared_fd(open)?, position: self.position, length_bytes: self.length_bytes })
     }
 
     /// Copies the slice into memory (the copy path; zero-copy senders use `file` directly).

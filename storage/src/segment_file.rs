@@ -39,28 +39,11 @@ const DEFAULT_CACHE_CAPACITY: usize = 1024;
 /// An open descriptor of a segment file.
 pub struct OpenFile {
     file: BufferedFile,
-    shared: RefCell<Weak<OwnedFd>>,
 }
 
 impl OpenFile {
     fn new(file: BufferedFile) -> OpenFile {
-        OpenFile { file, shared: RefCell::new(Weak::new()) }
-    }
-
-    /// The duplicate descriptor other threads send from (see the module comment). Fails only
-    /// when the process is out of descriptors (EMFILE), which the caller answers per request.
-    /// Contract: while any holder has one, every new holder gets that same `Arc`.
-    pub fn shared_fd(&self) -> Result<Arc<OwnedFd>> {
-        if let Some(live) = self.shared.borrow().upgrade() {
-            return Ok(live);
-        }
-        // SAFETY: the descriptor belongs to `self.file`, which is alive for this call.
-        let duplicate = unsafe { BorrowedFd::borrow_raw(self.file.as_raw_fd()) }
-            .try_clone_to_owned()
-            .map_err(|e| StorageError::io("duplicating a segment's descriptor", e))?;
-        let duplicate = Arc::new(duplicate);
-        *self.shared.borrow_mut() = Arc::downgrade(&duplicate);
-        Ok(duplicate)
+        OpenFile { file }
     }
 
     pub fn into_inner(self) -> BufferedFile {
@@ -80,6 +63,9 @@ pub struct SegmentFile {
     /// Where the file is now (the cleaner renames its segments' files).
     path: RefCell<PathBuf>,
     open: RefCell<Option<Rc<OpenFile>>>,
+    /// The live duplicate, whichever `OpenFile` it was made from (one evicted since counts too):
+    /// a deletion must see every region in flight.
+    shared: RefCell<Weak<OwnedFd>>,
     pinned: Cell<bool>,
     /// Clock bit: used since the cache's hand last passed.
     referenced: Cell<bool>,
@@ -93,6 +79,7 @@ impl SegmentFile {
         let segment_file = Rc::new(SegmentFile {
             path: RefCell::new(path),
             open: RefCell::new(Some(Rc::new(OpenFile::new(file)))),
+            shared: RefCell::new(Weak::new()),
             pinned: Cell::new(pinned),
             referenced: Cell::new(true),
             in_cache: Cell::new(false),
@@ -101,6 +88,28 @@ impl SegmentFile {
             CACHE.with(|cache| cache.admit(&segment_file));
         }
         segment_file
+    }
+
+    /// The duplicate descriptor other threads send from (see the module comment), made from
+    /// `open` (this file's) unless one is alive. Fails only when the process is out of
+    /// descriptors (EMFILE), which the caller answers per request. Contract: while any holder
+    /// has one, every new holder gets that same `Arc` (a deletion counts the holders).
+    pub fn shared_fd(&self, open: &OpenFile) -> Result<Arc<OwnedFd>> {
+        if let Some(live) = self.live_shared_fd() {
+            return Ok(live);
+        }
+        // SAFETY: the descriptor belongs to `open.file`, which is alive for this call.
+        let duplicate = unsafe { BorrowedFd::borrow_raw(open.file.as_raw_fd()) }
+            .try_clone_to_owned()
+            .map_err(|e| StorageError::io("duplicating a segment's descriptor", e))?;
+        let duplicate = Arc::new(duplicate);
+        *self.shared.borrow_mut() = Arc::downgrade(&duplicate);
+        Ok(duplicate)
+    }
+
+    /// The duplicate if some region or deletion holds one now.
+    pub fn live_shared_fd(&self) -> Option<Arc<OwnedFd>> {
+        self.shared.borrow().upgrade()
     }
 
     /// The open descriptor if there is one now (no I/O).
