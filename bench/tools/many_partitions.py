@@ -10,6 +10,12 @@ reads every partition back from the beginning and checks that each holds exactly
 of the rounds so far. Prints the times, the broker's RSS and open descriptors after each round,
 and exits non-zero on any lost, duplicated or unreadable record. Stops the broker it started,
 whatever happens. The broker prints its descriptor budget at start (`descriptor budget`).
+
+    ... many_partitions.py --bootstrap 127.0.0.1:19092 --pid PID [--topics ...]
+
+points the same rounds at a broker started elsewhere (Apache Kafka by bench/kafka/kafka.sh,
+whose PID is in its DIR/pids): creates the topics, runs round 1 only (the tool cannot restart
+it) and reports that process's RSS and descriptors, for tuning.md's side-by-side figures.
 """
 import argparse
 import ctypes
@@ -35,6 +41,28 @@ def die_with_parent():
     """The broker gets SIGKILL if this tool dies first (a test's timeout kills the tool)."""
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class External:
+    """A broker this tool did not start: measured by PID, never stopped or restarted."""
+
+    def __init__(self, pid):
+        self.process = None
+        self.pid = pid
+
+    def rss_mib(self):
+        return rss_mib(self.pid)
+
+    def open_descriptors(self):
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 class Broker:
@@ -79,11 +107,7 @@ class Broker:
         return stopped_s
 
     def rss_mib(self):
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+        return rss_mib(self.process.pid)
 
     def open_descriptors(self):
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
@@ -144,19 +168,27 @@ def main():
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--override", action="append", default=[])
     parser.add_argument("--work-dir", help="an empty directory for the data and the broker log (default: a new temporary one)")
+    parser.add_argument("--bootstrap", help="a broker started elsewhere (e.g. Apache Kafka): round 1 only, no restarts")
+    parser.add_argument("--pid", type=int, help="with --bootstrap: that broker's process, for RSS and descriptors")
     args = parser.parse_args()
 
-    work = args.work_dir or tempfile.mkdtemp(prefix="many-partitions-")
-    data_dir = os.path.join(work, "data")
-    os.makedirs(data_dir)
-    port = free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    broker = Broker(os.path.abspath(args.broker), data_dir, port, args.shards, args.override)
+    if args.bootstrap:
+        if args.pid is None:
+            parser.error("--bootstrap needs --pid (the broker's process, to measure)")
+        work, bootstrap, broker = "(external broker)", args.bootstrap, External(args.pid)
+    else:
+        work = args.work_dir or tempfile.mkdtemp(prefix="many-partitions-")
+        data_dir = os.path.join(work, "data")
+        os.makedirs(data_dir)
+        port = free_port()
+        bootstrap = f"127.0.0.1:{port}"
+        broker = Broker(os.path.abspath(args.broker), data_dir, port, args.shards, args.override)
     topics = [f"scale-{i:03}" for i in range(args.topics)]
     count = args.topics * args.partitions_per_topic
     rows = []
     try:
-        start_s = broker.start()
+        start_s = None if args.bootstrap else broker.start()
+        rows.append(("before creating", f"broker RSS {broker.rss_mib():.0f} MiB, {broker.open_descriptors()} descriptors", None))
         admin = AdminClient({"bootstrap.servers": bootstrap})
         began = time.monotonic()
         for chunk in range(0, len(topics), 10):
@@ -166,8 +198,10 @@ def main():
                 future.result()
         create_s = time.monotonic() - began
         rows.append(("create", f"{count} partitions in {args.topics} topics", create_s))
-        rows.append(("first start", "to listening", start_s))
-        for round_no, restart in [(1, None), (2, signal.SIGTERM), (3, signal.SIGKILL)]:
+        if start_s is not None:
+            rows.append(("first start", "to listening", start_s))
+        rounds = [(1, None)] if args.bootstrap else [(1, None), (2, signal.SIGTERM), (3, signal.SIGKILL)]
+        for round_no, restart in rounds:
             if restart is not None:
                 stop_s = broker.stop(restart)
                 start_s = broker.start()
@@ -182,7 +216,7 @@ def main():
             consume_s = time.monotonic() - began
             rows.append((f"round {round_no}: produce", f"1 record to each of {count} (acks=all, idempotent)", produce_s))
             rows.append((f"round {round_no}: read back", f"{count * round_no} records, every partition from 0", consume_s))
-            rows.append((f"round {round_no}: broker RSS", f"{broker.rss_mib():.0f} MiB, {broker.open_descriptors()} descriptors", None))
+            rows.append((f"round {round_no}: after", f"broker RSS {broker.rss_mib():.0f} MiB, {broker.open_descriptors()} descriptors", None))
     finally:
         if broker.process is not None and broker.process.poll() is None:
             broker.stop(signal.SIGTERM)

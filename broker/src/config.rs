@@ -62,6 +62,9 @@ pub struct BrokerConfig {
     /// Ours: `metrics.listener=http://HOST:PORT` serves Prometheus text at `/metrics` (metrics/);
     /// None (the default): no endpoint.
     pub metrics_listener: Option<SocketAddr>,
+    /// Ours: `log.segment.fd.cache.size`, closed segments' files each shard keeps open at most
+    /// (storage::segment_file). None (the default): half the descriptor limit over the shards.
+    pub log_segment_fd_cache_size: Option<usize>,
     /// Topic defaults from the `log.*` keys; topic configs override them.
     pub log_defaults: LogConfig,
     pub cleanup_policy: String,
@@ -222,6 +225,7 @@ impl BrokerConfig {
             listener_shards: None,
             partition_shards: None,
             metrics_listener: None,
+            log_segment_fd_cache_size: None,
             log_defaults: LogConfig::default(),
             cleanup_policy: "delete".into(),
             compression_type: "producer".into(),
@@ -284,6 +288,7 @@ impl BrokerConfig {
                 "fetch.zero.copy" => config.fetch_zero_copy = parse_bool(key, v)?,
                 "listener.shards" => config.listener_shards = Some(shard::cpus::parse_cpu_list(v).map_err(|e| format!("{key}: {e}"))?),
                 "metrics.listener" => config.metrics_listener = Some(crate::metrics::parse_listener(key, v)?),
+                "log.segment.fd.cache.size" => config.log_segment_fd_cache_size = Some(parse_number(key, v)?),
                 "partition.shards" => config.partition_shards = Some(shard::cpus::parse_cpu_list(v).map_err(|e| format!("{key}: {e}"))?),
                 "message.max.bytes" => {
                     config.message_max_bytes = parse_number(key, v)?;

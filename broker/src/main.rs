@@ -92,7 +92,8 @@ fn run(cli: Cli) -> Result<(), String> {
     };
     config.check_shard_lists(placement.shard_count())?;
     check_locked_memory_limit()?;
-    prepare_descriptor_table();
+    let descriptor_limit = prepare_descriptor_table();
+    let fd_cache_size = segment_fd_cache_size(config.log_segment_fd_cache_size, descriptor_limit, placement.shard_count());
 
     let log_dirs = LogDirs::new(config.log_dirs.clone()).map_err(|e| e.to_string())?;
     let _locks = lock_log_dirs(&log_dirs)?;
@@ -148,6 +149,7 @@ fn run(cli: Cli) -> Result<(), String> {
         move |router| {
             let broker = broker.clone();
             async move {
+                storage::segment_file::set_cache_capacity(fd_cache_size);
                 let shard = Rc::new(Shard::new(router, broker));
                 shard.partitions.open_existing().await;
                 groups::loader::load(&shard.groups).await;
@@ -205,14 +207,14 @@ fn check_locked_memory_limit() -> Result<(), String> {
 /// RCU grace period (`expand_files` -> `synchronize_rcu`): measured 10-18 ms in D state of a shard
 /// thread that opened or dup'ed the descriptor crossing a power of two. Growing it here (a dup to
 /// a high number, closed at once: the table never shrinks) takes that wait out of the shards.
-fn prepare_descriptor_table() {
+fn prepare_descriptor_table() -> u64 {
     /// Slots reserved up front: 8 bytes each, so 1 MiB at most.
     const MAX_RESERVED_DESCRIPTORS: u64 = 1 << 17;
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
+            return 1024;
         }
         if limit.rlim_cur < limit.rlim_max {
             let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
@@ -227,7 +229,17 @@ fn prepare_descriptor_table() {
     if high >= 0 {
         unsafe { libc::close(high) };
     }
-    tracing::info!(descriptor_limit = limit.rlim_cur, table_slots = reserved + 1, "descriptor budget");
+    tracing::info!(descriptor_limit = limit.rlim_cur, table_slots = reserved + 1, "descriptor limit");
+    limit.rlim_cur
+}
+
+/// Each shard's bound on open closed-segment files (`log.segment.fd.cache.size`): by default
+/// half the descriptors over the shards, the other half for connections, active segments,
+/// fetches in flight and index files being written.
+fn segment_fd_cache_size(configured: Option<usize>, descriptor_limit: u64, shards: usize) -> usize {
+    let size = configured.unwrap_or_else(|| (descriptor_limit / 2 / shards.max(1) as u64).max(16) as usize);
+    tracing::info!(descriptor_limit, shards, segment_fd_cache_per_shard = size, "descriptor budget");
+    size
 }
 
 /// Holds an exclusive flock on `<log dir>/.lock` for the life of the process, as Kafka does, so

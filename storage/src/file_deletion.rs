@@ -33,7 +33,7 @@ use std::time::Duration;
 
 
 use crate::error::{Result, StorageError};
-use crate::segment_file::SegmentFile;
+use crate::segment_file::{OpenFile, SegmentFile};
 
 /// How long a deletion waits for fetches in flight to let go of a deleted segment's files after
 /// `file.delete.delay.ms`. Past it the files are unlinked anyway (the last close may then happen
@@ -47,26 +47,33 @@ pub const DELETED_SUFFIX: &str = ".deleted";
 /// Suffix of a partition directory waiting for deletion (Kafka's: `<topic>-<p>.<id>-delete`).
 pub const DELETED_DIR_SUFFIX: &str = "-delete";
 
-/// One open segment file handed to a deletion: the shard's file and a duplicate of its
-/// descriptor, which the `file-deleter` thread closes last. The deletion waits until the segment
-/// and the fetches in flight hold neither any more.
+/// One segment file handed to a deletion: the shard's file, its open descriptor if it has one
+/// (a file the descriptor cache closed has none: its unlink is then its last reference) and a
+/// duplicate of that descriptor, which the `file-deleter` thread closes last. The deletion waits
+/// until the segment and the fetches in flight hold neither any more.
 pub struct HeldFile {
     pub file: Rc<SegmentFile>,
-    /// None only if the process was out of descriptors when the deletion began: the shard then
-    /// closes the last descriptor itself (logged), rather than never deleting.
+    pub open: Option<Rc<OpenFile>>,
+    /// None if the file was closed, or if the process was out of descriptors when the deletion
+    /// began: the shard then closes the last descriptor itself (logged), rather than never deleting.
     pub shared_fd: Option<Arc<OwnedFd>>,
 }
 
 impl HeldFile {
     pub fn new(file: Rc<SegmentFile>) -> HeldFile {
-        let shared_fd = match file.shared_fd() {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                tracing::warn!(error = %e, "no descriptor left to hand a deleted segment to the file deleter; the shard closes it");
-                None
-            }
+        let open = file.current();
+        let shared_fd = match &open {
+            Some(open) => match file.shared_fd(open) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no descriptor left to hand a deleted segment to the file deleter; the shard closes it");
+                    None
+                }
+            },
+            // Closed by the cache: only a region still in flight may hold it open.
+            None => file.live_shared_fd(),
         };
-        HeldFile { file, shared_fd }
+        HeldFile { file, open, shared_fd }
     }
 
     fn held_elsewhere(&self) -> bool {
@@ -128,13 +135,14 @@ pub fn delete_later(retired: Retired, delay_ms: u64) {
         }
         let Retired { paths, held } = retired;
         let mut duplicates = Vec::with_capacity(held.len());
-        for HeldFile { file, shared_fd } in held {
+        for HeldFile { file, open, shared_fd } in held {
             match Rc::try_unwrap(file) {
-                // Not the file's last descriptor while `shared_fd` is open.
-                Ok(file) => {
-                    let _ = file.into_inner().close().await;
-                }
+                Ok(file) => drop(file.take_open()),
                 Err(_) => tracing::warn!(?paths, "a deleted segment is still held after {MAX_HOLDER_WAIT_MS} ms; removing it anyway"),
+            }
+            // Not the file's last descriptor while `shared_fd` is open.
+            if let Some(Ok(open)) = open.map(Rc::try_unwrap) {
+                let _ = open.into_inner().close().await;
             }
             duplicates.extend(shared_fd);
         }

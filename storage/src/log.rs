@@ -121,6 +121,7 @@ impl Log {
     /// offline: the error names the file and position.
     pub async fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<Log> {
         assert!(config.segment_bytes <= MAX_SEGMENT_BYTES, "segment.bytes over 2 GiB");
+        crate::log_manager::note_partition_dir(dir);
         // Directory scans and reads by path may wait for the disk: off the shard thread.
         let owned_dir = dir.to_path_buf();
         let (listing, recovery_point, saved_log_start_offset, cleaner_checkpoint) = file_deletion::on_blocking_thread(move || {
@@ -205,6 +206,8 @@ impl Log {
             let segment = Segment::create(dir, 0, log.config.index_interval_bytes).await?;
             log.segments.insert(0, segment);
         }
+        // The active segment's file stays open; the others go by the descriptor cache.
+        log.active().pin().await?;
         let active = log.active();
         log.log_end_offset = active.next_offset().max(active.base_offset);
         if let Some(&first_scanned) = scanned.first() {
@@ -494,6 +497,7 @@ impl Log {
     async fn roll(&mut self, base_offset: i64) -> Result<()> {
         let flush = self.active_mut().background_flush();
         let segment = Segment::create(&self.dir, base_offset, self.config.index_interval_bytes).await?;
+        self.active().unpin();
         self.segments.insert(base_offset, segment);
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
         if self.rolled_flushes.borrow().pending.len() >= MAX_ROLLED_FLUSHES {
@@ -617,7 +621,7 @@ impl Log {
                 current = segment.read_header_at(end).await?;
             }
             if end > position {
-                result.slices.push(segment.slice(position, end - position, header.base_offset, last_offset));
+                result.slices.push(segment.open_slice(position, end - position, header.base_offset, last_offset).await?);
             }
             taken_before += end - position;
             if records_found || reached_limit {
@@ -841,6 +845,7 @@ impl Log {
                 self.segments.remove(&base).unwrap().delete(self.config.file_delete_delay_ms).await?;
             }
         }
+        self.active().pin().await?;
         let segment = self.active_mut();
         segment.truncate_txn_index(offset);
         let cut = match segment.find_batch(offset, u64::MAX).await? {

@@ -3,7 +3,10 @@
 //! A partition directory is `<log.dir>/<topic>-<partition>`. New partitions go to the directory
 //! holding the fewest partitions, as Kafka places them.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::{Result, StorageError};
 
@@ -27,6 +30,10 @@ pub fn parse_partition_dir_name(name: &str) -> Option<(String, i32)> {
 #[derive(Debug, Clone)]
 pub struct LogDirs {
     dirs: Vec<PathBuf>,
+    /// Partitions in each dir, counted once from the listing and then kept in memory (as
+    /// Kafka's `LogManager` does): a partition's directory is made only when its log opens, so
+    /// placements close together all saw the same listing and went to the same dir.
+    placed: std::sync::Arc<Mutex<Option<Vec<usize>>>>,
 }
 
 impl LogDirs {
@@ -35,7 +42,8 @@ impl LogDirs {
         for dir in &dirs {
             std::fs::create_dir_all(dir).map_err(|e| StorageError::io(format!("creating log dir {}", dir.display()), e))?;
         }
-        Ok(LogDirs { dirs })
+        let _ = FAILURES.get_or_init(|| Failures { dirs: dirs.clone(), state: Mutex::default() });
+        Ok(LogDirs { dirs, placed: Default::default() })
     }
 
     pub fn dirs(&self) -> &[PathBuf] {
@@ -91,18 +99,28 @@ impl LogDirs {
             // made creating 10,000 of them quadratic.
             return Ok(only.join(name));
         }
-        let mut best: Option<(usize, &PathBuf)> = None;
-        for dir in &self.dirs {
-            let count = std::fs::read_dir(dir)
-                .map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?
-                .flatten()
-                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-                .count();
-            if best.map_or(true, |(c, _)| count < c) {
-                best = Some((count, dir));
+        let mut placed = self.placed.lock().unwrap();
+        if placed.is_none() {
+            let mut counts = Vec::with_capacity(self.dirs.len());
+            for dir in &self.dirs {
+                let count = std::fs::read_dir(dir)
+                    .map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?
+                    .flatten()
+                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                    .filter(|e| e.file_name().to_str().and_then(parse_partition_dir_name).is_some())
+                    .count();
+                counts.push(count);
             }
+            *placed = Some(counts);
         }
-        Ok(best.unwrap().1.join(name))
+        let counts = placed.as_mut().expect("counted above");
+        // The fewest partitions, and of those the first online dir.
+        let best = (0..self.dirs.len())
+            .filter(|&i| !is_offline(&self.dirs[i]))
+            .min_by_key(|&i| counts[i])
+            .ok_or_else(|| StorageError::Offline { path: self.dirs[0].clone(), position: 0, reason: "every log dir has failed".into() })?;
+        counts[best] += 1;
+        Ok(self.dirs[best].join(name))
     }
 
     /// True if every log dir holds the clean-shutdown marker. The markers are removed, so a crash
@@ -169,4 +187,102 @@ mod tests {
         assert!(!dirs.take_clean_shutdown_markers().unwrap(), "markers are consumed");
         std::fs::remove_dir_all(&root).unwrap();
     }
+}
+
+/// Kafka's `LogDirFailureChannel` and `ReplicaManager.handleLogDirFailure`, for the process: an
+/// I/O error that says the disk or file system under a log dir failed (EIO, EROFS, ...) takes
+/// that whole dir offline. Its partitions then answer KAFKA_STORAGE_ERROR to produce and fetch
+/// (`Partition` asks `is_offline` at its doors), Metadata shows them without a leader and
+/// DescribeLogDirs answers KAFKA_STORAGE_ERROR for the dir; the other dirs keep working. With
+/// every dir offline the broker stops, as Kafka halts. The line is logged once per dir.
+///
+/// Deviation: ENOSPC (and EDQUOT) do not take the dir offline, where Kafka's do: the append
+/// that failed cut its file back to whole batches (nothing half-written remains), so writes
+/// resume once space is freed, without a restart (tests/tests/disk_full.rs).
+struct Failures {
+    dirs: Vec<PathBuf>,
+    state: Mutex<FailureState>,
+}
+
+#[derive(Default)]
+struct FailureState {
+    offline: Vec<PathBuf>,
+    /// Every partition directory opened, so Metadata can tell which are in an offline dir
+    /// without listing it (a shard never reads a directory).
+    partition_dirs: HashSet<PathBuf>,
+}
+
+static FAILURES: OnceLock<Failures> = OnceLock::new();
+/// Fast path for the doors: no dir has failed (the common case costs one load).
+static ANY_OFFLINE: AtomicBool = AtomicBool::new(false);
+
+/// Whether `error` means the storage under the file failed, as opposed to a full disk, a
+/// descriptor limit or a missing file, which are answered per request.
+pub fn is_dir_failure(error: &StorageError) -> bool {
+    let StorageError::Io { source, .. } = error else { return false };
+    matches!(source.raw_os_error(), Some(libc::EIO | libc::EROFS | libc::ENODEV | libc::ENXIO | libc::EUCLEAN | libc::ESTALE))
+}
+
+/// Records where a partition lives (called when its log opens).
+pub fn note_partition_dir(partition_dir: &Path) {
+    if let Some(failures) = FAILURES.get() {
+        failures.state.lock().unwrap().partition_dirs.insert(partition_dir.to_path_buf());
+    }
+}
+
+/// An I/O error on `path` (a file or partition directory): if it is a storage failure, the log
+/// dir holding `path` goes offline. Returns true if this call took it offline.
+pub fn note_failure(path: &Path, error: &StorageError) -> bool {
+    let Some(failures) = FAILURES.get() else { return false };
+    if !is_dir_failure(error) {
+        return false;
+    }
+    let Some(dir) = failures.dirs.iter().filter(|d| path.starts_with(d)).max_by_key(|d| d.as_os_str().len()) else { return false };
+    let mut state = failures.state.lock().unwrap();
+    if state.offline.contains(dir) {
+        return false;
+    }
+    state.offline.push(dir.clone());
+    ANY_OFFLINE.store(true, Ordering::Release);
+    let partitions = state.partition_dirs.iter().filter(|p| p.parent() == Some(dir.as_path())).count();
+    tracing::error!(
+        log_dir = %dir.display(),
+        %error,
+        partitions,
+        "log dir failed: its partitions are offline (KAFKA_STORAGE_ERROR) until the broker restarts with the dir repaired or removed from log.dirs"
+    );
+    if state.offline.len() == failures.dirs.len() {
+        tracing::error!(log_dirs = ?failures.dirs, "every log dir has failed: stopping the broker, as Kafka does");
+        std::process::exit(1);
+    }
+    true
+}
+
+/// Whether `path` (a partition directory or a file in one) lies in an offline log dir.
+pub fn is_offline(path: &Path) -> bool {
+    if !ANY_OFFLINE.load(Ordering::Acquire) {
+        return false;
+    }
+    FAILURES.get().is_some_and(|f| f.state.lock().unwrap().offline.iter().any(|d| path.starts_with(d)))
+}
+
+/// Whether `topic`-`partition` lives in an offline log dir (Metadata).
+pub fn partition_offline(topic: &str, partition: i32) -> bool {
+    if !ANY_OFFLINE.load(Ordering::Acquire) {
+        return false;
+    }
+    let Some(failures) = FAILURES.get() else { return false };
+    let state = failures.state.lock().unwrap();
+    let name = partition_dir_name(topic, partition);
+    state.offline.iter().any(|d| state.partition_dirs.contains(&d.join(&name)))
+}
+
+/// The offline log dirs (DescribeLogDirs).
+pub fn offline_dirs() -> Vec<PathBuf> {
+    FAILURES.get().map(|f| f.state.lock().unwrap().offline.clone()).unwrap_or_default()
+}
+
+/// A partition's answer while its dir is offline.
+pub fn offline_error(partition_dir: &Path) -> StorageError {
+    StorageError::Offline { path: partition_dir.to_path_buf(), position: 0, reason: "its log dir failed".into() }
 }

@@ -14,7 +14,7 @@ use glommio::io::{BufferedFile, OpenOptions};
 use crate::batch::{self, BatchHeader, Validation, BATCH_HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES};
 use crate::error::{Result, StorageError};
 use crate::file_deletion::{self, HeldFile};
-use crate::segment_file::SegmentFile;
+use crate::segment_file::{OpenFile, SegmentFile};
 use crate::segment_index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use crate::txn_index::{AbortedTxn, TxnIndex};
 
@@ -67,6 +67,9 @@ fn io_error(context: String) -> impl FnOnce(glommio::GlommioError<()>) -> Storag
 #[derive(Clone)]
 pub struct FileSlice {
     pub file: Rc<SegmentFile>,
+    /// The descriptor the slice reads, when it was open as the slice was made (a fetch's slices
+    /// always are: see `Segment::open_slice`); it stays open while the slice lives.
+    pub open: Option<Rc<OpenFile>>,
     pub position: u64,
     pub length_bytes: u64,
     pub first_offset: i64,
@@ -95,15 +98,22 @@ pub struct FileRegion {
 }
 
 impl FileSlice {
-    /// Fails only when the process is out of descriptors (see `SegmentFile::shared_fd`).
+    /// Fails when the process is out of descriptors (see `OpenFile::shared_fd`), or for a slice
+    /// made without an open file (the cleaner's, which never sends regions).
     pub fn region(&self) -> Result<FileRegion> {
-        Ok(FileRegion { fd: self.file.shared_fd()?, position: self.position, length_bytes: self.length_bytes })
+        let Some(open) = &self.open else {
+            return Err(StorageError::io("a region of a slice with no open file", std::io::Error::from(std::io::ErrorKind::NotConnected)));
+        };
+        Ok(FileRegion { fd: self.file.shared_fd(open)?, position: self.position, length_bytes: self.length_bytes })
     }
 
     /// Copies the slice into memory (the copy path; zero-copy senders use `file` directly).
     pub async fn read_bytes(&self) -> Result<Vec<u8>> {
-        let read = self
-            .file
+        let open = match &self.open {
+            Some(open) => open.clone(),
+            None => self.file.get().await?,
+        };
+        let read = open
             .read_at(self.position, self.length_bytes as usize)
             .await
             .map_err(io_error(format!("reading {} bytes at {}", self.length_bytes, self.position)))?;
@@ -129,7 +139,8 @@ pub enum ScanOutcome {
 pub struct Segment {
     pub base_offset: i64,
     dir: PathBuf,
-    /// One descriptor per segment; `FileRegion`s and deletions duplicate it while they need to.
+    /// Open while pinned (the active segment) or cached (`segment_file`); `FileRegion`s and
+    /// deletions duplicate its descriptor while they need to.
     file: Rc<SegmentFile>,
     size_bytes: u64,
     /// Offset after the last batch in this segment (== base_offset while empty).
@@ -168,7 +179,8 @@ impl Segment {
             .buffered_open(&path)
             .await
             .map_err(io_error(format!("creating {}", path.display())))?;
-        let mut segment = Segment::new(dir, base_offset, file, 0, index_interval_bytes)?;
+        // A new segment is the active one, or a cleaner's copy under a temporary name: pinned.
+        let mut segment = Segment::new(dir, base_offset, SegmentFile::opened(path, file, true), 0, index_interval_bytes)?;
         segment.suffix = suffix;
         Ok(segment)
     }
@@ -183,7 +195,8 @@ impl Segment {
             .await
             .map_err(io_error(format!("opening {}", path.display())))?;
         let size_bytes = file.file_size().await.map_err(io_error(format!("sizing {}", path.display())))?;
-        let mut segment = Segment::new(dir, base_offset, file, size_bytes, index_interval_bytes)?;
+        // Pinned while its name carries the suffix: a reopen by that name fails once renamed.
+        let mut segment = Segment::new(dir, base_offset, SegmentFile::opened(path, file, true), size_bytes, index_interval_bytes)?;
         segment.suffix = suffix;
         Ok(segment)
     }
@@ -191,6 +204,20 @@ impl Segment {
     /// The files were renamed (by the cleaner, off the shard) to carry `suffix` now.
     pub fn renamed_to_suffix(&mut self, suffix: &'static str) {
         self.suffix = suffix;
+        self.file.set_path(self.path());
+        if suffix.is_empty() {
+            self.file.unpin();
+        }
+    }
+
+    /// Keeps this segment's file open outside the descriptor cache (it became the active one).
+    pub async fn pin(&self) -> Result<()> {
+        self.file.pin().await
+    }
+
+    /// Puts this segment's file under the descriptor cache (it stopped being the active one).
+    pub fn unpin(&self) {
+        self.file.unpin();
     }
 
     /// The files this segment's data and indexes are in now.
@@ -211,11 +238,11 @@ impl Segment {
         (self.time_index.len() * crate::segment_index::TIME_ENTRY_SIZE_BYTES) as u64
     }
 
-    fn new(dir: &Path, base_offset: i64, file: BufferedFile, size_bytes: u64, index_interval_bytes: u64) -> Result<Segment> {
+    fn new(dir: &Path, base_offset: i64, file: Rc<SegmentFile>, size_bytes: u64, index_interval_bytes: u64) -> Result<Segment> {
         Ok(Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            file: Rc::new(SegmentFile::new(file)),
+            file,
             size_bytes,
             next_offset: base_offset,
             offset_index: OffsetIndex::default(),
@@ -246,7 +273,8 @@ impl Segment {
             .file_size()
             .await
             .map_err(io_error(format!("sizing {}", path.display())))?;
-        Segment::new(dir, base_offset, file, size_bytes, index_interval_bytes)
+        // Under the descriptor cache: the log pins its last segment once loaded.
+        Segment::new(dir, base_offset, SegmentFile::opened(path, file, false), size_bytes, index_interval_bytes)
     }
 
     pub fn path(&self) -> PathBuf {
@@ -353,7 +381,7 @@ impl Segment {
         }
         self.indexes_dirty = false;
         if self.size_bytes > 0 {
-            self.first_append_at_ms = Some(file_mtime_ms(self.file.as_raw_fd()));
+            self.first_append_at_ms = Some(file_mtime_ms(self.file.get().await?.as_raw_fd()));
         }
         Ok(true)
     }
@@ -373,6 +401,8 @@ impl Segment {
             let want = (self.size_bytes - position).min(SCAN_CHUNK_BYTES as u64) as usize;
             let chunk = self
                 .file
+                .get()
+                .await?
                 .read_at(position, want)
                 .await
                 .map_err(io_error(format!("scanning {}", self.path().display())))?;
@@ -394,6 +424,8 @@ impl Segment {
                         // A batch larger than the chunk: read it whole.
                         let whole = self
                             .file
+                            .get()
+                            .await?
                             .read_at(position, size)
                             .await
                             .map_err(io_error(format!("scanning {}", self.path().display())))?;
@@ -434,6 +466,8 @@ impl Segment {
     /// Cuts the file at `size_bytes` (a batch boundary) and forgets index entries past it.
     pub async fn truncate_to_size(&mut self, size_bytes: u64) -> Result<()> {
         self.file
+            .get()
+            .await?
             .truncate(size_bytes)
             .await
             .map_err(io_error(format!("truncating {}", self.path().display())))?;
@@ -482,9 +516,10 @@ impl Segment {
     pub async fn append(&mut self, pieces: &[&[u8]], headers: &[BatchHeader], now_ms: i64) -> Result<()> {
         let position = self.size_bytes;
         let length_bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
-        if let Err(e) = pwritev_all(self.file.as_raw_fd(), pieces, position) {
+        let file = self.file.get().await?;
+        if let Err(e) = pwritev_all(file.as_raw_fd(), pieces, position) {
             // A short write (disk full): cut back so the file holds whole batches only.
-            let _ = self.file.truncate(position).await;
+            let _ = file.truncate(position).await;
             return Err(StorageError::io(format!("appending to {}", self.path().display()), e));
         }
         let mut batch_position = position;
@@ -504,6 +539,8 @@ impl Segment {
         }
         let bytes = self
             .file
+            .get()
+            .await?
             .read_at(position, BATCH_HEADER_SIZE_BYTES)
             .await
             .map_err(io_error(format!("reading a header in {}", self.path().display())))?;
@@ -533,6 +570,7 @@ impl Segment {
     pub async fn read_batch(&self, position: u64, header: &BatchHeader) -> Result<Vec<u8>> {
         FileSlice {
             file: self.file.clone(),
+            open: Some(self.file.get().await?),
             position,
             length_bytes: header.size_bytes() as u64,
             first_offset: header.base_offset,
@@ -542,15 +580,21 @@ impl Segment {
         .await
     }
 
-    /// A slice of this segment's file (no I/O).
+    /// A slice of this segment's file (no I/O); it reopens the file to read if it is closed.
     pub fn slice(&self, position: u64, length_bytes: u64, first_offset: i64, last_offset: i64) -> FileSlice {
         debug_assert!(position + length_bytes <= self.size_bytes, "a slice lies within the segment");
-        FileSlice { file: self.file.clone(), position, length_bytes, first_offset, last_offset }
+        FileSlice { file: self.file.clone(), open: self.file.current(), position, length_bytes, first_offset, last_offset }
+    }
+
+    /// A slice holding the file open (a fetch's: it becomes a `FileRegion`).
+    pub async fn open_slice(&self, position: u64, length_bytes: u64, first_offset: i64, last_offset: i64) -> Result<FileSlice> {
+        let open = self.file.get().await?;
+        Ok(FileSlice { open: Some(open), ..self.slice(position, length_bytes, first_offset, last_offset) })
     }
 
     /// Makes the log bytes durable (fdatasync of the log file only).
     pub async fn sync_data(&mut self) -> Result<()> {
-        self.file.fdatasync().await.map_err(io_error(format!("fdatasync {}", self.path().display())))
+        self.file.get().await?.fdatasync().await.map_err(io_error(format!("fdatasync {}", self.path().display())))
     }
 
     /// Makes the log bytes durable and writes both index files (with a final time index entry for
@@ -650,7 +694,9 @@ impl BackgroundFlush {
     /// fdatasync of the log (io_uring: the kernel's worker waits, not the shard), then both
     /// index files written durably.
     pub async fn run(self) -> Result<()> {
-        self.file.fdatasync().await.map_err(io_error(format!("fdatasync {}", self.log_path.display())))?;
+        // A rolled segment may have been closed by the cache since: fdatasync of a new
+        // descriptor syncs the same inode.
+        self.file.get().await?.fdatasync().await.map_err(io_error(format!("fdatasync {}", self.log_path.display())))?;
         write_whole_file(&self.index_path, self.index_bytes).await?;
         write_whole_file(&self.time_index_path, self.time_index_bytes).await?;
         if let Some((path, bytes)) = self.txn_index {

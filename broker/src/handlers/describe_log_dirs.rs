@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::describe_log_dirs_response::{DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic};
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
+use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::shard_context::Shard;
@@ -33,9 +34,18 @@ pub async fn handle(shard: &Rc<Shard>, request: DescribeLogDirsRequest) -> Descr
             DescribeLogDirsPartition::default().with_partition_index(partition).with_partition_size(size_bytes).with_offset_lag(0),
         );
     }
+    let offline = storage::log_manager::offline_dirs();
     let results = by_dir
         .into_iter()
         .map(|(dir, topics)| {
+            if offline.iter().any(|d| d.as_os_str() == dir.as_str()) {
+                // As Kafka answers for a failed dir: the error, no sizes, no partitions.
+                return DescribeLogDirsResult::default()
+                    .with_error_code(ResponseError::KafkaStorageError.code())
+                    .with_log_dir(str_bytes(&dir))
+                    .with_total_bytes(-1)
+                    .with_usable_bytes(-1);
+            }
             let (total_bytes, usable_bytes) = file_system_bytes(&dir).unwrap_or((-1, -1));
             DescribeLogDirsResult::default()
                 .with_log_dir(str_bytes(&dir))

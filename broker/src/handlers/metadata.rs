@@ -200,6 +200,17 @@ fn cluster_topic_metadata(name: &str, state: &zk::TopicState, snapshot: &zk::Clu
 fn topic_metadata(info: &TopicInfo, broker_id: BrokerId) -> MetadataResponseTopic {
     let partitions = (0..info.partitions)
         .map(|index| {
+            if storage::log_manager::partition_offline(&info.name, index) {
+                // Its log dir failed: no leader, as Kafka's controller leaves a partition whose
+                // only replica is offline.
+                return MetadataResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(0)
+                    .with_replica_nodes(vec![broker_id])
+                    .with_offline_replicas(vec![broker_id]);
+            }
             MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(broker_id)

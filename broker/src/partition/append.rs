@@ -104,7 +104,10 @@ impl Partition {
     pub async fn append(&self, records: &[u8], origin: AppendOrigin) -> Result<Appended, AppendError> {
         let appended = self.append_unlogged(records, origin).await;
         if let Err(AppendError::Partition(PartitionError::Storage(error @ (StorageError::Io { .. } | StorageError::Offline { .. })))) = &appended {
-            self.log_storage_error(error);
+            // A failed log dir is logged once for the whole dir (`log_manager::note_failure`).
+            if !self.note_storage_failure(error).await {
+                self.log_storage_error(error);
+            }
         }
         appended
     }
@@ -135,6 +138,9 @@ impl Partition {
         let mut log = self.log.write().await.expect("partition lock");
         if self.closed.get() {
             return Err(AppendError::Partition(PartitionError::ShuttingDown));
+        }
+        if storage::log_manager::is_offline(log.dir()) {
+            return Err(AppendError::Partition(PartitionError::Storage(storage::log_manager::offline_error(log.dir()))));
         }
         let leads = check_leader(&self.broker, &self.topic, self.index);
         match origin {

@@ -293,6 +293,9 @@ impl Partition {
         let high_watermark = self.high_watermark(log_end_offset);
         let last_stable_offset = self.last_stable_offset(log_end_offset);
         let log_start_offset = log.log_start_offset();
+        if storage::log_manager::is_offline(log.dir()) {
+            return Err((storage::log_manager::offline_error(log.dir()), high_watermark, log_start_offset));
+        }
         match log.read(offset, max_bytes, Self::bound_offset(bound, log_end_offset, high_watermark, last_stable_offset), min_one_batch).await {
             Ok(result) => {
                 let aborted_txns = (bound == ReadBound::LastStable).then(|| match result.slices.last() {
@@ -301,7 +304,24 @@ impl Partition {
                 });
                 Ok(PartitionRead { high_watermark, last_stable_offset, log_start_offset, aborted_txns, slices: result.slices })
             }
-            Err(e) => Err((e, high_watermark, log_start_offset)),
+            Err(e) => {
+                storage::log_manager::note_failure(log.dir(), &e);
+                Err((e, high_watermark, log_start_offset))
+            }
+        }
+    }
+
+    /// An I/O error that means this partition's log dir failed takes the dir offline
+    /// (`storage::log_manager`); true if the error is of that kind or the dir already is offline.
+    pub async fn note_storage_failure(&self, error: &StorageError) -> bool {
+        match error {
+            StorageError::Offline { path, .. } if storage::log_manager::is_offline(path) => true,
+            error if storage::log_manager::is_dir_failure(error) => {
+                let dir = self.log.read().await.expect("partition lock").dir().to_path_buf();
+                storage::log_manager::note_failure(&dir, error);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -88,7 +88,9 @@ pub fn shrink_isrs(shard: &Rc<Shard>, snapshot: &zk::ClusterSnapshot, me: i32) {
                 .collect()
         };
         assert!(isr.contains(&me), "a leader never leaves its own ISR: the ISR is never empty while it serves");
-        if isr.len() < state.isr.len() {
+        // Logged once per write: while one is pending (a busy ZooKeeper), each beat would
+        // log the same shrink again (issue 21's 3,000-partition cluster logged it every 200 ms).
+        if isr.len() < state.isr.len() && !handle.replication.borrow().isr_change_pending {
             tracing::warn!(topic = handle.topic, partition = handle.index, ?isr, previous = ?state.isr, "followers fell behind: shrinking the ISR");
             change_isr(cluster.clone(), isr, state.clone(), &handle);
         }
