@@ -17,6 +17,8 @@ use crate::mesh::full_mesh;
 
 /// Bound on calls queued from one shard to another; a full queue makes the caller wait.
 const CALL_QUEUE_DEPTH: usize = 1024;
+/// How often a starting shard's executor wakes at least (see `start_shards`).
+const START_TICK_MS: u64 = 10;
 
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 /// Work for another shard: given that shard's context, make the future to run there.
@@ -125,9 +127,24 @@ where
                 // directory scans run, see storage::file_deletion) inherits this thread's name.
                 // Its own name keeps tools that watch the "shard" threads (perf, the bench's
                 // D-state sampler) on the shards alone.
+                // Until the shard runs its main task (which keeps timers of its own), a timer
+                // wakes the executor every few milliseconds. glommio sometimes loses the wake-up
+                // of a shard that sleeps during start-up (the blocking thread's answer, a peer's
+                // channel connection): seen as a broker that never became ready, 1 start in
+                // a few hundred with 4 shards on 2 busy cores, every shard asleep in the kernel.
+                // A pending timer bounds the sleep, and each wake-up looks at the other threads'
+                // work again.
+                let start_ticker = glommio::spawn_local(async {
+                    loop {
+                        glommio::timer::sleep(std::time::Duration::from_millis(START_TICK_MS)).await;
+                    }
+                });
+                tracing::debug!(index, "shard starting: naming its blocking thread");
                 glommio::executor().spawn_blocking(|| name_this_thread(BLOCKING_THREAD_NAME)).await;
+                tracing::debug!(index, "shard starting: connecting the mesh");
                 let channels = mesh.connect().await;
                 let done = done_mesh.connect().await;
+                tracing::debug!(index, "shard starting: making its context");
                 let shard_id = index;
                 let router = Rc::new(Router {
                     shard_id,
@@ -137,6 +154,8 @@ where
                 });
                 let context = make_context(router.clone()).await;
                 let _ = router.local.set(context.clone());
+                tracing::debug!(index, "shard started");
+                drop(start_ticker);
                 let mut servers = Vec::new();
                 for mut stream in channels.receivers.into_iter().flatten() {
                     let context = context.clone();
