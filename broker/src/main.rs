@@ -4,6 +4,7 @@
 mod clock;
 mod config;
 mod connection;
+mod connection_quotas;
 mod group_router;
 mod groups;
 mod handlers;

@@ -36,6 +36,11 @@
 //! copied (`broker_fetch_bytes_total{path="zero_copy"|"copied"}`), cross-shard calls made by each
 //! shard (`broker_cross_shard_calls_total{shard}`), connections per shard
 //! (`broker_connections{shard}`), and every request counter per shard as well.
+//! - `kafka.server<type=socket-server-metrics, listener=L, networkProcessor=N>` connection-count,
+//!   connection-creation-total, connection-close-total ->
+//!   `kafka_server_socket_server_metrics_connection_count{listener, networkProcessor}` etc.; a
+//!   shard is our network processor. Connections closed at once over `max.connections.per.ip`
+//!   (Kafka logs them, has no counter): `broker_connections_refused_total{listener}`.
 //!
 //! The functions below are the hooks other files call, one line each.
 
@@ -76,6 +81,28 @@ pub fn fetched(topic: &str, slices: &[storage::FileSlice], zero_copy: bool) {
 /// An ISR change this broker (the leader) wrote: `shrank` false for an expansion.
 pub fn isr_changed(shrank: bool) {
     registry::with(|m| if shrank { m.isr_shrinks += 1 } else { m.isr_expands += 1 });
+}
+
+/// A connection on `listener` is served (`opened`) or has ended (`closed`), or was closed at
+/// once over `max.connections.per.ip` (`refused`).
+pub fn connection_opened(listener: &str) {
+    registry::with(|m| {
+        let counters = m.connections.entry(listener.to_string()).or_default();
+        counters.open += 1;
+        counters.created += 1;
+    });
+}
+
+pub fn connection_closed(listener: &str) {
+    registry::with(|m| {
+        let counters = m.connections.entry(listener.to_string()).or_default();
+        counters.open -= 1;
+        counters.closed += 1;
+    });
+}
+
+pub fn connection_refused(listener: &str) {
+    registry::with(|m| m.connections.entry(listener.to_string()).or_default().refused += 1);
 }
 
 /// An fdatasync of a log that started at `started` has ended.

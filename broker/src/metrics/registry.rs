@@ -30,6 +30,16 @@ pub struct TopicCounters {
     pub messages_in: u64,
 }
 
+/// One listener's connections on this shard (Kafka's socket-server-metrics per network processor).
+#[derive(Clone, Default)]
+pub struct ListenerConnections {
+    pub open: u64,
+    pub created: u64,
+    pub closed: u64,
+    /// Closed at once over `max.connections.per.ip`.
+    pub refused: u64,
+}
+
 #[derive(Clone)]
 pub struct RequestStats {
     pub count: u64,
@@ -62,6 +72,8 @@ pub struct ShardMetrics {
     pub fetch_zero_copy_bytes: u64,
     pub fetch_copied_bytes: u64,
     pub log_flush_us: Histogram<u64>,
+    /// By listener name.
+    pub connections: std::collections::BTreeMap<String, ListenerConnections>,
 }
 
 impl Default for ShardMetrics {
@@ -74,6 +86,7 @@ impl Default for ShardMetrics {
             fetch_zero_copy_bytes: 0,
             fetch_copied_bytes: 0,
             log_flush_us: new_histogram(),
+            connections: Default::default(),
         }
     }
 }
@@ -108,6 +121,13 @@ impl ShardMetrics {
         self.fetch_zero_copy_bytes += other.fetch_zero_copy_bytes;
         self.fetch_copied_bytes += other.fetch_copied_bytes;
         let _ = self.log_flush_us.add(&other.log_flush_us);
+        for (listener, counters) in &other.connections {
+            let mine = self.connections.entry(listener.clone()).or_default();
+            mine.open += counters.open;
+            mine.created += counters.created;
+            mine.closed += counters.closed;
+            mine.refused += counters.refused;
+        }
     }
 }
 

@@ -158,6 +158,26 @@ pub fn render(shards: &[ShardReport], broker: &BrokerReport) -> String {
     text.sample("broker_fetch_bytes_total", &[("path", "zero_copy")], total.fetch_zero_copy_bytes);
     text.sample("broker_fetch_bytes_total", &[("path", "copied")], total.fetch_copied_bytes);
 
+    type PickConnections = fn(&crate::metrics::registry::ListenerConnections) -> u64;
+    let connections: [(&str, &str, &str, PickConnections); 3] = [
+        ("kafka_server_socket_server_metrics_connection_count", "gauge", "Open connections per listener and shard (connection-count).", |c| c.open),
+        ("kafka_server_socket_server_metrics_connection_creation_total", "counter", "Connections served (connection-creation-total).", |c| c.created),
+        ("kafka_server_socket_server_metrics_connection_close_total", "counter", "Connections ended (connection-close-total).", |c| c.closed),
+    ];
+    for (name, kind, help, value) in connections {
+        text.family(name, kind, help);
+        for shard in shards {
+            let processor = shard.shard.to_string();
+            for (listener, counters) in &shard.metrics.connections {
+                text.sample(name, &[("listener", listener), ("networkProcessor", &processor)], value(counters));
+            }
+        }
+    }
+    text.family("broker_connections_refused_total", "counter", "Connections closed at once over max.connections.per.ip.");
+    for (listener, counters) in &total.connections {
+        text.sample("broker_connections_refused_total", &[("listener", listener)], counters.refused);
+    }
+
     let per_shard: [(&str, &str, &str, fn(&ShardReport) -> u64); 4] = [
         ("broker_cross_shard_calls_total", "counter", "Calls this shard sent to another shard's partitions or groups.", |s| s.cross_shard_calls),
         ("broker_connections", "gauge", "Client connections open on this shard.", |s| s.connections),
