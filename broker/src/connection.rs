@@ -42,7 +42,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: usize) {
     let mut stream = match &security.tls {
         None => Transport::Plain(stream),
         Some(tls) => {
-            let handshake = Transport::accept_tls(tls, stream, &mut session);
+            let handshake = Box::pin(Transport::accept_tls(tls, stream, &mut session));
             let timeout = async {
                 glommio::timer::sleep(Duration::from_millis(AUTHENTICATION_TIMEOUT_MS)).await;
                 Err("the TLS handshake timed out".to_string())
@@ -119,7 +119,9 @@ async fn serve_requests(shard: &Rc<Shard>, stream: &mut Transport, session: &mut
             continue;
         }
         let mut timer = crate::metrics::RequestTimer::start(&frame);
-        let outcome = dispatch(shard, frame, session).await;
+        // Boxed (one allocation per request): inline, the largest handler's state would be part
+        // of every connection's task, idle ones included (5.7 KiB each, measured).
+        let outcome = Box::pin(dispatch(shard, frame, session)).await;
         timer.handled();
         match outcome {
             Outcome::Respond(bytes) => {
@@ -129,7 +131,7 @@ async fn serve_requests(shard: &Rc<Shard>, stream: &mut Transport, session: &mut
                 }
             }
             Outcome::RespondPieces(pieces) => {
-                if let Err(e) = write_pieces(shard, stream, pieces).await {
+                if let Err(e) = Box::pin(write_pieces(shard, stream, pieces)).await {
                     tracing::debug!(peer, error = %e, "closing connection: a fetch response could not be sent whole");
                     break;
                 }
