@@ -33,6 +33,9 @@ taskset -c 1 python3 bench/tools/idle_connections.py --bootstrap 127.0.0.1:$P1 -
     --ready-file "$OUT/holder-ready.json" > "$OUT/holder.log" 2>&1 &
 HOLDER=$!
 for i in $(seq 600); do [ -s "$OUT/holder-ready.json" ] && break; sleep 0.2; done
+if [ ! -s "$OUT/holder-ready.json" ]; then
+    echo "the idle connections were not opened:"; cat "$OUT/holder.log"; exit 1
+fi
 cat "$OUT/holder-ready.json"; echo
 echo "RSS with $IDLE idle connections: $(rss $IDLE_BROKER) KiB (the other broker: $(rss $NONE_BROKER) KiB)"
 flock /tmp/build.lock taskset -c 1 ./target/release/bench --target idle$IDLE=127.0.0.1:$P1,pid=$IDLE_BROKER \

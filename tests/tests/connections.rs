@@ -13,6 +13,15 @@ use tests::{free_port, kcat_produce, run_with_timeout, Broker, TempDir};
 /// A connection from `source` (any 127.0.0.x reaches the broker's 127.0.0.1 listener).
 fn connect_from(source: &str, broker: SocketAddr) -> TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    // The port is chosen at connect (per destination), not at bind: 10,000 binds to port 0 would
+    // each need a port unused towards every destination, which a busy host runs out of.
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with an int option value.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let value = &on as *const libc::c_int as *const libc::c_void;
+        libc::setsockopt(socket.as_raw_fd(), libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, value, std::mem::size_of::<libc::c_int>() as u32);
+    }
     let local: SocketAddr = format!("{source}:0").parse().unwrap();
     socket.bind(&local.into()).unwrap();
     socket.connect(&broker.into()).unwrap();
