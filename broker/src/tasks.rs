@@ -111,11 +111,17 @@ const SLOT_POLL_MS: u64 = 5;
 async fn accept_connections(shard: Rc<Shard>, listener: TcpListener, index: usize) {
     let quotas = shard.broker.connection_quotas.clone();
     let name = shard.broker.config.listeners[index].name.clone();
+    let mut last_accept_error_ms = i64::MIN / 2;
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                // Out of descriptors (EMFILE) this repeats every 10 ms until one frees: say it
+                // once a minute, with the budget logged at start ("descriptor budget").
+                if now_ms() - last_accept_error_ms >= 60_000 {
+                    last_accept_error_ms = now_ms();
+                    tracing::warn!(listener = name, error = %e, "accept failed (logged at most once a minute)");
+                }
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
