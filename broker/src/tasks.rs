@@ -141,7 +141,8 @@ async fn accept_connections(shard: Rc<Shard>, listener: TcpListener, index: usiz
                     // As Kafka's acceptor blocks: this connection and those behind it in the
                     // listen backlog wait, unserved, until a connection closes anywhere.
                     if quotas.full_to_log(now_ms()) {
-                        tracing::warn!(listener = name, open = quotas.total(), max_connections = shard.broker.config.max_connections, "connection limit reached: new connections wait until one closes (logged at most once a minute)");
+                        let config = &shard.broker.config;
+                        tracing::warn!(listener = name, open = quotas.total(), max_connections = config.max_connections, listener_max_connections = config.listener_max_connections[index], "connection limit reached: new connections wait until one closes (logged at most once a minute)");
                     }
                     glommio::timer::sleep(Duration::from_millis(SLOT_POLL_MS)).await;
                 }
