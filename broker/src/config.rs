@@ -40,6 +40,12 @@ pub struct BrokerConfig {
     /// `max.incremental.fetch.session.cache.slots` (Kafka's default 1000; 0: no fetch sessions),
     /// divided among the shards (`fetch_session`).
     pub max_incremental_fetch_session_cache_slots: usize,
+    /// Connection limits (`connection_quotas.rs`): `max.connections.per.ip` and its overrides.
+    pub connection_limits: crate::connection_quotas::ConnectionLimits,
+    /// `listener.name.<l>.max.connections`, one per entry of `listeners` (UNLIMITED if unset).
+    pub listener_max_connections: Vec<usize>,
+    /// `connections.max.idle.ms`: a connection with no request for this long is closed.
+    pub connections_max_idle_ms: u64,
     pub zookeeper_connect: Option<String>,
     /// Kafka's defaults: 18 s session; the connection timeout defaults to the session's.
     pub zookeeper_session_timeout_ms: u64,
@@ -213,8 +219,11 @@ impl BrokerConfig {
             log_retention_check_interval_ms: 300_000,
             log_flush_scheduler_interval_ms: 1_000,
             log_flush_offset_checkpoint_interval_ms: 60_000,
-            max_connections: 10_000,
             max_incremental_fetch_session_cache_slots: 1000,
+            max_connections: crate::connection_quotas::UNLIMITED,
+            connection_limits: Default::default(),
+            listener_max_connections: Vec::new(),
+            connections_max_idle_ms: 600_000,
             zookeeper_connect: None,
             zookeeper_session_timeout_ms: 18_000,
             zookeeper_connection_timeout_ms: None,
@@ -297,6 +306,11 @@ impl BrokerConfig {
                 "socket.request.max.bytes" => config.socket_request_max_bytes = parse_number(key, v)?,
                 "max.connections" => config.max_connections = parse_number(key, v)?,
                 "max.incremental.fetch.session.cache.slots" => config.max_incremental_fetch_session_cache_slots = parse_number(key, v)?,
+                "max.connections.per.ip" => config.connection_limits.max_per_ip = parse_number(key, v)?,
+                "max.connections.per.ip.overrides" => {
+                    config.connection_limits.per_ip_overrides = crate::connection_quotas::parse_overrides(key, v)?
+                }
+                "connections.max.idle.ms" => config.connections_max_idle_ms = parse_number(key, v)?,
                 "zookeeper.connect" => config.zookeeper_connect = Some(v.to_string()).filter(|s| !s.is_empty()),
                 "zookeeper.session.timeout.ms" => config.zookeeper_session_timeout_ms = parse_number(key, v)?,
                 "zookeeper.connection.timeout.ms" => config.zookeeper_connection_timeout_ms = Some(parse_number(key, v)?),
@@ -381,6 +395,12 @@ impl BrokerConfig {
         config.advertised_port = listeners[inter_broker].advertised_port;
         config.listeners = listeners;
         config.inter_broker_listener = inter_broker;
+        // Read here, not in security/: `listener.name.*` keys are kept with the security ones.
+        for listener in &config.listeners {
+            let key = format!("listener.name.{}.max.connections", listener.name.to_ascii_lowercase());
+            let max = config.security_properties.get(&key).map(|v| parse_number(&key, v)).transpose()?;
+            config.listener_max_connections.push(max.unwrap_or(crate::connection_quotas::UNLIMITED));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -422,6 +442,13 @@ impl BrokerConfig {
         }
         if self.group_max_size < 1 {
             return Err("group.max.size must be at least 1".into());
+        }
+        if self.connection_limits.max_per_ip == 0 && self.connection_limits.per_ip_overrides.is_empty() {
+            // Kafka's rule: a zero default only makes sense with overrides letting someone in.
+            return Err("max.connections.per.ip can be set to zero only if max.connections.per.ip.overrides is set".into());
+        }
+        if self.connections_max_idle_ms == 0 {
+            return Err("connections.max.idle.ms must be at least 1".into());
         }
         if self.socket_request_max_bytes < 1024 {
             return Err("socket.request.max.bytes must be at least 1024".into());

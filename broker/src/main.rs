@@ -5,6 +5,7 @@ mod clock;
 mod config;
 mod connection;
 mod fetch_session;
+mod connection_quotas;
 mod group_router;
 mod groups;
 mod handlers;

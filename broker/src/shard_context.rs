@@ -25,7 +25,7 @@ pub struct Shard {
     pub partitions: Rc<PartitionTable>,
     /// Fired once when the broker begins a graceful shutdown: idle connections close.
     pub shutdown: Notify,
-    /// Open connections on this shard, bounded by `max.connections` / shard count.
+    /// Open connections on this shard (the limits are broker-wide: `BrokerState::connection_quotas`).
     pub connections: std::cell::Cell<usize>,
     /// The consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: Rc<GroupCoordinator>,

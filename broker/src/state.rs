@@ -38,6 +38,8 @@ pub struct BrokerState {
     producer_id_file: PathBuf,
     /// Listeners' TLS and SASL settings and the SCRAM credentials (security/).
     pub security: crate::security::session::Security,
+    /// `max.connections`, per listener and per IP, counted across shards.
+    pub connection_quotas: Arc<crate::connection_quotas::ConnectionQuotas>,
 }
 
 impl BrokerState {
@@ -57,7 +59,14 @@ impl BrokerState {
             config.fetch_zero_copy,
             log_dirs.dirs()[0].join("scram-credentials"),
         )?;
+        let connection_quotas = Arc::new(crate::connection_quotas::ConnectionQuotas::new(
+            config.max_connections,
+            config.listener_max_connections.clone(),
+            config.inter_broker_listener,
+            config.connection_limits.clone(),
+        ));
         let state = BrokerState {
+            connection_quotas,
             security,
             config,
             log_dirs,

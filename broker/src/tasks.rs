@@ -9,6 +9,7 @@ use std::time::Duration;
 use glommio::net::TcpListener;
 
 use crate::connection::{self, SHUTDOWN_GRACE_MS};
+use crate::connection_quotas::Refusal;
 use crate::groups::{loader, membership, offsets, offsets_writer};
 use crate::clock::now_ms;
 use crate::shard_context::Shard;
@@ -101,30 +102,63 @@ async fn expire_group_members(shard: Rc<Shard>) {
     }
 }
 
-/// Accepts on listener `index` (of `config.listeners`). `max.connections` counts every
-/// listener's connections together, as Kafka's does.
+/// How often an accept loop paused at `max.connections` (or its listener's limit) looks for a
+/// freed slot. Slots free on any shard; polling one atomic every few milliseconds while full
+/// costs nothing, where a cross-shard wake-up would add a message to every close.
+const SLOT_POLL_MS: u64 = 5;
+
+/// Accepts on listener `index` (of `config.listeners`), under the broker-wide connection limits
+/// (`connection_quotas.rs` says how Kafka's behaviour maps to these loops).
 async fn accept_connections(shard: Rc<Shard>, listener: TcpListener, index: usize) {
-    let listening_shards = shard.broker.config.listening_shard_count(shard.router.shard_count());
-    let limit = (shard.broker.config.max_connections / listening_shards).max(1);
+    let quotas = shard.broker.connection_quotas.clone();
+    let name = shard.broker.config.listeners[index].name.clone();
+    let mut last_accept_error_ms = i64::MIN / 2;
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                // Out of descriptors (EMFILE) this repeats every 10 ms until one frees: say it
+                // once a minute, with the budget logged at start ("descriptor budget").
+                if now_ms() - last_accept_error_ms >= 60_000 {
+                    last_accept_error_ms = now_ms();
+                    tracing::warn!(listener = name, error = %e, "accept failed (logged at most once a minute)");
+                }
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
-        if shard.connections.get() >= limit {
-            tracing::warn!(limit, "max.connections reached on this shard; refusing a connection");
-            drop(stream);
-            continue;
-        }
+        let Ok(peer) = stream.peer_addr() else { continue }; // gone already
+        let slot = loop {
+            match quotas.take_slot(index, peer.ip()) {
+                Ok(slot) => break Some(slot),
+                Err(Refusal::TooManyFromIp { limit }) => {
+                    crate::metrics::connection_refused(&name);
+                    if let Some(refused) = quotas.refusal_to_log(now_ms()) {
+                        tracing::warn!(listener = name, ip = %peer.ip(), limit, refused, "closing new connections over max.connections.per.ip (logged at most once a minute; refused counts them since the last line)");
+                    }
+                    break None;
+                }
+                Err(Refusal::Full) => {
+                    // As Kafka's acceptor blocks: this connection and those behind it in the
+                    // listen backlog wait, unserved, until a connection closes anywhere.
+                    if quotas.full_to_log(now_ms()) {
+                        let config = &shard.broker.config;
+                        tracing::warn!(listener = name, open = quotas.total(), max_connections = config.max_connections, listener_max_connections = config.listener_max_connections[index], "connection limit reached: new connections wait until one closes (logged at most once a minute)");
+                    }
+                    glommio::timer::sleep(Duration::from_millis(SLOT_POLL_MS)).await;
+                }
+            }
+        };
+        let Some(slot) = slot else { continue }; // dropping the stream closes it
         shard.connections.set(shard.connections.get() + 1);
+        crate::metrics::connection_opened(&name);
         let shard = shard.clone();
+        let name = name.clone();
         glommio::spawn_local(async move {
             connection::serve(shard.clone(), stream, index).await;
+            drop(slot);
             shard.connections.set(shard.connections.get() - 1);
+            crate::metrics::connection_closed(&name);
         })
         .detach();
     }

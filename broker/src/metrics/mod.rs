@@ -45,6 +45,11 @@
 //! (`broker_connections{shard}`), incremental fetch answers and the partitions they carried
 //! (`broker_incremental_fetch_responses_total`, `broker_incremental_fetch_response_partitions_total`),
 //! and every request counter per shard as well.
+//! - `kafka.server<type=socket-server-metrics, listener=L, networkProcessor=N>` connection-count,
+//!   connection-creation-total, connection-close-total ->
+//!   `kafka_server_socket_server_metrics_connection_count{listener, networkProcessor}` etc.; a
+//!   shard is our network processor. Connections closed at once over `max.connections.per.ip`
+//!   (Kafka logs them, has no counter): `broker_connections_refused_total{listener}`.
 //!
 //! The functions below are the hooks other files call, one line each.
 
@@ -99,6 +104,28 @@ pub fn incremental_fetch_answered(partitions: usize) {
         m.incremental_fetch_responses += 1;
         m.incremental_fetch_response_partitions += partitions as u64;
     });
+}
+
+/// A connection on `listener` is served (`opened`) or has ended (`closed`), or was closed at
+/// once over `max.connections.per.ip` (`refused`).
+pub fn connection_opened(listener: &str) {
+    registry::with(|m| {
+        let counters = m.connections.entry(listener.to_string()).or_default();
+        counters.open += 1;
+        counters.created += 1;
+    });
+}
+
+pub fn connection_closed(listener: &str) {
+    registry::with(|m| {
+        let counters = m.connections.entry(listener.to_string()).or_default();
+        counters.open -= 1;
+        counters.closed += 1;
+    });
+}
+
+pub fn connection_refused(listener: &str) {
+    registry::with(|m| m.connections.entry(listener.to_string()).or_default().refused += 1);
 }
 
 /// An fdatasync of a log that started at `started` has ended.

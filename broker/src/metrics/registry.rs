@@ -35,6 +35,16 @@ pub struct TopicCounters {
     pub messages_in: u64,
 }
 
+/// One listener's connections on this shard (Kafka's socket-server-metrics per network processor).
+#[derive(Clone, Default)]
+pub struct ListenerConnections {
+    pub open: u64,
+    pub created: u64,
+    pub closed: u64,
+    /// Closed at once over `max.connections.per.ip`.
+    pub refused: u64,
+}
+
 #[derive(Clone)]
 pub struct RequestStats {
     pub count: u64,
@@ -72,6 +82,8 @@ pub struct ShardMetrics {
     /// Incremental fetch answers, and the partitions they carried (ours: what sessions save).
     pub incremental_fetch_responses: u64,
     pub incremental_fetch_response_partitions: u64,
+    /// By listener name.
+    pub connections: std::collections::BTreeMap<String, ListenerConnections>,
 }
 
 impl Default for ShardMetrics {
@@ -87,6 +99,7 @@ impl Default for ShardMetrics {
             fetch_session_evictions: 0,
             incremental_fetch_responses: 0,
             incremental_fetch_response_partitions: 0,
+            connections: Default::default(),
         }
     }
 }
@@ -124,6 +137,13 @@ impl ShardMetrics {
         self.fetch_session_evictions += other.fetch_session_evictions;
         self.incremental_fetch_responses += other.incremental_fetch_responses;
         self.incremental_fetch_response_partitions += other.incremental_fetch_response_partitions;
+        for (listener, counters) in &other.connections {
+            let mine = self.connections.entry(listener.clone()).or_default();
+            mine.open += counters.open;
+            mine.created += counters.created;
+            mine.closed += counters.closed;
+            mine.refused += counters.refused;
+        }
     }
 }
 

@@ -188,6 +188,25 @@ pub fn render(shards: &[ShardReport], broker: &BrokerReport) -> String {
         "Partitions carried by incremental fetch answers (those with records, a changed offset or an error).",
         total.incremental_fetch_response_partitions,
     );
+    type PickConnections = fn(&crate::metrics::registry::ListenerConnections) -> u64;
+    let connections: [(&str, &str, &str, PickConnections); 3] = [
+        ("kafka_server_socket_server_metrics_connection_count", "gauge", "Open connections per listener and shard (connection-count).", |c| c.open),
+        ("kafka_server_socket_server_metrics_connection_creation_total", "counter", "Connections served (connection-creation-total).", |c| c.created),
+        ("kafka_server_socket_server_metrics_connection_close_total", "counter", "Connections ended (connection-close-total).", |c| c.closed),
+    ];
+    for (name, kind, help, value) in connections {
+        text.family(name, kind, help);
+        for shard in shards {
+            let processor = shard.shard.to_string();
+            for (listener, counters) in &shard.metrics.connections {
+                text.sample(name, &[("listener", listener), ("networkProcessor", &processor)], value(counters));
+            }
+        }
+    }
+    text.family("broker_connections_refused_total", "counter", "Connections closed at once over max.connections.per.ip.");
+    for (listener, counters) in &total.connections {
+        text.sample("broker_connections_refused_total", &[("listener", listener)], counters.refused);
+    }
 
     let per_shard: [(&str, &str, &str, fn(&ShardReport) -> u64); 4] = [
         ("broker_cross_shard_calls_total", "counter", "Calls this shard sent to another shard's partitions or groups.", |s| s.cross_shard_calls),
