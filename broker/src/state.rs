@@ -53,6 +53,7 @@ impl BrokerState {
             &config.security_properties,
             config.fetch_zero_copy,
             log_dirs.dirs()[0].join("scram-credentials"),
+            config.zookeeper_connect.as_ref().map(|_| &config.listeners[config.inter_broker_listener]),
         )?;
         let state = BrokerState {
             security,

@@ -50,9 +50,21 @@ pub struct ZkConfig {
 pub struct BrokerEndpoint {
     /// -1: ask ZooKeeper for one (`/brokers/seqid`), as Kafka does.
     pub broker_id: i32,
+    /// Every listener's advertised address.
+    pub endpoints: Vec<ListenerEndpoint>,
+    pub rack: Option<String>,
+}
+
+/// One listener of a broker as registered in `/brokers/ids/<id>`: clients are told the addresses
+/// of the listener they connected on, brokers use the inter-broker listener's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerEndpoint {
+    /// Upper case, as Kafka normalises listener names.
+    pub listener: String,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    pub protocol: String,
     pub host: String,
     pub port: u16,
-    pub rack: Option<String>,
 }
 
 /// The result of joining the cluster.

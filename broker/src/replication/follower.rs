@@ -10,6 +10,8 @@
 //!
 //! Hand-written around kafka-protocol's client side (Fetch v11: no sessions, no tagged fields):
 //! glommio has no Kafka client, and one request in flight per leader is all a follower needs.
+//! The connection (the leader's inter-broker listener, with its TLS and SASL) comes from
+//! `security::client`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -17,20 +19,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::leader;
 use crate::partition::AppendOrigin;
+use crate::security::client::Connection;
 use crate::shard_context::Shard;
 use crate::topic_admin;
 
@@ -44,9 +43,6 @@ const FETCH_MAX_WAIT_MS: i32 = 500;
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
 /// Kafka's `replica.fetch.response.max.bytes` default: the whole response.
 const RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
-/// A response larger than this is refused (the leader keeps to `RESPONSE_MAX_BYTES`, and sends
-/// a first batch larger than the budget whole).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 const RETRY_BACKOFF_MS: u64 = 500;
 /// Partitions in one Fetch, at most (a bound on the request; more wait for the next round).
 const MAX_PARTITIONS_PER_FETCH: usize = 10_000;
@@ -113,8 +109,7 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
         }
         // A fetcher whose leader moved to another address starts over under the new one.
         fetchers.retain(|leader, fetcher| {
-            let address = snapshot.brokers.get(leader).map(|b| format!("{}:{}", b.host, b.port));
-            let keep = address.as_deref() == Some(fetcher.address.as_str());
+            let keep = inter_broker_address(&shard, &snapshot, *leader).as_deref() == Some(fetcher.address.as_str());
             if !keep {
                 fetcher.stop.set(true);
             }
@@ -133,7 +128,7 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
             let fetcher = match fetchers.get(&leader) {
                 Some(fetcher) => fetcher.clone(),
                 None => {
-                    let Some(address) = snapshot.brokers.get(&leader).map(|b| format!("{}:{}", b.host, b.port)) else { continue };
+                    let Some(address) = inter_broker_address(&shard, &snapshot, leader) else { continue };
                     let fetcher =
                         Rc::new(LeaderFetcher { leader, address, partitions: RefCell::new(HashMap::new()), stop: Cell::new(false) });
                     fetchers.insert(leader, fetcher.clone());
@@ -161,6 +156,12 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
     }
 }
 
+/// The leader's address on the inter-broker listener, as `host:port`.
+fn inter_broker_address(shard: &Shard, snapshot: &zk::ClusterSnapshot, leader: i32) -> Option<String> {
+    let client = shard.broker.security.inter_broker.as_ref().expect("cluster mode builds the inter-broker client");
+    client.address(snapshot, leader).ok().map(|(host, port)| format!("{host}:{port}"))
+}
+
 /// One followed partition, as the fetcher's steps need it.
 #[derive(Clone, Copy)]
 struct Follower<'a> {
@@ -183,21 +184,22 @@ struct Fetching {
 }
 
 async fn fetch_from_leader(shard: Rc<Shard>, fetcher: Rc<LeaderFetcher>, me: i32) {
-    let mut correlation_id = 0;
     let mut round: usize = 0;
     let running = || !fetcher.stop.get() && !shard.broker.is_shutting_down();
     while running() {
-        let mut stream = match TcpStream::connect(fetcher.address.as_str()).await {
+        let client = shard.broker.security.inter_broker.as_ref().expect("cluster mode builds the inter-broker client");
+        let snapshot = shard.broker.cluster.as_ref().expect("cluster mode").view.snapshot();
+        let mut stream = match client.connect(&snapshot, fetcher.leader, me).await {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::debug!(leader = fetcher.leader, address = fetcher.address, error = %e, "connecting to the leader");
+                tracing::warn!(leader = fetcher.leader, address = fetcher.address, error = %e, "connecting to the leader");
                 glommio::timer::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
                 continue;
             }
         };
         while running() {
             round = round.wrapping_add(1);
-            match fetch_round(&shard, &fetcher, &mut stream, me, &mut correlation_id, round).await {
+            match fetch_round(&shard, &fetcher, &mut stream, me, round).await {
                 Ok(true) => {}
                 Ok(false) => glommio::timer::sleep(Duration::from_millis(ROLE_CHECK_INTERVAL_MS)).await,
                 Err(e) => {
@@ -216,9 +218,8 @@ async fn fetch_from_leader(shard: Rc<Shard>, fetcher: Rc<LeaderFetcher>, me: i32
 async fn fetch_round(
     shard: &Rc<Shard>,
     fetcher: &LeaderFetcher,
-    stream: &mut TcpStream,
+    stream: &mut Connection,
     me: i32,
-    correlation_id: &mut i32,
     round: usize,
 ) -> Result<bool, String> {
     let now = Instant::now();
@@ -231,9 +232,8 @@ async fn fetch_round(
         .map(|(key, state)| (key.clone(), state.leader_epoch))
         .collect();
     for (key, leader_epoch) in to_truncate {
-        *correlation_id += 1;
         let follower = Follower { shard, topic: &key.0, partition: key.1, me, leader_epoch };
-        let outcome = truncate_to_leader(follower, stream, *correlation_id).await?;
+        let outcome = truncate_to_leader(follower, stream).await?;
         if let Some(state) = fetcher.partitions.borrow_mut().get_mut(&key).filter(|s| s.leader_epoch == leader_epoch) {
             if outcome {
                 state.truncated = true;
@@ -282,8 +282,7 @@ async fn fetch_round(
     if fetching.is_empty() {
         return Ok(false);
     }
-    *correlation_id += 1;
-    let response = fetch(stream, me, &fetching, *correlation_id).await?;
+    let response = fetch(stream, me, &fetching).await?;
     let mut answers: HashMap<(&str, i32), &kafka_protocol::messages::fetch_response::PartitionData> = HashMap::new();
     for topic in &response.responses {
         for data in &topic.partitions {
@@ -327,44 +326,6 @@ async fn apply_fetched(asked: &Fetching, data: &kafka_protocol::messages::fetch_
     Ok(())
 }
 
-/// One request and its response over the connection to the leader (kafka-protocol's client side).
-pub(crate) async fn round_trip<Q: Encodable + HeaderVersion, R: Decodable + HeaderVersion>(
-    stream: &mut TcpStream,
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    me: i32,
-    request: &Q,
-) -> Result<R, String> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_string(format!("replica-fetcher-{me}"))));
-    let mut body = BytesMut::new();
-    body.extend_from_slice(&[0; 4]);
-    header.encode(&mut body, Q::header_version(version)).map_err(|e| e.to_string())?;
-    request.encode(&mut body, version).map_err(|e| e.to_string())?;
-    let length = (body.len() - 4) as i32;
-    body[..4].copy_from_slice(&length.to_be_bytes());
-    stream.write_all(&body).await.map_err(|e| e.to_string())?;
-
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).await.map_err(|e| e.to_string())?;
-    let size = i32::from_be_bytes(size);
-    if size < 0 || size as usize > MAX_RESPONSE_BYTES {
-        return Err(format!("response of {size} bytes"));
-    }
-    let mut frame = vec![0u8; size as usize];
-    stream.read_exact(&mut frame).await.map_err(|e| e.to_string())?;
-    let mut frame = Bytes::from(frame);
-    let response_header = ResponseHeader::decode(&mut frame, R::header_version(version)).map_err(|e| e.to_string())?;
-    if response_header.correlation_id != correlation_id {
-        return Err("correlation id mismatch".into());
-    }
-    R::decode(&mut frame, version).map_err(|e| e.to_string())
-}
-
 /// The first step with a new leader: cut this log back to what the leader confirms, so the logs
 /// never diverge. Records past that point may exist here that the leader never had (appended
 /// under an earlier leader, never acknowledged).
@@ -376,7 +337,7 @@ pub(crate) async fn round_trip<Q: Encodable + HeaderVersion, R: Decodable + Head
 /// smaller of the leader's and our own (0 after a restart, when the whole log is fetched again).
 ///
 /// Ok(true): truncated, fetching can start. Ok(false): the leader refused (retry later).
-async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, correlation_id: i32) -> Result<bool, String> {
+async fn truncate_to_leader(follower: Follower<'_>, stream: &mut Connection) -> Result<bool, String> {
     let Follower { shard, topic, partition, me, leader_epoch, .. } = follower;
     let handle = shard.partitions.replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
     let (latest_epoch, log_start_offset) = {
@@ -391,7 +352,7 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
                 .with_current_leader_epoch(leader_epoch)
                 .with_leader_epoch(latest_epoch)])]);
         let response: OffsetForLeaderEpochResponse =
-            round_trip(stream, ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, correlation_id, me, &request).await?;
+            stream.call(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, &request).await?;
         let Some(answer) = response.topics.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition == partition) else {
             return Err("the OffsetForLeaderEpoch response lacks the partition".into());
         };
@@ -414,7 +375,7 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
     }
     // No epochs to go by: a fetch from our log start tells the leader's high watermark without
     // claiming our log end (the leader takes a fetch offset for it).
-    let response = fetch_offsets(stream, me, &[(topic, partition, leader_epoch, log_start_offset, log_start_offset)], correlation_id).await?;
+    let response = fetch_offsets(stream, me, &[(topic, partition, leader_epoch, log_start_offset, log_start_offset)]).await?;
     let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
         return Err("the response lacks the partition".into());
     };
@@ -432,15 +393,15 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
 }
 
 /// One Fetch for the given partitions, each from its offset.
-async fn fetch(stream: &mut TcpStream, me: i32, partitions: &[Fetching], correlation_id: i32) -> Result<FetchResponse, String> {
+async fn fetch(stream: &mut Connection, me: i32, partitions: &[Fetching]) -> Result<FetchResponse, String> {
     let wanted: Vec<(&str, i32, i32, i64, i64)> =
         partitions.iter().map(|p| (p.key.0.as_str(), p.key.1, p.leader_epoch, p.fetch_offset, p.log_start_offset)).collect();
-    fetch_offsets(stream, me, &wanted, correlation_id).await
+    fetch_offsets(stream, me, &wanted).await
 }
 
 /// One Fetch for (topic, partition, leader epoch, fetch offset, log start offset) each; one
 /// FetchTopic per run of the same topic.
-async fn fetch_offsets(stream: &mut TcpStream, me: i32, wanted: &[(&str, i32, i32, i64, i64)], correlation_id: i32) -> Result<FetchResponse, String> {
+async fn fetch_offsets(stream: &mut Connection, me: i32, wanted: &[(&str, i32, i32, i64, i64)]) -> Result<FetchResponse, String> {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for &(topic, partition, leader_epoch, fetch_offset, log_start_offset) in wanted {
         let entry = FetchPartition::default()
@@ -460,5 +421,5 @@ async fn fetch_offsets(stream: &mut TcpStream, me: i32, wanted: &[(&str, i32, i3
         .with_min_bytes(1)
         .with_max_bytes(RESPONSE_MAX_BYTES)
         .with_topics(topics);
-    round_trip(stream, ApiKey::Fetch, FETCH_VERSION, correlation_id, me, &request).await
+    stream.call(ApiKey::Fetch, FETCH_VERSION, &request).await
 }

@@ -19,6 +19,8 @@ pub struct ListenerSecurity {
 pub struct Security {
     pub listeners: Vec<ListenerSecurity>,
     pub credentials: Arc<CredentialStore>,
+    /// Cluster mode: how this broker connects to the others (`client.rs`).
+    pub inter_broker: Option<super::client::InterBrokerClient>,
 }
 
 impl Security {
@@ -29,6 +31,7 @@ impl Security {
         properties: &std::collections::BTreeMap<String, String>,
         fetch_zero_copy: bool,
         credentials_file: std::path::PathBuf,
+        inter_broker: Option<&Listener>,
     ) -> Result<Security, String> {
         let kernel_tls = tls::kernel_tls_available();
         let mut listeners = Vec::with_capacity(configured.len());
@@ -65,7 +68,11 @@ impl Security {
             };
             listeners.push(ListenerSecurity { listener: listener.clone(), tls, sasl });
         }
-        Ok(Security { listeners, credentials: Arc::new(CredentialStore::load(credentials_file)?) })
+        let inter_broker = match inter_broker {
+            Some(listener) => Some(super::client::InterBrokerClient::build(listener, properties).map_err(|e| format!("inter-broker client: {e}"))?),
+            None => None,
+        };
+        Ok(Security { listeners, credentials: Arc::new(CredentialStore::load(credentials_file)?), inter_broker })
     }
 }
 
