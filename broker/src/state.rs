@@ -54,6 +54,7 @@ impl BrokerState {
             config.fetch_zero_copy,
             log_dirs.dirs()[0].join("scram-credentials"),
             config.zookeeper_connect.as_ref().map(|_| &config.listeners[config.inter_broker_listener]),
+            cluster.as_ref().map(|c| c.view.clone()),
         )?;
         let state = BrokerState {
             security,

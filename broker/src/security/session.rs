@@ -32,6 +32,7 @@ impl Security {
         fetch_zero_copy: bool,
         credentials_file: std::path::PathBuf,
         inter_broker: Option<&Listener>,
+        users_in_zookeeper: Option<Arc<zk::ClusterView>>,
     ) -> Result<Security, String> {
         let kernel_tls = tls::kernel_tls_available();
         let mut listeners = Vec::with_capacity(configured.len());
@@ -72,7 +73,11 @@ impl Security {
             Some(listener) => Some(super::client::InterBrokerClient::build(listener, properties).map_err(|e| format!("inter-broker client: {e}"))?),
             None => None,
         };
-        Ok(Security { listeners, credentials: Arc::new(CredentialStore::load(credentials_file)?), inter_broker })
+        let credentials = match users_in_zookeeper {
+            Some(view) => CredentialStore::in_zookeeper(view),
+            None => CredentialStore::load(credentials_file)?,
+        };
+        Ok(Security { listeners, credentials: Arc::new(credentials), inter_broker })
     }
 }
 
