@@ -3,59 +3,17 @@
 //! with PLAIN and SCRAM-SHA-512; SCRAM users made with the AdminClient and kept over a restart;
 //! bad input that closes only its own connection.
 //!
-//! The test CA and certificates come from the `openssl` CLI, made afresh by each test: it is on
-//! the machine already (Debian's openssl), where rcgen would add a crate and its build to tests/.
+//! The test CA and certificates come from `tests::certs` (the `openssl` CLI), made afresh by each test.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use tests::certs::{make_certs, Certs};
+use tests::cluster::kcat;
 use tests::{free_port, python, run_with_timeout, Broker, TempDir};
-
-struct Certs {
-    ca: PathBuf,
-    /// The broker's PKCS#8 key followed by its certificate (KIP-651's PEM key store).
-    broker_keystore: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl").current_dir(dir).args(args).output().expect("run openssl");
-    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// A CA, a broker certificate for 127.0.0.1 and a client certificate for CN=alice,OU=eng.
-fn make_certs(dir: &Path) -> Certs {
-    let dir = dir.join("certs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(&dir, &[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca"]].concat());
-    for (name, subject, extensions) in [
-        ("broker", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
-        ("client", "/OU=eng/CN=alice", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
-        openssl(&dir, &[&["req"][..], &ec, &["-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", subject]].concat());
-        openssl(
-            &dir,
-            &[
-                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-                "-extfile", &format!("{name}.ext"), "-out", &format!("{name}.crt"),
-            ],
-        );
-    }
-    let keystore = [std::fs::read_to_string(dir.join("broker.key")).unwrap(), std::fs::read_to_string(dir.join("broker.crt")).unwrap()].concat();
-    std::fs::write(dir.join("broker-keystore.pem"), keystore).unwrap();
-    Certs {
-        ca: dir.join("ca.crt"),
-        broker_keystore: dir.join("broker-keystore.pem"),
-        client_cert: dir.join("client.crt"),
-        client_key: dir.join("client.key"),
-    }
-}
 
 struct Ports {
     plaintext: u16,
@@ -120,14 +78,6 @@ fn kcat_roundtrip(broker: &Broker, port: u16, security: &[String], topic: &str, 
     assert!(ok, "kcat -C over {security:?}: {stderr}\n{}", broker.log());
     let expected: Vec<String> = (0..count).map(|i| format!("record-{i}")).collect();
     assert_eq!(stdout.lines().collect::<Vec<_>>(), expected);
-}
-
-/// Debian's kcat with Debian's librdkafka (SSL and SASL): in a workspace test run cargo puts
-/// bench's SSL-less librdkafka on LD_LIBRARY_PATH.
-fn kcat() -> Command {
-    let mut command = Command::new("kcat");
-    command.env_remove("LD_LIBRARY_PATH");
-    command
 }
 
 fn security_py(args: &[&str]) -> (bool, String, String) {
