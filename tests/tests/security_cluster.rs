@@ -241,3 +241,80 @@ fn mtls_between_brokers_sasl_ssl_for_clients() {
     let outcome = script(&["transactions", &with_bootstrap(&alice, &bootstrap_all), "mixed-txn", "3"]);
     assert!(outcome.contains("transactions ok"), "{outcome}");
 }
+
+/// utime + stime of a process, in seconds (/proc/PID/stat, 100 ticks a second).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    (fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()) as f64 / 100.0
+}
+
+fn partition_bytes(dir: &TempDir, topic: &str) -> u64 {
+    let path = dir.0.join("logs").join(format!("{topic}-0"));
+    std::fs::read_dir(path).map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "log")).map(|e| e.metadata().unwrap().len()).sum()).unwrap_or(0)
+}
+
+/// Measurement, not a check (tuning.md quotes it): CPU seconds per GiB replicated, the followers'
+/// and the leader's, with the inter-broker listener on PLAINTEXT and then on SASL_SSL (SCRAM),
+/// clients on a PLAINTEXT listener both times. 256 MiB of 1 KiB records through kcat, acks=all,
+/// RF 3, one partition.
+/// `cargo test --release -p tests --test security_cluster -- --ignored --nocapture replication_cost`
+#[test]
+#[ignore]
+fn replication_cost_tls_vs_plaintext() {
+    const TOPIC: &str = "cost";
+    const RECORDS: usize = 256 * 1024;
+    let certs_dir = TempDir::new("replication-cost-certs");
+    let certs = make_certs(&certs_dir.0);
+    let input = certs_dir.0.join("records.txt");
+    let line = "x".repeat(1023) + "\n";
+    std::fs::write(&input, line.repeat(RECORDS)).unwrap();
+    for inter_broker in ["PLAINTEXT", "SASL_SSL"] {
+        let zookeeper = ZooKeeper::start();
+        bootstrap_scram_user(&zookeeper, "admin", "admin-secret");
+        let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("replication-cost-{i}"))).collect();
+        let ports: Vec<Ports> = (0..3).map(|_| Ports { client: free_port(), internal: Some(free_port()) }).collect();
+        let security = |i: usize| -> Vec<String> {
+            let mut keys = vec![
+                format!("listeners=CLIENT://127.0.0.1:{},INTERNAL://127.0.0.1:{}", ports[i].client, ports[i].internal.unwrap()),
+                format!("listener.security.protocol.map=CLIENT:PLAINTEXT,INTERNAL:{inter_broker}"),
+                "inter.broker.listener.name=INTERNAL".into(),
+                "sasl.enabled.mechanisms=SCRAM-SHA-512".into(),
+                "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512".into(),
+                format!("listener.name.internal.scram-sha-512.sasl.jaas.config={ADMIN_JAAS}"),
+            ];
+            keys.extend(tls_overrides(&certs));
+            keys
+        };
+        let brokers: Vec<Broker> = (0..3).map(|i| start_broker(&dirs[i], &zookeeper, i as i32 + 1, &ports[i], &security(i))).collect();
+        let bootstrap_all = brokers.iter().map(Broker::bootstrap).collect::<Vec<_>>().join(",");
+        script(&["create-topic", &serde_json::json!({ "bootstrap.servers": bootstrap_all }).to_string(), TOPIC, "1", "3"]);
+        wait_for_full_isr(&brokers[0].bootstrap(), TOPIC, 1, 3, &[], Duration::from_secs(30));
+        let leader = partition_states(&brokers[0].bootstrap(), TOPIC, &[])[0].0 as usize - 1;
+        let before: Vec<f64> = brokers.iter().map(|b| cpu_seconds(b.pid())).collect();
+        let started = std::time::Instant::now();
+        let (ok, _, stderr) = run_with_timeout(
+            tests::cluster::kcat()
+                .args(["-b", &brokers[leader].bootstrap(), "-P", "-t", TOPIC, "-p", "0", "-l"])
+                .args(["-X", "acks=all", "-X", "linger.ms=5", "-X", "batch.size=1000000", "-X", "queue.buffering.max.kbytes=262144"])
+                .arg(&input),
+            Duration::from_secs(300),
+        );
+        assert!(ok, "kcat -P: {stderr}");
+        let leader_bytes = partition_bytes(&dirs[leader], TOPIC);
+        while (0..3).any(|b| partition_bytes(&dirs[b], TOPIC) < leader_bytes) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let gib = leader_bytes as f64 / (1u64 << 30) as f64;
+        let used: Vec<f64> = brokers.iter().enumerate().map(|(i, b)| cpu_seconds(b.pid()) - before[i]).collect();
+        let followers: f64 = (0..3).filter(|&b| b != leader).map(|b| used[b]).sum::<f64>() / 2.0;
+        eprintln!(
+            "inter-broker {inter_broker}: {:.0} MiB in {seconds:.1} s ({:.0} MiB/s); CPU-s per GiB: leader {:.2}, each follower {:.2}",
+            gib * 1024.0,
+            gib * 1024.0 / seconds,
+            used[leader] / gib,
+            followers / gib
+        );
+    }
+}
