@@ -43,10 +43,11 @@ fn bootstrap_scram_user(zookeeper: &ZooKeeper, user: &str, password: &str) {
     });
 }
 
-/// A broker's ports: the client listener first (the harness checks readiness on it).
+/// A broker's ports: the client listener (the harness checks readiness on it) and, in setups
+/// with a separate inter-broker listener, that one.
 struct Ports {
     client: u16,
-    internal: Option<u16>,
+    internal: u16,
 }
 
 /// The TLS keys every listener shares: the test CA's broker certificate, which also serves as the
@@ -60,16 +61,24 @@ fn tls_overrides(certs: &Certs) -> Vec<String> {
     ]
 }
 
-fn start_broker(dir: &TempDir, zookeeper: &ZooKeeper, broker_id: i32, ports: &Ports, security: &[String]) -> Broker {
-    let mut overrides = vec![
-        format!("zookeeper.connect={}", zookeeper.connect(CHROOT)),
-        format!("broker.id={broker_id}"),
-        format!("zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}"),
-    ];
-    overrides.extend(security.iter().cloned());
-    let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
-    let _ = ports.internal;
-    Broker::start_on_port(&dir.0, 1, ports.client, &overrides)
+/// Three brokers (ids 1-3) with `listener_keys(ports)` and the TLS keys of `tls_overrides`.
+fn start_cluster(zookeeper: &ZooKeeper, name: &str, certs: &Certs, listener_keys: impl Fn(&Ports) -> Vec<String>) -> (Vec<TempDir>, Vec<Ports>, Vec<Broker>) {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("{name}-{i}"))).collect();
+    let ports: Vec<Ports> = (0..3).map(|_| Ports { client: free_port(), internal: free_port() }).collect();
+    let brokers = (0..3)
+        .map(|i| {
+            let mut overrides = vec![
+                format!("zookeeper.connect={}", zookeeper.connect(CHROOT)),
+                format!("broker.id={}", i + 1),
+                format!("zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}"),
+            ];
+            overrides.extend(listener_keys(&ports[i]));
+            overrides.extend(tls_overrides(certs));
+            let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+            Broker::start_on_port(&dirs[i].0, 1, ports[i].client, &overrides)
+        })
+        .collect();
+    (dirs, ports, brokers)
 }
 
 /// librdkafka's settings for a SASL_SSL SCRAM-SHA-512 client, as kcat `-X` arguments and as the
@@ -99,20 +108,15 @@ fn sasl_ssl_between_brokers_scram_users_in_zookeeper_failover_and_transactions()
     let certs_dir = TempDir::new("security-cluster-certs");
     let certs = make_certs(&certs_dir.0);
     bootstrap_scram_user(&zookeeper, "admin", "admin-secret");
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("security-cluster-{i}"))).collect();
-    let ports: Vec<Ports> = (0..3).map(|_| Ports { client: free_port(), internal: None }).collect();
-    let security = |i: usize| -> Vec<String> {
-        let mut keys = vec![
-            format!("listeners=SASL_SSL://127.0.0.1:{}", ports[i].client),
+    let (_dirs, ports, mut brokers) = start_cluster(&zookeeper, "security-cluster", &certs, |ports| {
+        vec![
+            format!("listeners=SASL_SSL://127.0.0.1:{}", ports.client),
             "security.inter.broker.protocol=SASL_SSL".into(),
             "sasl.enabled.mechanisms=SCRAM-SHA-512".into(),
             "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512".into(),
             format!("listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={ADMIN_JAAS}"),
-        ];
-        keys.extend(tls_overrides(&certs));
-        keys
-    };
-    let mut brokers: Vec<Broker> = (0..3).map(|i| start_broker(&dirs[i], &zookeeper, i as i32 + 1, &ports[i], &security(i))).collect();
+        ]
+    });
     let bootstrap_all = brokers.iter().map(Broker::bootstrap).collect::<Vec<_>>().join(",");
     let (admin_kcat, admin) = client_security(&certs, "admin", "admin-secret");
 
@@ -196,20 +200,15 @@ fn mtls_between_brokers_sasl_ssl_for_clients() {
     let certs_dir = TempDir::new("security-mixed-certs");
     let certs = make_certs(&certs_dir.0);
     bootstrap_scram_user(&zookeeper, "alice", "alice-secret");
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("security-mixed-{i}"))).collect();
-    let ports: Vec<Ports> = (0..3).map(|_| Ports { client: free_port(), internal: Some(free_port()) }).collect();
-    let security = |i: usize| -> Vec<String> {
-        let mut keys = vec![
-            format!("listeners=EXTERNAL://127.0.0.1:{},INTERNAL://127.0.0.1:{}", ports[i].client, ports[i].internal.unwrap()),
+    let (_dirs, ports, brokers) = start_cluster(&zookeeper, "security-mixed", &certs, |ports| {
+        vec![
+            format!("listeners=EXTERNAL://127.0.0.1:{},INTERNAL://127.0.0.1:{}", ports.client, ports.internal),
             "listener.security.protocol.map=EXTERNAL:SASL_SSL,INTERNAL:SSL".into(),
             "inter.broker.listener.name=INTERNAL".into(),
             "listener.name.internal.ssl.client.auth=required".into(),
             "listener.name.external.sasl.enabled.mechanisms=SCRAM-SHA-512".into(),
-        ];
-        keys.extend(tls_overrides(&certs));
-        keys
-    };
-    let brokers: Vec<Broker> = (0..3).map(|i| start_broker(&dirs[i], &zookeeper, i as i32 + 1, &ports[i], &security(i))).collect();
+        ]
+    });
     let (alice_kcat, alice) = client_security(&certs, "alice", "alice-secret");
     let bootstrap_all = brokers.iter().map(Broker::bootstrap).collect::<Vec<_>>().join(",");
 
@@ -221,7 +220,7 @@ fn mtls_between_brokers_sasl_ssl_for_clients() {
     assert!(ok, "{stderr}");
     for p in &ports {
         assert!(stdout.contains(&format!("127.0.0.1:{}", p.client)), "{stdout}");
-        assert!(!stdout.contains(&format!("127.0.0.1:{}", p.internal.unwrap())), "{stdout}");
+        assert!(!stdout.contains(&format!("127.0.0.1:{}", p.internal)), "{stdout}");
     }
     const TOPIC: &str = "mixed";
     script(&["create-topic", &with_bootstrap(&alice, &bootstrap_all), TOPIC, "3", "3"]);
@@ -272,21 +271,16 @@ fn replication_cost_tls_vs_plaintext() {
     for inter_broker in ["PLAINTEXT", "SASL_SSL"] {
         let zookeeper = ZooKeeper::start();
         bootstrap_scram_user(&zookeeper, "admin", "admin-secret");
-        let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("replication-cost-{i}"))).collect();
-        let ports: Vec<Ports> = (0..3).map(|_| Ports { client: free_port(), internal: Some(free_port()) }).collect();
-        let security = |i: usize| -> Vec<String> {
-            let mut keys = vec![
-                format!("listeners=CLIENT://127.0.0.1:{},INTERNAL://127.0.0.1:{}", ports[i].client, ports[i].internal.unwrap()),
+        let (dirs, _ports, brokers) = start_cluster(&zookeeper, "replication-cost", &certs, |ports| {
+            vec![
+                format!("listeners=CLIENT://127.0.0.1:{},INTERNAL://127.0.0.1:{}", ports.client, ports.internal),
                 format!("listener.security.protocol.map=CLIENT:PLAINTEXT,INTERNAL:{inter_broker}"),
                 "inter.broker.listener.name=INTERNAL".into(),
                 "sasl.enabled.mechanisms=SCRAM-SHA-512".into(),
                 "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512".into(),
                 format!("listener.name.internal.scram-sha-512.sasl.jaas.config={ADMIN_JAAS}"),
-            ];
-            keys.extend(tls_overrides(&certs));
-            keys
-        };
-        let brokers: Vec<Broker> = (0..3).map(|i| start_broker(&dirs[i], &zookeeper, i as i32 + 1, &ports[i], &security(i))).collect();
+            ]
+        });
         let bootstrap_all = brokers.iter().map(Broker::bootstrap).collect::<Vec<_>>().join(",");
         script(&["create-topic", &serde_json::json!({ "bootstrap.servers": bootstrap_all }).to_string(), TOPIC, "1", "3"]);
         wait_for_full_isr(&brokers[0].bootstrap(), TOPIC, 1, 3, &[], Duration::from_secs(30));

@@ -10,17 +10,13 @@
 //! caller cannot forget the listener's security).
 
 use std::collections::BTreeMap;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use futures_rustls::client::TlsStream;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use futures_rustls::rustls::ClientConfig;
-use futures_rustls::TlsConnector;
+use futures_rustls::{TlsConnector, TlsStream};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
@@ -31,6 +27,7 @@ use rustls_pki_types::ServerName;
 
 use super::sasl::scram_client::ClientExchange;
 use super::sasl::{parse_jaas_options, Mechanism};
+use super::transport::Transport;
 use super::{listener_property, Listener};
 
 /// A response larger than this is refused (a follower's fetch asks for at most 10 MiB, and a
@@ -117,11 +114,11 @@ impl InterBrokerClient {
         let socket = TcpStream::connect(address.as_str()).await.map_err(|e| format!("connecting: {e}"))?;
         let _ = socket.set_nodelay(true);
         let stream = match &self.tls {
-            None => Stream::Plain(socket),
+            None => Transport::Plain(socket),
             Some(config) => {
                 let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host:?} is no TLS server name: {e}"))?;
                 let tls = TlsConnector::from(config.clone()).connect(name, socket).await.map_err(|e| format!("TLS: {e}"))?;
-                Stream::Tls(Box::new(tls))
+                Transport::Tls(Box::new(TlsStream::Client(tls)))
             }
         };
         let mut connection = Connection { stream, correlation_id: 0, client_id: format!("broker-{me}") };
@@ -144,47 +141,9 @@ impl InterBrokerClient {
     }
 }
 
-/// The byte stream to another broker: the socket, or TLS over it.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_close(cx),
-            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_close(cx),
-        }
-    }
-}
-
 /// One connection to another broker, one request in flight at a time.
 pub struct Connection {
-    stream: Stream,
+    stream: Transport,
     correlation_id: i32,
     client_id: String,
 }
