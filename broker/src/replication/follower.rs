@@ -186,13 +186,22 @@ struct Fetching {
 async fn fetch_from_leader(shard: Rc<Shard>, fetcher: Rc<LeaderFetcher>, me: i32) {
     let mut round: usize = 0;
     let running = || !fetcher.stop.get() && !shard.broker.is_shutting_down();
+    // A refused login or certificate is worth a warning; a leader that is down (its fetchers
+    // stop once the controller moves leadership) retries every 500 ms: said once per outage.
+    let mut failing = false;
     while running() {
         let client = shard.broker.security.inter_broker.as_ref().expect("cluster mode builds the inter-broker client");
         let snapshot = shard.broker.cluster.as_ref().expect("cluster mode").view.snapshot();
         let mut stream = match client.connect(&snapshot, fetcher.leader, me).await {
-            Ok(stream) => stream,
+            Ok(stream) => {
+                failing = false;
+                stream
+            }
             Err(e) => {
-                tracing::warn!(leader = fetcher.leader, address = fetcher.address, error = %e, "connecting to the leader");
+                if !failing {
+                    tracing::warn!(leader = fetcher.leader, address = fetcher.address, error = %e, "connecting to the leader (retrying every 500 ms)");
+                }
+                failing = true;
                 glommio::timer::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
                 continue;
             }
