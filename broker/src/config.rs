@@ -406,15 +406,8 @@ impl BrokerConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let inter_broker = &self.listeners[self.inter_broker_listener];
-        if self.zookeeper_connect.is_some() && inter_broker.protocol != crate::security::SecurityProtocol::Plaintext {
-            // The replica fetcher and the marker writer do not speak TLS or SASL yet.
-            return Err(format!(
-                "the inter-broker listener {} is {}: only PLAINTEXT is supported between brokers so far",
-                inter_broker.name,
-                inter_broker.protocol.name()
-            ));
-        }
+        // Any protocol between brokers (security/client.rs); its keys are checked when the
+        // inter-broker client is built at start.
         if self.broker_id < 0 {
             // Without ZooKeeper there is nobody to hand out ids: a standalone broker is broker 0.
             if self.zookeeper_connect.is_none() {

@@ -335,8 +335,16 @@ fn join_cluster(
     };
     let endpoint = zk::BrokerEndpoint {
         broker_id,
-        host: config.advertised_host.clone(),
-        port: config.advertised_port,
+        endpoints: config
+            .listeners
+            .iter()
+            .map(|l| zk::ListenerEndpoint {
+                listener: l.name.clone(),
+                protocol: l.protocol.name().to_string(),
+                host: l.advertised_host.clone(),
+                port: l.advertised_port,
+            })
+            .collect(),
         rack: config.broker_rack.clone(),
     };
     let proposed_cluster_id = state::new_cluster_id();

@@ -205,15 +205,13 @@ pub async fn write_marker_here(shard: &Shard, topic: &str, partition: i32, marke
     0
 }
 
-/// Cluster mode: a fresh connection to `broker_id` (markers and verifications are a few requests
-/// per transaction; a pooled inter-broker client is a later improvement).
-async fn connect_to_broker(shard: &Shard, broker_id: i32) -> Result<glommio::net::TcpStream, String> {
-    let address = {
-        let snapshot = shard.broker.cluster.as_ref().expect("cluster mode").view.snapshot();
-        let broker = snapshot.brokers.get(&broker_id).ok_or_else(|| format!("broker {broker_id} is not registered"))?;
-        format!("{}:{}", broker.host, broker.port)
-    };
-    glommio::net::TcpStream::connect(address.as_str()).await.map_err(|e| format!("connecting to {address}: {e}"))
+/// Cluster mode: a fresh connection to `broker_id`'s inter-broker listener (markers and
+/// verifications are a few requests per transaction; a pooled inter-broker client is a later
+/// improvement).
+async fn connect_to_broker(shard: &Shard, broker_id: i32) -> Result<crate::security::client::Connection, String> {
+    let snapshot = shard.broker.cluster.as_ref().expect("cluster mode").view.snapshot();
+    let client = shard.broker.security.inter_broker.as_ref().expect("cluster mode builds the inter-broker client");
+    client.connect(&snapshot, broker_id, shard.broker.config.broker_id).await
 }
 
 /// KIP-890 part 1 (Kafka 3.9's AddPartitionsToTxnManager): before a transaction's first
@@ -275,8 +273,7 @@ async fn verify_remotely(shard: &Shard, broker_id: i32, transactional_id: &str, 
         .with_verify_only(true)
         .with_topics(vec![AddPartitionsToTxnTopic::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(vec![partition])])]);
     let mut stream = connect_to_broker(shard, broker_id).await?;
-    let me = shard.broker.config.broker_id;
-    let response: AddPartitionsToTxnResponse = crate::replication::follower::round_trip(&mut stream, ApiKey::AddPartitionsToTxn, 4, 1, me, &request).await?;
+    let response: AddPartitionsToTxnResponse = stream.call(ApiKey::AddPartitionsToTxn, 4, &request).await?;
     if response.error_code != 0 {
         return Ok(response.error_code);
     }
@@ -309,8 +306,7 @@ async fn send_write_txn_markers(shard: &Shard, broker_id: i32, marker: &TxnMarke
                 .collect(),
         )]);
     let mut stream = connect_to_broker(shard, broker_id).await?;
-    let me = shard.broker.config.broker_id;
-    let response: WriteTxnMarkersResponse = crate::replication::follower::round_trip(&mut stream, ApiKey::WriteTxnMarkers, 1, 1, me, &request).await?;
+    let response: WriteTxnMarkersResponse = stream.call(ApiKey::WriteTxnMarkers, 1, &request).await?;
     let mut errors = BTreeMap::new();
     for result in response.markers {
         for topic in result.topics {

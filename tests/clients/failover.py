@@ -1,7 +1,9 @@
 """Idempotent confluent-kafka producer for the failover test: acks=all, numbered values sent
 round-robin to explicit partitions at a steady rate for SECONDS, every acknowledgement recorded
-with its wall-clock time. Usage: failover.py BOOTSTRAP TOPIC PARTITIONS SECONDS OUT_JSON FIRST"""
+with its wall-clock time. Usage: failover.py BOOTSTRAP TOPIC PARTITIONS SECONDS OUT_JSON FIRST
+(environment KAFKA_CLIENT_CONFIG: a JSON object of extra settings, e.g. SASL_SSL's)"""
 import json
+import os
 import sys
 import time
 
@@ -30,6 +32,7 @@ producer = Producer({
     "topic.metadata.refresh.interval.ms": 500,
     "retry.backoff.ms": 50,
     "retry.backoff.max.ms": 250,
+    **json.loads(os.environ.get("KAFKA_CLIENT_CONFIG") or "{}"),
 })
 n = first
 end = time.time() + seconds

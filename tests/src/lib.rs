@@ -1,6 +1,7 @@
 //! End-to-end harness: starts the real broker binary on a free port with its own data directory,
 //! and stops it (SIGTERM, or SIGKILL for crash tests) even when a test fails.
 
+pub mod cluster;
 pub mod security;
 pub mod wire;
 pub mod zookeeper;

@@ -386,7 +386,8 @@ fn a_deposed_controllers_writes_are_rejected() {
         for path in ["/brokers/ids", "/brokers/topics"] {
             client.mkdir(path, &persistent).await.unwrap();
         }
-        let registration = zk::paths::broker_registration_json("127.0.0.1", 9092, None, 0);
+        let endpoint = zk::ListenerEndpoint { listener: "PLAINTEXT".into(), protocol: "PLAINTEXT".into(), host: "127.0.0.1".into(), port: 9092 };
+        let registration = zk::paths::broker_registration_json(&[endpoint], None, 0);
         client.create("/brokers/ids/1", registration.as_bytes(), &CreateMode::Ephemeral.with_acls(Acls::anyone_all())).await.unwrap();
         client.create("/brokers/topics/t", zk::paths::topic_json(&[1; 16], &[vec![1]]).as_bytes(), &persistent).await.unwrap();
 

@@ -6,16 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tests::cluster::{assert_acked_read_back, clients_dir, read_produced, run_producer};
 use tests::zookeeper::ZooKeeper;
 use tests::{run_with_timeout, Broker, TempDir};
-
-const SESSION_TIMEOUT_MS: u64 = 3_000;
-const PARTITIONS: usize = 6;
-const TOPIC: &str = "numbers";
-
-fn clients_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients")
-}
 
 fn start_broker(dir: &TempDir, zookeeper: &ZooKeeper, broker_id: i32) -> Broker {
     let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
@@ -24,66 +17,17 @@ fn start_broker(dir: &TempDir, zookeeper: &ZooKeeper, broker_id: i32) -> Broker 
     Broker::start(&dir.0, 1, &[&connect, &id, &session])
 }
 
-/// (leader, isr) by partition, as a broker's Metadata says (kcat -L).
 fn partition_states(bootstrap: &str) -> Vec<(i32, Vec<i32>)> {
-    let (ok, stdout, _) = run_with_timeout(Command::new("kcat").args(["-b", bootstrap, "-L", "-t", TOPIC]), Duration::from_secs(20));
-    if !ok {
-        return Vec::new();
-    }
-    stdout
-        .lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let rest = line.strip_prefix("partition ")?;
-            let leader = rest.split("leader ").nth(1)?.split(',').next()?.trim().parse().ok()?;
-            let isr = rest.split("isrs: ").nth(1)?.split(',').filter_map(|b| b.trim().parse().ok()).collect();
-            Some((leader, isr))
-        })
-        .collect()
+    tests::cluster::partition_states(bootstrap, TOPIC, &[])
 }
 
 fn wait_for_full_isr(bootstrap: &str, within: Duration) {
-    let started = Instant::now();
-    loop {
-        let states = partition_states(bootstrap);
-        if states.len() == PARTITIONS && states.iter().all(|(leader, isr)| *leader > 0 && isr.len() == 3) {
-            return;
-        }
-        assert!(started.elapsed() < within, "the ISR did not come back to 3 within {within:?}: {states:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    tests::cluster::wait_for_full_isr(bootstrap, TOPIC, PARTITIONS, 3, &[], within)
 }
 
-struct Produced {
-    /// (partition, offset, value, acknowledged at, seconds since the epoch)
-    acked: Vec<(i32, i64, u64, f64)>,
-    errors: Vec<String>,
-}
-
-fn run_producer(bootstrap: &str, seconds: f64, first: u64, out: &std::path::Path) -> std::process::Child {
-    Command::new(clients_dir().join(".venv/bin/python"))
-        .arg(clients_dir().join("failover.py"))
-        .args([bootstrap, TOPIC, &PARTITIONS.to_string(), &seconds.to_string()])
-        .arg(out)
-        .arg(first.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python with confluent-kafka (tests/clients/setup.sh)")
-}
-
-fn read_produced(path: &std::path::Path) -> Produced {
-    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).expect("the producer's report")).unwrap();
-    let acked = value["acked"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a[0].as_i64().unwrap() as i32, a[1].as_i64().unwrap(), a[2].as_u64().unwrap(), a[3].as_f64().unwrap()))
-        .collect();
-    let errors = value["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap_or_default().to_string()).collect();
-    assert_eq!(value["unflushed"].as_i64(), Some(0), "records left unsent");
-    Produced { acked, errors }
-}
+const SESSION_TIMEOUT_MS: u64 = 3_000;
+const PARTITIONS: usize = 6;
+const TOPIC: &str = "numbers";
 
 fn log_bytes(dir: &TempDir, partition: usize) -> Vec<u8> {
     let path = dir.0.join("logs").join(format!("{TOPIC}-{partition}"));
@@ -125,7 +69,7 @@ fn acknowledged_records_survive_five_leader_kills() {
         let victim = candidates[round % candidates.len()];
         let moved: BTreeSet<i32> = states.iter().enumerate().filter(|(_, (l, _))| *l == victim).map(|(p, _)| p as i32).collect();
         let report = report_dir.0.join(format!("round-{round}.json"));
-        let producer = run_producer(&survivor_bootstrap(victim as usize - 1), 8.0, first, &report);
+        let producer = run_producer(&survivor_bootstrap(victim as usize - 1), TOPIC, PARTITIONS, 8.0, first, &report, "{}");
         std::thread::sleep(Duration::from_secs(2));
         let killed_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
         brokers[victim as usize - 1].kill_9();
@@ -170,32 +114,7 @@ fn acknowledged_records_survive_five_leader_kills() {
     assert!(distinct.len() >= 2, "victims {victims:?}");
 
     // Every acknowledged record, exactly once, in order per partition.
-    let (ok, stdout, stderr) = run_with_timeout(
-        Command::new("kcat").args(["-b", &brokers[1].bootstrap(), "-C", "-t", TOPIC, "-o", "beginning", "-e", "-q", "-f", "%p %o %s\n"]),
-        Duration::from_secs(60),
-    );
-    assert!(ok, "kcat -C: {stderr}");
-    let mut consumed: BTreeMap<i32, Vec<(i64, u64)>> = BTreeMap::new();
-    for line in stdout.lines() {
-        let mut parts = line.split(' ');
-        let partition: i32 = parts.next().unwrap().parse().unwrap();
-        let offset: i64 = parts.next().unwrap().parse().unwrap();
-        let value: u64 = parts.next().unwrap().parse().unwrap();
-        consumed.entry(partition).or_default().push((offset, value));
-    }
-    let mut seen = BTreeSet::new();
-    for (partition, records) in &consumed {
-        for pair in records.windows(2) {
-            assert!(pair[1].1 > pair[0].1, "partition {partition}: {:?} after {:?}", pair[1], pair[0]);
-        }
-        for (_, value) in records {
-            assert!(seen.insert(*value), "value {value} read twice");
-        }
-    }
-    for (partition, offset, value) in &all_acked {
-        let found = consumed.get(partition).and_then(|r| r.iter().find(|(o, _)| o == offset));
-        assert_eq!(found.map(|(_, v)| *v), Some(*value), "acknowledged record {value} (partition {partition}, offset {offset}) is missing");
-    }
+    let consumed = assert_acked_read_back(&brokers[1].bootstrap(), TOPIC, &[], &all_acked);
     eprintln!("{} acknowledged records over 5 kills ({victims:?}), all read back once, in order", all_acked.len());
 
     // Two of three brokers down with min.insync.replicas=2: acks=all is refused, and consumers

@@ -13,9 +13,17 @@ use crate::paths;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub id: i32,
-    pub host: String,
-    pub port: u16,
+    /// One per listener.
+    pub endpoints: Vec<crate::ListenerEndpoint>,
     pub rack: Option<String>,
+}
+
+impl BrokerInfo {
+    /// The broker's address on `listener` (None: it has no such listener, and Kafka leaves it
+    /// out of what clients of that listener are told).
+    pub fn endpoint(&self, listener: &str) -> Option<&crate::ListenerEndpoint> {
+        self.endpoints.iter().find(|e| e.listener == listener)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +80,8 @@ pub async fn read(client: &Client) -> Result<ClusterSnapshot, ZkError> {
         let Ok(id) = child.parse::<i32>() else { continue };
         match client.get_data(&paths::broker_path(id)).await {
             Ok((data, _)) => {
-                if let Some((host, port, rack)) = paths::parse_broker_json(&data) {
-                    snapshot.brokers.insert(id, BrokerInfo { id, host, port, rack });
+                if let Some((endpoints, rack)) = paths::parse_broker_json(&data) {
+                    snapshot.brokers.insert(id, BrokerInfo { id, endpoints, rack });
                 }
             }
             Err(ZkError::NoNode) => {}

@@ -12,7 +12,7 @@ use crate::election::elect;
 use crate::paths::persistent;
 use crate::session::{connect, join};
 use crate::{
-    cluster, controller, paths, BrokerEndpoint, ClusterView, Command, CoordinatorHandle, CoordinatorOptions, Joined,
+    cluster, controller, paths, user_configs, BrokerEndpoint, ClusterView, Command, CoordinatorHandle, CoordinatorOptions, Joined,
     TopicChangeError, ZkConfig, COMMAND_QUEUE_CAPACITY, PRODUCER_ID_BLOCK_SIZE,
 };
 
@@ -111,6 +111,10 @@ async fn run(
         };
         tracing::info!(broker_id = joined.broker_id, cluster_id = %joined.cluster_id, "registered in ZooKeeper");
         endpoint.broker_id = joined.broker_id;
+        // SCRAM users are needed from the first connection on.
+        if let Err(e) = user_configs::publish(&client, &view).await {
+            tracing::error!(error = %e, "reading {}", user_configs::USERS);
+        }
         if let Some(sender) = joined_sender.take() {
             let _ = sender.send(Ok(joined));
         }
@@ -141,6 +145,7 @@ async fn run(
         let shutdown = tokio::select! {
             _ = elect(&client, endpoint.broker_id, &view, &fence, &wake) => false,
             _ = follow(&client, &view, &fence, &wake, &options) => false,
+            _ = user_configs::follow(&client, &view) => false,
             _ = expired => false,
             _ = serve(&client, &view, &mut commands) => true,
         };
@@ -262,6 +267,14 @@ async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::
                     tracing::info!(topic, partition, ?isr, previous = ?expected.isr, "ISR changed");
                 }
                 let _ = reply.send(written.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            Command::AlterUserConfig { user, set, remove, reply } => {
+                let mut altered = user_configs::alter(client, &user, &set, &remove).await;
+                if altered.is_ok() {
+                    tracing::info!(user, set = ?set.keys().collect::<Vec<_>>(), ?remove, "user config changed");
+                    altered = user_configs::publish(client, view).await.map_err(|e| format!("reading {}: {e}", user_configs::USERS));
+                }
+                let _ = reply.send(altered);
             }
         }
     }

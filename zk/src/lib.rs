@@ -25,6 +25,7 @@ mod coordinator;
 mod election;
 pub mod paths;
 mod session;
+pub mod user_configs;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -50,9 +51,21 @@ pub struct ZkConfig {
 pub struct BrokerEndpoint {
     /// -1: ask ZooKeeper for one (`/brokers/seqid`), as Kafka does.
     pub broker_id: i32,
+    /// Every listener's advertised address.
+    pub endpoints: Vec<ListenerEndpoint>,
+    pub rack: Option<String>,
+}
+
+/// One listener of a broker as registered in `/brokers/ids/<id>`: clients are told the addresses
+/// of the listener they connected on, brokers use the inter-broker listener's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerEndpoint {
+    /// Upper case, as Kafka normalises listener names.
+    pub listener: String,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    pub protocol: String,
     pub host: String,
     pub port: u16,
-    pub rack: Option<String>,
 }
 
 /// The result of joining the cluster.
@@ -72,6 +85,8 @@ pub struct ClusterView {
     /// The epoch of the controller in `controller_id`; only grows.
     controller_epoch: AtomicI32,
     snapshot: RwLock<Arc<ClusterSnapshot>>,
+    /// `/config/users` (user_configs.rs): swapped whole, like the snapshot.
+    user_configs: RwLock<Arc<user_configs::UserConfigs>>,
 }
 
 impl ClusterView {
@@ -80,6 +95,7 @@ impl ClusterView {
             controller_id: AtomicI32::new(-1),
             controller_epoch: AtomicI32::new(0),
             snapshot: RwLock::new(Arc::new(ClusterSnapshot::default())),
+            user_configs: RwLock::new(Arc::new(user_configs::UserConfigs::new())),
         }
     }
 
@@ -90,6 +106,15 @@ impl ClusterView {
 
     fn set_snapshot(&self, snapshot: Arc<ClusterSnapshot>) {
         *self.snapshot.write().unwrap() = snapshot;
+    }
+
+    /// Every user's configs in `/config/users` as last read (SCRAM credentials among them).
+    pub fn user_configs(&self) -> Arc<user_configs::UserConfigs> {
+        self.user_configs.read().unwrap().clone()
+    }
+
+    fn set_user_configs(&self, users: Arc<user_configs::UserConfigs>) {
+        *self.user_configs.write().unwrap() = users;
     }
 
     pub fn controller_id(&self) -> i32 {
@@ -141,6 +166,12 @@ enum Command {
         isr: Vec<i32>,
         /// The state this leader read: the write is conditional on it.
         expected: PartitionState,
+        reply: futures_channel::oneshot::Sender<Result<(), String>>,
+    },
+    AlterUserConfig {
+        user: String,
+        set: BTreeMap<String, String>,
+        remove: Vec<String>,
         reply: futures_channel::oneshot::Sender<Result<(), String>>,
     },
 }
@@ -224,6 +255,17 @@ impl CoordinatorHandle {
     pub async fn update_isr(&self, topic: &str, partition: i32, isr: Vec<i32>, expected: PartitionState) -> Result<(), String> {
         let (reply, answer) = futures_channel::oneshot::channel();
         let command = Command::UpdateIsr { topic: topic.to_string(), partition, isr, expected, reply };
+        self.commands.send(command).await.map_err(|_| "the ZooKeeper thread has stopped".to_string())?;
+        answer.await.map_err(|_| "the ZooKeeper thread has stopped".to_string())?
+    }
+}
+
+impl CoordinatorHandle {
+    /// Sets and removes keys of `/config/users/<user>` (user_configs.rs) and notifies the other
+    /// brokers; returns once this broker's view holds the change.
+    pub async fn alter_user_config(&self, user: &str, set: BTreeMap<String, String>, remove: Vec<String>) -> Result<(), String> {
+        let (reply, answer) = futures_channel::oneshot::channel();
+        let command = Command::AlterUserConfig { user: user.to_string(), set, remove, reply };
         self.commands.send(command).await.map_err(|_| "the ZooKeeper thread has stopped".to_string())?;
         answer.await.map_err(|_| "the ZooKeeper thread has stopped".to_string())?
     }

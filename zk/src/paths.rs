@@ -119,13 +119,36 @@ pub fn parse_topic_config_json(data: &[u8]) -> std::collections::BTreeMap<String
         .unwrap_or_default()
 }
 
-/// The broker's host, port and rack from its BrokerIdZNode.
-pub fn parse_broker_json(data: &[u8]) -> Option<(String, u16, Option<String>)> {
+/// The broker's endpoints (one per listener, each with its security protocol from the znode's
+/// `listener_security_protocol_map`) and rack from its BrokerIdZNode (v4+; Kafka's
+/// `BrokerIdZNode.decode`). Older registrations without `endpoints` give their PLAINTEXT host and port.
+pub fn parse_broker_json(data: &[u8]) -> Option<(Vec<crate::ListenerEndpoint>, Option<String>)> {
     let value: serde_json::Value = serde_json::from_slice(data).ok()?;
-    let host = value.get("host")?.as_str()?.to_string();
-    let port = value.get("port")?.as_u64()? as u16;
     let rack = value.get("rack").and_then(|r| r.as_str()).map(str::to_string);
-    Some((host, port, rack))
+    let protocols = value.get("listener_security_protocol_map").and_then(|m| m.as_object());
+    let mut endpoints = Vec::new();
+    match value.get("endpoints").and_then(|e| e.as_array()) {
+        Some(list) => {
+            for entry in list.iter().filter_map(|e| e.as_str()) {
+                let (listener, address) = entry.split_once("://")?;
+                let (host, port) = address.rsplit_once(':')?;
+                let protocol = protocols.and_then(|m| m.get(listener)).and_then(|p| p.as_str()).unwrap_or(listener);
+                endpoints.push(crate::ListenerEndpoint {
+                    listener: listener.to_string(),
+                    protocol: protocol.to_string(),
+                    host: host.trim_matches(['[', ']']).to_string(),
+                    port: port.parse().ok()?,
+                });
+            }
+        }
+        None => endpoints.push(crate::ListenerEndpoint {
+            listener: "PLAINTEXT".into(),
+            protocol: "PLAINTEXT".into(),
+            host: value.get("host")?.as_str()?.to_string(),
+            port: value.get("port")?.as_u64()? as u16,
+        }),
+    }
+    Some((endpoints, rack))
 }
 
 const BASE64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -164,16 +187,34 @@ pub fn broker_path(broker_id: i32) -> String {
     format!("{BROKER_IDS}/{broker_id}")
 }
 
-/// `/brokers/ids/<id>`: the broker's endpoints (BrokerIdZNode version 5).
-pub fn broker_registration_json(host: &str, port: u16, rack: Option<&str>, timestamp_ms: i64) -> String {
-    let host = json_string(host);
-    let rack = rack.map(|r| format!(",\"rack\":{}", json_string(r))).unwrap_or_default();
-    let endpoint = format!("PLAINTEXT://{}:{port}", host.trim_matches('"'));
-    format!(
-        "{{\"features\":{{}},\"listener_security_protocol_map\":{{\"PLAINTEXT\":\"PLAINTEXT\"}},\
-         \"endpoints\":[\"{endpoint}\"],\"jmx_port\":-1,\"port\":{port},\"host\":{host},\"version\":5,\
-         \"timestamp\":\"{timestamp_ms}\"{rack}}}"
-    )
+/// `/brokers/ids/<id>`: the broker's endpoints (BrokerIdZNode version 5): every listener in
+/// `endpoints` with its protocol in `listener_security_protocol_map`; the legacy `host` and `port`
+/// are those of a PLAINTEXT listener, null and -1 without one, as Kafka writes them.
+pub fn broker_registration_json(endpoints: &[crate::ListenerEndpoint], rack: Option<&str>, timestamp_ms: i64) -> String {
+    let plaintext = endpoints.iter().find(|e| e.protocol == "PLAINTEXT");
+    let address = |e: &crate::ListenerEndpoint| {
+        if e.host.contains(':') {
+            format!("{}://[{}]:{}", e.listener, e.host, e.port)
+        } else {
+            format!("{}://{}:{}", e.listener, e.host, e.port)
+        }
+    };
+    let protocols: serde_json::Map<String, serde_json::Value> =
+        endpoints.iter().map(|e| (e.listener.clone(), serde_json::Value::String(e.protocol.clone()))).collect();
+    let mut value = serde_json::json!({
+        "features": {},
+        "listener_security_protocol_map": protocols,
+        "endpoints": endpoints.iter().map(address).collect::<Vec<_>>(),
+        "jmx_port": -1,
+        "port": plaintext.map_or(-1, |e| e.port as i32),
+        "host": plaintext.map(|e| e.host.clone()),
+        "version": 5,
+        "timestamp": timestamp_ms.to_string(),
+    });
+    if let Some(rack) = rack {
+        value["rack"] = serde_json::Value::String(rack.to_string());
+    }
+    value.to_string()
 }
 
 /// `/controller` (ControllerZNode version 1).
@@ -214,12 +255,26 @@ mod tests {
 
     #[test]
     fn registration_is_kafkas_shape() {
-        let json = broker_registration_json("127.0.0.1", 9092, None, 42);
+        let endpoint = |listener: &str, protocol: &str, port| crate::ListenerEndpoint {
+            listener: listener.into(),
+            protocol: protocol.into(),
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let endpoints = vec![endpoint("PLAINTEXT", "PLAINTEXT", 9092), endpoint("INTERNAL", "SASL_SSL", 9093)];
+        let json = broker_registration_json(&endpoints, None, 42);
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value["endpoints"][0], "PLAINTEXT://127.0.0.1:9092");
+        assert_eq!(value["endpoints"][1], "INTERNAL://127.0.0.1:9093");
+        assert_eq!(value["listener_security_protocol_map"]["INTERNAL"], "SASL_SSL");
         assert_eq!(value["version"], 5);
         assert_eq!(value["port"], 9092);
         assert_eq!(value["timestamp"], "42");
+        assert_eq!(parse_broker_json(json.as_bytes()), Some((endpoints[..].to_vec(), None)));
+        // Without a PLAINTEXT listener Kafka writes host null and port -1.
+        let json = broker_registration_json(&[endpoint("SECURE", "SASL_SSL", 9093)], Some("r1"), 1);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!((value["host"].is_null(), value["port"].as_i64(), value["rack"].as_str()), (true, Some(-1), Some("r1")));
     }
 
     #[test]

@@ -91,7 +91,7 @@ async fn register(client: &Client, endpoint: &BrokerEndpoint, broker_id: i32) ->
     let path = paths::broker_path(broker_id);
     let deadline = tokio::time::Instant::now() + client.session_timeout() + Duration::from_secs(2);
     loop {
-        let data = paths::broker_registration_json(&endpoint.host, endpoint.port, endpoint.rack.as_deref(), now_ms());
+        let data = paths::broker_registration_json(&endpoint.endpoints, endpoint.rack.as_deref(), now_ms());
         match client.create(&path, data.as_bytes(), &ephemeral()).await {
             Ok(_) => return Ok(()),
             Err(ZkError::NodeExists) if tokio::time::Instant::now() < deadline => {

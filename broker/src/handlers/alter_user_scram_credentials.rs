@@ -1,7 +1,9 @@
 //! AlterUserScramCredentials: upserts and deletes SCRAM credentials, checked as Kafka checks
 //! them (one result per user; a user named twice, an unknown mechanism, iterations out of
-//! range and deleting what is not there are errors). Standalone only: the store is rewritten on
-//! a blocking thread before the answer, so an acknowledged change survives a crash.
+//! range and deleting what is not there are errors). Standalone the store is rewritten on a
+//! blocking thread before the answer, so an acknowledged change survives a crash; in cluster mode
+//! each user's change is written to ZooKeeper (`/config/users/<user>` and a change notification,
+//! as Kafka's ZkAdminManager) before the answer, and every broker follows it from there.
 
 use std::collections::BTreeMap;
 
@@ -63,11 +65,9 @@ pub async fn handle(shard: &Shard, request: AlterUserScramCredentialsRequest) ->
             fail(&mut errors, &upsertion.name, ResponseError::UnacceptableCredential, "Salt and salted password must not be empty".into());
         }
     }
-    if shard.broker.cluster.is_some() {
-        // Kafka keeps them in ZooKeeper (/config/users/<user>) for every broker: not done yet.
-        for user in named.keys() {
-            fail(&mut errors, user, ResponseError::UnsupportedVersion, "SCRAM credentials are kept standalone only so far".into());
-        }
+    if let Some(cluster) = &shard.broker.cluster {
+        alter_in_zookeeper(cluster, &request, &mut errors, &named).await;
+        return response(&named, &errors);
     }
     let mut changed = false;
     for deletion in request.deletions.iter().filter(|d| !errors.contains_key(d.name.as_str())) {
@@ -89,6 +89,10 @@ pub async fn handle(shard: &Shard, request: AlterUserScramCredentialsRequest) ->
             }
         }
     }
+    response(&named, &errors)
+}
+
+fn response(named: &BTreeMap<String, usize>, errors: &Errors) -> AlterUserScramCredentialsResponse {
     let results = named
         .keys()
         .map(|user| match errors.get(user) {
@@ -97,4 +101,27 @@ pub async fn handle(shard: &Shard, request: AlterUserScramCredentialsRequest) ->
         })
         .collect();
     AlterUserScramCredentialsResponse::default().with_results(results)
+}
+
+/// Cluster mode: one ZooKeeper change per user (their upsertions and deletions together).
+async fn alter_in_zookeeper(cluster: &zk::CoordinatorHandle, request: &AlterUserScramCredentialsRequest, errors: &mut Errors, named: &BTreeMap<String, usize>) {
+    let valid: Vec<&String> = named.keys().filter(|u| !errors.contains_key(u.as_str())).collect();
+    for user in valid {
+        let mut set = BTreeMap::new();
+        for upsertion in request.upsertions.iter().filter(|u| u.name.as_str() == user) {
+            let mechanism = ScramMechanism::from_type(upsertion.mechanism).expect("checked above");
+            let credential = ScramCredential::from_salted_password(mechanism, upsertion.salt.to_vec(), &upsertion.salted_password, upsertion.iterations);
+            set.insert(mechanism.name().to_string(), credential.to_kafka_string());
+        }
+        let remove: Vec<String> = request
+            .deletions
+            .iter()
+            .filter(|d| d.name.as_str() == user)
+            .map(|d| ScramMechanism::from_type(d.mechanism).expect("checked above").name().to_string())
+            .collect();
+        if let Err(e) = cluster.alter_user_config(user, set, remove).await {
+            tracing::error!(user, error = %e, "writing SCRAM credentials to ZooKeeper");
+            fail(errors, user, ResponseError::UnknownServerError, format!("the credentials could not be saved: {e}"));
+        }
+    }
 }

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
+use crate::security::Listener;
 use crate::shard_context::Shard;
 
 /// KIP-919 endpoint types: 1 brokers, 2 controllers.
@@ -22,7 +23,8 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12, as a bit field.
 const CLUSTER_OPERATIONS: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
-pub fn handle(shard: &Rc<Shard>, request: DescribeClusterRequest, version: i16) -> DescribeClusterResponse {
+/// `listener`: the one the client connected on: brokers are described by their address on it.
+pub fn handle(shard: &Rc<Shard>, request: DescribeClusterRequest, version: i16, listener: &Listener) -> DescribeClusterResponse {
     let response = DescribeClusterResponse::default().with_endpoint_type(ENDPOINT_TYPE_BROKER);
     if request.endpoint_type != ENDPOINT_TYPE_BROKER {
         // v0 has no endpoint type field (it decodes as the default, brokers), so this is v1+.
@@ -39,8 +41,8 @@ pub fn handle(shard: &Rc<Shard>, request: DescribeClusterRequest, version: i16) 
         None => (
             vec![DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(config.broker_id))
-                .with_host(str_bytes(&config.advertised_host))
-                .with_port(config.advertised_port as i32)
+                .with_host(str_bytes(&listener.advertised_host))
+                .with_port(listener.advertised_port as i32)
                 .with_rack(config.broker_rack.as_deref().map(str_bytes))],
             config.broker_id,
         ),
@@ -49,12 +51,15 @@ pub fn handle(shard: &Rc<Shard>, request: DescribeClusterRequest, version: i16) 
             let brokers: Vec<DescribeClusterBroker> = snapshot
                 .brokers
                 .values()
-                .map(|b| {
-                    DescribeClusterBroker::default()
-                        .with_broker_id(BrokerId(b.id))
-                        .with_host(str_bytes(&b.host))
-                        .with_port(b.port as i32)
-                        .with_rack(b.rack.as_deref().map(str_bytes))
+                .filter_map(|b| {
+                    let endpoint = b.endpoint(&listener.name)?;
+                    Some(
+                        DescribeClusterBroker::default()
+                            .with_broker_id(BrokerId(b.id))
+                            .with_host(str_bytes(&endpoint.host))
+                            .with_port(endpoint.port as i32)
+                            .with_rack(b.rack.as_deref().map(str_bytes)),
+                    )
                 })
                 .collect();
             // As Kafka: a controller not among the live brokers is reported as none.

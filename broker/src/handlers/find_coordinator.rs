@@ -40,12 +40,14 @@ pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version:
                 KEY_TYPE_GROUP => crate::groups::coordinator_broker(&shard.broker, &key),
                 _ => crate::txn::coordinator_broker(&shard.broker, &key),
             };
-            return match broker {
-                Some(broker) => Coordinator::default()
+            // The coordinator's address on the client's listener; a coordinator without that
+            // listener is not available to this client (Kafka's getAliveBrokerNode).
+            return match broker.as_ref().and_then(|b| Some((b.id, b.endpoint(&listener.name)?))) {
+                Some((id, endpoint)) => Coordinator::default()
                     .with_key(key)
-                    .with_node_id(BrokerId(broker.id))
-                    .with_host(str_bytes(&broker.host))
-                    .with_port(broker.port as i32)
+                    .with_node_id(BrokerId(id))
+                    .with_host(str_bytes(&endpoint.host))
+                    .with_port(endpoint.port as i32)
                     .with_error_message(None),
                 None => Coordinator::default()
                     .with_key(key)

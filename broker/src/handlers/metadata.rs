@@ -20,7 +20,7 @@ use crate::topics::{validate_topic_name, TopicInfo};
 /// broker's, as Kafka answers each listener's own endpoints.
 pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16, listener: &Listener) -> MetadataResponse {
     if shard.broker.cluster.is_some() {
-        return handle_in_cluster(shard, request, version).await;
+        return handle_in_cluster(shard, request, version, listener).await;
     }
     let config = &shard.broker.config;
     let broker_id = BrokerId(config.broker_id);
@@ -106,8 +106,9 @@ fn requested_topics(shard: &Shard, topics: Option<Vec<MetadataRequestTopic>>, ve
 }
 
 /// Cluster mode: every live broker, the controller, and each topic's partitions as ZooKeeper says
-/// (leader, leader epoch, replicas, ISR, offline replicas).
-async fn handle_in_cluster(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+/// (leader, leader epoch, replicas, ISR, offline replicas). Brokers' addresses are those of the
+/// listener the client connected on; a broker without that listener is left out, as Kafka does.
+async fn handle_in_cluster(shard: &Rc<Shard>, request: MetadataRequest, version: i16, listener: &Listener) -> MetadataResponse {
     let config = &shard.broker.config;
     let cluster = shard.broker.cluster.as_ref().expect("cluster mode");
     let (requested, unknown_ids) = requested_topics(shard, request.topics, version);
@@ -151,12 +152,15 @@ async fn handle_in_cluster(shard: &Rc<Shard>, request: MetadataRequest, version:
     let brokers = snapshot
         .brokers
         .values()
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.id))
-                .with_host(str_bytes(&b.host))
-                .with_port(b.port as i32)
-                .with_rack(b.rack.as_deref().map(str_bytes))
+        .filter_map(|b| {
+            let endpoint = b.endpoint(&listener.name)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(str_bytes(&endpoint.host))
+                    .with_port(endpoint.port as i32)
+                    .with_rack(b.rack.as_deref().map(str_bytes)),
+            )
         })
         .collect();
     MetadataResponse::default()

@@ -15,7 +15,8 @@
 //! `FetchSessionHandler`. The fetches that find where to truncate are sessionless.
 //!
 //! Hand-written around kafka-protocol's client side (Fetch v11: no tagged fields): glommio has
-//! no Kafka client, and one request in flight per leader is all a follower needs.
+//! no Kafka client, and one request in flight per leader is all a follower needs. The connection
+//! (the leader's inter-broker listener, with its TLS and SASL) comes from `security::client`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -23,22 +24,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::leader;
 use crate::fetch_session::client::{NextFetch, SessionHandler};
 use crate::fetch_session::{FetchParams, PartitionKey, FINAL_EPOCH, INVALID_SESSION_ID};
 use crate::partition::AppendOrigin;
+use crate::security::client::Connection;
 use crate::shard_context::Shard;
 use crate::topic_admin;
 
@@ -52,9 +50,6 @@ const FETCH_MAX_WAIT_MS: i32 = 500;
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
 /// Kafka's `replica.fetch.response.max.bytes` default: the whole response.
 const RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
-/// A response larger than this is refused (the leader keeps to `RESPONSE_MAX_BYTES`, and sends
-/// a first batch larger than the budget whole).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 const RETRY_BACKOFF_MS: u64 = 500;
 /// Partitions in one Fetch, at most (a bound on the request; more wait for the next round).
 const MAX_PARTITIONS_PER_FETCH: usize = 10_000;
@@ -123,8 +118,7 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
         }
         // A fetcher whose leader moved to another address starts over under the new one.
         fetchers.retain(|leader, fetcher| {
-            let address = snapshot.brokers.get(leader).map(|b| format!("{}:{}", b.host, b.port));
-            let keep = address.as_deref() == Some(fetcher.address.as_str());
+            let keep = inter_broker_address(&shard, &snapshot, *leader).as_deref() == Some(fetcher.address.as_str());
             if !keep {
                 fetcher.stop.set(true);
             }
@@ -143,7 +137,7 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
             let fetcher = match fetchers.get(&leader) {
                 Some(fetcher) => fetcher.clone(),
                 None => {
-                    let Some(address) = snapshot.brokers.get(&leader).map(|b| format!("{}:{}", b.host, b.port)) else { continue };
+                    let Some(address) = inter_broker_address(&shard, &snapshot, leader) else { continue };
                     let fetcher =
                         Rc::new(LeaderFetcher {
                         leader,
@@ -177,6 +171,12 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
     }
 }
 
+/// The leader's address on the inter-broker listener, as `host:port`.
+fn inter_broker_address(shard: &Shard, snapshot: &zk::ClusterSnapshot, leader: i32) -> Option<String> {
+    let client = shard.broker.security.inter_broker.as_ref().expect("cluster mode builds the inter-broker client");
+    client.address(snapshot, leader).ok().map(|(host, port)| format!("{host}:{port}"))
+}
+
 /// One followed partition, as the fetcher's steps need it.
 #[derive(Clone, Copy)]
 struct Follower<'a> {
@@ -199,21 +199,31 @@ struct Fetching {
 }
 
 async fn fetch_from_leader(shard: Rc<Shard>, fetcher: Rc<LeaderFetcher>, me: i32) {
-    let mut correlation_id = 0;
     let mut round: usize = 0;
     let running = || !fetcher.stop.get() && !shard.broker.is_shutting_down();
+    // A refused login or certificate is worth a warning; a leader that is down (its fetchers
+    // stop once the controller moves leadership) retries every 500 ms: said once per outage.
+    let mut failing = false;
     while running() {
-        let mut stream = match TcpStream::connect(fetcher.address.as_str()).await {
-            Ok(stream) => stream,
+        let client = shard.broker.security.inter_broker.as_ref().expect("cluster mode builds the inter-broker client");
+        let snapshot = shard.broker.cluster.as_ref().expect("cluster mode").view.snapshot();
+        let mut stream = match client.connect(&snapshot, fetcher.leader, me).await {
+            Ok(stream) => {
+                failing = false;
+                stream
+            }
             Err(e) => {
-                tracing::debug!(leader = fetcher.leader, address = fetcher.address, error = %e, "connecting to the leader");
+                if !failing {
+                    tracing::warn!(leader = fetcher.leader, address = fetcher.address, error = %e, "connecting to the leader (retrying every 500 ms)");
+                }
+                failing = true;
                 glommio::timer::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
                 continue;
             }
         };
         while running() {
             round = round.wrapping_add(1);
-            match fetch_round(&shard, &fetcher, &mut stream, me, &mut correlation_id, round).await {
+            match fetch_round(&shard, &fetcher, &mut stream, me, round).await {
                 Ok(true) => {}
                 Ok(false) => glommio::timer::sleep(Duration::from_millis(ROLE_CHECK_INTERVAL_MS)).await,
                 Err(e) => {
@@ -233,9 +243,8 @@ async fn fetch_from_leader(shard: Rc<Shard>, fetcher: Rc<LeaderFetcher>, me: i32
 async fn fetch_round(
     shard: &Rc<Shard>,
     fetcher: &LeaderFetcher,
-    stream: &mut TcpStream,
+    stream: &mut Connection,
     me: i32,
-    correlation_id: &mut i32,
     round: usize,
 ) -> Result<bool, String> {
     let now = Instant::now();
@@ -248,9 +257,8 @@ async fn fetch_round(
         .map(|(key, state)| (key.clone(), state.leader_epoch))
         .collect();
     for (key, leader_epoch) in to_truncate {
-        *correlation_id += 1;
         let follower = Follower { shard, topic: &key.0, partition: key.1, me, leader_epoch };
-        let outcome = truncate_to_leader(follower, stream, *correlation_id).await?;
+        let outcome = truncate_to_leader(follower, stream).await?;
         if let Some(state) = fetcher.partitions.borrow_mut().get_mut(&key).filter(|s| s.leader_epoch == leader_epoch) {
             if outcome {
                 state.truncated = true;
@@ -299,14 +307,13 @@ async fn fetch_round(
     if fetching.is_empty() {
         return Ok(false);
     }
-    *correlation_id += 1;
     let wanted: Vec<(PartitionKey, FetchParams)> = fetching
         .iter()
         .map(|p| (p.key.clone(), FetchParams { fetch_offset: p.fetch_offset, max_bytes: PARTITION_MAX_BYTES as u64, log_start_offset: p.log_start_offset }))
         .collect();
     let next = fetcher.session.borrow_mut().build(&wanted);
     let epochs: HashMap<&PartitionKey, i32> = fetching.iter().map(|p| (&p.key, p.leader_epoch)).collect();
-    let response = fetch(stream, me, &next, &epochs, *correlation_id).await?;
+    let response = fetch(stream, me, &next, &epochs).await?;
     if !fetcher.session.borrow_mut().on_response(&next, response.error_code, response.session_id) {
         tracing::debug!(leader = fetcher.leader, error = ?ResponseError::try_from_code(response.error_code), "fetch session error; a full fetch follows");
         return Ok(true);
@@ -354,44 +361,6 @@ async fn apply_fetched(asked: &Fetching, data: &kafka_protocol::messages::fetch_
     Ok(())
 }
 
-/// One request and its response over the connection to the leader (kafka-protocol's client side).
-pub(crate) async fn round_trip<Q: Encodable + HeaderVersion, R: Decodable + HeaderVersion>(
-    stream: &mut TcpStream,
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    me: i32,
-    request: &Q,
-) -> Result<R, String> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_string(format!("replica-fetcher-{me}"))));
-    let mut body = BytesMut::new();
-    body.extend_from_slice(&[0; 4]);
-    header.encode(&mut body, Q::header_version(version)).map_err(|e| e.to_string())?;
-    request.encode(&mut body, version).map_err(|e| e.to_string())?;
-    let length = (body.len() - 4) as i32;
-    body[..4].copy_from_slice(&length.to_be_bytes());
-    stream.write_all(&body).await.map_err(|e| e.to_string())?;
-
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).await.map_err(|e| e.to_string())?;
-    let size = i32::from_be_bytes(size);
-    if size < 0 || size as usize > MAX_RESPONSE_BYTES {
-        return Err(format!("response of {size} bytes"));
-    }
-    let mut frame = vec![0u8; size as usize];
-    stream.read_exact(&mut frame).await.map_err(|e| e.to_string())?;
-    let mut frame = Bytes::from(frame);
-    let response_header = ResponseHeader::decode(&mut frame, R::header_version(version)).map_err(|e| e.to_string())?;
-    if response_header.correlation_id != correlation_id {
-        return Err("correlation id mismatch".into());
-    }
-    R::decode(&mut frame, version).map_err(|e| e.to_string())
-}
-
 /// The first step with a new leader: cut this log back to what the leader confirms, so the logs
 /// never diverge. Records past that point may exist here that the leader never had (appended
 /// under an earlier leader, never acknowledged).
@@ -403,7 +372,7 @@ pub(crate) async fn round_trip<Q: Encodable + HeaderVersion, R: Decodable + Head
 /// smaller of the leader's and our own (0 after a restart, when the whole log is fetched again).
 ///
 /// Ok(true): truncated, fetching can start. Ok(false): the leader refused (retry later).
-async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, correlation_id: i32) -> Result<bool, String> {
+async fn truncate_to_leader(follower: Follower<'_>, stream: &mut Connection) -> Result<bool, String> {
     let Follower { shard, topic, partition, me, leader_epoch, .. } = follower;
     let handle = shard.partitions.replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
     let (latest_epoch, log_start_offset) = {
@@ -418,7 +387,7 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
                 .with_current_leader_epoch(leader_epoch)
                 .with_leader_epoch(latest_epoch)])]);
         let response: OffsetForLeaderEpochResponse =
-            round_trip(stream, ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, correlation_id, me, &request).await?;
+            stream.call(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, &request).await?;
         let Some(answer) = response.topics.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition == partition) else {
             return Err("the OffsetForLeaderEpoch response lacks the partition".into());
         };
@@ -442,8 +411,7 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
     // No epochs to go by: a fetch from our log start tells the leader's high watermark without
     // claiming our log end (the leader takes a fetch offset for it).
     let sessionless = (INVALID_SESSION_ID, FINAL_EPOCH, Vec::new());
-    let response =
-        fetch_offsets(stream, me, &[(topic, partition, leader_epoch, log_start_offset, log_start_offset)], sessionless, correlation_id).await?;
+    let response = fetch_offsets(stream, me, &[(topic, partition, leader_epoch, log_start_offset, log_start_offset)], sessionless).await?;
     let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
         return Err("the response lacks the partition".into());
     };
@@ -462,13 +430,7 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut TcpStream, corr
 
 /// The session's next Fetch: the partitions it sends (all of them when full), each from its
 /// offset, and those it forgets.
-async fn fetch(
-    stream: &mut TcpStream,
-    me: i32,
-    next: &NextFetch,
-    leader_epochs: &HashMap<&PartitionKey, i32>,
-    correlation_id: i32,
-) -> Result<FetchResponse, String> {
+async fn fetch(stream: &mut Connection, me: i32, next: &NextFetch, leader_epochs: &HashMap<&PartitionKey, i32>) -> Result<FetchResponse, String> {
     let wanted: Vec<(&str, i32, i32, i64, i64)> = next
         .send
         .iter()
@@ -481,17 +443,16 @@ async fn fetch(
             None => forgotten.push(ForgottenTopic::default().with_topic(TopicName(StrBytes::from_string(topic.clone()))).with_partitions(vec![*partition])),
         }
     }
-    fetch_offsets(stream, me, &wanted, (next.session_id, next.epoch, forgotten), correlation_id).await
+    fetch_offsets(stream, me, &wanted, (next.session_id, next.epoch, forgotten)).await
 }
 
 /// One Fetch for (topic, partition, leader epoch, fetch offset, log start offset) each; one
 /// FetchTopic per run of the same topic. `session`: id, epoch and forgotten topics.
 async fn fetch_offsets(
-    stream: &mut TcpStream,
+    stream: &mut Connection,
     me: i32,
     wanted: &[(&str, i32, i32, i64, i64)],
     session: (i32, i32, Vec<ForgottenTopic>),
-    correlation_id: i32,
 ) -> Result<FetchResponse, String> {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for &(topic, partition, leader_epoch, fetch_offset, log_start_offset) in wanted {
@@ -515,5 +476,5 @@ async fn fetch_offsets(
         .with_session_epoch(session.1)
         .with_forgotten_topics_data(session.2)
         .with_topics(topics);
-    round_trip(stream, ApiKey::Fetch, FETCH_VERSION, correlation_id, me, &request).await
+    stream.call(ApiKey::Fetch, FETCH_VERSION, &request).await
 }

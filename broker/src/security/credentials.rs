@@ -2,7 +2,10 @@
 //! broker: AlterUserScramCredentials carries the salted password, from which only the stored
 //! and server keys are kept). Standalone they live in `<first log dir>/scram-credentials`, one
 //! `user TAB mechanism TAB salt=..,stored_key=..,server_key=..,iterations=N` line each (the value
-//! in Kafka's ZooKeeper format), rewritten whole on a blocking thread after each change.
+//! in Kafka's ZooKeeper format), rewritten whole on a blocking thread after each change. In
+//! cluster mode they live in ZooKeeper as Kafka keeps them (`/config/users/<user>`, key the
+//! mechanism's name, zk's `user_configs.rs`), read from the coordinator's published view, so
+//! every broker authenticates a user created on any of them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -130,6 +133,8 @@ impl ScramCredential {
 type Credentials = BTreeMap<(String, ScramMechanism), ScramCredential>;
 
 pub struct CredentialStore {
+    /// Cluster mode: the credentials are the view's `/config/users` (the map and file unused).
+    zookeeper: Option<Arc<zk::ClusterView>>,
     credentials: Mutex<Credentials>,
     file: PathBuf,
     /// Held while the file is rewritten, so two rewrites never interleave; each writes the
@@ -155,28 +160,53 @@ impl CredentialStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("{}: {e}", file.display())),
         }
-        Ok(CredentialStore { credentials: Mutex::new(credentials), file, writing: Mutex::new(()) })
+        Ok(CredentialStore { zookeeper: None, credentials: Mutex::new(credentials), file, writing: Mutex::new(()) })
+    }
+
+    /// Cluster mode: the credentials ZooKeeper holds, as the coordinator last read them.
+    pub fn in_zookeeper(view: Arc<zk::ClusterView>) -> CredentialStore {
+        CredentialStore { zookeeper: Some(view), credentials: Mutex::new(Credentials::new()), file: PathBuf::new(), writing: Mutex::new(()) }
     }
 
     pub fn get(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
-        self.credentials.lock().expect("credentials lock").get(&(user.to_string(), mechanism)).cloned()
+        match &self.zookeeper {
+            Some(view) => {
+                let value = view.user_configs().get(user)?.get(mechanism.name())?.clone();
+                ScramCredential::from_kafka_string(&value)
+                    .map_err(|e| tracing::warn!(user, mechanism = mechanism.name(), error = e, "unreadable SCRAM credential in ZooKeeper"))
+                    .ok()
+            }
+            None => self.credentials.lock().expect("credentials lock").get(&(user.to_string(), mechanism)).cloned(),
+        }
     }
 
     /// Every (mechanism, iterations) of each user, or of the named users.
     pub fn describe(&self) -> BTreeMap<String, Vec<(ScramMechanism, i32)>> {
         let mut users: BTreeMap<String, Vec<(ScramMechanism, i32)>> = BTreeMap::new();
+        if let Some(view) = &self.zookeeper {
+            for (user, config) in view.user_configs().iter() {
+                for (key, value) in config {
+                    let (Some(mechanism), Ok(credential)) = (ScramMechanism::parse(key), ScramCredential::from_kafka_string(value)) else { continue };
+                    users.entry(user.clone()).or_default().push((mechanism, credential.iterations));
+                }
+            }
+            return users;
+        }
         for ((user, mechanism), credential) in self.credentials.lock().expect("credentials lock").iter() {
             users.entry(user.clone()).or_default().push((*mechanism, credential.iterations));
         }
         users
     }
 
+    /// Standalone only (cluster mode writes ZooKeeper through the coordinator).
     pub fn upsert(&self, user: &str, mechanism: ScramMechanism, credential: ScramCredential) {
+        assert!(self.zookeeper.is_none(), "cluster mode keeps SCRAM credentials in ZooKeeper");
         self.credentials.lock().expect("credentials lock").insert((user.to_string(), mechanism), credential);
     }
 
     /// False if there was no such credential.
     pub fn delete(&self, user: &str, mechanism: ScramMechanism) -> bool {
+        assert!(self.zookeeper.is_none(), "cluster mode keeps SCRAM credentials in ZooKeeper");
         self.credentials.lock().expect("credentials lock").remove(&(user.to_string(), mechanism)).is_some()
     }
 

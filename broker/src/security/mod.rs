@@ -5,6 +5,7 @@
 //! Never: a connection on a SASL listener reaches any API but ApiVersions and the SASL exchange
 //! before it authenticates (`Session::may_call`, checked in `handlers::dispatch`).
 
+pub mod client;
 pub mod credentials;
 pub mod principal;
 pub mod sasl;

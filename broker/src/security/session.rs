@@ -28,6 +28,8 @@ pub struct Security {
     /// the response and the close in one go (kafka-python over TLS) otherwise see only the
     /// close and report a lost connection instead of the authentication error.
     pub failed_authentication_delay_ms: u64,
+    /// Cluster mode: how this broker connects to the others (`client.rs`).
+    pub inter_broker: Option<super::client::InterBrokerClient>,
 }
 
 /// Kafka's default for `connection.failed.authentication.delay.ms`.
@@ -41,6 +43,8 @@ impl Security {
         properties: &std::collections::BTreeMap<String, String>,
         fetch_zero_copy: bool,
         credentials_file: std::path::PathBuf,
+        inter_broker: Option<&Listener>,
+        users_in_zookeeper: Option<Arc<zk::ClusterView>>,
     ) -> Result<Security, String> {
         let kernel_tls = tls::kernel_tls_available();
         let mut listeners = Vec::with_capacity(configured.len());
@@ -90,7 +94,15 @@ impl Security {
                 .parse::<u64>()
                 .map_err(|_| format!("connection.failed.authentication.delay.ms={text}: expected milliseconds"))?,
         };
-        Ok(Security { listeners, credentials: Arc::new(CredentialStore::load(credentials_file)?), failed_authentication_delay_ms })
+        let inter_broker = match inter_broker {
+            Some(listener) => Some(super::client::InterBrokerClient::build(listener, properties).map_err(|e| format!("inter-broker client: {e}"))?),
+            None => None,
+        };
+        let credentials = match users_in_zookeeper {
+            Some(view) => CredentialStore::in_zookeeper(view),
+            None => CredentialStore::load(credentials_file)?,
+        };
+        Ok(Security { listeners, credentials: Arc::new(credentials), failed_authentication_delay_ms, inter_broker })
     }
 }
 

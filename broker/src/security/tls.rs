@@ -1,5 +1,6 @@
 //! A listener's TLS settings, from Kafka's `ssl.*` keys (each also as
-//! `listener.name.<listener>.ssl.*`), turned into a rustls server config at start.
+//! `listener.name.<listener>.ssl.*`), turned into a rustls server config at start, and the
+//! client config this broker connects to other brokers' inter-broker listener with.
 //!
 //! Key stores: PEM (KIP-651: `ssl.keystore.location` holding a PKCS#8 key and its chain, or
 //! `ssl.keystore.key` + `ssl.keystore.certificate.chain` inline) and PKCS12 (`ssl.keystore.type=
@@ -13,10 +14,12 @@ use std::sync::Arc;
 
 use futures_rustls::rustls;
 use rustls::crypto::CryptoProvider;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use super::listener_property;
 use super::principal::MappingRules;
@@ -182,29 +185,48 @@ pub struct TlsSettings {
     pub principal_rules: MappingRules,
 }
 
+/// The key store's certificate chain and key (`ssl.keystore.*`), None when none is set.
+fn keystore<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, String> {
+    let keystore_type = store_type("ssl.keystore.type", get("ssl.keystore.type"))?;
+    match (get("ssl.keystore.location"), get("ssl.keystore.key"), get("ssl.keystore.certificate.chain")) {
+        (Some(path), None, None) if keystore_type == StoreType::Pkcs12 => {
+            Ok(Some(pkcs12_key_chain(path, get("ssl.keystore.password"), get("ssl.key.password"))?))
+        }
+        (Some(path), None, None) => {
+            let pem = read_file("ssl.keystore.location", path)?;
+            Ok(Some((certificates("ssl.keystore.location", &pem)?, private_key("ssl.keystore.location", &pem)?)))
+        }
+        (None, Some(key), Some(chain)) => {
+            Ok(Some((certificates("ssl.keystore.certificate.chain", chain)?, private_key("ssl.keystore.key", key)?)))
+        }
+        (None, None, None) => Ok(None),
+        _ => Err("set ssl.keystore.location (PEM key and chain, or PKCS12), or ssl.keystore.key and ssl.keystore.certificate.chain".into()),
+    }
+}
+
+/// The trust store's certificates (`ssl.truststore.*`), None when none is set.
+fn truststore<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> Result<Option<RootCertStore>, String> {
+    let truststore_type = store_type("ssl.truststore.type", get("ssl.truststore.type"))?;
+    let trusted = match (get("ssl.truststore.location"), get("ssl.truststore.certificates")) {
+        (Some(path), _) if truststore_type == StoreType::Pkcs12 => pkcs12_certificates(path, get("ssl.truststore.password"))?,
+        (Some(path), _) => certificates("ssl.truststore.location", &read_file("ssl.truststore.location", path)?)?,
+        (None, Some(pem)) => certificates("ssl.truststore.certificates", pem)?,
+        (None, None) => return Ok(None),
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in trusted {
+        roots.add(cert).map_err(|e| format!("ssl.truststore: {e}"))?;
+    }
+    Ok(Some(roots))
+}
+
 /// The listener's TLS server config; errors name the key at fault.
 pub fn server_config(properties: &BTreeMap<String, String>, listener: &str) -> Result<TlsSettings, String> {
     let get = |key: &str| listener_property(properties, listener, key);
     let principal_rules = MappingRules::parse(get("ssl.principal.mapping.rules"))?;
-    let keystore_type = store_type("ssl.keystore.type", get("ssl.keystore.type"))?;
-    let truststore_type = store_type("ssl.truststore.type", get("ssl.truststore.type"))?;
-    let (chain, key) = match (get("ssl.keystore.location"), get("ssl.keystore.key"), get("ssl.keystore.certificate.chain")) {
-        (Some(path), None, None) if keystore_type == StoreType::Pkcs12 => {
-            pkcs12_key_chain(path, get("ssl.keystore.password"), get("ssl.key.password"))?
-        }
-        (Some(path), None, None) => {
-            let pem = read_file("ssl.keystore.location", path)?;
-            (certificates("ssl.keystore.location", &pem)?, private_key("ssl.keystore.location", &pem)?)
-        }
-        (None, Some(key), Some(chain)) => {
-            (certificates("ssl.keystore.certificate.chain", chain)?, private_key("ssl.keystore.key", key)?)
-        }
-        _ => {
-            return Err(format!(
-                "listener {listener} uses TLS: set ssl.keystore.location (PEM key and chain), or ssl.keystore.key and ssl.keystore.certificate.chain"
-            ))
-        }
-    };
+    let (chain, key) = keystore(&get)?.ok_or_else(|| {
+        format!("listener {listener} uses TLS: set ssl.keystore.location (PEM key and chain, or PKCS12), or ssl.keystore.key and ssl.keystore.certificate.chain")
+    })?;
     let client_auth = match get("ssl.client.auth").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         None | Some("none") => ClientAuth::None,
         Some("requested") => ClientAuth::Requested,
@@ -219,22 +241,88 @@ pub fn server_config(properties: &BTreeMap<String, String>, listener: &str) -> R
     let builder = if client_auth == ClientAuth::None {
         builder.with_no_client_auth()
     } else {
-        let trusted = match (get("ssl.truststore.location"), get("ssl.truststore.certificates")) {
-            (Some(path), _) if truststore_type == StoreType::Pkcs12 => pkcs12_certificates(path, get("ssl.truststore.password"))?,
-            (Some(path), _) => certificates("ssl.truststore.location", &read_file("ssl.truststore.location", path)?)?,
-            (None, Some(pem)) => certificates("ssl.truststore.certificates", pem)?,
-            (None, None) => return Err(format!("ssl.client.auth on listener {listener} needs ssl.truststore.location or ssl.truststore.certificates")),
-        };
-        let mut roots = RootCertStore::empty();
-        for cert in trusted {
-            roots.add(cert).map_err(|e| format!("ssl.truststore: {e}"))?;
-        }
+        let roots = truststore(&get)?
+            .ok_or_else(|| format!("ssl.client.auth on listener {listener} needs ssl.truststore.location or ssl.truststore.certificates"))?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
         let verifier = if client_auth == ClientAuth::Requested { verifier.allow_unauthenticated() } else { verifier };
         builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("ssl.truststore: {e}"))?)
     };
     let config = builder.with_single_cert(chain, key).map_err(|e| format!("ssl.keystore: the key does not fit the certificate: {e}"))?;
     Ok(TlsSettings { config: Arc::new(config), client_auth, principal_rules })
+}
+
+/// The TLS client config this broker connects to another broker's `listener` with, from the
+/// same keys as Kafka's inter-broker client: the other broker is verified against the trust store
+/// (and its certificate must name the registered host unless `ssl.endpoint.identification.algorithm`
+/// is empty), and this broker presents its key store's certificate when asked (mTLS).
+pub fn client_config(properties: &BTreeMap<String, String>, listener: &str) -> Result<Arc<ClientConfig>, String> {
+    let get = |key: &str| listener_property(properties, listener, key);
+    let roots = truststore(&get)?.ok_or_else(|| {
+        format!("the inter-broker listener {listener} uses TLS: set ssl.truststore.location (PEM) to verify the other brokers")
+    })?;
+    let check_hostname = match get("ssl.endpoint.identification.algorithm").map(str::trim) {
+        None => true,
+        Some(a) if a.eq_ignore_ascii_case("https") => true,
+        Some("") => false,
+        Some(other) => return Err(format!("ssl.endpoint.identification.algorithm={other}: expected https or empty")),
+    };
+    let provider = Arc::new(provider(get("ssl.cipher.suites"))?);
+    let versions = protocol_versions(get("ssl.enabled.protocols"))?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("ssl.truststore: {e}"))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("ssl.enabled.protocols with ssl.cipher.suites: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ServerVerifier { inner: verifier, check_hostname }));
+    let config = match keystore(&get)? {
+        Some((chain, key)) => {
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("ssl.keystore: the key does not fit the certificate: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// webpki's verification of the chain against the trust store, with the hostname check made
+/// optional as `ssl.endpoint.identification.algorithm=` (empty) makes it in Kafka.
+#[derive(Debug)]
+struct ServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    check_hostname: bool,
+}
+
+impl ServerCertVerifier for ServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }))
+                if !self.check_hostname =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Whether the kernel offers TLS offload (the `tls` upper layer protocol), which zero-copy fetch

@@ -1,13 +1,13 @@
 //! A connection's byte stream: the socket itself, or TLS over it (rustls through futures-rustls,
-//! over glommio's TcpStream, which implements futures' AsyncRead/AsyncWrite).
+//! over glommio's TcpStream, which implements futures' AsyncRead/AsyncWrite). Both ends use it:
+//! the listeners' connections (server side) and this broker's to other brokers (`client.rs`).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use futures_rustls::server::TlsStream;
-use futures_rustls::TlsAcceptor;
+use futures_rustls::{TlsAcceptor, TlsStream};
 use glommio::net::TcpStream;
 
 use super::principal;
@@ -28,7 +28,7 @@ impl Transport {
             session.principal = principal::from_certificate(certificate, &settings.principal_rules)?;
             tracing::info!(principal = session.principal, client = session.client_host, "TLS client certificate accepted");
         }
-        Ok(Transport::Tls(Box::new(stream)))
+        Ok(Transport::Tls(Box::new(TlsStream::Server(stream))))
     }
 }
 

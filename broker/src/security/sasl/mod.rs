@@ -3,6 +3,7 @@
 
 pub mod plain;
 pub mod scram;
+pub mod scram_client;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

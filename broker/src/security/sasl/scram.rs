@@ -21,7 +21,7 @@ pub struct ServerExchange {
 }
 
 /// `a=b,c=d` -> the value of `key`.
-fn attribute<'a>(message: &'a str, key: char) -> Option<&'a str> {
+pub(super) fn attribute<'a>(message: &'a str, key: char) -> Option<&'a str> {
     message.split(',').find_map(|part| part.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
 }
 
