@@ -53,6 +53,8 @@ impl BrokerState {
             &config.security_properties,
             config.fetch_zero_copy,
             log_dirs.dirs()[0].join("scram-credentials"),
+            log_dirs.dirs()[0].join("acls.json"),
+            cluster.clone(),
         )?;
         let state = BrokerState {
             security,

@@ -138,9 +138,11 @@ async fn run(
         };
         let fence: Cell<Option<ControllerFence>> = Cell::new(None);
         let wake = tokio::sync::Notify::new();
+        let publish_acls = |resources| view.set_acls(resources);
         let shutdown = tokio::select! {
             _ = elect(&client, endpoint.broker_id, &view, &fence, &wake) => false,
             _ = follow(&client, &view, &fence, &wake, &options) => false,
+            _ = crate::acls::follow(&client, &publish_acls) => false,
             _ = expired => false,
             _ = serve(&client, &view, &mut commands) => true,
         };
@@ -262,6 +264,9 @@ async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::
                     tracing::info!(topic, partition, ?isr, previous = ?expected.isr, "ISR changed");
                 }
                 let _ = reply.send(written.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            Command::UpdateAcls { resource, remove, reply } => {
+                let _ = reply.send(crate::acls::update(client, &resource, &remove).await);
             }
         }
     }

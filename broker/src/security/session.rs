@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::ApiKey;
 
+use super::acl::model::{operations_bits, Operation, ResourceType};
+use super::acl::{Authorizer, DecisionCache};
 use super::credentials::CredentialStore;
 use super::sasl::{self, Exchange, Mechanism, SaslSettings};
 use super::tls::{self, TlsSettings};
@@ -19,6 +21,8 @@ pub struct ListenerSecurity {
 pub struct Security {
     pub listeners: Vec<ListenerSecurity>,
     pub credentials: Arc<CredentialStore>,
+    /// `authorizer.class.name` set: the ACLs and the policy. None: every request is allowed.
+    pub authorizer: Option<Arc<Authorizer>>,
 }
 
 impl Security {
@@ -29,6 +33,8 @@ impl Security {
         properties: &std::collections::BTreeMap<String, String>,
         fetch_zero_copy: bool,
         credentials_file: std::path::PathBuf,
+        acl_file: std::path::PathBuf,
+        cluster: Option<zk::CoordinatorHandle>,
     ) -> Result<Security, String> {
         let kernel_tls = tls::kernel_tls_available();
         let mut listeners = Vec::with_capacity(configured.len());
@@ -65,7 +71,8 @@ impl Security {
             };
             listeners.push(ListenerSecurity { listener: listener.clone(), tls, sasl });
         }
-        Ok(Security { listeners, credentials: Arc::new(CredentialStore::load(credentials_file)?) })
+        let authorizer = Authorizer::build(properties, acl_file, cluster)?;
+        Ok(Security { listeners, credentials: Arc::new(CredentialStore::load(credentials_file)?), authorizer })
     }
 }
 
@@ -88,6 +95,8 @@ pub struct Session {
     sasl: SaslState,
     /// A failed authentication: the connection closes once the error is sent.
     pub close_after_response: bool,
+    authorizer: Option<Arc<Authorizer>>,
+    decisions: std::cell::RefCell<DecisionCache>,
 }
 
 /// What SaslAuthenticate answers.
@@ -98,14 +107,40 @@ pub enum Authenticated {
 }
 
 impl Session {
-    pub fn new(listener: usize, uses_sasl: bool, client_host: String) -> Session {
+    pub fn new(listener: usize, uses_sasl: bool, client_host: String, authorizer: Option<Arc<Authorizer>>) -> Session {
         Session {
             listener,
             principal: principal::ANONYMOUS.to_string(),
             client_host,
             sasl: if uses_sasl { SaslState::AwaitingHandshake } else { SaslState::NotNeeded },
             close_after_response: false,
+            authorizer,
+            decisions: Default::default(),
         }
+    }
+
+    /// May this connection's principal do `operation` on the resource? Always yes without an
+    /// authorizer. The one door every handler's check goes through (cached per connection).
+    pub fn authorize(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        let Some(authorizer) = &self.authorizer else { return true };
+        let host = self.client_host.strip_prefix('/').unwrap_or(&self.client_host);
+        self.decisions.borrow_mut().authorize(authorizer, &self.principal, host, operation, resource_type, name)
+    }
+
+    /// CLUSTER's one resource (`kafka-cluster`).
+    pub fn authorize_cluster(&self, operation: Operation) -> bool {
+        self.authorize(operation, ResourceType::Cluster, super::acl::model::CLUSTER_NAME)
+    }
+
+    /// KIP-430: the operations of the resource's type this principal holds, as a bit set (every
+    /// supported one without an authorizer, as Kafka's AuthHelper).
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        let supported = resource_type.supported_operations();
+        operations_bits(supported.iter().copied().filter(|op| self.authorize(*op, resource_type, name)))
+    }
+
+    pub fn authorizer(&self) -> Option<&Arc<Authorizer>> {
+        self.authorizer.as_ref()
     }
 
     pub fn authenticated(&self) -> bool {
