@@ -20,6 +20,8 @@ use super::fetch_framing::{PartitionFrame, Records, RecordsLength, TopicFrame};
 use super::{partition_error_code, storage_error_code};
 use crate::partition::{PartitionError, ReadBound};
 use crate::replication::leader;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::shard_context::Shard;
 
 /// Upper bound on how long a fetch may wait, whatever the client asks.
@@ -44,7 +46,7 @@ impl Fetched {
 
 /// The response's topics, framed by `fetch_framing` (records are not encoded by kafka-protocol).
 /// `may_splice`: false on a TLS connection, whose bytes must pass through the encryption.
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16, may_splice: bool) -> Vec<TopicFrame<Records>> {
+pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16, may_splice: bool, session: &Session) -> Vec<TopicFrame<Records>> {
     let zero_copy = shard.splice_sender.is_some() && may_splice;
     let deadline = Instant::now() + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(MAX_WAIT_LIMIT_MS));
     let min_bytes = request.min_bytes.max(0) as u64;
@@ -62,11 +64,20 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16, may_
                 .map(move |p| (t.topic.0.to_string(), p.partition, p.fetch_offset, p.partition_max_bytes.max(0) as u64, p.log_start_offset))
         })
         .collect();
+    // Kafka: a follower's fetch needs CLUSTER_ACTION, a consumer's READ on each topic.
+    let follower_allowed = replica_id < 0 || session.authorize_cluster(Operation::ClusterAction);
+    let denied: Vec<bool> =
+        wanted.iter().map(|(topic, ..)| !follower_allowed || (replica_id < 0 && !session.authorize(Operation::Read, ResourceType::Topic, topic))).collect();
     loop {
         let mut results = Vec::with_capacity(wanted.len());
         let mut total = 0u64;
         let mut any_error = false;
-        for (topic, partition, offset, partition_max_bytes, replica_log_start_offset) in &wanted {
+        for ((topic, partition, offset, partition_max_bytes, replica_log_start_offset), denied) in wanted.iter().zip(&denied) {
+            if *denied {
+                // Not an error that ends the wait: the other partitions wait as Kafka's do.
+                results.push(Fetched::failed(kafka_protocol::ResponseError::TopicAuthorizationFailed.code(), -1, -1));
+                continue;
+            }
             let budget = (*partition_max_bytes).min(max_bytes.saturating_sub(total));
             let min_one_batch = total == 0;
             let owner = shard.owner_of(topic, *partition);
@@ -86,7 +97,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16, may_
         // No partitions (a consumer closing its fetch session sends such a fetch and waits for
         // the answer: Kafka Connect's stores pay it at every stop): answered at once, as Kafka's
         // ReplicaManager.fetchMessages does, not after max_wait_ms.
-        if wanted.is_empty() || total >= min_bytes || any_error || now >= deadline || shard.broker.is_shutting_down() {
+        if wanted.is_empty() || denied.iter().all(|d| *d) || total >= min_bytes || any_error || now >= deadline || shard.broker.is_shutting_down() {
             return response(&request, results);
         }
         let bound = if replica_id >= 0 { ReadBound::LogEnd } else { consumer_bound };

@@ -123,8 +123,19 @@ impl Session {
     /// authorizer. The one door every handler's check goes through (cached per connection).
     pub fn authorize(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
         let Some(authorizer) = &self.authorizer else { return true };
-        let host = self.client_host.strip_prefix('/').unwrap_or(&self.client_host);
-        self.decisions.borrow_mut().authorize(authorizer, &self.principal, host, operation, resource_type, name)
+        self.decisions.borrow_mut().authorize(authorizer, &self.principal, self.host(), operation, resource_type, name)
+    }
+
+    /// May the principal do `operation` on some resource of the type (Kafka's
+    /// authorizeByResourceType)?
+    pub fn authorize_any(&self, operation: Operation, resource_type: ResourceType) -> bool {
+        let Some(authorizer) = &self.authorizer else { return true };
+        authorizer.authorize_by_resource_type(&self.principal, self.host(), operation, resource_type)
+    }
+
+    /// The client's IP as ACLs name it (no leading '/').
+    fn host(&self) -> &str {
+        self.client_host.strip_prefix('/').unwrap_or(&self.client_host)
     }
 
     /// CLUSTER's one resource (`kafka-cluster`).

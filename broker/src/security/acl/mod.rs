@@ -119,6 +119,11 @@ impl Authorizer {
         self.acls().authorize(&self.policy, principal, host, operation, resource_type, name)
     }
 
+    /// Some resource of the type (uncached: InitProducerId's rare question).
+    pub fn authorize_by_resource_type(&self, principal: &str, host: &str, operation: Operation, resource_type: ResourceType) -> bool {
+        self.acls().authorize_by_resource_type(&self.policy, principal, host, operation, resource_type)
+    }
+
     /// Adds the bindings (already validated); durable when this returns Ok.
     pub async fn create(&self, bindings: Vec<AclBinding>) -> Result<(), String> {
         let mut changes: BTreeMap<ResourcePattern, PatternChange> = BTreeMap::new();

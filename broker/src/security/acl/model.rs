@@ -371,6 +371,7 @@ pub struct Policy {
 }
 
 impl AclSet {
+    #[cfg(test)]
     pub fn from_bindings(bindings: impl IntoIterator<Item = AclBinding>) -> AclSet {
         let mut set = AclSet::default();
         for binding in bindings {
@@ -387,20 +388,6 @@ impl AclSet {
         }
         entries.push(binding.entry);
         true
-    }
-
-    /// Removes and returns what the filter matches.
-    pub fn remove_matching(&mut self, filter: &AclFilter) -> Vec<AclBinding> {
-        let removed: Vec<AclBinding> = self.matching(filter);
-        for binding in &removed {
-            if let Some(entries) = self.by_pattern.get_mut(&binding.pattern) {
-                entries.retain(|e| *e != binding.entry);
-                if entries.is_empty() {
-                    self.by_pattern.remove(&binding.pattern);
-                }
-            }
-        }
-        removed
     }
 
     pub fn matching(&self, filter: &AclFilter) -> Vec<AclBinding> {
@@ -431,10 +418,6 @@ impl AclSet {
 
     pub fn len(&self) -> usize {
         self.by_pattern.values().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_pattern.is_empty()
     }
 
     /// The entries applying to a resource: its exact literal name, the `*` literal, and every
@@ -479,6 +462,32 @@ impl AclSet {
             return policy.allow_everyone_if_no_acl_found;
         }
         allowed
+    }
+}
+
+impl AclSet {
+    /// Kafka's Authorizer.authorizeByResourceType, simplified: may the principal do `operation`
+    /// on some resource of the type? Yes for super users; with no ACL of the type at all,
+    /// `allow.everyone.if.no.acl.found`; else an ALLOW granting it, not cancelled by a DENY of
+    /// the same on the `*` literal.
+    pub fn authorize_by_resource_type(&self, policy: &Policy, principal: &str, host: &str, operation: Operation, resource_type: ResourceType) -> bool {
+        if policy.super_users.iter().any(|s| s == principal) {
+            return true;
+        }
+        let applies = |e: &Entry| (e.principal == principal || e.principal == "User:*") && (e.host == host || e.host == WILDCARD);
+        let of_type: Vec<(&ResourcePattern, &Entry)> =
+            self.by_pattern.iter().filter(|(p, _)| p.resource_type == resource_type).flat_map(|(p, es)| es.iter().map(move |e| (p, e))).collect();
+        if of_type.is_empty() {
+            return policy.allow_everyone_if_no_acl_found;
+        }
+        let denied_everywhere = of_type.iter().any(|(p, e)| {
+            p.pattern_type == PatternType::Literal
+                && p.name == WILDCARD
+                && e.permission == Permission::Deny
+                && (e.operation == operation || e.operation == Operation::All)
+                && applies(e)
+        });
+        !denied_everywhere && of_type.iter().any(|(_, e)| e.permission == Permission::Allow && operation.granted_by(e.operation) && applies(e))
     }
 }
 
@@ -571,9 +580,9 @@ mod tests {
         assert!(!l.matches(&prefixed) && l.matches(&literal) && !l.matches(&wildcard));
         let a = filter(PatternType::Any, Some("app-"));
         assert!(a.matches(&prefixed) && !a.matches(&literal));
-        let mut set = AclSet::from_bindings([prefixed.clone(), literal.clone(), wildcard.clone()]);
-        assert_eq!(set.remove_matching(&filter(Prefixed, None)), vec![prefixed]);
-        assert_eq!(set.len(), 2);
+        let set = AclSet::from_bindings([prefixed.clone(), literal.clone(), wildcard.clone()]);
+        assert_eq!(set.matching(&filter(Prefixed, None)), vec![prefixed]);
+        assert_eq!(set.len(), 3);
     }
 
     #[test]
