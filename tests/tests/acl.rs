@@ -159,3 +159,123 @@ fn without_an_authorizer_acl_requests_answer_security_disabled_and_bad_config_is
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("authorizer.class.name=com.example.Mine"), "{stderr}");
 }
+
+mod cluster {
+    //! Three brokers with real ZooKeeper: an ACL created on one broker is in ZooKeeper as Kafka
+    //! writes it and enforced by every broker within a second; deleted on another, lifted on all.
+    //! PLAINTEXT only, `allow.everyone.if.no.acl.found=true`: resources without ACLs (the cluster,
+    //! for replication) stay open, as an operator migrating to ACLs runs.
+
+    use std::time::{Duration, Instant};
+
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        ApiKey, CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DescribeAclsRequest, DescribeAclsResponse,
+        MetadataRequest, MetadataResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use tests::wire::Connection;
+    use tests::zookeeper::ZooKeeper;
+    use tests::{Broker, TempDir};
+
+    fn s(text: &str) -> StrBytes {
+        StrBytes::from_string(text.to_string())
+    }
+
+    /// The topic's error code in this broker's own Metadata answer.
+    fn metadata_error(broker: &Broker, topic: &str) -> i16 {
+        let request = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(TopicName(s(topic))))]));
+        let response: MetadataResponse = Connection::open(broker.address()).call(ApiKey::Metadata, 12, &request);
+        response.topics[0].error_code
+    }
+
+    fn wait_all(brokers: &[Broker], topic: &str, code: i16, within: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let codes: Vec<i16> = brokers.iter().map(|b| metadata_error(b, topic)).collect();
+            if codes.iter().all(|c| *c == code) {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < within, "not every broker answers {code} for {topic} within {within:?}: {codes:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn an_acl_created_on_one_broker_is_enforced_by_all_within_a_second() {
+        let zookeeper = ZooKeeper::start();
+        let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("acl-cluster-{i}"))).collect();
+        let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
+        let brokers: Vec<Broker> = (1..=3)
+            .zip(&dirs)
+            .map(|(id, dir)| {
+                let id = format!("broker.id={id}");
+                let overrides = [
+                    connect.as_str(),
+                    id.as_str(),
+                    "zookeeper.session.timeout.ms=4000",
+                    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                    "allow.everyone.if.no.acl.found=true",
+                ];
+                Broker::start(&dir.0, 1, &overrides)
+            })
+            .collect();
+        let all: String = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+        let output = tests::kcat_produce(&all, &["-t", "hidden"], ["one".to_string()]);
+        assert!(output.status.success(), "kcat -P: {}", String::from_utf8_lossy(&output.stderr));
+        wait_all(&brokers, "hidden", 0, Duration::from_secs(15));
+
+        // Created on broker 1: DENY DESCRIBE for User:ANONYMOUS (every plaintext client here).
+        let creation = AclCreation::default()
+            .with_resource_type(2)
+            .with_resource_name(s("hidden"))
+            .with_resource_pattern_type(3)
+            .with_principal(s("User:ANONYMOUS"))
+            .with_host(s("*"))
+            .with_operation(8)
+            .with_permission_type(2);
+        let prefixed = creation.clone().with_resource_name(s("guard-")).with_resource_pattern_type(4).with_operation(4);
+        let request = CreateAclsRequest::default().with_creations(vec![creation, prefixed]);
+        let response: CreateAclsResponse = Connection::open(brokers[0].address()).call(ApiKey::CreateAcls, 3, &request);
+        assert!(response.results.iter().all(|r| r.error_code == 0), "{response:?}");
+        let enforced = wait_all(&brokers, "hidden", 29, Duration::from_secs(1));
+        println!("ACL enforced by all three brokers {enforced:?} after CreateAcls answered");
+        // In ZooKeeper as Kafka writes it, with its change notifications.
+        let znode = zookeeper.cli("get /kafka/kafka-acl/Topic/hidden");
+        assert!(znode.contains(r#""principal":"User:ANONYMOUS""#) && znode.contains(r#""permissionType":"Deny""#) && znode.contains(r#""operation":"Describe""#), "{znode}");
+        let prefixed_znode = zookeeper.cli("get /kafka/kafka-acl-extended/prefixed/Topic/guard-");
+        assert!(prefixed_znode.contains(r#""operation":"Write""#), "{prefixed_znode}");
+        assert!(zookeeper.cli("ls /kafka/kafka-acl-changes").contains("acl_changes_"));
+        assert!(zookeeper.cli("ls /kafka/kafka-acl-extended-changes").contains("acl_changes_"));
+        // Broker 3 describes both.
+        let every = DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_resource_name_filter(None)
+            .with_pattern_type_filter(1)
+            .with_principal_filter(None)
+            .with_host_filter(None)
+            .with_operation(1)
+            .with_permission_type(1);
+        let described: DescribeAclsResponse = Connection::open(brokers[2].address()).call(ApiKey::DescribeAcls, 3, &every);
+        assert_eq!(described.error_code, 0);
+        assert_eq!(described.resources.len(), 2, "{described:?}");
+
+        // Deleted on broker 2: lifted on all.
+        let filter = DeleteAclsFilter::default()
+            .with_resource_type_filter(2)
+            .with_resource_name_filter(Some(s("hidden")))
+            .with_pattern_type_filter(3)
+            .with_principal_filter(None)
+            .with_host_filter(None)
+            .with_operation(1)
+            .with_permission_type(1);
+        let deleted: DeleteAclsResponse =
+            Connection::open(brokers[1].address()).call(ApiKey::DeleteAcls, 3, &DeleteAclsRequest::default().with_filters(vec![filter]));
+        assert_eq!(deleted.filter_results[0].matching_acls.len(), 1, "{deleted:?}");
+        let lifted = wait_all(&brokers, "hidden", 0, Duration::from_secs(1));
+        println!("ACL deletion enforced by all three brokers {lifted:?} after DeleteAcls answered");
+        assert!(!zookeeper.cli("ls /kafka/kafka-acl/Topic").contains("hidden"));
+    }
+}
