@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use zookeeper_client::{AddWatchMode, Client, CreateMode, Error as ZkError};
+use zookeeper_client::{Client, CreateMode, Error as ZkError};
 
 use crate::paths::persistent;
 
@@ -177,19 +177,8 @@ pub async fn follow(client: &Client, publish: &(dyn Fn(Vec<AclResource>) + Send 
     for root in [LITERAL_CHANGES, EXTENDED_CHANGES] {
         let _ = create_parents(client, &format!("{root}/x")).await;
     }
-    let watch = |path: &'static str| async move {
-        loop {
-            match client.watch(path, AddWatchMode::PersistentRecursive).await {
-                Ok(watcher) => break watcher,
-                Err(e) => {
-                    tracing::error!(error = %e, "watching {path}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    };
-    let mut literal = watch(LITERAL_CHANGES).await;
-    let mut extended = watch(EXTENDED_CHANGES).await;
+    let mut literal = crate::coordinator::watch_recursively(client, LITERAL_CHANGES).await;
+    let mut extended = crate::coordinator::watch_recursively(client, EXTENDED_CHANGES).await;
     loop {
         match read_all(client).await {
             Ok(resources) => publish(resources),

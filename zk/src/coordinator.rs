@@ -175,19 +175,8 @@ async fn follow(
     wake: &tokio::sync::Notify,
     options: &CoordinatorOptions,
 ) {
-    let watch = |path: &'static str| async move {
-        loop {
-            match client.watch(path, AddWatchMode::PersistentRecursive).await {
-                Ok(watcher) => break watcher,
-                Err(e) => {
-                    tracing::error!(error = %e, "watching {path}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    };
-    let mut watcher = watch("/brokers").await;
-    let mut deletions = watch(paths::DELETE_TOPICS).await;
+    let mut watcher = watch_recursively(client, "/brokers").await;
+    let mut deletions = watch_recursively(client, paths::DELETE_TOPICS).await;
     loop {
         match cluster::read(client).await {
             Ok(snapshot) => {
@@ -213,6 +202,19 @@ async fn follow(
             _ = watcher.changed() => {}
             _ = deletions.changed() => {}
             _ = wake.notified() => {}
+        }
+    }
+}
+
+/// A persistent recursive watch on `path`, retried each second until ZooKeeper takes it.
+pub(crate) async fn watch_recursively(client: &Client, path: &str) -> zookeeper_client::PersistentWatcher {
+    loop {
+        match client.watch(path, AddWatchMode::PersistentRecursive).await {
+            Ok(watcher) => break watcher,
+            Err(e) => {
+                tracing::error!(error = %e, "watching {path}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }

@@ -7,7 +7,6 @@ use kafka_protocol::messages::{DeleteAclsRequest, DeleteAclsResponse};
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
-use crate::security::acl::filter_from_fields;
 use crate::security::acl::model::{AclFilter, Operation};
 use crate::security::session::Session;
 
@@ -28,17 +27,7 @@ pub async fn handle(request: DeleteAclsRequest, session: &Session) -> DeleteAcls
     let parsed: Vec<Result<AclFilter, String>> = request
         .filters
         .iter()
-        .map(|f| {
-            filter_from_fields(
-                f.resource_type_filter,
-                f.resource_name_filter.as_deref(),
-                f.pattern_type_filter,
-                f.principal_filter.as_deref(),
-                f.host_filter.as_deref(),
-                f.operation,
-                f.permission_type,
-            )
-        })
+        .map(|f| acl_filter_of!(f))
         .collect();
     let valid: Vec<AclFilter> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
     let deleted = authorizer.delete(&valid).await;

@@ -7,7 +7,6 @@ use kafka_protocol::messages::{DescribeAclsRequest, DescribeAclsResponse};
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
-use crate::security::acl::filter_from_fields;
 use crate::security::acl::model::Operation;
 use crate::security::session::Session;
 
@@ -22,15 +21,7 @@ pub fn handle(request: DescribeAclsRequest, session: &Session) -> DescribeAclsRe
     let Some(authorizer) = session.authorizer() else {
         return error(ResponseError::SecurityDisabled, "No Authorizer is configured.");
     };
-    let filter = match filter_from_fields(
-        request.resource_type_filter,
-        request.resource_name_filter.as_deref(),
-        request.pattern_type_filter,
-        request.principal_filter.as_deref(),
-        request.host_filter.as_deref(),
-        request.operation,
-        request.permission_type,
-    ) {
+    let filter = match acl_filter_of!(request) {
         Ok(filter) => filter,
         Err(message) => return error(ResponseError::InvalidRequest, &message),
     };

@@ -46,6 +46,20 @@ mod describe_user_scram_credentials;
 mod sasl_authenticate;
 mod sasl_handshake;
 // Authorisation (issue 20, security/acl/).
+/// DescribeAcls' request and DeleteAcls' filters carry the same filter fields.
+macro_rules! acl_filter_of {
+    ($f:expr) => {
+        crate::security::acl::filter_from_fields(
+            $f.resource_type_filter,
+            $f.resource_name_filter.as_deref(),
+            $f.pattern_type_filter,
+            $f.principal_filter.as_deref(),
+            $f.host_filter.as_deref(),
+            $f.operation,
+            $f.permission_type,
+        )
+    };
+}
 mod create_acls;
 mod delete_acls;
 mod describe_acls;
