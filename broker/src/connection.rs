@@ -38,7 +38,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: usize) {
     let client_host = stream.peer_addr().map(|a| format!("/{}", a.ip())).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let security = &shard.broker.security.listeners[listener];
-    let mut session = Session::new(listener, security.listener.protocol.uses_sasl(), client_host);
+    let mut session = Session::new(listener, security.listener.protocol.uses_sasl(), client_host, shard.broker.security.authorizer.clone());
     session.reauth_ms = security.reauth_ms;
     let mut stream = match &security.tls {
         None => Transport::Plain(stream),

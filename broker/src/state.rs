@@ -60,6 +60,8 @@ impl BrokerState {
             log_dirs.dirs()[0].join("scram-credentials"),
             config.zookeeper_connect.as_ref().map(|_| &config.listeners[config.inter_broker_listener]),
             cluster.as_ref().map(|c| c.view.clone()),
+            log_dirs.dirs()[0].join("acls.json"),
+            cluster.clone(),
         )?;
         let connection_quotas = Arc::new(crate::connection_quotas::ConnectionQuotas::new(
             config.max_connections,

@@ -142,10 +142,12 @@ async fn run(
         };
         let fence: Cell<Option<ControllerFence>> = Cell::new(None);
         let wake = tokio::sync::Notify::new();
+        let publish_acls = |resources| view.set_acls(resources);
         let shutdown = tokio::select! {
             _ = elect(&client, endpoint.broker_id, &view, &fence, &wake) => false,
             _ = follow(&client, &view, &fence, &wake, &options) => false,
             _ = user_configs::follow(&client, &view) => false,
+            _ = crate::acls::follow(&client, &publish_acls) => false,
             _ = expired => false,
             _ = serve(&client, &view, &mut commands) => true,
         };
@@ -178,19 +180,8 @@ async fn follow(
     wake: &tokio::sync::Notify,
     options: &CoordinatorOptions,
 ) {
-    let watch = |path: &'static str| async move {
-        loop {
-            match client.watch(path, AddWatchMode::PersistentRecursive).await {
-                Ok(watcher) => break watcher,
-                Err(e) => {
-                    tracing::error!(error = %e, "watching {path}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    };
-    let mut watcher = watch("/brokers").await;
-    let mut deletions = watch(paths::DELETE_TOPICS).await;
+    let mut watcher = watch_recursively(client, "/brokers").await;
+    let mut deletions = watch_recursively(client, paths::DELETE_TOPICS).await;
     loop {
         match cluster::read(client).await {
             Ok(snapshot) => {
@@ -216,6 +207,19 @@ async fn follow(
             _ = watcher.changed() => {}
             _ = deletions.changed() => {}
             _ = wake.notified() => {}
+        }
+    }
+}
+
+/// A persistent recursive watch on `path`, retried each second until ZooKeeper takes it.
+pub(crate) async fn watch_recursively(client: &Client, path: &str) -> zookeeper_client::PersistentWatcher {
+    loop {
+        match client.watch(path, AddWatchMode::PersistentRecursive).await {
+            Ok(watcher) => break watcher,
+            Err(e) => {
+                tracing::error!(error = %e, "watching {path}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
@@ -275,6 +279,9 @@ async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::
                     altered = user_configs::publish(client, view).await.map_err(|e| format!("reading {}: {e}", user_configs::USERS));
                 }
                 let _ = reply.send(altered);
+            }
+            Command::UpdateAcls { resource, remove, reply } => {
+                let _ = reply.send(crate::acls::update(client, &resource, &remove).await);
             }
         }
     }

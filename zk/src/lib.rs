@@ -19,6 +19,7 @@
 //! - `cluster.rs`: reading the cluster state into a `ClusterSnapshot`.
 //! - `paths.rs`: Kafka's ZooKeeper layout: paths, JSON shapes, znode modes.
 
+pub mod acls;
 pub mod cluster;
 pub mod controller;
 mod coordinator;
@@ -28,7 +29,7 @@ mod session;
 pub mod user_configs;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use cluster::{BrokerInfo, ClusterSnapshot, PartitionState, TopicState};
@@ -87,6 +88,10 @@ pub struct ClusterView {
     snapshot: RwLock<Arc<ClusterSnapshot>>,
     /// `/config/users` (user_configs.rs): swapped whole, like the snapshot.
     user_configs: RwLock<Arc<user_configs::UserConfigs>>,
+    /// Every ACL znode as last read (`acls.rs`), and a count of the reads that changed it: the
+    /// broker's authorizer compares the count with the one it built its set from.
+    acls: RwLock<Arc<Vec<acls::AclResource>>>,
+    acl_generation: AtomicU64,
 }
 
 impl ClusterView {
@@ -96,6 +101,8 @@ impl ClusterView {
             controller_epoch: AtomicI32::new(0),
             snapshot: RwLock::new(Arc::new(ClusterSnapshot::default())),
             user_configs: RwLock::new(Arc::new(user_configs::UserConfigs::new())),
+            acls: RwLock::new(Arc::new(Vec::new())),
+            acl_generation: AtomicU64::new(0),
         }
     }
 
@@ -115,6 +122,25 @@ impl ClusterView {
 
     fn set_user_configs(&self, users: Arc<user_configs::UserConfigs>) {
         *self.user_configs.write().unwrap() = users;
+    }
+
+    /// The ACL znodes as last read, and their generation (0: not read yet).
+    pub fn acls(&self) -> (u64, Arc<Vec<acls::AclResource>>) {
+        let acls = self.acls.read().unwrap();
+        (self.acl_generation.load(Ordering::Acquire), acls.clone())
+    }
+
+    pub fn acl_generation(&self) -> u64 {
+        self.acl_generation.load(Ordering::Acquire)
+    }
+
+    fn set_acls(&self, resources: Vec<acls::AclResource>) {
+        let mut acls = self.acls.write().unwrap();
+        if **acls != resources || self.acl_generation.load(Ordering::Acquire) == 0 {
+            *acls = Arc::new(resources);
+            // Under the lock: a reader taking both sees a generation no newer than the set.
+            self.acl_generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     pub fn controller_id(&self) -> i32 {
@@ -172,6 +198,12 @@ enum Command {
         user: String,
         set: BTreeMap<String, String>,
         remove: Vec<String>,
+        reply: futures_channel::oneshot::Sender<Result<(), String>>,
+    },
+    /// Adds `resource.entries` to one ACL znode and removes `remove` from it (`acls::update`).
+    UpdateAcls {
+        resource: acls::AclResource,
+        remove: Vec<acls::AclEntry>,
         reply: futures_channel::oneshot::Sender<Result<(), String>>,
     },
 }
@@ -267,6 +299,14 @@ impl CoordinatorHandle {
         let (reply, answer) = futures_channel::oneshot::channel();
         let command = Command::AlterUserConfig { user: user.to_string(), set, remove, reply };
         self.commands.send(command).await.map_err(|_| "the ZooKeeper thread has stopped".to_string())?;
+        answer.await.map_err(|_| "the ZooKeeper thread has stopped".to_string())?
+    }
+
+    /// Adds `resource.entries` to the resource pattern's ACL znode and removes `remove`, then
+    /// writes Kafka's change notification; every broker (this one too) re-reads within moments.
+    pub async fn update_acls(&self, resource: acls::AclResource, remove: Vec<acls::AclEntry>) -> Result<(), String> {
+        let (reply, answer) = futures_channel::oneshot::channel();
+        self.commands.send(Command::UpdateAcls { resource, remove, reply }).await.map_err(|_| "the ZooKeeper thread has stopped".to_string())?;
         answer.await.map_err(|_| "the ZooKeeper thread has stopped".to_string())?
     }
 }

@@ -10,13 +10,22 @@ use kafka_protocol::ResponseError;
 
 use crate::groups::{offsets_partition_count, partition_for_group};
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
 use crate::txn_router::shard_for_transactional_id;
 
-pub async fn handle(shard: &Rc<Shard>, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+pub async fn handle(shard: &Rc<Shard>, request: AddOffsetsToTxnRequest, session: &Session) -> AddOffsetsToTxnResponse {
     let transactional_id = request.transactional_id.0.to_string();
     if transactional_id.is_empty() {
         return AddOffsetsToTxnResponse::default().with_error_code(ResponseError::InvalidRequest.code());
+    }
+    // Kafka: WRITE on the transactional id, READ on the group.
+    if !session.authorize(Operation::Write, ResourceType::TransactionalId, &transactional_id) {
+        return AddOffsetsToTxnResponse::default().with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    if !session.authorize(Operation::Read, ResourceType::Group, &request.group_id) {
+        return AddOffsetsToTxnResponse::default().with_error_code(ResponseError::GroupAuthorizationFailed.code());
     }
     // The group's offsets partition must exist for its marker (as FindCoordinator would make it).
     crate::topic_admin::ensure_offsets_topic(shard).await;

@@ -16,9 +16,15 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::txn_router::shard_for_transactional_id;
 
-pub async fn handle(shard: &Rc<Shard>, request: AddPartitionsToTxnRequest, version: i16) -> AddPartitionsToTxnResponse {
+pub async fn handle(shard: &Rc<Shard>, request: AddPartitionsToTxnRequest, version: i16, session: &Session) -> AddPartitionsToTxnResponse {
+    // v4 (KIP-890) comes from brokers verifying a transaction: CLUSTER_ACTION, as Kafka.
+    if version >= 4 && !session.authorize_cluster(Operation::ClusterAction) {
+        return AddPartitionsToTxnResponse::default().with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     if version <= 3 {
         let topics = add(
             shard,
@@ -27,6 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, request: AddPartitionsToTxnRequest, versi
             request.v3_and_below_producer_epoch,
             false,
             &request.v3_and_below_topics,
+            session,
         )
         .await;
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics);
@@ -34,7 +41,7 @@ pub async fn handle(shard: &Rc<Shard>, request: AddPartitionsToTxnRequest, versi
     let mut results = Vec::with_capacity(request.transactions.len());
     for transaction in &request.transactions {
         let id = transaction.transactional_id.0.to_string();
-        let topics = add(shard, id, transaction.producer_id.0, transaction.producer_epoch, transaction.verify_only, &transaction.topics).await;
+        let topics = add(shard, id, transaction.producer_id.0, transaction.producer_epoch, transaction.verify_only, &transaction.topics, session).await;
         results.push(AddPartitionsToTxnResult::default().with_transactional_id(transaction.transactional_id.clone()).with_topic_results(topics));
     }
     AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
@@ -48,6 +55,7 @@ async fn add(
     epoch: i16,
     verify_only: bool,
     topics: &[AddPartitionsToTxnTopic],
+    session: &Session,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let asked: Vec<(String, i32)> = topics.iter().flat_map(|t| t.partitions.iter().map(move |&p| (t.name.0.to_string(), p))).collect();
     let unknown: BTreeSet<(String, i32)> = asked
@@ -55,8 +63,18 @@ async fn add(
         .filter(|(topic, partition)| !shard.broker.partition_count(topic).is_some_and(|count| *partition >= 0 && *partition < count))
         .cloned()
         .collect();
+    // Kafka: WRITE on the transactional id, then on each topic (the others not attempted).
+    let denied_topics: BTreeSet<&str> =
+        asked.iter().map(|(t, _)| t.as_str()).filter(|t| !session.authorize(Operation::Write, ResourceType::Topic, t)).collect();
     let codes: Vec<i16> = if transactional_id.is_empty() {
         vec![ResponseError::InvalidRequest.code(); asked.len()]
+    } else if !session.authorize(Operation::Write, ResourceType::TransactionalId, &transactional_id) {
+        vec![ResponseError::TransactionalIdAuthorizationFailed.code(); asked.len()]
+    } else if !denied_topics.is_empty() {
+        asked
+            .iter()
+            .map(|(t, _)| if denied_topics.contains(t.as_str()) { ResponseError::TopicAuthorizationFailed.code() } else { ResponseError::OperationNotAttempted.code() })
+            .collect()
     } else if !unknown.is_empty() {
         asked
             .iter()

@@ -8,14 +8,16 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::security::session::Session;
 
-pub async fn handle(shard: &Rc<Shard>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: AlterConfigsRequest, session: &Session) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for resource in request.resources {
         let overrides: BTreeMap<String, String> =
             resource.configs.iter().filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string()))).collect();
         let outcome = super::incremental_alter_configs::apply_topic_overrides(
             shard,
+            session,
             resource.resource_type,
             resource.resource_name.as_str(),
             |_| Ok(overrides.clone()),

@@ -14,6 +14,8 @@ use kafka_protocol::ResponseError;
 use super::str_bytes;
 use crate::security::credentials::{ScramCredential, ScramMechanism};
 use crate::shard_context::Shard;
+use crate::security::acl::model::Operation;
+use crate::security::session::Session;
 
 fn result(user: &str, error: Option<ResponseError>, message: Option<String>) -> AlterUserScramCredentialsResult {
     AlterUserScramCredentialsResult::default()
@@ -28,16 +30,19 @@ fn fail(errors: &mut Errors, user: &str, error: ResponseError, message: String) 
     errors.entry(user.to_string()).or_insert((error, message));
 }
 
-pub async fn handle(shard: &Shard, request: AlterUserScramCredentialsRequest) -> AlterUserScramCredentialsResponse {
+pub async fn handle(shard: &Shard, request: AlterUserScramCredentialsRequest, session: &Session) -> AlterUserScramCredentialsResponse {
     let store = shard.broker.security.credentials.clone();
     // Each user's first error wins; users with none are applied.
     let mut errors = Errors::new();
+    let cluster_denied = !session.authorize_cluster(Operation::Alter);
     let mut named: BTreeMap<String, usize> = BTreeMap::new();
     for user in request.deletions.iter().map(|d| &d.name).chain(request.upsertions.iter().map(|u| &u.name)) {
         *named.entry(user.to_string()).or_default() += 1;
     }
     for (user, count) in &named {
-        if user.is_empty() {
+        if cluster_denied {
+            fail(&mut errors, user, ResponseError::ClusterAuthorizationFailed, "Cluster authorization failed.".into());
+        } else if user.is_empty() {
             fail(&mut errors, user, ResponseError::UnacceptableCredential, "Username must not be empty".into());
         } else if user.chars().any(char::is_control) {
             fail(&mut errors, user, ResponseError::UnacceptableCredential, "Username must not contain control characters".into());

@@ -9,9 +9,11 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::topic_admin::{add_partitions_here, add_partitions_in_cluster, check_brokers_here, check_replica_lists, MAX_PARTITIONS_PER_TOPIC};
 
-pub async fn handle(shard: &Rc<Shard>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: CreatePartitionsRequest, session: &Session) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -22,6 +24,9 @@ pub async fn handle(shard: &Rc<Shard>, request: CreatePartitionsRequest) -> Crea
             .filter(|a| !a.is_empty())
             .map(|a| a.iter().map(|replicas| replicas.broker_ids.iter().map(|b| b.0).collect()).collect());
         let outcome: Result<(), (ResponseError, String)> = match current {
+            _ if !session.authorize(Operation::Alter, ResourceType::Topic, &name) => {
+                Err((ResponseError::TopicAuthorizationFailed, "Topic authorization failed.".to_string()))
+            }
             None => Err((ResponseError::UnknownTopicOrPartition, format!("The topic '{name}' does not exist."))),
             Some(current) if topic.count <= current => Err((
                 ResponseError::InvalidPartitions,

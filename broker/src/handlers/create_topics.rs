@@ -11,16 +11,25 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::topic_admin::{
     check_brokers_here, check_replica_lists, create_topic_here, create_topic_in_cluster, MAX_LEADER_WAIT_MS, MAX_PARTITIONS_PER_TOPIC,
 };
 use crate::topics::{log_config_for, topic_config_defaults, validate_topic_name};
 
-pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i16, session: &Session) -> CreateTopicsResponse {
+    // Kafka: CREATE on the cluster, or else on each topic.
+    let may_create_any = session.authorize_cluster(Operation::Create);
     let mut results = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut result = CreatableTopicResult::default().with_name(topic.name.clone());
+        if !may_create_any && !session.authorize(Operation::Create, ResourceType::Topic, &name) {
+            let message = "Authorization failed.";
+            results.push(result.with_error_code(ResponseError::TopicAuthorizationFailed.code()).with_error_message(Some(str_bytes(message))));
+            continue;
+        }
         let overrides: BTreeMap<String, String> =
             topic.configs.iter().filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string()))).collect();
         let assignment = match manual_assignment(&topic) {

@@ -12,23 +12,29 @@ use kafka_protocol::ResponseError;
 use super::{partition_error_code, storage_error_code};
 use crate::partition::DeleteRecordsError;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
 /// How often a request waiting for followers looks at their log start offsets again.
 const FOLLOWERS_POLL_MS: u64 = 20;
 /// Kafka's "no low watermark" in a failed partition's answer.
 const INVALID_LOW_WATERMARK: i64 = -1;
 
-pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest, session: &Session) -> DeleteRecordsResponse {
     let timeout_ms = request.timeout_ms.clamp(0, 300_000) as u64;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        let allowed = session.authorize(Operation::Delete, ResourceType::Topic, &name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             let owner = shard.owner_of(&name, p.partition_index);
             let (topic_name, index, offset) = (name.clone(), p.partition_index, p.offset);
-            let (error_code, low_watermark) =
-                shard.router.call(owner, move |owner| async move { delete(&owner, &topic_name, index, offset, timeout_ms).await }).await;
+            let (error_code, low_watermark) = if !allowed {
+                (kafka_protocol::ResponseError::TopicAuthorizationFailed.code(), INVALID_LOW_WATERMARK)
+            } else {
+                shard.router.call(owner, move |owner| async move { delete(&owner, &topic_name, index, offset, timeout_ms).await }).await
+            };
             partitions.push(
                 DeleteRecordsPartitionResult::default()
                     .with_partition_index(p.partition_index)

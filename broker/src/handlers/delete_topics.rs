@@ -11,9 +11,11 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::topic_admin::{delete_topic_here, delete_topic_in_cluster};
 
-pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16, session: &Session) -> DeleteTopicsResponse {
     // v6 names topics in `topics` (by name or id); earlier versions in `topic_names`.
     let mut targets: Vec<(Option<String>, uuid::Uuid)> = request.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect();
     targets.extend(request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
@@ -40,6 +42,10 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i1
             result = result.with_topic_id(topic_id);
         }
         match resolved {
+            // Kafka: DELETE on the topic.
+            Some((name, _)) if !session.authorize(Operation::Delete, ResourceType::Topic, &name) => {
+                result = result.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+            }
             None => {
                 let code = if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
                 result = result.with_error_code(code.code());

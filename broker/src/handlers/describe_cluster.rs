@@ -12,19 +12,17 @@ use kafka_protocol::ResponseError;
 use super::str_bytes;
 use crate::security::Listener;
 use crate::shard_context::Shard;
+use crate::security::acl::model::ResourceType;
+use crate::security::session::Session;
 
 /// KIP-919 endpoint types: 1 brokers, 2 controllers.
 const ENDPOINT_TYPE_BROKER: i8 = 1;
 const ENDPOINT_TYPE_CONTROLLER: i8 = 2;
 /// The schema's default: operations not asked for.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-/// Without an authorizer Kafka grants every operation the cluster resource supports (AclEntry
-/// .supportedOperations(CLUSTER)): CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
-/// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12, as a bit field.
-const CLUSTER_OPERATIONS: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 /// `listener`: the one the client connected on: brokers are described by their address on it.
-pub fn handle(shard: &Rc<Shard>, request: DescribeClusterRequest, version: i16, listener: &Listener) -> DescribeClusterResponse {
+pub fn handle(shard: &Rc<Shard>, request: DescribeClusterRequest, version: i16, listener: &Listener, session: &Session) -> DescribeClusterResponse {
     let response = DescribeClusterResponse::default().with_endpoint_type(ENDPOINT_TYPE_BROKER);
     if request.endpoint_type != ENDPOINT_TYPE_BROKER {
         // v0 has no endpoint type field (it decodes as the default, brokers), so this is v1+.
@@ -68,7 +66,12 @@ pub fn handle(shard: &Rc<Shard>, request: DescribeClusterRequest, version: i16, 
             (brokers, controller)
         }
     };
-    let operations = if request.include_cluster_authorized_operations { CLUSTER_OPERATIONS } else { AUTHORIZED_OPERATIONS_OMITTED };
+    // KIP-430: what this principal holds on the cluster (every cluster operation without an authorizer).
+    let operations = if request.include_cluster_authorized_operations {
+        session.authorized_operations(ResourceType::Cluster, crate::security::acl::model::CLUSTER_NAME)
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     response
         .with_cluster_id(str_bytes(&shard.broker.cluster_id))
         .with_controller_id(BrokerId(controller_id))

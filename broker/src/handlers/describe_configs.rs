@@ -8,6 +8,8 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::topics::topic_config_defaults;
 
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -16,13 +18,26 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub fn handle(shard: &Rc<Shard>, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+/// Kafka: a topic's configs need `operation` (DESCRIBE_CONFIGS, ALTER_CONFIGS) on the topic, the
+/// broker's on the cluster. The error to answer when the principal lacks it.
+pub fn config_access_denied(session: &Session, operation: Operation, resource_type: i8, name: &str) -> Option<(ResponseError, String)> {
+    let (allowed, error) = match resource_type {
+        RESOURCE_TOPIC => (session.authorize(operation, ResourceType::Topic, name), ResponseError::TopicAuthorizationFailed),
+        RESOURCE_BROKER => (session.authorize_cluster(operation), ResponseError::ClusterAuthorizationFailed),
+        _ => return None,
+    };
+    (!allowed).then(|| (error, format!("{operation:?} on {name} is not authorized")))
+}
+
+pub fn handle(shard: &Rc<Shard>, request: DescribeConfigsRequest, version: i16, session: &Session) -> DescribeConfigsResponse {
     let results = request
         .resources
         .into_iter()
         .map(|resource| {
             let wanted = |key: &str| resource.configuration_keys.as_ref().map_or(true, |keys| keys.iter().any(|k| k.as_str() == key));
+            let denied = config_access_denied(session, Operation::DescribeConfigs, resource.resource_type, &resource.resource_name);
             let entries: Result<Vec<(String, String, i8)>, (ResponseError, String)> = match resource.resource_type {
+                _ if denied.is_some() => Err(denied.expect("checked")),
                 RESOURCE_TOPIC => {
                     let topics = shard.broker.topics.read().unwrap();
                     match topics.get(resource.resource_name.as_str()) {

@@ -9,16 +9,22 @@ use super::str_bytes;
 use crate::group_router::shard_for_group;
 use crate::groups::admin;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
 /// Kafka's "operations unknown" when the client did not ask for them.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-/// Read, Describe, Delete (bits of Kafka's AclOperation codes 3, 8, 6): no ACLs here, so all.
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
-pub async fn handle(shard: &Rc<Shard>, request: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: DescribeGroupsRequest, version: i16, session: &Session) -> DescribeGroupsResponse {
     let mut groups = Vec::new();
     for group_id in request.groups {
         let id = group_id.0.to_string();
+        if !session.authorize(Operation::Describe, ResourceType::Group, &id) {
+            let denied = kafka_protocol::ResponseError::GroupAuthorizationFailed.code();
+            groups.push(DescribedGroup::default().with_group_id(group_id).with_error_code(denied).with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED));
+            continue;
+        }
+        let operations = session.authorized_operations(ResourceType::Group, &id);
         let owner = shard_for_group(shard, &id);
         let described = shard.router.call(owner, move |owner| async move { admin::describe(&owner.groups, &id) }).await;
         let members = described
@@ -46,7 +52,7 @@ pub async fn handle(shard: &Rc<Shard>, request: DescribeGroupsRequest, version: 
             .with_members(members);
         if version >= 3 {
             group = group.with_authorized_operations(if request.include_authorized_operations {
-                GROUP_OPERATIONS
+                operations
             } else {
                 AUTHORIZED_OPERATIONS_OMITTED
             });

@@ -12,11 +12,17 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::security::acl::model::Operation;
+use crate::security::session::Session;
 
 /// (log dir, topic, partition, size in bytes) of one partition.
 type Stored = (String, String, i32, i64);
 
-pub async fn handle(shard: &Rc<Shard>, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: DescribeLogDirsRequest, session: &Session) -> DescribeLogDirsResponse {
+    // Kafka: DESCRIBE on the cluster, else no directories (and the error, v3+).
+    if !session.authorize_cluster(Operation::Describe) {
+        return DescribeLogDirsResponse::default().with_error_code(kafka_protocol::ResponseError::ClusterAuthorizationFailed.code());
+    }
     // None: every partition.
     let wanted: Option<BTreeMap<String, Vec<i32>>> =
         request.topics.map(|topics| topics.into_iter().map(|t| (t.topic.0.to_string(), t.partitions)).collect());

@@ -8,20 +8,25 @@ use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersRespon
 
 use super::{partition_error_code, str_bytes};
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
-pub async fn handle(shard: &Rc<Shard>, request: DescribeProducersRequest) -> DescribeProducersResponse {
+pub async fn handle(shard: &Rc<Shard>, request: DescribeProducersRequest, session: &Session) -> DescribeProducersResponse {
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
+        // Kafka: READ on the topic.
+        let allowed = session.authorize(Operation::Read, ResourceType::Topic, &topic.name);
         for index in topic.partition_indexes {
             let name = topic.name.0.to_string();
             let owner = shard.owner_of(&name, index);
-            let found = shard
+            let denied = (kafka_protocol::ResponseError::TopicAuthorizationFailed.code(), "Topic authorization failed.".to_string());
+            let found = if !allowed { Err(denied) } else { shard
                 .router
                 .call(owner, move |owner| async move {
                     owner.partition(&name, index).await.map(|p| p.producer_summaries()).map_err(|e| (partition_error_code(&e), format!("{e:?}")))
                 })
-                .await;
+                .await };
             partitions.push(match found {
                 Ok(producers) => PartitionResponse::default().with_partition_index(index).with_active_producers(
                     producers

@@ -8,15 +8,21 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::txn_router::shard_for_transactional_id;
 
-pub async fn handle(shard: &Rc<Shard>, request: DescribeTransactionsRequest) -> DescribeTransactionsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: DescribeTransactionsRequest, session: &Session) -> DescribeTransactionsResponse {
     let mut states = Vec::with_capacity(request.transactional_ids.len());
     for id in request.transactional_ids {
         let transactional_id = id.0.to_string();
         let base = TransactionState::default().with_transactional_id(id).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
         if transactional_id.is_empty() {
             states.push(base.with_error_code(ResponseError::InvalidRequest.code()));
+            continue;
+        }
+        if !session.authorize(Operation::Describe, ResourceType::TransactionalId, &transactional_id) {
+            states.push(base.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()));
             continue;
         }
         let owner = shard_for_transactional_id(shard, &transactional_id);

@@ -6,8 +6,15 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::security::acl::model::Operation;
+use crate::security::session::Session;
 
-pub fn handle(shard: &Shard, request: DescribeUserScramCredentialsRequest) -> DescribeUserScramCredentialsResponse {
+pub fn handle(shard: &Shard, request: DescribeUserScramCredentialsRequest, session: &Session) -> DescribeUserScramCredentialsResponse {
+    if !session.authorize_cluster(Operation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(str_bytes("Cluster authorization failed.")));
+    }
     let described = shard.broker.security.credentials.describe();
     let wanted: Vec<String> = match &request.users {
         Some(users) if !users.is_empty() => users.iter().map(|u| u.name.to_string()).collect(),

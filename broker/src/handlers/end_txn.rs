@@ -8,12 +8,17 @@ use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::txn_router::shard_for_transactional_id;
 
-pub async fn handle(shard: &Rc<Shard>, request: EndTxnRequest) -> EndTxnResponse {
+pub async fn handle(shard: &Rc<Shard>, request: EndTxnRequest, session: &Session) -> EndTxnResponse {
     let transactional_id = request.transactional_id.0.to_string();
     if transactional_id.is_empty() {
         return EndTxnResponse::default().with_error_code(ResponseError::InvalidRequest.code());
+    }
+    if !session.authorize(Operation::Write, ResourceType::TransactionalId, &transactional_id) {
+        return EndTxnResponse::default().with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
     }
     let (producer_id, epoch, commit) = (request.producer_id.0, request.producer_epoch, request.committed);
     let owner = shard_for_transactional_id(shard, &transactional_id);

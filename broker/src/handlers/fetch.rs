@@ -21,6 +21,8 @@ use crate::fetch_session::{Answered, FetchContext, FetchParams, FetchSessionCach
 use super::{partition_error_code, storage_error_code};
 use crate::partition::{PartitionError, ReadBound};
 use crate::replication::leader;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::shard_context::Shard;
 
 /// Upper bound on how long a fetch may wait, whatever the client asks.
@@ -68,7 +70,7 @@ pub struct FetchAnswer {
 /// connection's); an incremental one reads all of its session's partitions, with the offsets
 /// the session holds, and answers only those with something new. Either way the reads, the long
 /// poll and the zero-copy record path are the ones below.
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16, may_splice: bool) -> FetchAnswer {
+pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16, may_splice: bool, session: &Session) -> FetchAnswer {
     // A follower broker's fetch (replica id >= 0) reads up to the log end and reports its own;
     // its session is privileged (evicted only by another follower's, or when stale).
     let replica_id = request.replica_id.0;
@@ -101,7 +103,13 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16, may_
         FetchContext::Incremental(session) => session.borrow().wanted(),
         FetchContext::Full | FetchContext::Sessionless => requested,
     };
-    let results = read_all(shard, &request, version, may_splice, &wanted).await;
+    // Kafka: a follower's fetch needs CLUSTER_ACTION, a consumer's READ on each topic.
+    let follower_allowed = replica_id < 0 || session.authorize_cluster(Operation::ClusterAction);
+    let denied: Vec<bool> = wanted
+        .iter()
+        .map(|((topic, _), _)| !follower_allowed || (replica_id < 0 && !session.authorize(Operation::Read, ResourceType::Topic, topic)))
+        .collect();
+    let results = read_all(shard, &request, version, may_splice, &wanted, &denied).await;
     let answered = || wanted.iter().zip(&results).map(|((key, _), fetched)| (key.clone(), fetched.answered()));
     match context {
         FetchContext::Error(_) => unreachable!("answered above"),
@@ -137,7 +145,16 @@ fn close_elsewhere(shard: &Rc<Shard>, session_id: i32) {
 
 /// Reads every wanted partition on its owner within the response's byte budget; when fewer than
 /// `min_bytes` are ready, waits (long poll) until an owner appends or `max_wait_ms` passes.
-async fn read_all(shard: &Rc<Shard>, request: &FetchRequest, version: i16, may_splice: bool, wanted: &[(PartitionKey, FetchParams)]) -> Vec<Fetched> {
+/// `denied[i]`: the principal may not read `wanted[i]` (answered TOPIC_AUTHORIZATION_FAILED, not
+/// read; not an error that ends the wait: the other partitions wait, as Kafka's do).
+async fn read_all(
+    shard: &Rc<Shard>,
+    request: &FetchRequest,
+    version: i16,
+    may_splice: bool,
+    wanted: &[(PartitionKey, FetchParams)],
+    denied: &[bool],
+) -> Vec<Fetched> {
     let zero_copy = shard.splice_sender.is_some() && may_splice;
     let deadline = Instant::now() + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(MAX_WAIT_LIMIT_MS));
     let min_bytes = request.min_bytes.max(0) as u64;
@@ -151,7 +168,7 @@ async fn read_all(shard: &Rc<Shard>, request: &FetchRequest, version: i16, may_s
     // order, so the byte budget is spent in that order within an owner; the answer keeps
     // `wanted` order.
     let mut by_owner: Vec<(usize, Vec<usize>)> = Vec::new();
-    for (index, ((topic, partition), _)) in wanted.iter().enumerate() {
+    for (index, ((topic, partition), _)) in wanted.iter().enumerate().filter(|(index, _)| !denied[*index]) {
         let owner = shard.owner_of(topic, *partition);
         match by_owner.iter_mut().find(|(o, _)| *o == owner) {
             Some((_, indexes)) => indexes.push(index),
@@ -159,7 +176,10 @@ async fn read_all(shard: &Rc<Shard>, request: &FetchRequest, version: i16, may_s
         }
     }
     loop {
-        let mut results: Vec<Option<Fetched>> = (0..wanted.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Fetched>> = denied
+            .iter()
+            .map(|denied| denied.then(|| Fetched::failed(kafka_protocol::ResponseError::TopicAuthorizationFailed.code(), -1, -1)))
+            .collect();
         let mut total = 0u64;
         let mut any_error = false;
         for (owner, indexes) in &by_owner {
@@ -191,7 +211,7 @@ async fn read_all(shard: &Rc<Shard>, request: &FetchRequest, version: i16, may_s
         // No partitions (a consumer closing its fetch session sends such a fetch and waits for
         // the answer: Kafka Connect's stores pay it at every stop): answered at once, as Kafka's
         // ReplicaManager.fetchMessages does, not after max_wait_ms.
-        if wanted.is_empty() || total >= min_bytes || any_error || now >= deadline || shard.broker.is_shutting_down() {
+        if wanted.is_empty() || denied.iter().all(|d| *d) || total >= min_bytes || any_error || now >= deadline || shard.broker.is_shutting_down() {
             return results;
         }
         let bound = if replica_id >= 0 { ReadBound::LogEnd } else { consumer_bound };

@@ -13,13 +13,15 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::security::Listener;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::shard_context::Shard;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// `listener`: the one the client connected to (standalone, this broker's answer is its address).
-pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16, listener: &Listener) -> FindCoordinatorResponse {
+pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16, listener: &Listener, session: &Session) -> FindCoordinatorResponse {
     if request.key_type == KEY_TYPE_GROUP {
         // As Kafka: the offsets topic is made when the first group looks for its coordinator.
         crate::topic_admin::ensure_offsets_topic(shard).await;
@@ -34,6 +36,14 @@ pub async fn handle(shard: &Rc<Shard>, request: FindCoordinatorRequest, version:
                 .with_node_id(BrokerId(-1))
                 .with_error_code(ResponseError::InvalidRequest.code())
                 .with_error_message(Some(str_bytes("unknown coordinator key type")));
+        }
+        // Kafka: DESCRIBE on the group or the transactional id.
+        let (resource_type, denied) = match request.key_type {
+            KEY_TYPE_GROUP => (ResourceType::Group, ResponseError::GroupAuthorizationFailed),
+            _ => (ResourceType::TransactionalId, ResponseError::TransactionalIdAuthorizationFailed),
+        };
+        if !session.authorize(Operation::Describe, resource_type, &key) {
+            return Coordinator::default().with_key(key).with_node_id(BrokerId(-1)).with_error_code(denied.code());
         }
         if shard.broker.cluster.is_some() {
             let broker = match request.key_type {

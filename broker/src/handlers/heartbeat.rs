@@ -7,8 +7,13 @@ use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 use crate::group_router::shard_for_group;
 use crate::groups::membership;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
-pub async fn handle(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatResponse {
+pub async fn handle(shard: &Rc<Shard>, request: HeartbeatRequest, session: &Session) -> HeartbeatResponse {
+    if !session.authorize(Operation::Read, ResourceType::Group, &request.group_id) {
+        return HeartbeatResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     let group_id = request.group_id.0.to_string();
     let owner = shard_for_group(shard, &group_id);
     let error_code = shard

@@ -10,6 +10,8 @@ use kafka_protocol::ResponseError;
 use super::describe_configs::RESOURCE_TOPIC;
 use super::str_bytes;
 use crate::shard_context::Shard;
+use crate::security::acl::model::Operation;
+use crate::security::session::Session;
 use crate::topics::log_config_for;
 
 const SET: i8 = 0;
@@ -17,13 +19,14 @@ const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
 
-pub async fn handle(shard: &Rc<Shard>, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: IncrementalAlterConfigsRequest, session: &Session) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
     for resource in request.resources {
         let operations: Vec<(String, i8, Option<String>)> =
             resource.configs.iter().map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string()))).collect();
         let outcome = apply_topic_overrides(
             shard,
+            session,
             resource.resource_type,
             resource.resource_name.as_str(),
             |current| {
@@ -74,11 +77,15 @@ pub async fn handle(shard: &Rc<Shard>, request: IncrementalAlterConfigsRequest) 
 /// to the open partitions on every shard.
 pub async fn apply_topic_overrides(
     shard: &Rc<Shard>,
+    session: &Session,
     resource_type: i8,
     topic: &str,
     change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, (ResponseError, String)>,
     validate_only: bool,
 ) -> Result<(), (ResponseError, String)> {
+    if let Some(denied) = super::describe_configs::config_access_denied(session, Operation::AlterConfigs, resource_type, topic) {
+        return Err(denied);
+    }
     if resource_type != RESOURCE_TOPIC {
         return Err((ResponseError::InvalidRequest, "only topic configs can be altered".into()));
     }

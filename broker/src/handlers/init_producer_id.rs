@@ -9,11 +9,22 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use kafka_protocol::ResponseError;
 
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::txn_router::shard_for_transactional_id;
 
-pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest, session: &Session) -> InitProducerIdResponse {
+    let denied = |error: ResponseError| InitProducerIdResponse::default().with_error_code(error.code()).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     if let Some(transactional_id) = &request.transactional_id {
+        // Kafka: WRITE on the transactional id.
+        if !transactional_id.is_empty() && !session.authorize(Operation::Write, ResourceType::TransactionalId, transactional_id) {
+            return denied(ResponseError::TransactionalIdAuthorizationFailed);
+        }
         return transactional(shard, transactional_id.0.to_string(), &request).await;
+    }
+    // Kafka 3 (KIP-679): an idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+    if !session.authorize_cluster(Operation::IdempotentWrite) && !session.authorize_any(Operation::Write, ResourceType::Topic) {
+        return denied(ResponseError::ClusterAuthorizationFailed);
     }
     let allocated = match &shard.broker.cluster {
         // Ids must be unique across the cluster: a new leader keeps the old one's producer state.

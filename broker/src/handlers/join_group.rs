@@ -11,8 +11,13 @@ use crate::groups::membership::{self, JoinRequest};
 use crate::group_router::shard_for_group;
 use crate::topic_admin::ensure_offsets_topic;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
-pub async fn handle(shard: &Rc<Shard>, request: JoinGroupRequest, version: i16, client: &Client<'_>) -> JoinGroupResponse {
+pub async fn handle(shard: &Rc<Shard>, request: JoinGroupRequest, version: i16, client: &Client<'_>, session: &Session) -> JoinGroupResponse {
+    if !session.authorize(Operation::Read, ResourceType::Group, &request.group_id) {
+        return JoinGroupResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code()).with_generation_id(-1);
+    }
     ensure_offsets_topic(shard).await;
     let join = JoinRequest {
         group_id: request.group_id.0.to_string(),

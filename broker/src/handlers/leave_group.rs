@@ -9,8 +9,13 @@ use super::str_bytes;
 use crate::group_router::shard_for_group;
 use crate::groups::membership;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
-pub async fn handle(shard: &Rc<Shard>, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub async fn handle(shard: &Rc<Shard>, request: LeaveGroupRequest, version: i16, session: &Session) -> LeaveGroupResponse {
+    if !session.authorize(Operation::Read, ResourceType::Group, &request.group_id) {
+        return LeaveGroupResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     let group_id = request.group_id.0.to_string();
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         request.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string()))).collect()

@@ -10,11 +10,15 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use super::str_bytes;
 use crate::groups::admin;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
 /// Kafka's `GroupType.CLASSIC`, as ListGroups v5 and DescribeGroups name it.
 const CLASSIC_GROUP_TYPE: &str = "classic";
 
-pub async fn handle(shard: &Rc<Shard>, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: ListGroupsRequest, version: i16, session: &Session) -> ListGroupsResponse {
+    // Kafka: DESCRIBE on the cluster lists every group, else those the principal may describe.
+    let all_groups = session.authorize_cluster(Operation::Describe);
     let states: Vec<String> = request.states_filter.iter().map(|s| s.to_ascii_lowercase()).collect();
     let types: Vec<String> = request.types_filter.iter().map(|t| t.to_ascii_lowercase()).collect();
     if !types.is_empty() && !types.iter().any(|t| t == CLASSIC_GROUP_TYPE) {
@@ -24,6 +28,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ListGroupsRequest, version: i16)
     for owner in 0..shard.router.shard_count() {
         let listed = shard.router.call(owner, |owner| async move { admin::list(&owner.groups) }).await;
         for group in listed {
+            if !all_groups && !session.authorize(Operation::Describe, ResourceType::Group, &group.group_id) {
+                continue;
+            }
             if !states.is_empty() && !states.contains(&group.state.to_ascii_lowercase()) {
                 continue;
             }

@@ -11,6 +11,8 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::{partition_error_code, storage_error_code};
 use crate::partition::Partition;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use storage::log::Log;
 
 const LATEST: i64 = -1;
@@ -18,17 +20,21 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const READ_COMMITTED: i8 = 1;
 
-pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16, session: &Session) -> ListOffsetsResponse {
     let read_committed = version >= 2 && request.isolation_level == READ_COMMITTED;
     let mut topics = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        let allowed = session.authorize(Operation::Describe, ResourceType::Topic, &name);
         let mut partitions = Vec::new();
         for p in topic.partitions {
             let owner = shard.owner_of(&name, p.partition_index);
             let (topic_name, index, timestamp) = (name.clone(), p.partition_index, p.timestamp);
-            let (error_code, offset, found_timestamp, leader_epoch) =
-                shard.router.call(owner, move |owner| async move { lookup(&owner, &topic_name, index, timestamp, read_committed).await }).await;
+            let (error_code, offset, found_timestamp, leader_epoch) = if !allowed {
+                (kafka_protocol::ResponseError::TopicAuthorizationFailed.code(), -1, -1, -1)
+            } else {
+                shard.router.call(owner, move |owner| async move { lookup(&owner, &topic_name, index, timestamp, read_committed).await }).await
+            };
             let mut response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_error_code(error_code)

@@ -9,10 +9,12 @@ use kafka_protocol::messages::{ListTransactionsRequest, ListTransactionsResponse
 use super::str_bytes;
 use crate::clock::now_ms;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
 const STATE_NAMES: &[&str] = &["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort", "Dead", "PrepareEpochFence"];
 
-pub async fn handle(shard: &Rc<Shard>, request: ListTransactionsRequest) -> ListTransactionsResponse {
+pub async fn handle(shard: &Rc<Shard>, request: ListTransactionsRequest, session: &Session) -> ListTransactionsResponse {
     let states: Vec<String> = request.state_filters.iter().map(|s| s.to_string()).collect();
     let unknown_states = states.iter().filter(|s| !STATE_NAMES.contains(&s.as_str())).map(|s| str_bytes(s)).collect();
     let producer_ids: Vec<i64> = request.producer_id_filters.iter().map(|p| p.0).collect();
@@ -29,8 +31,10 @@ pub async fn handle(shard: &Rc<Shard>, request: ListTransactionsRequest) -> List
             .await;
         listed.extend(found);
     }
+    // Kafka lists only the transactional ids the principal may describe.
     let transaction_states = listed
         .into_iter()
+        .filter(|(id, _, _)| session.authorize(Operation::Describe, ResourceType::TransactionalId, id))
         .map(|(id, producer_id, state)| {
             TransactionState::default()
                 .with_transactional_id(TransactionalId(str_bytes(&id)))

@@ -11,6 +11,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::security::Listener;
 use crate::shard_context::Shard;
 use crate::topic_admin::{create_topic_here, create_topic_in_cluster};
@@ -18,10 +20,43 @@ use crate::topics::{validate_topic_name, TopicInfo};
 
 /// `listener`: the one the client connected to; standalone, its advertised address is this
 /// broker's, as Kafka answers each listener's own endpoints.
-pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16, listener: &Listener) -> MetadataResponse {
-    if shard.broker.cluster.is_some() {
-        return handle_in_cluster(shard, request, version, listener).await;
+pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16, listener: &Listener, session: &Session) -> MetadataResponse {
+    let listing_all = request.topics.is_none() || (version == 0 && request.topics.as_ref().is_some_and(Vec::is_empty));
+    let (include_topic_operations, include_cluster_operations) =
+        (request.include_topic_authorized_operations, request.include_cluster_authorized_operations);
+    let mut response = if shard.broker.cluster.is_some() {
+        handle_in_cluster(shard, request, version, listener, session).await
+    } else {
+        handle_here(shard, request, version, listener, session).await
+    };
+    // Kafka's KafkaApis.handleTopicMetadataRequest: a listing shows only the topics the principal
+    // may describe; a topic asked for by name and not describable is TOPIC_AUTHORIZATION_FAILED.
+    let mut topics = std::mem::take(&mut response.topics);
+    if listing_all {
+        topics.retain(|t| t.name.as_ref().is_none_or(|name| session.authorize(Operation::Describe, ResourceType::Topic, name)));
     }
+    for topic in &mut topics {
+        let Some(name) = topic.name.clone() else { continue };
+        if !session.authorize(Operation::Describe, ResourceType::Topic, &name) {
+            *topic = MetadataResponseTopic::default().with_name(Some(name)).with_error_code(ResponseError::TopicAuthorizationFailed.code());
+        } else if include_topic_operations && topic.error_code == 0 {
+            topic.topic_authorized_operations = session.authorized_operations(ResourceType::Topic, &name);
+        }
+    }
+    response.topics = topics;
+    if include_cluster_operations {
+        response.cluster_authorized_operations = session.authorized_operations(ResourceType::Cluster, crate::security::acl::model::CLUSTER_NAME);
+    }
+    response
+}
+
+/// Auto-creation needs DESCRIBE on the topic and CREATE on the cluster or on the topic, as Kafka.
+fn may_auto_create(session: &Session, name: &str) -> bool {
+    session.authorize(Operation::Describe, ResourceType::Topic, name)
+        && (session.authorize_cluster(Operation::Create) || session.authorize(Operation::Create, ResourceType::Topic, name))
+}
+
+async fn handle_here(shard: &Rc<Shard>, request: MetadataRequest, version: i16, listener: &Listener, session: &Session) -> MetadataResponse {
     let config = &shard.broker.config;
     let broker_id = BrokerId(config.broker_id);
     // v0: an empty list means every topic; v1+: null means every topic.
@@ -39,6 +74,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16, l
                 let found = match existing {
                     Some(info) => Ok(info),
                     None if validate_topic_name(&name).is_err() => Err(ResponseError::InvalidTopicException),
+                    None if allow_auto_create && !may_auto_create(session, &name) => Err(ResponseError::TopicAuthorizationFailed),
                     None if allow_auto_create => {
                         match create_topic_here(shard, &name, config.num_partitions, Default::default()).await {
                             Ok(info) => Ok(info),
@@ -108,7 +144,7 @@ fn requested_topics(shard: &Shard, topics: Option<Vec<MetadataRequestTopic>>, ve
 /// Cluster mode: every live broker, the controller, and each topic's partitions as ZooKeeper says
 /// (leader, leader epoch, replicas, ISR, offline replicas). Brokers' addresses are those of the
 /// listener the client connected on; a broker without that listener is left out, as Kafka does.
-async fn handle_in_cluster(shard: &Rc<Shard>, request: MetadataRequest, version: i16, listener: &Listener) -> MetadataResponse {
+async fn handle_in_cluster(shard: &Rc<Shard>, request: MetadataRequest, version: i16, listener: &Listener, session: &Session) -> MetadataResponse {
     let config = &shard.broker.config;
     let cluster = shard.broker.cluster.as_ref().expect("cluster mode");
     let (requested, unknown_ids) = requested_topics(shard, request.topics, version);
@@ -122,6 +158,8 @@ async fn handle_in_cluster(shard: &Rc<Shard>, request: MetadataRequest, version:
             }
             let error = if validate_topic_name(name).is_err() {
                 ResponseError::InvalidTopicException
+            } else if allow_auto_create && !may_auto_create(session, name) {
+                ResponseError::TopicAuthorizationFailed
             } else if allow_auto_create {
                 let factor = config.default_replication_factor;
                 match create_topic_in_cluster(shard, name, config.num_partitions, factor, None, Default::default(), 2_000).await {

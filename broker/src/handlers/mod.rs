@@ -45,6 +45,24 @@ mod alter_user_scram_credentials;
 mod describe_user_scram_credentials;
 mod sasl_authenticate;
 mod sasl_handshake;
+// Authorisation (issue 20, security/acl/).
+/// DescribeAcls' request and DeleteAcls' filters carry the same filter fields.
+macro_rules! acl_filter_of {
+    ($f:expr) => {
+        crate::security::acl::filter_from_fields(
+            $f.resource_type_filter,
+            $f.resource_name_filter.as_deref(),
+            $f.pattern_type_filter,
+            $f.principal_filter.as_deref(),
+            $f.host_filter.as_deref(),
+            $f.operation,
+            $f.permission_type,
+        )
+    };
+}
+mod create_acls;
+mod delete_acls;
+mod describe_acls;
 
 use std::rc::Rc;
 
@@ -107,6 +125,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
+    // ACLs (security/acl/): kafka-protocol has v1-v3 (v0, pre-KIP-290, left out as Kafka 4 does).
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -170,7 +192,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, session: &mut Session
                 Ok(request) => request,
                 Err(e) => return Outcome::Close(format!("bad Produce v{version} request: {e}")),
             };
-            return match produce::handle(shard, request, 3).await {
+            return match produce::handle(shard, request, 3, session).await {
                 Some(response) => produce::encode_pre_v3(&response, version, header.correlation_id),
                 None => Outcome::NoResponse,
             };
@@ -187,58 +209,61 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, session: &mut Session
     let listener = &shard.broker.security.listeners[session.listener];
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(shard.broker.cluster.is_some())),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(shard, r, version, &listener.listener).await),
-        RequestKind::Produce(r) => match produce::handle(shard, r, version).await {
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(shard, r, version, &listener.listener, session).await),
+        RequestKind::Produce(r) => match produce::handle(shard, r, version, session).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Outcome::NoResponse,
         },
         RequestKind::Fetch(r) => {
-            let answer = fetch::handle(shard, r, version, listener.tls.is_none()).await;
+            let answer = fetch::handle(shard, r, version, listener.tls.is_none(), session).await;
             return Outcome::RespondPieces(fetch_framing::frame(version, header.correlation_id, answer.session, answer.topics));
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version, &listener.listener).await)
+            ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version, &listener.listener, session).await)
         }
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await),
-        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(shard, r).await),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(shard, r, version).await),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(shard, r, version).await),
-        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(create_partitions::handle(shard, r).await),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(shard, r).await),
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs::handle(shard, r, version)),
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs::handle(shard, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(shard, r, version, session).await),
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(shard, r, session).await),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(shard, r, version, session).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(shard, r, version, session).await),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(create_partitions::handle(shard, r, session).await),
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(shard, r, session).await),
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs::handle(shard, r, version, session)),
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs::handle(shard, r, session).await),
         RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(shard, r).await)
+            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(shard, r, session).await)
         }
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(shard, r, version, &client).await),
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(shard, r, version).await),
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(shard, r).await),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(shard, r, version).await),
-        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit::handle(shard, r).await),
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch::handle(shard, r, version).await),
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(shard, r, version).await),
-        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(describe_groups::handle(shard, r, version).await),
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(shard, r).await),
-        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(shard, r).await),
-        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(describe_cluster::handle(shard, r, version, &listener.listener)),
-        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, r).await),
-        RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(shard, r, version).await),
-        RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(shard, r).await),
-        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(shard, r).await),
-        RequestKind::WriteTxnMarkers(r) => ResponseKind::WriteTxnMarkers(write_txn_markers::handle(shard, r).await),
-        RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(shard, r).await),
-        RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(describe_producers::handle(shard, r).await),
-        RequestKind::DescribeTransactions(r) => ResponseKind::DescribeTransactions(describe_transactions::handle(shard, r).await),
-        RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(list_transactions::handle(shard, r).await),
-        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(shard, r).await),
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(shard, r, version, &client, session).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(shard, r, version, session).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(shard, r, session).await),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(shard, r, version, session).await),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit::handle(shard, r, session).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch::handle(shard, r, version, session).await),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(shard, r, version, session).await),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(describe_groups::handle(shard, r, version, session).await),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(shard, r, session).await),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(shard, r, session).await),
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(describe_cluster::handle(shard, r, version, &listener.listener, session)),
+        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, r, session).await),
+        RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(shard, r, version, session).await),
+        RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(shard, r, session).await),
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(shard, r, session).await),
+        RequestKind::WriteTxnMarkers(r) => ResponseKind::WriteTxnMarkers(write_txn_markers::handle(shard, r, session).await),
+        RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(shard, r, session).await),
+        RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(describe_producers::handle(shard, r, session).await),
+        RequestKind::DescribeTransactions(r) => ResponseKind::DescribeTransactions(describe_transactions::handle(shard, r, session).await),
+        RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(list_transactions::handle(shard, r, session).await),
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(shard, r, session).await),
         RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(sasl_handshake::handle(shard, r, version, session)),
         RequestKind::SaslAuthenticate(r) => ResponseKind::SaslAuthenticate(sasl_authenticate::handle(shard, r, session)),
         RequestKind::AlterUserScramCredentials(r) => {
-            ResponseKind::AlterUserScramCredentials(alter_user_scram_credentials::handle(shard, r).await)
+            ResponseKind::AlterUserScramCredentials(alter_user_scram_credentials::handle(shard, r, session).await)
         }
         RequestKind::DescribeUserScramCredentials(r) => {
-            ResponseKind::DescribeUserScramCredentials(describe_user_scram_credentials::handle(shard, r))
+            ResponseKind::DescribeUserScramCredentials(describe_user_scram_credentials::handle(shard, r, session))
         }
+        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(create_acls::handle(r, session).await),
+        RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(describe_acls::handle(r, session)),
+        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(delete_acls::handle(r, session).await),
         other => return Outcome::Close(format!("no handler for {other:?}")),
     };
     encode(api_key, version, header.correlation_id, response)

@@ -10,12 +10,19 @@ use crate::groups::offsets::{self, CommitRequest};
 use crate::group_router::shard_for_group;
 use crate::topic_admin::ensure_offsets_topic;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
-pub async fn handle(shard: &Rc<Shard>, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(shard: &Rc<Shard>, request: OffsetCommitRequest, session: &Session) -> OffsetCommitResponse {
+    // Kafka: READ on the group (every partition GROUP_AUTHORIZATION_FAILED), then READ on each
+    // topic (its partitions TOPIC_AUTHORIZATION_FAILED, the others committed).
+    let group_denied = !session.authorize(Operation::Read, ResourceType::Group, &request.group_id);
+    let topic_denied = |topic: &str| group_denied || !session.authorize(Operation::Read, ResourceType::Topic, topic);
     ensure_offsets_topic(shard).await;
     let offsets: Vec<(String, i32, i64, i32, Option<String>)> = request
         .topics
         .iter()
+        .filter(|t| !topic_denied(&t.name))
         .flat_map(|t| {
             t.partitions.iter().map(move |p| {
                 (
@@ -42,13 +49,17 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetCommitRequest) -> OffsetCo
         .topics
         .into_iter()
         .map(|t| {
+            let denied = match (group_denied, topic_denied(&t.name)) {
+                (true, _) => Some(kafka_protocol::ResponseError::GroupAuthorizationFailed.code()),
+                (false, true) => Some(kafka_protocol::ResponseError::TopicAuthorizationFailed.code()),
+                _ => None,
+            };
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    OffsetCommitResponsePartition::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(errors.next().unwrap_or(0))
+                    let error_code = denied.unwrap_or_else(|| errors.next().unwrap_or(0));
+                    OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(error_code)
                 })
                 .collect();
             OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)

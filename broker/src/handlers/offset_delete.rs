@@ -9,8 +9,13 @@ use super::str_bytes;
 use crate::group_router::shard_for_group;
 use crate::groups::offsets;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
-pub async fn handle(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn handle(shard: &Rc<Shard>, request: OffsetDeleteRequest, session: &Session) -> OffsetDeleteResponse {
+    if !session.authorize(Operation::Delete, ResourceType::Group, &request.group_id) {
+        return OffsetDeleteResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     let group_id = request.group_id.0.to_string();
     let topics: Vec<(String, Vec<i32>)> = request
         .topics

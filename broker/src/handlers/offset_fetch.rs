@@ -18,13 +18,21 @@ use crate::groups::offsets::{self, FetchedOffset};
 use crate::groups::txn_offsets;
 use crate::group_router::shard_for_group;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
 /// Err: the group's error (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS).
-async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Wanted, require_stable: bool) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
+/// Kafka: DESCRIBE on the group, and on each topic (a listing leaves the others out, a topic
+/// asked for by name answers TOPIC_AUTHORIZATION_FAILED).
+async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Wanted, require_stable: bool, session: &Session) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
+    if !session.authorize(Operation::Describe, ResourceType::Group, &group_id) {
+        return Err(ResponseError::GroupAuthorizationFailed.code());
+    }
+    let listing_all = topics.is_none();
     let owner = shard_for_group(shard, &group_id);
-    shard
+    let mut fetched = shard
         .router
         .call(owner, move |owner| async move {
             let mut fetched = offsets::fetch_offsets(&owner.groups, &group_id, topics)?;
@@ -36,19 +44,31 @@ async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Wanted, require_stab
                     }
                 }
             }
-            Ok(fetched)
+            Ok::<_, i16>(fetched)
         })
-        .await
+        .await?;
+    if listing_all {
+        fetched.retain(|(topic, _)| session.authorize(Operation::Describe, ResourceType::Topic, topic));
+    }
+    for (topic, partitions) in &mut fetched {
+        if !session.authorize(Operation::Describe, ResourceType::Topic, topic) {
+            for offset in partitions.iter_mut() {
+                offset.error_code = ResponseError::TopicAuthorizationFailed.code();
+                offset.offset = -1;
+            }
+        }
+    }
+    Ok(fetched)
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16, session: &Session) -> OffsetFetchResponse {
     if version >= 8 {
         let mut groups = Vec::new();
         for group in request.groups {
             let wanted: Wanted = group
                 .topics
                 .map(|topics| topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-            let (fetched, error_code) = match fetch(shard, group.group_id.0.to_string(), wanted, request.require_stable).await {
+            let (fetched, error_code) = match fetch(shard, group.group_id.0.to_string(), wanted, request.require_stable, session).await {
                 Ok(fetched) => (fetched, 0),
                 Err(error_code) => (Vec::new(), error_code),
             };
@@ -77,7 +97,7 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let wanted: Wanted = request.topics.map(|topics| topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-    let (fetched, error_code) = match fetch(shard, request.group_id.0.to_string(), wanted, version >= 7 && request.require_stable).await {
+    let (fetched, error_code) = match fetch(shard, request.group_id.0.to_string(), wanted, version >= 7 && request.require_stable, session).await {
         Ok(fetched) => (fetched, 0),
         Err(error_code) => (Vec::new(), error_code),
     };

@@ -12,18 +12,29 @@ use kafka_protocol::ResponseError;
 
 use super::partition_error_code;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
-pub async fn handle(shard: &Rc<Shard>, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub async fn handle(shard: &Rc<Shard>, request: OffsetForLeaderEpochRequest, session: &Session) -> OffsetForLeaderEpochResponse {
+    // Kafka: a follower's (replica id >= 0) needs CLUSTER_ACTION, a consumer's DESCRIBE on each topic.
+    let follower_denied = request.replica_id.0 >= 0 && !session.authorize_cluster(Operation::ClusterAction);
     let mut topics = Vec::new();
     for topic in request.topics {
         let name = topic.topic.0.to_string();
+        let denied = if follower_denied {
+            Some(kafka_protocol::ResponseError::ClusterAuthorizationFailed.code())
+        } else {
+            (!session.authorize(Operation::Describe, ResourceType::Topic, &name)).then_some(kafka_protocol::ResponseError::TopicAuthorizationFailed.code())
+        };
         let mut partitions = Vec::new();
         for p in topic.partitions {
             let owner = shard.owner_of(&name, p.partition);
             let (topic_name, index) = (name.clone(), p.partition);
             let (current, requested) = (p.current_leader_epoch, p.leader_epoch);
-            let (error, epoch, end_offset) =
-                shard.router.call(owner, move |owner| async move { end_offset(&owner, &topic_name, index, current, requested).await }).await;
+            let (error, epoch, end_offset) = match denied {
+                Some(code) => (code, storage::leader_epoch_cache::UNDEFINED_EPOCH, storage::leader_epoch_cache::UNDEFINED_OFFSET),
+                None => shard.router.call(owner, move |owner| async move { end_offset(&owner, &topic_name, index, current, requested).await }).await,
+            };
             partitions.push(
                 EpochEndOffset::default().with_partition(p.partition).with_error_code(error).with_leader_epoch(epoch).with_end_offset(end_offset),
             );

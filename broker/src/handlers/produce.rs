@@ -10,6 +10,8 @@ use kafka_protocol::ResponseError;
 
 use super::{partition_error_code, str_bytes};
 use crate::partition::{AppendError, AppendOrigin, HighWatermarkWaitError};
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 use crate::shard_context::Shard;
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
 
@@ -28,14 +30,22 @@ impl Appended {
 }
 
 /// Returns None for acks=0 (no response at all).
-pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16, session: &Session) -> Option<ProduceResponse> {
     let acks = request.acks;
+    // Kafka: a transactional produce needs WRITE on its transactional id, then each topic WRITE.
+    let transactional_id_denied =
+        request.transactional_id.as_ref().is_some_and(|id| !session.authorize(Operation::Write, ResourceType::TransactionalId, id));
     let mut responses = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
+        let topic_denied = !session.authorize(Operation::Write, ResourceType::Topic, &name);
         let mut partition_responses = Vec::new();
         for partition in topic.partition_data {
-            let appended = if !matches!(acks, -1 | 0 | 1) {
+            let appended = if transactional_id_denied {
+                Appended::error(ResponseError::TransactionalIdAuthorizationFailed.code(), "Transactional Id authorization failed.")
+            } else if topic_denied {
+                Appended::error(ResponseError::TopicAuthorizationFailed.code(), "Topic authorization failed.")
+            } else if !matches!(acks, -1 | 0 | 1) {
                 Appended::error(ResponseError::InvalidRequiredAcks.code(), format!("acks={acks} is not -1, 0 or 1"))
             } else if let Some(reason) = shard.broker.not_enough_replicas(&name, partition.index, acks) {
                 Appended::error(ResponseError::NotEnoughReplicas.code(), reason)

@@ -8,8 +8,13 @@ use super::str_bytes;
 use crate::groups::membership::{self, SyncRequest};
 use crate::group_router::shard_for_group;
 use crate::shard_context::Shard;
+use crate::security::acl::model::{Operation, ResourceType};
+use crate::security::session::Session;
 
-pub async fn handle(shard: &Rc<Shard>, request: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+pub async fn handle(shard: &Rc<Shard>, request: SyncGroupRequest, version: i16, session: &Session) -> SyncGroupResponse {
+    if !session.authorize(Operation::Read, ResourceType::Group, &request.group_id) {
+        return SyncGroupResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     let sync = SyncRequest {
         group_id: request.group_id.0.to_string(),
         generation_id: request.generation_id,

@@ -12,9 +12,13 @@ use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
 use crate::partition::TxnMarker;
 use crate::shard_context::Shard;
+use crate::security::acl::model::Operation;
+use crate::security::session::Session;
 use crate::txn_router::write_marker_here;
 
-pub async fn handle(shard: &Rc<Shard>, request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+pub async fn handle(shard: &Rc<Shard>, request: WriteTxnMarkersRequest, session: &Session) -> WriteTxnMarkersResponse {
+    // Kafka: from brokers only, CLUSTER_ACTION (each partition CLUSTER_AUTHORIZATION_FAILED).
+    let denied = !session.authorize_cluster(Operation::ClusterAction);
     let mut results = Vec::with_capacity(request.markers.len());
     for marker in request.markers {
         let txn_marker = TxnMarker {
@@ -29,7 +33,11 @@ pub async fn handle(shard: &Rc<Shard>, request: WriteTxnMarkersRequest) -> Write
             for index in topic.partition_indexes {
                 let name = topic.name.0.to_string();
                 let owner = shard.owner_of(&name, index);
-                let error_code = shard.router.call(owner, move |owner| async move { write_marker_here(&owner, &name, index, txn_marker).await }).await;
+                let error_code = if denied {
+                    kafka_protocol::ResponseError::ClusterAuthorizationFailed.code()
+                } else {
+                    shard.router.call(owner, move |owner| async move { write_marker_here(&owner, &name, index, txn_marker).await }).await
+                };
                 partitions.push(WritableTxnMarkerPartitionResult::default().with_partition_index(index).with_error_code(error_code));
             }
             topics.push(WritableTxnMarkerTopicResult::default().with_name(topic.name).with_partitions(partitions));

@@ -5,6 +5,7 @@
 //! Never: a connection on a SASL listener reaches any API but ApiVersions and the SASL exchange
 //! before it authenticates (`Session::may_call`, checked in `handlers::dispatch`).
 
+pub mod acl;
 pub mod client;
 pub mod credentials;
 pub mod principal;
@@ -185,6 +186,7 @@ pub fn is_security_key(key: &str) -> bool {
     key.starts_with("ssl.") || key.starts_with("sasl.") || key.starts_with("listener.name.") || key == "connections.max.reauth.ms"
         || key == "connection.failed.authentication.delay.ms"
         || key.ends_with(".sasl.jaas.config")
+        || matches!(key, "authorizer.class.name" | "super.users" | "allow.everyone.if.no.acl.found")
 }
 
 #[cfg(test)]

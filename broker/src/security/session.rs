@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
 
+use super::acl::model::{operations_bits, Operation, ResourceType};
+use super::acl::{Authorizer, DecisionCache};
 use super::credentials::CredentialStore;
 use super::sasl::{self, Exchange, Mechanism, SaslSettings};
 use super::tls::{self, TlsSettings};
@@ -30,6 +32,8 @@ pub struct Security {
     pub failed_authentication_delay_ms: u64,
     /// Cluster mode: how this broker connects to the others (`client.rs`).
     pub inter_broker: Option<super::client::InterBrokerClient>,
+    /// `authorizer.class.name` set: the ACLs and the policy. None: every request is allowed.
+    pub authorizer: Option<Arc<Authorizer>>,
 }
 
 /// Kafka's default for `connection.failed.authentication.delay.ms`.
@@ -45,6 +49,8 @@ impl Security {
         credentials_file: std::path::PathBuf,
         inter_broker: Option<&Listener>,
         users_in_zookeeper: Option<Arc<zk::ClusterView>>,
+        acl_file: std::path::PathBuf,
+        cluster: Option<zk::CoordinatorHandle>,
     ) -> Result<Security, String> {
         let kernel_tls = tls::kernel_tls_available();
         let mut listeners = Vec::with_capacity(configured.len());
@@ -102,7 +108,8 @@ impl Security {
             Some(view) => CredentialStore::in_zookeeper(view),
             None => CredentialStore::load(credentials_file)?,
         };
-        Ok(Security { listeners, credentials: Arc::new(credentials), failed_authentication_delay_ms, inter_broker })
+        let authorizer = Authorizer::build(properties, acl_file, cluster)?;
+        Ok(Security { listeners, credentials: Arc::new(credentials), failed_authentication_delay_ms, inter_broker, authorizer })
     }
 }
 
@@ -130,6 +137,8 @@ pub struct Session {
     pub close_after_response: bool,
     /// The listener's `connections.max.reauth.ms` (0: sessions do not expire).
     pub reauth_ms: u64,
+    authorizer: Option<Arc<Authorizer>>,
+    decisions: std::cell::RefCell<DecisionCache>,
 }
 
 /// What SaslAuthenticate answers.
@@ -140,7 +149,7 @@ pub enum Authenticated {
 }
 
 impl Session {
-    pub fn new(listener: usize, uses_sasl: bool, client_host: String) -> Session {
+    pub fn new(listener: usize, uses_sasl: bool, client_host: String, authorizer: Option<Arc<Authorizer>>) -> Session {
         Session {
             listener,
             principal: principal::ANONYMOUS.to_string(),
@@ -148,7 +157,44 @@ impl Session {
             sasl: if uses_sasl { SaslState::AwaitingHandshake } else { SaslState::NotNeeded },
             close_after_response: false,
             reauth_ms: 0,
+            authorizer,
+            decisions: Default::default(),
         }
+    }
+
+    /// May this connection's principal do `operation` on the resource? Always yes without an
+    /// authorizer. The one door every handler's check goes through (cached per connection).
+    pub fn authorize(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        let Some(authorizer) = &self.authorizer else { return true };
+        self.decisions.borrow_mut().authorize(authorizer, &self.principal, self.host(), operation, resource_type, name)
+    }
+
+    /// May the principal do `operation` on some resource of the type (Kafka's
+    /// authorizeByResourceType)?
+    pub fn authorize_any(&self, operation: Operation, resource_type: ResourceType) -> bool {
+        let Some(authorizer) = &self.authorizer else { return true };
+        authorizer.authorize_by_resource_type(&self.principal, self.host(), operation, resource_type)
+    }
+
+    /// The client's IP as ACLs name it (no leading '/').
+    fn host(&self) -> &str {
+        self.client_host.strip_prefix('/').unwrap_or(&self.client_host)
+    }
+
+    /// CLUSTER's one resource (`kafka-cluster`).
+    pub fn authorize_cluster(&self, operation: Operation) -> bool {
+        self.authorize(operation, ResourceType::Cluster, super::acl::model::CLUSTER_NAME)
+    }
+
+    /// KIP-430: the operations of the resource's type this principal holds, as a bit set (every
+    /// supported one without an authorizer, as Kafka's AuthHelper).
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        let supported = resource_type.supported_operations();
+        operations_bits(supported.iter().copied().filter(|op| self.authorize(*op, resource_type, name)))
+    }
+
+    pub fn authorizer(&self) -> Option<&Arc<Authorizer>> {
+        self.authorizer.as_ref()
     }
 
     /// Whether the connection holds an authenticated principal (also while it re-authenticates).

@@ -1,0 +1,281 @@
+//! ACLs and authorisation (issue 20) with real clients: confluent-kafka's AdminClient creates,
+//! describes and deletes ACLs; producers, consumers and Metadata as alice and bob (SASL PLAIN)
+//! are refused or served as Kafka's AclAuthorizer decides; a grant takes effect on a live
+//! connection; ACLs survive a restart; kcat sees the same; the operations of KIP-430.
+//!
+//! The admin connects over PLAINTEXT as User:ANONYMOUS, a super user here (as an operator lets
+//! an internal plaintext listener through).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use tests::{free_port, python, run_with_timeout, Broker, TempDir};
+
+const JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret" user_admin="admin-secret" user_alice="alice-secret" user_bob="bob-secret";"#;
+
+struct Secured {
+    broker: Broker,
+    /// PLAINTEXT, User:ANONYMOUS (a super user).
+    admin: String,
+    /// SASL_PLAINTEXT with PLAIN.
+    sasl: String,
+}
+
+fn start(dir: &TempDir, extra: &[&str]) -> Secured {
+    let (plaintext, sasl) = (free_port(), free_port());
+    let mut overrides = vec![
+        format!("listeners=PLAINTEXT://127.0.0.1:{plaintext},SASL_PLAINTEXT://127.0.0.1:{sasl}"),
+        "sasl.enabled.mechanisms=PLAIN".into(),
+        format!("listener.name.sasl_plaintext.plain.sasl.jaas.config={JAAS}"),
+        "authorizer.class.name=kafka.security.authorizer.AclAuthorizer".into(),
+        "super.users=User:ANONYMOUS;User:admin".into(),
+    ];
+    overrides.extend(extra.iter().map(|s| s.to_string()));
+    let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    let broker = Broker::start_on_port(&dir.0, 2, plaintext, &overrides);
+    Secured { broker, admin: format!("127.0.0.1:{plaintext}"), sasl: format!("127.0.0.1:{sasl}") }
+}
+
+fn acl_py(args: &[&str]) -> (bool, String, String) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/acl.py");
+    run_with_timeout(Command::new(python()).arg(script).args(args), Duration::from_secs(90))
+}
+
+/// Runs acl.py and returns its stdout, failing the test (with the broker's log) if it failed.
+fn ok(broker: &Broker, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = acl_py(args);
+    assert!(ok, "acl.py {args:?}:\n{stdout}\n{stderr}\n{}", broker.log());
+    stdout
+}
+
+/// Records in topics made by the admin (a super user), so they exist before the ACL checks.
+fn fill(s: &Secured, topic: &str, count: usize) {
+    let output = tests::kcat_produce(&s.admin, &["-t", topic], (0..count).map(|i| format!("{topic}-{i}")));
+    assert!(output.status.success(), "kcat -P {topic}: {}\n{}", String::from_utf8_lossy(&output.stderr), s.broker.log());
+}
+
+fn kcat() -> Command {
+    let mut command = Command::new("kcat");
+    command.env_remove("LD_LIBRARY_PATH");
+    command
+}
+
+#[test]
+fn acls_decide_produce_consume_and_metadata_and_survive_a_restart() {
+    let dir = TempDir::new("acl-enforced");
+    let mut s = start(&dir, &[]);
+    for topic in ["orders", "secret", "app-1", "app-2"] {
+        fill(&s, topic, 3);
+    }
+    let (admin, sasl) = (s.admin.clone(), s.sasl.clone());
+    let b = &s.broker;
+    // No ACL: refused (allow.everyone.if.no.acl.found is false).
+    assert_eq!(ok(b, &["produce", &sasl, "alice", "alice-secret", "orders"]).trim(), "TOPIC_AUTHORIZATION_FAILED");
+    // A grant takes effect on the same producer's connection, without reconnecting.
+    let live = ok(b, &["grant-live", &sasl, &admin, "orders"]);
+    assert!(live.contains("before TOPIC_AUTHORIZATION_FAILED") && live.contains("after delivered"), "{live}\n{}", b.log());
+    // Topic READ without the group: GROUP_AUTHORIZATION_FAILED; with it, the records.
+    ok(b, &["create", &admin, "TOPIC", "orders", "LITERAL", "User:alice", "READ", "ALLOW"]);
+    assert_eq!(ok(b, &["consume", &sasl, "alice", "alice-secret", "orders", "alice-group"]).trim(), "error GROUP_AUTHORIZATION_FAILED");
+    ok(b, &["create", &admin, "GROUP", "alice-", "PREFIXED", "User:alice", "READ", "ALLOW"]);
+    assert_eq!(ok(b, &["consume", &sasl, "alice", "alice-secret", "orders", "alice-group"]).trim(), "consumed 4");
+    // Prefixed grants, and deny beats allow.
+    ok(b, &["create", &admin, "TOPIC", "app-", "PREFIXED", "User:bob", "WRITE", "ALLOW"]);
+    assert_eq!(ok(b, &["produce", &sasl, "bob", "bob-secret", "app-1"]).trim(), "delivered");
+    assert_eq!(ok(b, &["produce", &sasl, "bob", "bob-secret", "orders"]).trim(), "TOPIC_AUTHORIZATION_FAILED");
+    ok(b, &["create", &admin, "TOPIC", "app-1", "LITERAL", "User:*", "WRITE", "DENY"]);
+    assert_eq!(ok(b, &["produce", &sasl, "bob", "bob-secret", "app-1"]).trim(), "TOPIC_AUTHORIZATION_FAILED");
+    assert_eq!(ok(b, &["produce", &sasl, "bob", "bob-secret", "app-2"]).trim(), "delivered");
+    // Metadata shows only what each may describe (WRITE and READ imply DESCRIBE); a super user
+    // sees everything.
+    assert_eq!(ok(b, &["topics", &sasl, "alice", "alice-secret"]).trim(), "orders");
+    assert_eq!(ok(b, &["topics", &sasl, "bob", "bob-secret"]).trim(), "app-1 app-2");
+    assert_eq!(ok(b, &["topics", &sasl, "admin", "admin-secret"]).trim(), "app-1 app-2 orders secret");
+    // kcat (Debian's librdkafka) as alice: refused on secret, served on orders.
+    let alice = ["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN", "-X", "sasl.username=alice", "-X", "sasl.password=alice-secret"];
+    let (_, stdout, stderr) = run_with_timeout(
+        kcat().args(["-b", &sasl, "-C", "-t", "secret", "-o", "beginning", "-e", "-q"]).args(alice),
+        Duration::from_secs(30),
+    );
+    assert!(!stdout.contains("secret-0") && stderr.contains("uthoriz"), "kcat read secret as alice:\n{stdout}\n{stderr}");
+    let (read, stdout, stderr) = run_with_timeout(
+        kcat().args(["-b", &sasl, "-C", "-t", "orders", "-o", "beginning", "-e", "-q"]).args(alice),
+        Duration::from_secs(30),
+    );
+    assert!(read && stdout.contains("orders-0"), "kcat as alice:\n{stdout}\n{stderr}");
+    // DescribeAcls lists them all; DeleteAcls answers what it removed.
+    let before = ok(b, &["describe", &admin]);
+    assert_eq!(before.lines().count(), 5, "{before}");
+    assert!(before.contains("TOPIC app- PREFIXED User:bob * WRITE ALLOW") && before.contains("TOPIC app-1 LITERAL User:* * WRITE DENY"), "{before}");
+    let deleted = ok(b, &["delete", &admin, "TOPIC", "app-1", "LITERAL"]);
+    assert!(deleted.contains("deleted TOPIC app-1 LITERAL User:* * WRITE DENY"), "{deleted}");
+    assert_eq!(ok(b, &["produce", &sasl, "bob", "bob-secret", "app-1"]).trim(), "delivered");
+    let kept = ok(b, &["describe", &admin]);
+    assert!(std::fs::read_to_string(dir.0.join("logs/acls.json")).unwrap().contains("\"principal\":\"User:bob\""));
+    // Kept over a restart, and enforced after it.
+    assert_eq!(s.broker.stop(), 0);
+    s.broker.restart();
+    let b = &s.broker;
+    assert_eq!(ok(b, &["describe", &admin]), kept);
+    assert_eq!(ok(b, &["produce", &sasl, "alice", "alice-secret", "orders"]).trim(), "delivered");
+    assert_eq!(ok(b, &["produce", &sasl, "alice", "alice-secret", "secret"]).trim(), "TOPIC_AUTHORIZATION_FAILED");
+}
+
+#[test]
+fn authorised_operations_as_kip_430() {
+    let dir = TempDir::new("acl-operations");
+    let s = start(&dir, &[]);
+    fill(&s, "ops", 1);
+    let (admin, sasl, b) = (&s.admin, &s.sasl, &s.broker);
+    ok(b, &["create", admin, "TOPIC", "ops", "LITERAL", "User:alice", "WRITE", "ALLOW"]);
+    ok(b, &["create", admin, "TOPIC", "ops", "LITERAL", "User:alice", "READ", "ALLOW"]);
+    ok(b, &["create", admin, "GROUP", "ops-group", "LITERAL", "User:alice", "READ", "ALLOW"]);
+    ok(b, &["create", admin, "BROKER", "kafka-cluster", "LITERAL", "User:alice", "DESCRIBE", "ALLOW"]);
+    // The group must exist to be described.
+    assert_eq!(ok(b, &["consume", sasl, "alice", "alice-secret", "ops", "ops-group"]).trim(), "consumed 1");
+    let operations = ok(b, &["operations", sasl, "alice", "alice-secret", "ops", "ops-group"]);
+    assert!(operations.contains("cluster ['DESCRIBE']"), "{operations}");
+    assert!(operations.contains("topic ['DESCRIBE', 'READ', 'WRITE']"), "{operations}");
+    assert!(operations.contains("group ['DESCRIBE', 'READ']"), "{operations}");
+    // A super user holds every operation of each type.
+    let all = ok(b, &["operations", sasl, "admin", "admin-secret", "ops", "ops-group"]);
+    assert!(all.contains("'ALTER_CONFIGS'") && all.contains("'CLUSTER_ACTION'") && all.contains("'DELETE'"), "{all}");
+}
+
+#[test]
+fn without_an_authorizer_acl_requests_answer_security_disabled_and_bad_config_is_refused() {
+    let dir = TempDir::new("acl-disabled");
+    let broker = Broker::start(&dir.0, 1, &[]);
+    let (_, stdout, stderr) = acl_py(&["create", &broker.bootstrap(), "TOPIC", "t", "LITERAL", "User:alice", "READ", "ALLOW"]);
+    assert!(format!("{stdout}{stderr}").contains("SECURITY_DISABLED"), "{stdout}\n{stderr}");
+    drop(broker);
+    let bad = TempDir::new("acl-bad-class");
+    let output = Command::new(tests::broker_binary())
+        .args(["--shards", "1", "--override", &format!("listeners=PLAINTEXT://127.0.0.1:{}", free_port())])
+        .args(["--override", &format!("log.dirs={}", bad.0.join("logs").display()), "--override", "authorizer.class.name=com.example.Mine"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("authorizer.class.name=com.example.Mine"), "{stderr}");
+}
+
+mod cluster {
+    //! Three brokers with real ZooKeeper: an ACL created on one broker is in ZooKeeper as Kafka
+    //! writes it and enforced by every broker within a second; deleted on another, lifted on all.
+    //! PLAINTEXT only, `allow.everyone.if.no.acl.found=true`: resources without ACLs (the cluster,
+    //! for replication) stay open, as an operator migrating to ACLs runs.
+
+    use std::time::{Duration, Instant};
+
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        ApiKey, CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DescribeAclsRequest, DescribeAclsResponse,
+        MetadataRequest, MetadataResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use tests::wire::Connection;
+    use tests::zookeeper::ZooKeeper;
+    use tests::{Broker, TempDir};
+
+    fn s(text: &str) -> StrBytes {
+        StrBytes::from_string(text.to_string())
+    }
+
+    /// The topic's error code in this broker's own Metadata answer.
+    fn metadata_error(broker: &Broker, topic: &str) -> i16 {
+        let request = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(TopicName(s(topic))))]));
+        let response: MetadataResponse = Connection::open(broker.address()).call(ApiKey::Metadata, 12, &request);
+        response.topics[0].error_code
+    }
+
+    fn wait_all(brokers: &[Broker], topic: &str, code: i16, within: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let codes: Vec<i16> = brokers.iter().map(|b| metadata_error(b, topic)).collect();
+            if codes.iter().all(|c| *c == code) {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < within, "not every broker answers {code} for {topic} within {within:?}: {codes:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn an_acl_created_on_one_broker_is_enforced_by_all_within_a_second() {
+        let zookeeper = ZooKeeper::start();
+        let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("acl-cluster-{i}"))).collect();
+        let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
+        let brokers: Vec<Broker> = (1..=3)
+            .zip(&dirs)
+            .map(|(id, dir)| {
+                let id = format!("broker.id={id}");
+                let overrides = [
+                    connect.as_str(),
+                    id.as_str(),
+                    "zookeeper.session.timeout.ms=4000",
+                    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                    "allow.everyone.if.no.acl.found=true",
+                ];
+                Broker::start(&dir.0, 1, &overrides)
+            })
+            .collect();
+        let all: String = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+        let output = tests::kcat_produce(&all, &["-t", "hidden"], ["one".to_string()]);
+        assert!(output.status.success(), "kcat -P: {}", String::from_utf8_lossy(&output.stderr));
+        wait_all(&brokers, "hidden", 0, Duration::from_secs(15));
+
+        // Created on broker 1: DENY DESCRIBE for User:ANONYMOUS (every plaintext client here).
+        let creation = AclCreation::default()
+            .with_resource_type(2)
+            .with_resource_name(s("hidden"))
+            .with_resource_pattern_type(3)
+            .with_principal(s("User:ANONYMOUS"))
+            .with_host(s("*"))
+            .with_operation(8)
+            .with_permission_type(2);
+        let prefixed = creation.clone().with_resource_name(s("guard-")).with_resource_pattern_type(4).with_operation(4);
+        let request = CreateAclsRequest::default().with_creations(vec![creation, prefixed]);
+        let response: CreateAclsResponse = Connection::open(brokers[0].address()).call(ApiKey::CreateAcls, 3, &request);
+        assert!(response.results.iter().all(|r| r.error_code == 0), "{response:?}");
+        let enforced = wait_all(&brokers, "hidden", 29, Duration::from_secs(1));
+        println!("ACL enforced by all three brokers {enforced:?} after CreateAcls answered");
+        // In ZooKeeper as Kafka writes it, with its change notifications.
+        let znode = zookeeper.cli("get /kafka/kafka-acl/Topic/hidden");
+        assert!(znode.contains(r#""principal":"User:ANONYMOUS""#) && znode.contains(r#""permissionType":"Deny""#) && znode.contains(r#""operation":"Describe""#), "{znode}");
+        let prefixed_znode = zookeeper.cli("get /kafka/kafka-acl-extended/prefixed/Topic/guard-");
+        assert!(prefixed_znode.contains(r#""operation":"Write""#), "{prefixed_znode}");
+        assert!(zookeeper.cli("ls /kafka/kafka-acl-changes").contains("acl_changes_"));
+        assert!(zookeeper.cli("ls /kafka/kafka-acl-extended-changes").contains("acl_changes_"));
+        // Broker 3 describes both.
+        let every = DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_resource_name_filter(None)
+            .with_pattern_type_filter(1)
+            .with_principal_filter(None)
+            .with_host_filter(None)
+            .with_operation(1)
+            .with_permission_type(1);
+        let described: DescribeAclsResponse = Connection::open(brokers[2].address()).call(ApiKey::DescribeAcls, 3, &every);
+        assert_eq!(described.error_code, 0);
+        assert_eq!(described.resources.len(), 2, "{described:?}");
+
+        // Deleted on broker 2: lifted on all.
+        let filter = DeleteAclsFilter::default()
+            .with_resource_type_filter(2)
+            .with_resource_name_filter(Some(s("hidden")))
+            .with_pattern_type_filter(3)
+            .with_principal_filter(None)
+            .with_host_filter(None)
+            .with_operation(1)
+            .with_permission_type(1);
+        let deleted: DeleteAclsResponse =
+            Connection::open(brokers[1].address()).call(ApiKey::DeleteAcls, 3, &DeleteAclsRequest::default().with_filters(vec![filter]));
+        assert_eq!(deleted.filter_results[0].matching_acls.len(), 1, "{deleted:?}");
+        let lifted = wait_all(&brokers, "hidden", 0, Duration::from_secs(1));
+        println!("ACL deletion enforced by all three brokers {lifted:?} after DeleteAcls answered");
+        assert!(!zookeeper.cli("ls /kafka/kafka-acl/Topic").contains("hidden"));
+    }
+}
