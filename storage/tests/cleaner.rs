@@ -598,3 +598,4 @@ fn transactional_writes_and_cleans_match_the_committed_model() {
         });
     }
 }
+
