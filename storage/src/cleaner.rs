@@ -22,8 +22,9 @@
 //!    marker stays because their data does. A batch keeps its base and last offset and producer
 //!    fields; emptied, it stays as a bare header when it is a producer's last (its sequence) or the
 //!    group's last (the group's end offset, which recovery relies on).
-//! 4. Under the write lock, per group (the swap): the segments read must still be the log's; the
-//!    cleaned files are renamed `.swap` (the log file last: the commit point), the old segments go
+//! 4. Per group (the swap): the cleaned files are renamed `.swap` (the log file last: the commit
+//!    point) and the directory synced, without the lock; then under the write lock the segments
+//!    read must still be the log's (else the `.swap` files go, log file first), the old segments go
 //!    through `file_deletion` (renamed `.deleted`, removed later), the `.swap` files get their final
 //!    names. A crash before the commit point leaves `.cleaned` files that `Log::open` removes; after
 //!    it, `Log::open` finishes the swap (`complete_swap`): the log ends with the old segments or
@@ -182,6 +183,18 @@ pub struct CleanStats {
     pub records_kept: u64,
     pub segments_before: usize,
     pub segments_after: usize,
+    /// How long the swaps held the log's write lock (produce and fetch of the partition wait
+    /// meanwhile): the longest one and all of them.
+    pub swap_lock_max_us: u64,
+    pub swap_lock_total_us: u64,
+}
+
+impl CleanStats {
+    fn note_swap_lock(&mut self, held: Duration) {
+        let held_us = held.as_micros() as u64;
+        self.swap_lock_max_us = self.swap_lock_max_us.max(held_us);
+        self.swap_lock_total_us += held_us;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -298,13 +311,23 @@ impl Cleaner {
                     return Err(e);
                 }
             };
+            // The commit point before the lock: renames and the directory's fsync took the
+            // partition's write lock for up to tens of ms a group (tuning.md, compaction).
+            let cleaned = commit_swap(&dir, cleaned).await?;
             let mut log = lock.write().await.map_err(lock_error)?;
+            let locked_at = Instant::now();
             if let Err(reason) = still_the_logs(&log, &group, stop) {
                 drop(log);
-                remove_cleaned(&dir, base).await;
+                drop(cleaned);
+                // Undone, the `.swap` log file first. A crash before this finishes the swap at
+                // open: the segments it replaces changed only by going (retention, DeleteRecords)
+                // or by a truncation, which never reaches below the last stable offset cleaned.
+                remove_swapped(dir.clone(), base).await;
                 return Ok(CleanOutcome::Aborted(reason));
             }
             swap_in(&mut log, cleaned, &group).await?;
+            drop(log);
+            stats.note_swap_lock(locked_at.elapsed());
             stats.segments_after += 1;
         }
         let mut log = lock.write().await.map_err(lock_error)?;
@@ -407,21 +430,30 @@ fn still_the_logs(log: &Log, group: &[&SegmentRef], stop: &dyn Fn() -> bool) -> 
     Ok(())
 }
 
-/// The swap, under the log's write lock: see the module doc, step 4.
-async fn swap_in(log: &mut Log, mut cleaned: Segment, group: &[&SegmentRef]) -> Result<()> {
-    let dir = log.dir().to_path_buf();
+/// The commit point of a swap, without the log's lock: the log file's `.swap` name, after its
+/// indexes', made durable (Log::open finishes a swap from there).
+async fn commit_swap(dir: &Path, mut cleaned: Segment) -> Result<Segment> {
     let base = cleaned.base_offset;
-    let owned_dir = dir.clone();
-    // The commit point: the log file's `.swap` name, after its indexes', made durable.
-    on_blocking_thread(move || {
+    let owned_dir = dir.to_path_buf();
+    let committed = on_blocking_thread(move || {
         rename_segment_files(&owned_dir, base, CLEANED_SUFFIX, SWAP_SUFFIX, false)?;
         crate::log_manager::sync_dir(&owned_dir)
     })
-    .await
-    .inspect_err(|_| {
-        glommio::spawn_local(remove_swapped(dir.clone(), base)).detach();
-    })?;
+    .await;
+    if let Err(e) = committed {
+        drop(cleaned);
+        remove_swapped(dir.to_path_buf(), base).await;
+        return Err(e);
+    }
     cleaned.renamed_to_suffix(SWAP_SUFFIX);
+    Ok(cleaned)
+}
+
+/// The swap, under the log's write lock, of a committed (`.swap`) cleaned segment: see the
+/// module doc, step 4.
+async fn swap_in(log: &mut Log, mut cleaned: Segment, group: &[&SegmentRef]) -> Result<()> {
+    let dir = log.dir().to_path_buf();
+    let base = cleaned.base_offset;
     let mut paths = Vec::new();
     let mut held = Vec::new();
     for segment in group {
