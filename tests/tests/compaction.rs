@@ -425,7 +425,7 @@ for r in range(12):
     fill(10)
 fill(45)
 markers_written = markers_on_disk('{partition_dir}')[0]
-deadline = time.time() + 35
+deadline = time.time() + 50
 while True:
     committed, uncommitted = read_all(bootstrap, 'read_committed'), read_all(bootstrap, 'read_uncommitted')
     markers, bare = markers_on_disk('{partition_dir}')
