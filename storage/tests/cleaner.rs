@@ -29,28 +29,14 @@ fn config() -> LogConfig {
     }
 }
 
-/// (offset, key, value) of every record, and whether it sits in a batch with a delete horizon.
+/// (offset, key, value) of every record, in offset order (batch offsets strictly increase).
 async fn read_records(log: &Log) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
-    let mut records = Vec::new();
-    let mut offset = log.log_start_offset();
     let mut last_batch_offset = -1;
-    while offset < log.log_end_offset() {
-        let result = log.read(offset, u64::MAX, i64::MAX, true).await.unwrap();
-        if result.slices.is_empty() {
-            break;
-        }
-        for slice in &result.slices {
-            let bytes = slice.read_bytes().await.unwrap();
-            for batch in storage::batch::split_batches(&bytes).unwrap() {
-                let header = storage::batch::validate(batch, storage::batch::Validation::FromLog).unwrap();
-                assert!(header.base_offset > last_batch_offset, "batch offsets strictly increase");
-                last_batch_offset = header.last_offset();
-                UncompressedCodec
-                    .for_each_record(batch, &mut |r| records.push((r.offset, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec))))
-                    .unwrap();
-            }
-            offset = slice.last_offset + 1;
-        }
+    let mut records = Vec::new();
+    for (header, batch_records) in read_batches(log).await {
+        assert!(header.base_offset > last_batch_offset, "batch offsets strictly increase");
+        last_batch_offset = header.last_offset();
+        records.extend(batch_records);
     }
     records
 }

@@ -212,9 +212,7 @@ fn tombstoned_keys_are_gone_after_delete_retention() {
     let mut broker = Broker::start(&dir.0, 1, FAST_CLEANER);
     let bootstrap = broker.bootstrap();
     let result = run_python(&format!(
-        r#"
-import time
-from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
+        r#"{TXN_COMPACTION_HELPERS}
 from confluent_kafka.admin import AdminClient, NewTopic
 topic = 'tombstones'
 admin = AdminClient({{'bootstrap.servers': '{bootstrap}'}})
@@ -245,25 +243,10 @@ produce([(key, None) for key in sorted(deleted)])
 tombstoned_at = time.time()
 fill(60)
 
-def read_all():
-    c = Consumer({{'bootstrap.servers': '{bootstrap}', 'group.id': 'reader', 'enable.partition.eof': True,
-                  'enable.auto.commit': False}})
-    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    records = []
-    while True:
-        m = c.poll(10)
-        assert m is not None, 'no EOF within 10 s'
-        if m.error():
-            assert m.error().code() == -191, m.error()  # _PARTITION_EOF
-            break
-        records.append((m.offset(), m.key().decode(), None if m.value() is None else m.value().decode()))
-    c.close()
-    return records
-
 tombstone_alone_seen = False
 deadline = time.time() + 40
 while True:
-    records = read_all()
+    records = read_all('{bootstrap}', 'read_uncommitted')
     keys = [k for _, k, _ in records]
     tombstones = [k for _, k, v in records if v is None]
     if tombstones and all(keys.count(k) == 1 for k in tombstones):
@@ -289,7 +272,7 @@ print(tombstone_alone_seen, round(gone_after, 1), len(records), offsets[-1] + 1)
     assert_eq!(broker.stop(), 0);
 }
 
-/// Python helpers for the transactional compaction test: a reader of both isolation levels and a
+/// Python helpers of the compaction tests (`topic` is the script's global): a reader at either isolation level and a
 /// DumpLogSegments-like count of the markers in the partition's segment files on disk.
 const TXN_COMPACTION_HELPERS: &str = r#"
 import json, os, time
