@@ -310,33 +310,20 @@ def watermarks(bootstrap, isolation):
     return high
 
 def markers_on_disk(partition_dir):
-    """(control batches with their record, bare control batches) in the segment files, read raw:
-    a batch is base offset i64 | length i32 | ... | attributes i16 at 21 | ... | record count i32 at 57."""
+    """(control batches with their record, bare control batches) in the segment files (`dump`)."""
     for _ in range(20):
         try:
-            markers = bare = 0
-            for name in sorted(n for n in os.listdir(partition_dir) if n.endswith('.log')):
-                data = open(os.path.join(partition_dir, name), 'rb').read()
-                pos = 0
-                while pos + 61 <= len(data):
-                    length = int.from_bytes(data[pos + 8:pos + 12], 'big', signed=True)
-                    if length <= 0 or pos + 12 + length > len(data):
-                        break
-                    attributes = int.from_bytes(data[pos + 21:pos + 23], 'big')
-                    count = int.from_bytes(data[pos + 57:pos + 61], 'big', signed=True)
-                    if attributes & 0x20:
-                        if count > 0:
-                            markers += 1
-                        else:
-                            bare += 1
-                    pos += 12 + length
-            return markers, bare
+            batches = dump(partition_dir)
         except FileNotFoundError:
             time.sleep(0.05)  # a clean swapped a segment while we listed
+            continue
+        markers = sum(1 for b in batches if b[2] & 0x20 and b[3] > 0)
+        return markers, sum(1 for b in batches if b[2] & 0x20) - markers
     raise AssertionError('the segment files kept changing')
 
 def dump(partition_dir):
-    """Every batch in the segment files: (file, base offset, attributes, record count, producer id, base timestamp)."""
+    """Every batch in the segment files, read raw (DumpLogSegments-like): (file, base offset,
+    attributes, record count, producer id, base timestamp), from the v2 header's byte positions."""
     out = []
     for name in sorted(n for n in os.listdir(partition_dir) if n.endswith('.log')):
         data = open(os.path.join(partition_dir, name), 'rb').read()
