@@ -14,11 +14,17 @@
 //!    a tombstone also stays until its batch's delete horizon (KIP-534: set to now +
 //!    `delete.retention.ms` by the first clean that keeps it, stored in the batch); keyless records
 //!    go; records of aborted transactions go (nor do they count in the map: an aborted value never
-//!    hides a committed one), as Kafka's; control batches stay as they are. A batch keeps its base and last offset and producer
+//!    hides a committed one), as Kafka's. A transaction marker (COMMIT or ABORT) stays while a
+//!    batch of its transaction is in the log when the clean starts; the first clean that finds
+//!    none stamps the marker's batch with a delete horizon, as a tombstone's (one mechanism for
+//!    both), and a clean past that horizon removes it (Kafka's CleanedTransactionMetadata, see
+//!    `CleanedTxns`). The cleaned segment's `.txnindex` holds only the aborted transactions whose
+//!    marker stays because their data does. A batch keeps its base and last offset and producer
 //!    fields; emptied, it stays as a bare header when it is a producer's last (its sequence) or the
 //!    group's last (the group's end offset, which recovery relies on).
-//! 4. Under the write lock, per group (the swap): the segments read must still be the log's; the
-//!    cleaned files are renamed `.swap` (the log file last: the commit point), the old segments go
+//! 4. Per group (the swap): the cleaned files are renamed `.swap` (the log file last: the commit
+//!    point) and the directory synced, without the lock; then under the write lock the segments
+//!    read must still be the log's (else the `.swap` files go, log file first), the old segments go
 //!    through `file_deletion` (renamed `.deleted`, removed later), the `.swap` files get their final
 //!    names. A crash before the commit point leaves `.cleaned` files that `Log::open` removes; after
 //!    it, `Log::open` finishes the swap (`complete_swap`): the log ends with the old segments or
@@ -45,7 +51,7 @@ use crate::file_deletion::{self, on_blocking_thread};
 use crate::log::Log;
 use crate::record::RecordCodec;
 use crate::segment::{segment_paths, FileSlice, ScanOutcome, Segment, CLEANED_SUFFIX, SWAP_SUFFIX};
-use crate::txn_index::AbortedTxn;
+use crate::txn_index::{AbortedTxn, ControlType};
 
 /// How much the cleaner reads per I/O; larger batches are read whole.
 const READ_CHUNK_BYTES: u64 = 1 << 20;
@@ -177,6 +183,18 @@ pub struct CleanStats {
     pub records_kept: u64,
     pub segments_before: usize,
     pub segments_after: usize,
+    /// How long the swaps held the log's write lock (produce and fetch of the partition wait
+    /// meanwhile): the longest one and all of them.
+    pub swap_lock_max_us: u64,
+    pub swap_lock_total_us: u64,
+}
+
+impl CleanStats {
+    fn note_swap_lock(&mut self, held: Duration) {
+        let held_us = held.as_micros() as u64;
+        self.swap_lock_max_us = self.swap_lock_max_us.max(held_us);
+        self.swap_lock_total_us += held_us;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -225,7 +243,6 @@ impl Cleaner {
                     index_bytes: s.offset_index_size_bytes(),
                     time_index_bytes: s.time_index_size_bytes(),
                     slice: s.slice(0, s.size_bytes(), base, s.next_offset() - 1),
-                    txn_index: s.txn_index().clone(),
                 })
                 .collect();
             // Every aborted transaction with data in the part cleaned (its marker may be later).
@@ -279,11 +296,11 @@ impl Cleaner {
             delete_retention_ms: config.delete_retention_ms,
             round_end_offset: end_offset,
             producer_last_offsets: &limits.producer_last_offsets,
-            aborted: &aborted,
         };
+        let mut txns = CleanedTxns::new(&aborted);
         for group in groups {
             let base = group[0].base;
-            let cleaned = match self.clean_group(&dir, &group, &config, codec, &filter, &mut stats, stop).await {
+            let cleaned = match self.clean_group(&dir, &group, &config, codec, &filter, &mut txns, &mut stats, stop).await {
                 Ok(Some(cleaned)) => cleaned,
                 Ok(None) => {
                     remove_cleaned(&dir, base).await;
@@ -294,13 +311,23 @@ impl Cleaner {
                     return Err(e);
                 }
             };
+            // The commit point before the lock: renames and the directory's fsync took the
+            // partition's write lock for up to tens of ms a group (tuning.md, compaction).
+            let cleaned = commit_swap(&dir, cleaned).await?;
             let mut log = lock.write().await.map_err(lock_error)?;
+            let locked_at = Instant::now();
             if let Err(reason) = still_the_logs(&log, &group, stop) {
                 drop(log);
-                remove_cleaned(&dir, base).await;
+                drop(cleaned);
+                // Undone, the `.swap` log file first. A crash before this finishes the swap at
+                // open: the segments it replaces changed only by going (retention, DeleteRecords)
+                // or by a truncation, which never reaches below the last stable offset cleaned.
+                remove_swapped(dir.clone(), base).await;
                 return Ok(CleanOutcome::Aborted(reason));
             }
             swap_in(&mut log, cleaned, &group).await?;
+            drop(log);
+            stats.note_swap_lock(locked_at.elapsed());
             stats.segments_after += 1;
         }
         let mut log = lock.write().await.map_err(lock_error)?;
@@ -320,6 +347,7 @@ impl Cleaner {
         config: &crate::LogConfig,
         codec: &dyn RecordCodec,
         filter: &Filter<'_>,
+        txns: &mut CleanedTxns,
         stats: &mut CleanStats,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<Segment>> {
@@ -338,7 +366,7 @@ impl Cleaner {
                 stats.bytes_read += bytes.len() as u64;
                 stats.records_read += header.record_count as u64;
                 last_header = Some(header);
-                let output = filter.apply(&self.map, codec, &header, &bytes)?;
+                let output = filter.apply(&self.map, txns, codec, &header, &bytes)?;
                 let written = match output {
                     Output::Drop => 0,
                     Output::Original => {
@@ -362,11 +390,9 @@ impl Cleaner {
                 stats.bytes_written += append_cleaned(&mut cleaned, &batch::empty_copy(&last), now_ms_of(filter)).await?;
             }
         }
-        // Control batches stay as they are, so every aborted transaction of the group keeps its
-        // marker, now in the cleaned segment: it carries their index entries, in marker order.
-        let mut txn_index = crate::txn_index::TxnIndex::default();
-        group.iter().flat_map(|s| s.txn_index.entries()).for_each(|&entry| txn_index.push(entry));
-        cleaned.set_txn_index(txn_index);
+        // The aborted transactions whose marker stayed here with data of theirs still in the log:
+        // a read_committed fetch needs them; those whose data is gone need no entry (Kafka's).
+        cleaned.set_txn_index(std::mem::take(&mut txns.kept_index));
         cleaned.flush().await?;
         Ok(Some(cleaned))
     }
@@ -404,21 +430,30 @@ fn still_the_logs(log: &Log, group: &[&SegmentRef], stop: &dyn Fn() -> bool) -> 
     Ok(())
 }
 
-/// The swap, under the log's write lock: see the module doc, step 4.
-async fn swap_in(log: &mut Log, mut cleaned: Segment, group: &[&SegmentRef]) -> Result<()> {
-    let dir = log.dir().to_path_buf();
+/// The commit point of a swap, without the log's lock: the log file's `.swap` name, after its
+/// indexes', made durable (Log::open finishes a swap from there).
+async fn commit_swap(dir: &Path, mut cleaned: Segment) -> Result<Segment> {
     let base = cleaned.base_offset;
-    let owned_dir = dir.clone();
-    // The commit point: the log file's `.swap` name, after its indexes', made durable.
-    on_blocking_thread(move || {
+    let owned_dir = dir.to_path_buf();
+    let committed = on_blocking_thread(move || {
         rename_segment_files(&owned_dir, base, CLEANED_SUFFIX, SWAP_SUFFIX, false)?;
         crate::log_manager::sync_dir(&owned_dir)
     })
-    .await
-    .inspect_err(|_| {
-        glommio::spawn_local(remove_swapped(dir.clone(), base)).detach();
-    })?;
+    .await;
+    if let Err(e) = committed {
+        drop(cleaned);
+        remove_swapped(dir.to_path_buf(), base).await;
+        return Err(e);
+    }
     cleaned.renamed_to_suffix(SWAP_SUFFIX);
+    Ok(cleaned)
+}
+
+/// The swap, under the log's write lock, of a committed (`.swap`) cleaned segment: see the
+/// module doc, step 4.
+async fn swap_in(log: &mut Log, mut cleaned: Segment, group: &[&SegmentRef]) -> Result<()> {
+    let dir = log.dir().to_path_buf();
+    let base = cleaned.base_offset;
     let mut paths = Vec::new();
     let mut held = Vec::new();
     for segment in group {
@@ -524,8 +559,6 @@ struct SegmentRef {
     index_bytes: u64,
     time_index_bytes: u64,
     slice: FileSlice,
-    /// Its aborted transactions: their markers stay, so the cleaned segment carries them.
-    txn_index: crate::txn_index::TxnIndex,
 }
 
 /// Kafka's groupSegmentsBySize: consecutive segments whose data fit in `segment.bytes` and whose
@@ -573,8 +606,6 @@ struct Filter<'a> {
     /// offset is not lost).
     round_end_offset: i64,
     producer_last_offsets: &'a HashSet<i64>,
-    /// The aborted transactions of the part cleaned: their records go.
-    aborted: &'a [AbortedTxn],
 }
 
 /// Whether `header`'s batch belongs to one of the `aborted` transactions.
@@ -585,12 +616,11 @@ fn is_aborted(aborted: &[AbortedTxn], header: &BatchHeader) -> bool {
 }
 
 impl Filter<'_> {
-    fn apply(&self, map: &OffsetMap, codec: &dyn RecordCodec, header: &BatchHeader, bytes: &[u8]) -> Result<Output> {
-        // Markers stay (their removal once the transaction's data is gone is not done yet).
+    fn apply(&self, map: &OffsetMap, txns: &mut CleanedTxns, codec: &dyn RecordCodec, header: &BatchHeader, bytes: &[u8]) -> Result<Output> {
         if header.is_control() {
-            return Ok(Output::Original);
+            return self.apply_to_marker(txns, codec, header, bytes);
         }
-        if is_aborted(self.aborted, header) {
+        if txns.on_data_batch(header) {
             return Ok(self.emptied(header));
         }
         let horizon = header.delete_horizon_ms();
@@ -622,6 +652,25 @@ impl Filter<'_> {
         Ok(self.emptied(header))
     }
 
+    /// Kafka's rule for a control batch: it stays while its transaction has a batch in the log;
+    /// after that the first clean stamps its delete horizon (now + `delete.retention.ms`, the
+    /// tombstones' KIP-534 mechanism) and a clean at or past the horizon removes it.
+    fn apply_to_marker(&self, txns: &mut CleanedTxns, codec: &dyn RecordCodec, header: &BatchHeader, bytes: &[u8]) -> Result<Output> {
+        let discardable = txns.on_marker(header, bytes);
+        match header.delete_horizon_ms() {
+            _ if !discardable => Ok(Output::Original),
+            // A bare control batch (an earlier clean emptied it): nothing left to keep.
+            _ if header.record_count == 0 => Ok(self.emptied(header)),
+            Some(horizon) if horizon <= self.now_ms => Ok(self.emptied(header)),
+            Some(_) => Ok(Output::Original),
+            None => {
+                let mut offsets = Vec::with_capacity(header.record_count as usize);
+                codec.for_each_record(bytes, &mut |record| offsets.push(record.offset))?;
+                Ok(Output::Rebuilt(codec.retain(bytes, &offsets, Some(self.now_ms.saturating_add(self.delete_retention_ms)))?))
+            }
+        }
+    }
+
     /// A batch none of whose records stays: dropped, or kept as a bare header when it is a
     /// producer's last (its sequence) or the clean's last (the end offset).
     fn emptied(&self, header: &BatchHeader) -> Output {
@@ -630,6 +679,83 @@ impl Filter<'_> {
             return Output::Rebuilt(batch::empty_copy(header));
         }
         Output::Drop
+    }
+}
+
+/// Kafka's CleanedTransactionMetadata: follows the transactions through one clean's batches, in
+/// log order from the log start, to tell which transactional batches may go.
+struct CleanedTxns {
+    /// The aborted transactions of the part cleaned not reached yet, by first offset.
+    pending_aborted: std::collections::VecDeque<AbortedTxn>,
+    /// Per producer, the aborted transaction it is in, and whether a batch of it was seen.
+    ongoing_aborted: HashMap<i64, (AbortedTxn, bool)>,
+    /// Producers with a batch seen of a transaction not aborted (committed: the markers after).
+    ongoing_committed: HashSet<i64>,
+    /// The entries of the aborted transactions whose marker stays because data of theirs does:
+    /// the `.txnindex` of the cleaned segment being written.
+    kept_index: crate::txn_index::TxnIndex,
+}
+
+impl CleanedTxns {
+    fn new(aborted: &[AbortedTxn]) -> CleanedTxns {
+        let mut pending: Vec<AbortedTxn> = aborted.to_vec();
+        pending.sort_by_key(|t| t.first_offset);
+        pending.dedup();
+        CleanedTxns { pending_aborted: pending.into(), ongoing_aborted: HashMap::new(), ongoing_committed: HashSet::new(), kept_index: Default::default() }
+    }
+
+    fn reach(&mut self, offset: i64) {
+        while self.pending_aborted.front().is_some_and(|t| t.first_offset <= offset) {
+            let txn = self.pending_aborted.pop_front().expect("checked");
+            self.ongoing_aborted.entry(txn.producer_id).or_insert((txn, false));
+        }
+    }
+
+    /// A data batch: whether it belongs to an aborted transaction (then it goes).
+    fn on_data_batch(&mut self, header: &BatchHeader) -> bool {
+        self.reach(header.last_offset());
+        if !header.is_transactional() || !header.has_producer_id() {
+            return false;
+        }
+        match self.ongoing_aborted.get_mut(&header.producer_id) {
+            Some((_, seen)) => {
+                *seen = true;
+                true
+            }
+            None => {
+                self.ongoing_committed.insert(header.producer_id);
+                false
+            }
+        }
+    }
+
+    /// A control batch: whether it may go once its delete horizon passed (no batch of its
+    /// transaction was seen in this clean). An ABORT marker that stays keeps its index entry.
+    fn on_marker(&mut self, header: &BatchHeader, bytes: &[u8]) -> bool {
+        self.reach(header.last_offset());
+        if header.record_count == 0 {
+            return true;
+        }
+        let producer_id = header.producer_id;
+        match crate::txn_index::control_type(bytes) {
+            Some(ControlType::Abort) => {
+                // Data of the transaction seen without an index entry (an index lost before its
+                // rebuild) keeps the marker too: when unsure, keep.
+                let seen_unindexed = self.ongoing_committed.remove(&producer_id);
+                match self.ongoing_aborted.remove(&producer_id) {
+                    Some((txn, true)) => {
+                        if txn.last_offset == header.base_offset {
+                            self.kept_index.push(txn);
+                        }
+                        false
+                    }
+                    _ => !seen_unindexed,
+                }
+            }
+            Some(ControlType::Commit) => !self.ongoing_committed.remove(&producer_id),
+            // Not a transaction marker, or unreadable: it stays as it is.
+            Some(ControlType::Other) | None => false,
+        }
     }
 }
 

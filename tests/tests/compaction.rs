@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tests::{admin, kcat_produce, run_python, Broker, TempDir};
+use tests::{admin, kcat_produce, python, run_python, run_with_timeout, Broker, TempDir};
 
 /// Cleaner settings that make a test's cleaning happen within seconds.
 const FAST_CLEANER: &[&str] = &["log.cleaner.backoff.ms=50", "log.cleaner.min.cleanable.ratio=0.01", "log.segment.delete.delay.ms=100"];
@@ -212,9 +212,7 @@ fn tombstoned_keys_are_gone_after_delete_retention() {
     let mut broker = Broker::start(&dir.0, 1, FAST_CLEANER);
     let bootstrap = broker.bootstrap();
     let result = run_python(&format!(
-        r#"
-import time
-from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
+        r#"{TXN_COMPACTION_HELPERS}
 from confluent_kafka.admin import AdminClient, NewTopic
 topic = 'tombstones'
 admin = AdminClient({{'bootstrap.servers': '{bootstrap}'}})
@@ -245,25 +243,10 @@ produce([(key, None) for key in sorted(deleted)])
 tombstoned_at = time.time()
 fill(60)
 
-def read_all():
-    c = Consumer({{'bootstrap.servers': '{bootstrap}', 'group.id': 'reader', 'enable.partition.eof': True,
-                  'enable.auto.commit': False}})
-    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    records = []
-    while True:
-        m = c.poll(10)
-        assert m is not None, 'no EOF within 10 s'
-        if m.error():
-            assert m.error().code() == -191, m.error()  # _PARTITION_EOF
-            break
-        records.append((m.offset(), m.key().decode(), None if m.value() is None else m.value().decode()))
-    c.close()
-    return records
-
 tombstone_alone_seen = False
 deadline = time.time() + 40
 while True:
-    records = read_all()
+    records = read_all('{bootstrap}', 'read_uncommitted')
     keys = [k for _, k, _ in records]
     tombstones = [k for _, k, v in records if v is None]
     if tombstones and all(keys.count(k) == 1 for k in tombstones):
@@ -286,5 +269,214 @@ print(tombstone_alone_seen, round(gone_after, 1), len(records), offsets[-1] + 1)
     println!("tombstone seen alone after a clean, gone after s, records read, log end: {}", result.trim());
     assert!(result.starts_with("True "), "a cleaned segment kept its tombstones until the horizon: {result}");
     assert!(broker.log().contains("cleaned a log"), "{}", broker.log());
+    assert_eq!(broker.stop(), 0);
+}
+
+/// Python helpers of the compaction tests (`topic` is the script's global): a reader at either isolation level and a
+/// DumpLogSegments-like count of the markers in the partition's segment files on disk.
+const TXN_COMPACTION_HELPERS: &str = r#"
+import json, os, time
+from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
+topic = 'txn-compacted'
+
+def read_all(bootstrap, isolation):
+    c = Consumer({'bootstrap.servers': bootstrap, 'group.id': 'reader', 'enable.partition.eof': True,
+                  'enable.auto.commit': False, 'isolation.level': isolation})
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    records = []
+    while True:
+        m = c.poll(10)
+        assert m is not None, 'no EOF within 10 s'
+        if m.error():
+            assert m.error().code() == -191, m.error()  # _PARTITION_EOF
+            break
+        records.append((m.offset(), m.key().decode(), None if m.value() is None else m.value().decode()))
+    c.close()
+    return records
+
+def latest(records):
+    view = {}
+    for _, k, v in records:
+        if v is None:
+            view.pop(k, None)
+        else:
+            view[k] = v
+    return view
+
+def watermarks(bootstrap, isolation):
+    c = Consumer({'bootstrap.servers': bootstrap, 'group.id': 'wm', 'isolation.level': isolation})
+    low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)
+    c.close()
+    return high
+
+def markers_on_disk(partition_dir):
+    """(control batches with their record, bare control batches) in the segment files (`dump`)."""
+    for _ in range(20):
+        try:
+            batches = dump(partition_dir)
+        except FileNotFoundError:
+            time.sleep(0.05)  # a clean swapped a segment while we listed
+            continue
+        markers = sum(1 for b in batches if b[2] & 0x20 and b[3] > 0)
+        return markers, sum(1 for b in batches if b[2] & 0x20) - markers
+    raise AssertionError('the segment files kept changing')
+
+def dump(partition_dir):
+    """Every batch in the segment files, read raw (DumpLogSegments-like): (file, base offset,
+    attributes, record count, producer id, base timestamp), from the v2 header's byte positions."""
+    out = []
+    for name in sorted(n for n in os.listdir(partition_dir) if n.endswith('.log')):
+        data = open(os.path.join(partition_dir, name), 'rb').read()
+        pos = 0
+        while pos + 61 <= len(data):
+            length = int.from_bytes(data[pos + 8:pos + 12], 'big', signed=True)
+            if length <= 0 or pos + 12 + length > len(data):
+                break
+            field = lambda at, size: int.from_bytes(data[pos + at:pos + at + size], 'big', signed=True)
+            out.append((name, field(0, 8), field(21, 2), field(57, 4), field(43, 8), field(27, 8)))
+            pos += 12 + length
+    return out
+"#;
+
+/// Transaction markers with a real transactional client (confluent-kafka) on a compacted topic
+/// with small segments and a short `delete.retention.ms`: 12 transactions over the same 10 keys
+/// (every third aborted, the last one with a tombstone), plain records between cleans. Once
+/// cleaned, read_committed and read_uncommitted both see only the committed latest values, the
+/// markers are gone from the segment files but the last committed transaction's (its data is
+/// the latest), and the aborts' `.txnindex` went with their data. Then kill -9 and restart: the
+/// producer state (from snapshots, its markers gone) leaves the last stable offset at the high
+/// watermark, an open transaction holds it at its first offset until its commit, and the
+/// transactional producers go on.
+#[test]
+fn transaction_markers_go_after_their_data_and_delete_retention() {
+    const DELETE_RETENTION_MS: u64 = 2000;
+    let dir = TempDir::new("compaction-markers");
+    let mut broker = Broker::start(&dir.0, 1, FAST_CLEANER);
+    let bootstrap = broker.bootstrap();
+    let partition_dir = dir.0.join("logs/txn-compacted-0");
+    let script = format!(
+        r#"{TXN_COMPACTION_HELPERS}
+from confluent_kafka.admin import AdminClient, NewTopic
+bootstrap = '{bootstrap}'
+admin = AdminClient({{'bootstrap.servers': bootstrap}})
+[f.result() for f in admin.create_topics([NewTopic(topic, 1, 1, config={{
+    'cleanup.policy': 'compact', 'segment.bytes': '4096', 'min.cleanable.dirty.ratio': '0.01',
+    'delete.retention.ms': '{DELETE_RETENTION_MS}'}})]).values()]
+txn = Producer({{'bootstrap.servers': bootstrap, 'transactional.id': 'compacting', 'linger.ms': 5}})
+txn.init_transactions(30)
+plain = Producer({{'bootstrap.servers': bootstrap, 'linger.ms': 5}})
+expected = {{}}
+fillers = 0
+def fill(count):
+    global fillers
+    for i in range(count):
+        key = 'filler-%d' % (fillers + i)
+        plain.produce(topic, key=key, value='f' * 80, partition=0)
+        expected[key] = 'f' * 80
+    fillers += count
+    assert plain.flush(30) == 0
+for r in range(12):
+    commit = r % 3 != 1
+    txn.begin_transaction()
+    for k in range(10):
+        value = None if (r == 11 and k == 9) else 'txn-%d-%d-%s' % (r, k, 'v' * 60)
+        txn.produce(topic, key='key-%d' % k, value=value, partition=0)
+        if commit:
+            if value is None:
+                expected.pop('key-%d' % k, None)
+            else:
+                expected['key-%d' % k] = value
+    # Sent before the end: librdkafka purges what an abort finds unsent (then no data, no marker).
+    assert txn.flush(30) == 0
+    if commit:
+        txn.commit_transaction(30)
+    else:
+        txn.abort_transaction(30)
+    fill(10)
+fill(45)
+markers_written = markers_on_disk('{partition_dir}')[0]
+deadline = time.time() + 50
+while True:
+    committed, uncommitted = read_all(bootstrap, 'read_committed'), read_all(bootstrap, 'read_uncommitted')
+    markers, bare = markers_on_disk('{partition_dir}')
+    print('markers', markers, 'bare', bare, 'read_committed', len(committed), 'read_uncommitted', len(uncommitted),
+          'expected', len(expected), latest(committed) == expected, latest(uncommitted) == expected, flush=True)
+    done = (latest(committed) == expected and latest(uncommitted) == expected and len(uncommitted) == len(expected)
+            and markers == 1)
+    if done:
+        break
+    if time.time() > deadline:
+        for line in dump('{partition_dir}'):
+            if line[4] >= 0:
+                print(line)
+        raise AssertionError((markers, bare, len(committed), len(uncommitted), len(expected),
+                              sorted(set(latest(uncommitted).items()) ^ set(expected.items()))[:5]))
+    time.sleep(0.5)
+    fill(45)
+for records in (committed, uncommitted):
+    offsets = [o for o, _, _ in records]
+    assert all(a < b for a, b in zip(offsets, offsets[1:])), 'offsets strictly increase'
+assert not any(v is None for _, _, v in uncommitted), 'the tombstone went after delete.retention.ms'
+high = watermarks(bootstrap, 'read_uncommitted')
+assert watermarks(bootstrap, 'read_committed') == high, 'no transaction open: the LSO is the high watermark'
+print(json.dumps({{'expected': expected, 'markers_written': markers_written, 'bare': bare, 'high': high}}))
+"#,
+        partition_dir = partition_dir.display()
+    );
+    let (ok, expected, stderr) = run_with_timeout(std::process::Command::new(python()).arg("-c").arg(&script), Duration::from_secs(90));
+    let cleaner_lines: Vec<String> = broker.log().lines().filter(|l| l.contains("clean")).map(String::from).collect();
+    assert!(ok, "{expected}\n{stderr}\nthe cleaner's log lines:\n{}", cleaner_lines.join("\n"));
+    let first: serde_json::Value = serde_json::from_str(expected.trim().lines().last().unwrap()).unwrap();
+    println!("markers written, bare control headers left, high watermark: {} {} {}", first["markers_written"], first["bare"], first["high"]);
+    assert!(first["markers_written"].as_u64().unwrap() >= 12, "every transaction's marker was on disk: {first}");
+    let txn_indexes: Vec<String> = file_names(&partition_dir).into_iter().filter(|n| n.ends_with(".txnindex")).collect();
+    for name in &txn_indexes {
+        let len = std::fs::metadata(partition_dir.join(name)).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(len, 0, "no aborted transaction's data is left, nor its .txnindex entry: {name}");
+    }
+    assert!(broker.log().contains("cleaned a log"), "{}", broker.log());
+
+    // kill -9: the producer state comes back from snapshots and the headers after them.
+    broker.kill_9();
+    broker.restart();
+    let bootstrap = broker.bootstrap();
+    let result = run_python(&format!(
+        r#"{TXN_COMPACTION_HELPERS}
+bootstrap = '{bootstrap}'
+expected = json.loads('''{expected}''')
+high = watermarks(bootstrap, 'read_uncommitted')
+assert high == {high}, (high, {high})
+assert watermarks(bootstrap, 'read_committed') == high, 'after the restart no transaction is left open by the removed markers'
+assert latest(read_all(bootstrap, 'read_committed')) == expected
+# The transactional producer goes on: a committed transaction, then one left open holds the LSO.
+txn = Producer({{'bootstrap.servers': bootstrap, 'transactional.id': 'compacting', 'linger.ms': 5}})
+txn.init_transactions(30)
+txn.begin_transaction()
+txn.produce(topic, key='key-0', value='after-restart', partition=0)
+txn.commit_transaction(30)
+expected['key-0'] = 'after-restart'
+other = Producer({{'bootstrap.servers': bootstrap, 'transactional.id': 'open-one', 'linger.ms': 0}})
+other.init_transactions(30)
+other.begin_transaction()
+other.produce(topic, key='key-1', value='open', partition=0)
+assert other.flush(30) == 0
+high_open = watermarks(bootstrap, 'read_uncommitted')
+lso_open = watermarks(bootstrap, 'read_committed')
+assert lso_open == high_open - 1, ('an open transaction holds the LSO at its first offset', lso_open, high_open)
+assert latest(read_all(bootstrap, 'read_committed')) == expected
+other.commit_transaction(30)
+expected['key-1'] = 'open'
+deadline = time.time() + 10
+while watermarks(bootstrap, 'read_committed') != watermarks(bootstrap, 'read_uncommitted'):
+    assert time.time() < deadline, 'the commit released the LSO'
+    time.sleep(0.1)
+assert latest(read_all(bootstrap, 'read_committed')) == expected
+assert latest(read_all(bootstrap, 'read_uncommitted')) == expected
+print(high, lso_open, high_open)
+"#,
+        expected = serde_json::to_string(&first["expected"]).unwrap(),
+        high = first["high"]
+    ));
+    println!("after kill -9: high watermark, LSO and high watermark with a transaction open: {}", result.trim());
     assert_eq!(broker.stop(), 0);
 }

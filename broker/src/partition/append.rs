@@ -236,6 +236,12 @@ impl Partition {
                     _ => producers.record(header),
                 }
             }
+            // The cleaner keeps each producer's last batch (emptied if need be), as Kafka's
+            // lastRecordsOfActiveProducers: as many entries as the producer state has producers.
+            let mut last_offsets = self.producer_last_offsets.borrow_mut();
+            for header in info.headers.iter().filter(|h| h.has_producer_id()) {
+                last_offsets.insert(header.producer_id, header.last_offset());
+            }
         }
         self.index_aborted_txns(&mut log, aborted);
         let appended = Appended {

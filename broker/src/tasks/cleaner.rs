@@ -126,6 +126,8 @@ async fn clean(shard: &Shard, cleaner: &mut Cleaner, partition: &Rc<Partition>) 
                 bytes_written = stats.bytes_written,
                 segments_before = stats.segments_before,
                 segments_after = stats.segments_after,
+                swap_lock_max_us = stats.swap_lock_max_us,
+                swap_lock_total_us = stats.swap_lock_total_us,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "cleaned a log"
             );
