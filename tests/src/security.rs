@@ -41,7 +41,7 @@ pub fn make_certs(dir: &Path) -> Certs {
         openssl(&dir, &[&["req", "-x509"][..], &ec, &["-keyout", &key, "-out", &crt, "-days", "2", "-subj", subject]].concat());
     }
     for (name, subject, extensions) in [
-        ("broker", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+        ("broker", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"),
         ("client", "/OU=eng/CN=alice", "extendedKeyUsage=clientAuth\n"),
     ] {
         std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
