@@ -7,6 +7,9 @@
 //! load (4 shards on 2 busy cores) one start in a few hundred never finished: a shard spun in
 //! `join` forever while the others slept, and the broker never became ready (a CI flake). Here
 //! nothing is shared but the channels themselves, and each shard connects all its ends at once.
+//! This alone did not end the hangs: with it, all shards were once seen asleep while connecting
+//! (a lost glommio wake-up), which `runtime::start_shards`' start ticker bounds. Whether the
+//! ticker alone would have sufficed with `MeshBuilder` is not tested.
 
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 
