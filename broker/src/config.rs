@@ -50,6 +50,9 @@ pub struct BrokerConfig {
     /// Kafka's defaults: 18 s session; the connection timeout defaults to the session's.
     pub zookeeper_session_timeout_ms: u64,
     pub zookeeper_connection_timeout_ms: Option<u64>,
+    /// Ours, not Kafka's (Kafka hard-codes 15 minutes): how old a change notification must be
+    /// to be purged, `zookeeper.change.notification.expiration.ms`; for tests (zk's change_purge.rs).
+    pub zookeeper_change_notification_expiration_ms: u64,
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: i64,
     /// `unclean.leader.election.enable` (default false, as Kafka since 0.11).
@@ -227,6 +230,7 @@ impl BrokerConfig {
             zookeeper_connect: None,
             zookeeper_session_timeout_ms: 18_000,
             zookeeper_connection_timeout_ms: None,
+            zookeeper_change_notification_expiration_ms: zk::change_purge::DEFAULT_EXPIRATION_MS,
             broker_rack: None,
             unclean_leader_election_enable: false,
             replica_lag_time_max_ms: 30_000,
@@ -314,6 +318,7 @@ impl BrokerConfig {
                 "zookeeper.connect" => config.zookeeper_connect = Some(v.to_string()).filter(|s| !s.is_empty()),
                 "zookeeper.session.timeout.ms" => config.zookeeper_session_timeout_ms = parse_number(key, v)?,
                 "zookeeper.connection.timeout.ms" => config.zookeeper_connection_timeout_ms = Some(parse_number(key, v)?),
+                "zookeeper.change.notification.expiration.ms" => config.zookeeper_change_notification_expiration_ms = parse_number(key, v)?,
                 "replica.lag.time.max.ms" => config.replica_lag_time_max_ms = parse_number(key, v)?,
                 "unclean.leader.election.enable" => config.unclean_leader_election_enable = parse_bool(key, v)?,
                 "broker.rack" => config.broker_rack = Some(v.to_string()).filter(|s| !s.is_empty()),

@@ -9,6 +9,7 @@ mod connection_quotas;
 mod group_router;
 mod groups;
 mod handlers;
+mod log_dir_failure;
 mod metrics;
 mod metrics_endpoint;
 mod partition;
@@ -350,6 +351,7 @@ fn join_cluster(
     let proposed_cluster_id = state::new_cluster_id();
     let options = zk::CoordinatorOptions {
         unclean_leader_election: config.unclean_leader_election_enable,
+        change_notification_expiration_ms: config.zookeeper_change_notification_expiration_ms,
         on_change: Arc::new(move |snapshot| {
             if let Some(broker) = broker_slot.get() {
                 broker.apply_cluster_snapshot(snapshot);
@@ -357,5 +359,6 @@ fn join_cluster(
         }),
     };
     let (coordinator, joined) = zk::Coordinator::start(zk_config, endpoint, proposed_cluster_id, options)?;
+    log_dir_failure::tell_the_controller(coordinator.handle());
     Ok((coordinator, joined))
 }

@@ -223,10 +223,32 @@ pub fn is_dir_failure(error: &StorageError) -> bool {
     matches!(source.raw_os_error(), Some(libc::EIO | libc::EROFS | libc::ENODEV | libc::ENXIO | libc::EUCLEAN | libc::ESTALE))
 }
 
+/// Told whenever the set of offline partitions grows (cluster mode: the broker tells the
+/// controller, broker/src/log_dir_failure.rs). Called on the thread that met the error, a shard's:
+/// it must return at once.
+static ON_OFFLINE: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
+
+/// Sets the one listener of `ON_OFFLINE` (a second call is ignored).
+pub fn on_offline_partitions(listener: Box<dyn Fn() + Send + Sync>) {
+    let _ = ON_OFFLINE.set(listener);
+}
+
+fn tell_offline_listener() {
+    if let Some(listener) = ON_OFFLINE.get() {
+        listener();
+    }
+}
+
 /// Records where a partition lives (called when its log opens).
 pub fn note_partition_dir(partition_dir: &Path) {
-    if let Some(failures) = FAILURES.get() {
-        failures.state.lock().unwrap().partition_dirs.insert(partition_dir.to_path_buf());
+    let Some(failures) = FAILURES.get() else { return };
+    let mut state = failures.state.lock().unwrap();
+    let added = state.partition_dirs.insert(partition_dir.to_path_buf());
+    let offline = added && state.offline.iter().any(|d| partition_dir.parent() == Some(d.as_path()));
+    drop(state);
+    if offline {
+        // A replica of a failed dir opened after the failure: offline too.
+        tell_offline_listener();
     }
 }
 
@@ -255,6 +277,8 @@ pub fn note_failure(path: &Path, error: &StorageError) -> bool {
         tracing::error!(log_dirs = ?failures.dirs, "every log dir has failed: stopping the broker, as Kafka does");
         std::process::exit(1);
     }
+    drop(state);
+    tell_offline_listener();
     true
 }
 
@@ -275,6 +299,20 @@ pub fn partition_offline(topic: &str, partition: i32) -> bool {
     let state = failures.state.lock().unwrap();
     let name = partition_dir_name(topic, partition);
     state.offline.iter().any(|d| state.partition_dirs.contains(&d.join(&name)))
+}
+
+/// Every partition opened in an offline log dir: (topic, partition).
+pub fn offline_partitions() -> Vec<(String, i32)> {
+    if !ANY_OFFLINE.load(Ordering::Acquire) {
+        return Vec::new();
+    }
+    let Some(failures) = FAILURES.get() else { return Vec::new() };
+    let state = failures.state.lock().unwrap();
+    let in_offline_dir = |p: &&PathBuf| state.offline.iter().any(|d| p.parent() == Some(d.as_path()));
+    let mut partitions: Vec<(String, i32)> =
+        state.partition_dirs.iter().filter(in_offline_dir).filter_map(|p| parse_partition_dir_name(p.file_name()?.to_str()?)).collect();
+    partitions.sort();
+    partitions
 }
 
 /// The offline log dirs (DescribeLogDirs).

@@ -188,9 +188,16 @@ pub async fn follow(client: &Client, publish: &(dyn Fn(Vec<AclResource>) + Send 
                 continue;
             }
         }
-        tokio::select! {
-            _ = literal.changed() => {}
-            _ = extended.changed() => {}
+        // A deletion is a purged notification (change_purge.rs), not an ACL change: not worth
+        // re-reading every ACL for, once per purged znode on every broker.
+        loop {
+            let event = tokio::select! {
+                event = literal.changed() => event,
+                event = extended.changed() => event,
+            };
+            if event.event_type != zookeeper_client::EventType::NodeDeleted {
+                break;
+            }
         }
     }
 }

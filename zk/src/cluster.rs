@@ -56,6 +56,8 @@ pub struct ClusterSnapshot {
     pub topics: BTreeMap<String, TopicState>,
     /// Children of `/admin/delete_topics`: deletion asked for, not yet done by the controller.
     pub topics_being_deleted: BTreeSet<String>,
+    /// Replicas in failed log dirs: topic -> partition -> brokers (`log_dir_events.rs`).
+    pub offline_replicas: BTreeMap<String, BTreeMap<i32, Vec<i32>>>,
 }
 
 impl ClusterSnapshot {
@@ -65,6 +67,17 @@ impl ClusterSnapshot {
 
     pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
         self.state(topic, partition).map(|s| s.leader).filter(|&l| l >= 0)
+    }
+
+    /// Whether `broker`'s copy of the partition sits in a log dir that failed.
+    pub fn replica_offline(&self, broker: i32, topic: &str, partition: i32) -> bool {
+        self.offline_replicas.get(topic).and_then(|p| p.get(&partition)).is_some_and(|brokers| brokers.contains(&broker))
+    }
+
+    /// Whether `broker` is registered and its copy of the partition can serve: what the
+    /// controller elects leaders and keeps ISRs from.
+    pub fn replica_online(&self, broker: i32, topic: &str, partition: i32) -> bool {
+        self.brokers.contains_key(&broker) && !self.replica_offline(broker, topic, partition)
     }
 }
 
@@ -76,6 +89,7 @@ pub async fn read(client: &Client) -> Result<ClusterSnapshot, ZkError> {
         Err(ZkError::NoNode) => BTreeSet::new(),
         Err(e) => return Err(e),
     };
+    snapshot.offline_replicas = crate::log_dir_events::read_offline(client).await?;
     for child in client.list_children(paths::BROKER_IDS).await? {
         let Ok(id) = child.parse::<i32>() else { continue };
         match client.get_data(&paths::broker_path(id)).await {

@@ -44,7 +44,6 @@ pub async fn reconcile(
     fence: ControllerFence,
     unclean_leader_election: bool,
 ) -> Result<usize, ReconcileError> {
-    let live = |id: &i32| snapshot.brokers.contains_key(id);
     let mut written = 0;
     for topic in &snapshot.topics_being_deleted {
         delete_topic(client, snapshot, topic, fence).await?;
@@ -56,6 +55,8 @@ pub async fn reconcile(
         }
         for (index, replicas) in state.replicas.iter().enumerate() {
             let partition = index as i32;
+            // A replica in a failed log dir counts as dead for this partition (log_dir_events.rs).
+            let live = |b: &i32| snapshot.replica_online(*b, topic, partition);
             let live_replicas: Vec<i32> = replicas.iter().copied().filter(live).collect();
             let current = state.states.get(index).cloned().flatten();
             let (leader, leader_epoch, isr, expected_version) = match &current {

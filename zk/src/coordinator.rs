@@ -148,6 +148,8 @@ async fn run(
             _ = follow(&client, &view, &fence, &wake, &options) => false,
             _ = user_configs::follow(&client, &view) => false,
             _ = crate::acls::follow(&client, &publish_acls) => false,
+            _ = crate::log_dir_events::publish(&client, endpoint.broker_id, &view) => false,
+            _ = crate::change_purge::follow(&client, options.change_notification_expiration_ms) => false,
             _ = expired => false,
             _ = serve(&client, &view, &mut commands) => true,
         };
@@ -182,6 +184,8 @@ async fn follow(
 ) {
     let mut watcher = watch_recursively(client, "/brokers").await;
     let mut deletions = watch_recursively(client, paths::DELETE_TOPICS).await;
+    let mut log_dir_events = watch_recursively(client, crate::log_dir_events::NOTIFICATIONS).await;
+    let mut offline_replicas = watch_recursively(client, crate::log_dir_events::OFFLINE_REPLICAS).await;
     loop {
         match cluster::read(client).await {
             Ok(snapshot) => {
@@ -191,7 +195,12 @@ async fn follow(
                     (options.on_change)(&snapshot);
                 }
                 if let Some(current) = fence.get() {
-                    match controller::reconcile(client, &snapshot, current, options.unclean_leader_election).await {
+                    let reconciled = controller::reconcile(client, &snapshot, current, options.unclean_leader_election).await;
+                    let reconciled = match reconciled {
+                        Ok(_) => crate::log_dir_events::consume_notifications(client, current).await.map(|()| 0),
+                        failed => failed,
+                    };
+                    match reconciled {
                         Ok(_) => {}
                         Err(ReconcileError::Fenced) => {
                             tracing::warn!(epoch = current.epoch, "a newer controller epoch exists: this broker's controller writes stop");
@@ -206,6 +215,8 @@ async fn follow(
         tokio::select! {
             _ = watcher.changed() => {}
             _ = deletions.changed() => {}
+            _ = log_dir_events.changed() => {}
+            _ = offline_replicas.changed() => {}
             _ = wake.notified() => {}
         }
     }

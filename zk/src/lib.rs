@@ -18,12 +18,16 @@
 //!   partitions).
 //! - `cluster.rs`: reading the cluster state into a `ClusterSnapshot`.
 //! - `paths.rs`: Kafka's ZooKeeper layout: paths, JSON shapes, znode modes.
+//! - `log_dir_events.rs`: a failed log dir told to the controller, and the controller's side.
+//! - `change_purge.rs`: old change notifications deleted, as Kafka's brokers do.
 
 pub mod acls;
+pub mod change_purge;
 pub mod cluster;
 pub mod controller;
 mod coordinator;
 mod election;
+pub mod log_dir_events;
 pub mod paths;
 mod session;
 pub mod user_configs;
@@ -92,6 +96,8 @@ pub struct ClusterView {
     /// broker's authorizer compares the count with the one it built its set from.
     acls: RwLock<Arc<Vec<acls::AclResource>>>,
     acl_generation: AtomicU64,
+    /// This broker's offline replicas, reported by a shard, written by the coordinator thread.
+    offline_report: log_dir_events::Report,
 }
 
 impl ClusterView {
@@ -103,6 +109,7 @@ impl ClusterView {
             user_configs: RwLock::new(Arc::new(user_configs::UserConfigs::new())),
             acls: RwLock::new(Arc::new(Vec::new())),
             acl_generation: AtomicU64::new(0),
+            offline_report: log_dir_events::Report::default(),
         }
     }
 
@@ -215,6 +222,8 @@ pub struct CoordinatorOptions {
     /// `unclean.leader.election.enable`
     pub unclean_leader_election: bool,
     pub on_change: OnChange,
+    /// How old a change notification must be to be purged (`change_purge.rs`; Kafka: 15 minutes).
+    pub change_notification_expiration_ms: u64,
 }
 
 /// How many commands may wait for the coordinator thread; a shard that finds the queue full waits

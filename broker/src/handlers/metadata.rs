@@ -215,7 +215,7 @@ fn cluster_topic_metadata(name: &str, state: &zk::TopicState, snapshot: &zk::Clu
         .iter()
         .enumerate()
         .map(|(index, replicas)| {
-            let offline: Vec<i32> = replicas.iter().copied().filter(|b| !snapshot.brokers.contains_key(b)).collect();
+            let offline: Vec<i32> = replicas.iter().copied().filter(|&b| !snapshot.replica_online(b, name, index as i32)).collect();
             let partition = MetadataResponsePartition::default()
                 .with_partition_index(index as i32)
                 .with_replica_nodes(ids(replicas))

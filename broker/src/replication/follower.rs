@@ -111,6 +111,8 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
                     && leader != me
                     && snapshot.brokers.contains_key(&leader)
                     && shard.owner_of(topic, partition) == shard.id()
+                    // Its log dir failed: no fetcher, as Kafka's handleLogDirFailure removes them.
+                    && !storage::log_manager::partition_offline(topic, partition)
                 {
                     wanted.insert((topic.clone(), partition), (leader, partition_state.leader_epoch));
                 }

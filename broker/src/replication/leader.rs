@@ -53,7 +53,8 @@ fn maybe_expand_isr(shard: &Shard, handle: &Rc<Partition>, follower: i32, follow
         .get(&handle.topic)
         .and_then(|t| t.replicas.get(handle.index as usize))
         .is_some_and(|replicas| replicas.contains(&follower));
-    if state.leader != shard.broker.config.broker_id || state.isr.contains(&follower) || !is_replica {
+    let offline = snapshot.replica_offline(follower, &handle.topic, handle.index);
+    if state.leader != shard.broker.config.broker_id || state.isr.contains(&follower) || !is_replica || offline {
         return;
     }
     if follower_log_end_offset < high_watermark {
