@@ -5,6 +5,11 @@
 //! shows them without a leader, DescribeLogDirs answers KAFKA_STORAGE_ERROR for the dir, the log
 //! says it once, and the partitions in the other dir keep working. Needs root (mount, losetup)
 //! and mkfs.ext4: skips with a message without them.
+//!
+//! In cluster mode (`cluster_a_failed_log_dir_moves_leadership_off_its_replicas`), three brokers
+//! with a real ZooKeeper: the broker whose dir fails tells the controller (Kafka's
+//! `/log_dir_event_notification`, zk's log_dir_events.rs), which elects new leaders from the rest
+//! of the ISR and drops the failed replicas from ISRs; producers and consumers carry on.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,7 +32,7 @@ const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
 const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
 
 /// A 32 MiB ext4 image mounted through a loop device; unmounted (lazily: the broker may have just
-/// died holding files) when dropped.
+/// died holding files) and its loop device detached when dropped, also when the test failed.
 struct LoopExt4(PathBuf);
 
 impl LoopExt4 {
@@ -64,6 +69,15 @@ impl LoopExt4 {
 impl Drop for LoopExt4 {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        // `mount -o loop` sets autoclear, which frees the device once the last user of the file
+        // system is gone; detach whatever still holds our image (found by the image, never by a
+        // device number another test may have been given since).
+        let image = self.0.with_file_name("disk.img");
+        if let Ok(found) = Command::new("losetup").arg("-n").arg("-O").arg("NAME").arg("-j").arg(&image).output() {
+            for device in String::from_utf8_lossy(&found.stdout).split_whitespace() {
+                let _ = Command::new("losetup").arg("-d").arg(device).status();
+            }
+        }
     }
 }
 
@@ -160,4 +174,140 @@ fn an_io_error_takes_its_log_dir_offline_and_the_other_dir_keeps_working() {
     assert_eq!(log.matches(FAILED_LINE).count(), 1, "said once:\n{log}");
     assert!(broker.is_running(), "one failed dir of two: the broker stays up");
     drop(broker);
+}
+
+/// The (leader, isr, offline replicas) of each partition of `topic` in `broker`'s Metadata.
+fn cluster_partitions(broker: &Broker, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>)> {
+    let request = MetadataRequest::default().with_topics(Some(vec![
+        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name(topic))),
+    ]));
+    let response: MetadataResponse = Connection::open(broker.address()).call(ApiKey::Metadata, 9, &request);
+    let ids = |list: &[BrokerId]| list.iter().map(|b| b.0).collect::<Vec<i32>>();
+    let mut partitions: Vec<_> = response.topics[0].partitions.iter().map(|p| (p.partition_index, p)).collect();
+    partitions.sort_by_key(|(index, _)| *index);
+    partitions.into_iter().map(|(_, p)| (p.leader_id.0, ids(&p.isr_nodes), ids(&p.offline_replicas))).collect()
+}
+
+/// Reads `topic` from the beginning to its end with confluent-kafka (assigned partitions, no
+/// group); returns the values by partition.
+fn read_with_confluent_kafka(bootstrap: &str, topic: &str, partitions: usize) -> std::collections::BTreeMap<i32, Vec<u64>> {
+    let script = format!(
+        "import json\n\
+         from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING\n\
+         c = Consumer({{'bootstrap.servers': '{bootstrap}', 'group.id': 'read-back', 'enable.auto.commit': False,\n\
+         \x20             'enable.partition.eof': True, 'topic.metadata.refresh.interval.ms': 500}})\n\
+         c.assign([TopicPartition('{topic}', p, OFFSET_BEGINNING) for p in range({partitions})])\n\
+         values, ended = {{}}, set()\n\
+         while len(ended) < {partitions}:\n\
+         \x20   m = c.poll(30)\n\
+         \x20   assert m is not None, 'no record or end within 30 s'\n\
+         \x20   if m.error():\n\
+         \x20       if m.error().code() == -191: ended.add(m.partition()); continue\n\
+         \x20       raise Exception(str(m.error()))\n\
+         \x20   values.setdefault(m.partition(), []).append(int(m.value()))\n\
+         c.close()\n\
+         print(json.dumps(values))\n"
+    );
+    let values: std::collections::BTreeMap<String, Vec<u64>> = serde_json::from_str(tests::run_python(&script).trim()).unwrap();
+    values.into_iter().map(|(p, v)| (p.parse().unwrap(), v)).collect()
+}
+
+#[test]
+fn cluster_a_failed_log_dir_moves_leadership_off_its_replicas() {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    use tests::cluster::{assert_acked_read_back, read_produced, run_producer};
+    use tests::zookeeper::ZooKeeper;
+
+    const TOPIC: &str = "moving";
+    let dir = TempDir::new("log-dir-failure-cluster");
+    let disk = match LoopExt4::mount(&dir) {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("SKIPPED: an ext4 file system on a loop device is needed to fail a log dir ({why})");
+            return;
+        }
+    };
+    let zookeeper = ZooKeeper::start();
+    let others: Vec<TempDir> = (2..=3).map(|i| TempDir::new(&format!("log-dir-failure-cluster-{i}"))).collect();
+    let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
+    // Broker 1 has two dirs, the failing one first: of a topic's two partitions it holds, the
+    // first opened goes there (both empty: the first dir), the second to the other.
+    let failing = disk.0.join("logs");
+    let broker_1_dirs = format!("log.dirs={},{}", failing.display(), dir.0.join("good").display());
+    let common = [connect.as_str(), "zookeeper.session.timeout.ms=4000", "replica.lag.time.max.ms=10000"];
+    let mut brokers = vec![Broker::start(&dir.0, 1, &[&common[..], &["broker.id=1", &broker_1_dirs]].concat())];
+    for (i, other) in others.iter().enumerate() {
+        let id = format!("broker.id={}", i + 2);
+        brokers.push(Broker::start(&other.0, 1, &[&common[..], &[id.as_str()]].concat()));
+    }
+    let all = brokers.iter().map(Broker::bootstrap).collect::<Vec<_>>().join(",");
+    // Broker 1 leads both partitions (first in each replica list).
+    tests::admin(
+        &all,
+        &format!(
+            "for f in admin.create_topics([NewTopic('{TOPIC}', 2, replica_assignment=[[1, 2, 3], [1, 3, 2]], config={{'min.insync.replicas': '2'}})]).values():\n    f.result(30)"
+        ),
+    );
+    tests::cluster::wait_for_full_isr(&brokers[1].bootstrap(), TOPIC, 2, 3, &[], Duration::from_secs(30));
+    let doomed = partitions_in(&failing, TOPIC);
+    assert_eq!(doomed.len(), 1, "one partition of broker 1 in the failing dir: {doomed:?}");
+    let (doomed, healthy) = (doomed[0], 1 - doomed[0]);
+
+    let reports = TempDir::new("log-dir-failure-cluster-reports");
+    let report = reports.0.join("produced.json");
+    let producer = run_producer(&all, TOPIC, 2, 10.0, 0, &report, "{}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let failed_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = Instant::now();
+    disk.shut_down();
+
+    // The producer's next write to broker 1's doomed partition meets EIO: the dir goes offline,
+    // broker 1 tells the controller, and leadership moves to the rest of the ISR.
+    let moved_after = loop {
+        let states = cluster_partitions(&brokers[1], TOPIC);
+        let (leader, isr, offline) = &states[doomed as usize];
+        if *leader > 1 && !isr.contains(&1) && offline == &vec![1] {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "leadership did not move within 10 s: {states:?}\n{}", brokers[0].log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("partition {doomed}: new leader, broker 1 out of the ISR and offline {moved_after:?} after the dir failed");
+    assert!(moved_after < Duration::from_secs(5), "took {moved_after:?}");
+
+    let output = producer.wait_with_output().unwrap();
+    assert!(output.status.success(), "producer: {}", String::from_utf8_lossy(&output.stderr));
+    let produced = read_produced(&report);
+    assert!(produced.errors.is_empty(), "delivery errors {:?}", &produced.errors[..produced.errors.len().min(5)]);
+    let after = |partition: i32| produced.acked.iter().filter(|(p, _, _, at)| *p == partition && *at > failed_at + moved_after.as_secs_f64()).count();
+    assert!(after(doomed) > 0 && after(healthy) > 0, "producing went on in both partitions after the move: {} {}", after(doomed), after(healthy));
+
+    // Every broker's Metadata: the doomed partition led elsewhere with broker 1 out of its ISR and
+    // listed offline; the healthy one still led by broker 1 with its full ISR.
+    for broker in &brokers {
+        let states = cluster_partitions(broker, TOPIC);
+        let (leader, isr, offline) = &states[doomed as usize];
+        assert!(*leader > 1 && !isr.contains(&1) && isr.len() == 2 && offline == &vec![1], "doomed partition on {}: {states:?}", broker.bootstrap());
+        let (leader, isr, offline) = &states[healthy as usize];
+        assert!(*leader == 1 && isr.len() == 3 && offline.is_empty(), "healthy partition on {}: {states:?}", broker.bootstrap());
+    }
+
+    // Every acknowledged record, once and in order: kcat and confluent-kafka alike.
+    let acked: Vec<(i32, i64, u64)> = produced.acked.iter().map(|&(p, o, v, _)| (p, o, v)).collect();
+    let consumed = assert_acked_read_back(&all, TOPIC, &[], &acked);
+    let read = read_with_confluent_kafka(&all, TOPIC, 2);
+    for (partition, records) in &consumed {
+        let values: Vec<u64> = records.iter().map(|(_, v)| *v).collect();
+        assert_eq!(read.get(partition), Some(&values), "partition {partition}: confluent-kafka read what kcat read");
+    }
+    eprintln!("{} acknowledged records ({} after the failure) read back by kcat and confluent-kafka", acked.len(), after(doomed) + after(healthy));
+
+    // Kafka's notification was consumed by the controller; our record of the offline replica stays.
+    assert_eq!(zookeeper.cli("ls /kafka/log_dir_event_notification"), "[]");
+    let offline = zookeeper.cli("get /kafka/log_dir_offline_replicas/1");
+    assert!(offline.contains(&format!("\"{TOPIC}\":[{doomed}]")), "{offline}");
+    let log = brokers[0].log();
+    assert_eq!(log.matches(FAILED_LINE).count(), 1, "said once:\n{log}");
+    assert!(brokers[0].is_running(), "one failed dir of two: broker 1 stays up");
+    drop(brokers);
 }
