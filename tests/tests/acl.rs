@@ -165,6 +165,7 @@ mod cluster {
     //! writes it and enforced by every broker within a second; deleted on another, lifted on all.
     //! PLAINTEXT only, `allow.everyone.if.no.acl.found=true`: resources without ACLs (the cluster,
     //! for replication) stay open, as an operator migrating to ACLs runs.
+    //! Also: old change notifications are purged as Kafka's brokers purge them (zk's change_purge.rs).
 
     use std::time::{Duration, Instant};
 
@@ -203,43 +204,59 @@ mod cluster {
         }
     }
 
-    #[test]
-    fn an_acl_created_on_one_broker_is_enforced_by_all_within_a_second() {
-        let zookeeper = ZooKeeper::start();
-        let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("acl-cluster-{i}"))).collect();
+    /// Three brokers on `zookeeper` under `/kafka`, with an authorizer and `extra` overrides.
+    fn start_cluster(zookeeper: &ZooKeeper, name: &str, extra: &[&str]) -> (Vec<TempDir>, Vec<Broker>) {
+        let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("{name}-{i}"))).collect();
         let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
         let brokers: Vec<Broker> = (1..=3)
             .zip(&dirs)
             .map(|(id, dir)| {
                 let id = format!("broker.id={id}");
-                let overrides = [
+                let mut overrides = vec![
                     connect.as_str(),
                     id.as_str(),
                     "zookeeper.session.timeout.ms=4000",
                     "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
                     "allow.everyone.if.no.acl.found=true",
                 ];
+                overrides.extend_from_slice(extra);
                 Broker::start(&dir.0, 1, &overrides)
             })
             .collect();
+        (dirs, brokers)
+    }
+
+    /// DENY DESCRIBE on the literal topic `topic` for User:ANONYMOUS (every plaintext client here).
+    fn deny_describe(topic: &str) -> AclCreation {
+        AclCreation::default()
+            .with_resource_type(2)
+            .with_resource_name(s(topic))
+            .with_resource_pattern_type(3)
+            .with_principal(s("User:ANONYMOUS"))
+            .with_host(s("*"))
+            .with_operation(8)
+            .with_permission_type(2)
+    }
+
+    fn create_acls(broker: &Broker, creations: Vec<AclCreation>) {
+        let response: CreateAclsResponse =
+            Connection::open(broker.address()).call(ApiKey::CreateAcls, 3, &CreateAclsRequest::default().with_creations(creations));
+        assert!(response.results.iter().all(|r| r.error_code == 0), "{response:?}");
+    }
+
+    #[test]
+    fn an_acl_created_on_one_broker_is_enforced_by_all_within_a_second() {
+        let zookeeper = ZooKeeper::start();
+        let (_dirs, brokers) = start_cluster(&zookeeper, "acl-cluster", &[]);
         let all: String = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
         let output = tests::kcat_produce(&all, &["-t", "hidden"], ["one".to_string()]);
         assert!(output.status.success(), "kcat -P: {}", String::from_utf8_lossy(&output.stderr));
         wait_all(&brokers, "hidden", 0, Duration::from_secs(15));
 
         // Created on broker 1: DENY DESCRIBE for User:ANONYMOUS (every plaintext client here).
-        let creation = AclCreation::default()
-            .with_resource_type(2)
-            .with_resource_name(s("hidden"))
-            .with_resource_pattern_type(3)
-            .with_principal(s("User:ANONYMOUS"))
-            .with_host(s("*"))
-            .with_operation(8)
-            .with_permission_type(2);
+        let creation = deny_describe("hidden");
         let prefixed = creation.clone().with_resource_name(s("guard-")).with_resource_pattern_type(4).with_operation(4);
-        let request = CreateAclsRequest::default().with_creations(vec![creation, prefixed]);
-        let response: CreateAclsResponse = Connection::open(brokers[0].address()).call(ApiKey::CreateAcls, 3, &request);
-        assert!(response.results.iter().all(|r| r.error_code == 0), "{response:?}");
+        create_acls(&brokers[0], vec![creation, prefixed]);
         let enforced = wait_all(&brokers, "hidden", 29, Duration::from_secs(1));
         println!("ACL enforced by all three brokers {enforced:?} after CreateAcls answered");
         // In ZooKeeper as Kafka writes it, with its change notifications.
@@ -277,5 +294,99 @@ mod cluster {
         let lifted = wait_all(&brokers, "hidden", 0, Duration::from_secs(1));
         println!("ACL deletion enforced by all three brokers {lifted:?} after DeleteAcls answered");
         assert!(!zookeeper.cli("ls /kafka/kafka-acl/Topic").contains("hidden"));
+    }
+
+    /// The children of `path` (under the `/kafka` chroot), sorted.
+    fn children(zookeeper: &ZooKeeper, path: &str) -> Vec<String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let client = zookeeper_client::Client::connect(&zookeeper.connect("/kafka")).await.unwrap();
+            let mut names = client.list_children(path).await.unwrap();
+            names.sort();
+            names
+        })
+    }
+
+    /// Sets a SCRAM-SHA-512 credential for each of `users` through `broker` (the salted password
+    /// need not be a real one: nobody logs in as them).
+    fn create_users(broker: &Broker, users: &[String]) {
+        use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+        use kafka_protocol::messages::{AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse};
+        let upsertions = users
+            .iter()
+            .map(|user| {
+                ScramCredentialUpsertion::default()
+                    .with_name(s(user))
+                    .with_mechanism(2)
+                    .with_iterations(4096)
+                    .with_salt(bytes::Bytes::from_static(b"0123456789abcdef"))
+                    .with_salted_password(bytes::Bytes::from(vec![7u8; 64]))
+            })
+            .collect();
+        let request = AlterUserScramCredentialsRequest::default().with_upsertions(upsertions);
+        let response: AlterUserScramCredentialsResponse = Connection::open(broker.address()).call(ApiKey::AlterUserScramCredentials, 0, &request);
+        assert!(response.results.iter().all(|r| r.error_code == 0), "{response:?}");
+    }
+
+    /// Whether `broker` describes a SCRAM credential for `user`.
+    fn knows_user(broker: &Broker, user: &str) -> bool {
+        use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+        use kafka_protocol::messages::{DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse};
+        let request = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![UserName::default().with_name(s(user))]));
+        let response: DescribeUserScramCredentialsResponse =
+            Connection::open(broker.address()).call(ApiKey::DescribeUserScramCredentials, 0, &request);
+        response.results.iter().any(|r| r.error_code == 0 && !r.credential_infos.is_empty())
+    }
+
+    /// Kafka's brokers delete change notifications older than 15 minutes whenever a new one
+    /// arrives (ZkNodeChangeNotificationListener); ours too, with the age shortened to 3 s here
+    /// (`zookeeper.change.notification.expiration.ms`, ours). Many users and ACLs are made, time
+    /// passes, one more of each: only the newest notifications stay, and later changes still
+    /// reach every broker.
+    #[test]
+    fn old_change_notifications_are_purged_and_later_changes_still_reach_every_broker() {
+        const EXPIRATION_MS: u64 = 3_000;
+        const ROOTS: [&str; 3] = ["/config/changes", "/kafka-acl-changes", "/kafka-acl-extended-changes"];
+        let zookeeper = ZooKeeper::start();
+        let expiration = format!("zookeeper.change.notification.expiration.ms={EXPIRATION_MS}");
+        let (_dirs, brokers) = start_cluster(&zookeeper, "purge-cluster", &[&expiration]);
+
+        let users: Vec<String> = (0..30).map(|i| format!("user-{i}")).collect();
+        create_users(&brokers[0], &users);
+        let literal: Vec<AclCreation> = (0..30).map(|i| deny_describe(&format!("old-{i}"))).collect();
+        let prefixed: Vec<AclCreation> = (0..30).map(|i| deny_describe(&format!("old-prefix-{i}-")).with_resource_pattern_type(4)).collect();
+        create_acls(&brokers[1], literal);
+        create_acls(&brokers[2], prefixed);
+        for root in ROOTS {
+            let found = children(&zookeeper, root);
+            assert!(found.len() >= 30, "{root}: {} notifications before the purge", found.len());
+        }
+
+        std::thread::sleep(Duration::from_millis(EXPIRATION_MS + 500));
+        // One more of each: its arrival purges the expired ones, and it stays.
+        create_users(&brokers[0], &["newest".to_string()]);
+        create_acls(&brokers[1], vec![deny_describe("hidden"), deny_describe("guard-").with_resource_pattern_type(4)]);
+        let started = Instant::now();
+        loop {
+            let left: Vec<Vec<String>> = ROOTS.iter().map(|root| children(&zookeeper, root)).collect();
+            if left.iter().all(|names| names.len() == 1) {
+                println!("old notifications purged {:?} after the newest arrived; left: {left:?}", started.elapsed());
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "expired notifications still there: {left:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        // Every broker applied the newest changes and applies the next ones.
+        wait_all(&brokers, "hidden", 29, Duration::from_secs(5));
+        create_users(&brokers[2], &["later".to_string()]);
+        create_acls(&brokers[2], vec![deny_describe("later-topic")]);
+        wait_all(&brokers, "later-topic", 29, Duration::from_secs(5));
+        for broker in &brokers {
+            assert!(knows_user(broker, "newest") && knows_user(broker, "later") && knows_user(broker, "user-0"), "users on {}", broker.bootstrap());
+        }
+        for root in ROOTS {
+            assert!(!children(&zookeeper, root).is_empty(), "{root}: the newest notification stays");
+        }
     }
 }
