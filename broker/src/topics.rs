@@ -245,6 +245,11 @@ pub fn save_blocking(table: &RwLock<TopicTable>) -> Result<(), String> {
     // marked unsaved again and written by its own save, after this one.
     static ONE_SAVER: Mutex<()> = Mutex::new(());
     let _saver = ONE_SAVER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if storage::log_manager::is_offline(&table.read().unwrap().dir) {
+        // The first log dir failed (said once, by log_manager): the table lives on in memory (and
+        // in ZooKeeper in cluster mode) instead of failing again at every cluster change.
+        return Ok(());
+    }
     let (dir, work): (PathBuf, Vec<(String, Option<TopicInfo>)>) = {
         let mut table = table.write().unwrap();
         let names = std::mem::take(&mut table.unsaved);
