@@ -56,6 +56,13 @@ impl LoopExt4 {
         Ok(LoopExt4(path))
     }
 
+    /// None (and the test says it skips) where the machine cannot make one.
+    fn mount_or_skip(under: &TempDir) -> Option<LoopExt4> {
+        LoopExt4::mount(under)
+            .map_err(|why| eprintln!("SKIPPED: an ext4 file system on a loop device is needed to fail a log dir ({why})"))
+            .ok()
+    }
+
     /// Every later I/O on the file system fails with EIO, as when its disk goes away.
     fn shut_down(&self) {
         let root = std::fs::File::open(&self.0).unwrap();
@@ -116,13 +123,7 @@ fn partitions_in(log_dir: &Path, topic: &str) -> Vec<i32> {
 #[test]
 fn an_io_error_takes_its_log_dir_offline_and_the_other_dir_keeps_working() {
     let dir = TempDir::new("log-dir-failure");
-    let disk = match LoopExt4::mount(&dir) {
-        Ok(disk) => disk,
-        Err(why) => {
-            eprintln!("SKIPPED: an ext4 file system on a loop device is needed to fail a log dir ({why})");
-            return;
-        }
-    };
+    let Some(disk) = LoopExt4::mount_or_skip(&dir) else { return };
     let (good, failing) = (dir.0.join("good"), disk.0.join("logs"));
     let log_dirs = format!("log.dirs={},{}", good.display(), failing.display());
     let mut broker = Broker::start(&dir.0, 1, &[&log_dirs]);
@@ -220,13 +221,7 @@ fn cluster_a_failed_log_dir_moves_leadership_off_its_replicas() {
 
     const TOPIC: &str = "moving";
     let dir = TempDir::new("log-dir-failure-cluster");
-    let disk = match LoopExt4::mount(&dir) {
-        Ok(disk) => disk,
-        Err(why) => {
-            eprintln!("SKIPPED: an ext4 file system on a loop device is needed to fail a log dir ({why})");
-            return;
-        }
-    };
+    let Some(disk) = LoopExt4::mount_or_skip(&dir) else { return };
     let zookeeper = ZooKeeper::start();
     let others: Vec<TempDir> = (2..=3).map(|i| TempDir::new(&format!("log-dir-failure-cluster-{i}"))).collect();
     let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
