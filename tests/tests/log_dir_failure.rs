@@ -305,5 +305,19 @@ fn cluster_a_failed_log_dir_moves_leadership_off_its_replicas() {
     assert_eq!(log.matches(FAILED_LINE).count(), 1, "said once:\n{log}");
     assert_eq!(log.matches(" ERROR ").count(), 1, "the failure is the only error:\n{log}");
     assert!(brokers[0].is_running(), "one failed dir of two: broker 1 stays up");
+
+    // Kafka's way out: restart with the dir repaired or removed from log.dirs. Broker 1 comes back
+    // without it: its offline record went with its old session, it copies the moved partition
+    // again and rejoins the ISR.
+    let port = brokers[0].port;
+    brokers[0].stop();
+    let good_only = format!("log.dirs={}", dir.0.join("good").display());
+    brokers[0] = Broker::start_on_port(&dir.0, 1, port, &[&common[..], &["broker.id=1", &good_only]].concat());
+    tests::cluster::wait_for_full_isr(&brokers[1].bootstrap(), TOPIC, 2, 3, &[], Duration::from_secs(30));
+    for broker in &brokers {
+        let states = cluster_partitions(broker, TOPIC);
+        assert!(states.iter().all(|(_, isr, offline)| isr.len() == 3 && offline.is_empty()), "after the restart, on {}: {states:?}", broker.bootstrap());
+    }
+    assert_eq!(zookeeper.cli("ls /kafka/log_dir_offline_replicas"), "[]");
     drop(brokers);
 }
