@@ -160,6 +160,82 @@ fn without_an_authorizer_acl_requests_answer_security_disabled_and_bad_config_is
     assert!(!output.status.success() && stderr.contains("authorizer.class.name=com.example.Mine"), "{stderr}");
 }
 
+/// Kafka 3.9's Produce check on the wire (KafkaApis.handleProduceRequest): a request is
+/// transactional when its batches are, whatever its `transactional_id` field says. Transactional
+/// batches need WRITE on the request's transactional id, and a request without one is refused;
+/// either way every partition of the request answers TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+/// before topics are checked. Non-transactional batches under a denied id are not checked
+/// against it. `allow.everyone.if.no.acl.found=true` lets User:ANONYMOUS (plaintext) create the
+/// ACLs and use what they do not name.
+#[test]
+fn produce_checks_the_transactional_id_when_the_batches_are_transactional() {
+    use bytes::Bytes;
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, CreateAclsRequest, CreateAclsResponse, ProduceRequest, ProduceResponse, TopicName, TransactionalId};
+    use kafka_protocol::protocol::StrBytes;
+    use storage::test_support::{build_batch, build_keyed_batch, build_txn_batch};
+    use tests::wire::Connection;
+
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    let s = |text: &str| StrBytes::from_string(text.to_string());
+    let dir = TempDir::new("acl-produce-txn");
+    let broker = Broker::start(&dir.0, 1, &["authorizer.class.name=kafka.security.authorizer.AclAuthorizer", "allow.everyone.if.no.acl.found=true"]);
+    for topic in ["open", "locked"] {
+        let output = tests::kcat_produce(&broker.bootstrap(), &["-t", topic], [format!("{topic}-0")]);
+        assert!(output.status.success(), "kcat -P {topic}: {}\n{}", String::from_utf8_lossy(&output.stderr), broker.log());
+    }
+    let mut connection = Connection::open(broker.address());
+    // DENY (resource type, name): TRANSACTIONAL_ID 5, TOPIC 2; WRITE is 4.
+    let deny = |resource_type: i8, name: &str| {
+        AclCreation::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(s(name))
+            .with_resource_pattern_type(3)
+            .with_principal(s("User:ANONYMOUS"))
+            .with_host(s("*"))
+            .with_operation(4)
+            .with_permission_type(2)
+    };
+    let request = CreateAclsRequest::default().with_creations(vec![deny(5, "denied-txn"), deny(2, "locked")]);
+    let response: CreateAclsResponse = connection.call(ApiKey::CreateAcls, 3, &request);
+    assert!(response.results.iter().all(|r| r.error_code == 0), "{response:?}");
+
+    // Produce v9 of one batch to each topic; the answer's (topic, error code) pairs.
+    let mut produce = |transactional_id: Option<&str>, batch: &[u8], topics: &[&str]| -> Vec<(String, i16)> {
+        let topic_data = topics
+            .iter()
+            .map(|t| {
+                let partition = PartitionProduceData::default().with_index(0).with_records(Some(Bytes::copy_from_slice(batch)));
+                TopicProduceData::default().with_name(TopicName(s(t))).with_partition_data(vec![partition])
+            })
+            .collect();
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_transactional_id(transactional_id.map(|t| TransactionalId(s(t))))
+            .with_topic_data(topic_data);
+        let response: ProduceResponse = connection.call(ApiKey::Produce, 9, &request);
+        response.responses.iter().flat_map(|t| t.partition_responses.iter().map(|p| (t.name.0.to_string(), p.error_code))).collect()
+    };
+    let transactional = build_txn_batch(4242, 1, None, 1_700_000_000_000);
+    let idempotent = build_keyed_batch(&[(None, Some(&b"idempotent"[..]))], 1_700_000_000_000, Some((4343, 0, 0)));
+    let plain = build_batch(1, 10, 1_700_000_000_000, b'p');
+    let every = |code: i16| vec![("open".to_string(), code), ("locked".to_string(), code)];
+    // Transactional batches under a denied id: the whole request, the locked topic too.
+    assert_eq!(produce(Some("denied-txn"), &transactional, &["open", "locked"]), every(TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
+    // Transactional batches without an id: refused the same way.
+    assert_eq!(produce(None, &transactional, &["open", "locked"]), every(TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
+    // The id is set but no batch is transactional: not checked; topics decide per partition.
+    assert_eq!(produce(Some("denied-txn"), &idempotent, &["open", "locked"]), vec![("open".into(), 0), ("locked".into(), TOPIC_AUTHORIZATION_FAILED)]);
+    assert_eq!(produce(Some("denied-txn"), &plain, &["open"]), vec![("open".into(), 0)]);
+    drop(connection);
+    // Nothing of the refused requests was appended: open holds kcat's record and the two accepted.
+    let (_, stdout, stderr) = run_with_timeout(kcat().args(["-b", &broker.bootstrap(), "-C", "-t", "open", "-o", "beginning", "-e", "-f", "%s\n"]), Duration::from_secs(30));
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["open-0", "idempotent", "pppppppppp"], "{stderr}");
+}
+
 mod cluster {
     //! Three brokers with real ZooKeeper: an ACL created on one broker is in ZooKeeper as Kafka
     //! writes it and enforced by every broker within a second; deleted on another, lifted on all.
