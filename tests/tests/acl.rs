@@ -166,7 +166,8 @@ fn without_an_authorizer_acl_requests_answer_security_disabled_and_bad_config_is
 /// either way every partition of the request answers TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
 /// before topics are checked. Non-transactional batches under a denied id are not checked
 /// against it. `allow.everyone.if.no.acl.found=true` lets User:ANONYMOUS (plaintext) create the
-/// ACLs and use what they do not name.
+/// ACLs and use what they do not name. The topic DENYs name hosts: one the client connects
+/// from (127.0.0.1) applies, another does not.
 #[test]
 fn produce_checks_the_transactional_id_when_the_batches_are_transactional() {
     use bytes::Bytes;
@@ -182,23 +183,24 @@ fn produce_checks_the_transactional_id_when_the_batches_are_transactional() {
     let s = |text: &str| StrBytes::from_string(text.to_string());
     let dir = TempDir::new("acl-produce-txn");
     let broker = Broker::start(&dir.0, 1, &["authorizer.class.name=kafka.security.authorizer.AclAuthorizer", "allow.everyone.if.no.acl.found=true"]);
-    for topic in ["open", "locked"] {
+    for topic in ["open", "locked", "remote-denied"] {
         let output = tests::kcat_produce(&broker.bootstrap(), &["-t", topic], [format!("{topic}-0")]);
         assert!(output.status.success(), "kcat -P {topic}: {}\n{}", String::from_utf8_lossy(&output.stderr), broker.log());
     }
     let mut connection = Connection::open(broker.address());
-    // DENY (resource type, name): TRANSACTIONAL_ID 5, TOPIC 2; WRITE is 4.
-    let deny = |resource_type: i8, name: &str| {
+    // DENY WRITE (4) on (resource type, name, host): TRANSACTIONAL_ID 5, TOPIC 2.
+    let deny = |resource_type: i8, name: &str, host: &str| {
         AclCreation::default()
             .with_resource_type(resource_type)
             .with_resource_name(s(name))
             .with_resource_pattern_type(3)
             .with_principal(s("User:ANONYMOUS"))
-            .with_host(s("*"))
+            .with_host(s(host))
             .with_operation(4)
             .with_permission_type(2)
     };
-    let request = CreateAclsRequest::default().with_creations(vec![deny(5, "denied-txn"), deny(2, "locked")]);
+    let creations = vec![deny(5, "denied-txn", "*"), deny(2, "locked", "127.0.0.1"), deny(2, "remote-denied", "10.9.9.9")];
+    let request = CreateAclsRequest::default().with_creations(creations);
     let response: CreateAclsResponse = connection.call(ApiKey::CreateAcls, 3, &request);
     assert!(response.results.iter().all(|r| r.error_code == 0), "{response:?}");
 
@@ -229,7 +231,7 @@ fn produce_checks_the_transactional_id_when_the_batches_are_transactional() {
     assert_eq!(produce(None, &transactional, &["open", "locked"]), every(TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
     // The id is set but no batch is transactional: not checked; topics decide per partition.
     assert_eq!(produce(Some("denied-txn"), &idempotent, &["open", "locked"]), vec![("open".into(), 0), ("locked".into(), TOPIC_AUTHORIZATION_FAILED)]);
-    assert_eq!(produce(Some("denied-txn"), &plain, &["open"]), vec![("open".into(), 0)]);
+    assert_eq!(produce(Some("denied-txn"), &plain, &["open", "remote-denied"]), vec![("open".into(), 0), ("remote-denied".into(), 0)]);
     drop(connection);
     // Nothing of the refused requests was appended: open holds kcat's record and the two accepted.
     let (_, stdout, stderr) = run_with_timeout(kcat().args(["-b", &broker.bootstrap(), "-C", "-t", "open", "-o", "beginning", "-e", "-f", "%s\n"]), Duration::from_secs(30));
