@@ -166,8 +166,9 @@ fn without_an_authorizer_acl_requests_answer_security_disabled_and_bad_config_is
 /// either way every partition of the request answers TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
 /// before topics are checked. Non-transactional batches under a denied id are not checked
 /// against it. `allow.everyone.if.no.acl.found=true` lets User:ANONYMOUS (plaintext) create the
-/// ACLs and use what they do not name. The topic DENYs name hosts: one the client connects
-/// from (127.0.0.1) applies, another does not.
+/// ACLs and use what they do not name. The topics' DENYs name hosts beside an ALLOW for any
+/// host: one the client connects from (127.0.0.1) applies, another does not. (Without the ALLOW
+/// the other host's DENY would refuse too: a resource with any ACL is no longer "no ACL found".)
 #[test]
 fn produce_checks_the_transactional_id_when_the_batches_are_transactional() {
     use bytes::Bytes;
@@ -188,8 +189,9 @@ fn produce_checks_the_transactional_id_when_the_batches_are_transactional() {
         assert!(output.status.success(), "kcat -P {topic}: {}\n{}", String::from_utf8_lossy(&output.stderr), broker.log());
     }
     let mut connection = Connection::open(broker.address());
-    // DENY WRITE (4) on (resource type, name, host): TRANSACTIONAL_ID 5, TOPIC 2.
-    let deny = |resource_type: i8, name: &str, host: &str| {
+    // WRITE (4) on (resource type, name, host, permission): TRANSACTIONAL_ID 5, TOPIC 2; DENY 2,
+    // ALLOW 3.
+    let write = |resource_type: i8, name: &str, host: &str, permission: i8| {
         AclCreation::default()
             .with_resource_type(resource_type)
             .with_resource_name(s(name))
@@ -197,9 +199,10 @@ fn produce_checks_the_transactional_id_when_the_batches_are_transactional() {
             .with_principal(s("User:ANONYMOUS"))
             .with_host(s(host))
             .with_operation(4)
-            .with_permission_type(2)
+            .with_permission_type(permission)
     };
-    let creations = vec![deny(5, "denied-txn", "*"), deny(2, "locked", "127.0.0.1"), deny(2, "remote-denied", "10.9.9.9")];
+    let mut creations = vec![write(5, "denied-txn", "*", 2), write(2, "locked", "127.0.0.1", 2), write(2, "remote-denied", "10.9.9.9", 2)];
+    creations.extend(["locked", "remote-denied"].map(|topic| write(2, topic, "*", 3)));
     let request = CreateAclsRequest::default().with_creations(creations);
     let response: CreateAclsResponse = connection.call(ApiKey::CreateAcls, 3, &request);
     assert!(response.results.iter().all(|r| r.error_code == 0), "{response:?}");
