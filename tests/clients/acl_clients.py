@@ -32,14 +32,20 @@ def outcome(error):
 class KafkaPython:
     """One method per action; each makes its own clients and closes them."""
 
+    security = staticmethod(kafka_python_security)
+
     def __init__(self, args):
         self.args = args
 
-    def conf(self, who):
+    def options(self, who):
+        """security_clients.py's options for `who` over SASL_SSL."""
         mechanism, user, password = who
-        return kafka_python_security(types.SimpleNamespace(
+        return types.SimpleNamespace(
             bootstrap=self.args.bootstrap, protocol="SASL_SSL", mechanism=mechanism, user=user, password=password,
-            ca=self.args.ca, cert=None, key=None))
+            ca=self.args.ca, cert=None, key=None)
+
+    def conf(self, who):
+        return self.security(self.options(who))
 
     def create_topics(self, names):
         from kafka.admin import KafkaAdminClient, NewTopic
@@ -128,11 +134,7 @@ class KafkaPython:
 class AioKafka(KafkaPython):
     """aiokafka's clients, each action run to its end on a fresh event loop."""
 
-    def conf(self, who):
-        mechanism, user, password = who
-        return aiokafka_security(types.SimpleNamespace(
-            bootstrap=self.args.bootstrap, protocol="SASL_SSL", mechanism=mechanism, user=user, password=password,
-            ca=self.args.ca, cert=None, key=None))
+    security = staticmethod(aiokafka_security)
 
     def create_topics(self, names):
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -230,7 +232,7 @@ class AioKafka(KafkaPython):
 def grant(client, resource_type, name, operation, pattern="LITERAL"):
     from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, KafkaAdminClient, ResourcePattern, ResourceType
 
-    admin = KafkaAdminClient(**KafkaPython.conf(client, ADMIN))
+    admin = KafkaAdminClient(**kafka_python_security(client.options(ADMIN)))
     try:
         pattern = ResourcePattern(ResourceType[resource_type], name, ACLResourcePatternType[pattern])
         result = admin.create_acls([ACL("User:bob", "*", ACLOperation[operation], ACLPermissionType.ALLOW, pattern)])
