@@ -12,27 +12,29 @@ const fs = require('node:fs');
 const { parseArgs } = require('node:util');
 const { Kafka, logLevel } = require('kafkajs');
 
-const { values: args, positionals } = parseArgs({
+const { values: args, positionals } = require.main === module ? parseArgs({
   allowPositionals: true,
   options: Object.fromEntries(
     ['bootstrap', 'protocol', 'mechanism', 'user', 'password', 'ca', 'cert', 'key', 'topic', 'count']
       .map((name) => [name, { type: 'string' }])),
-});
+}) : { values: {}, positionals: [] };
 
-function client() {
-  const config = { clientId: 'security-js', brokers: [args.bootstrap], logLevel: logLevel.NOTHING,
+// Also what acl.js connects with (`options` as this script's command line options, `extra`
+// more of kafkajs's client config).
+function client(options = args, extra = {}) {
+  const config = { clientId: 'security-js', brokers: [options.bootstrap], logLevel: logLevel.NOTHING,
     connectionTimeout: 10_000, authenticationTimeout: 10_000, retry: { retries: 2 } };
-  if (args.protocol.endsWith('SSL')) {
-    config.ssl = { ca: [fs.readFileSync(args.ca, 'utf8')], rejectUnauthorized: true };
-    if (args.cert) {
-      config.ssl.cert = fs.readFileSync(args.cert, 'utf8');
-      config.ssl.key = fs.readFileSync(args.key, 'utf8');
+  if (options.protocol.endsWith('SSL')) {
+    config.ssl = { ca: [fs.readFileSync(options.ca, 'utf8')], rejectUnauthorized: true };
+    if (options.cert) {
+      config.ssl.cert = fs.readFileSync(options.cert, 'utf8');
+      config.ssl.key = fs.readFileSync(options.key, 'utf8');
     }
   }
-  if (args.protocol.startsWith('SASL')) {
-    config.sasl = { mechanism: args.mechanism.toLowerCase(), username: args.user, password: args.password };
+  if (options.protocol.startsWith('SASL')) {
+    config.sasl = { mechanism: options.mechanism.toLowerCase(), username: options.user, password: options.password };
   }
-  return new Kafka(config);
+  return new Kafka({ ...config, ...extra });
 }
 
 async function roundtrip() {
@@ -78,12 +80,15 @@ async function refused() {
   }
 }
 
-const command = { roundtrip, refused }[positionals[0]];
-if (!command) {
-  console.error('usage: security.js roundtrip|refused --bootstrap B --protocol P ...');
-  process.exit(2);
+module.exports = { client };
+if (require.main === module) {
+  const command = { roundtrip, refused }[positionals[0]];
+  if (!command) {
+    console.error('usage: security.js roundtrip|refused --bootstrap B --protocol P ...');
+    process.exit(2);
+  }
+  command().catch((e) => {
+    console.error(e.stack || String(e));
+    process.exit(1);
+  });
 }
-command().catch((e) => {
-  console.error(e.stack || String(e));
-  process.exit(1);
-});

@@ -160,6 +160,175 @@ fn without_an_authorizer_acl_requests_answer_security_disabled_and_bad_config_is
     assert!(!output.status.success() && stderr.contains("authorizer.class.name=com.example.Mine"), "{stderr}");
 }
 
+/// An ACL for User:ANONYMOUS (every plaintext client), in CreateAcls's codes: resource type,
+/// name, pattern type, host, operation, permission.
+fn anonymous_acl(resource_type: i8, name: &str, pattern: i8, host: &str, operation: i8, permission: i8) -> kafka_protocol::messages::create_acls_request::AclCreation {
+    use kafka_protocol::protocol::StrBytes;
+    let s = |text: &str| StrBytes::from_string(text.to_string());
+    kafka_protocol::messages::create_acls_request::AclCreation::default()
+        .with_resource_type(resource_type)
+        .with_resource_name(s(name))
+        .with_resource_pattern_type(pattern)
+        .with_principal(s("User:ANONYMOUS"))
+        .with_host(s(host))
+        .with_operation(operation)
+        .with_permission_type(permission)
+}
+
+/// Kafka 3.9's Produce check on the wire (KafkaApis.handleProduceRequest): a request is
+/// transactional when its batches are, whatever its `transactional_id` field says. Transactional
+/// batches need WRITE on the request's transactional id, and a request without one is refused;
+/// either way every partition of the request answers TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+/// before topics are checked. Non-transactional batches under a denied id are not checked
+/// against it. `allow.everyone.if.no.acl.found=true` lets User:ANONYMOUS (plaintext) create the
+/// ACLs and use what they do not name. The topics' DENYs name hosts beside an ALLOW for any
+/// host: one the client connects from (127.0.0.1) applies, another does not. (Without the ALLOW
+/// the other host's DENY would refuse too: a resource with any ACL is no longer "no ACL found".)
+#[test]
+fn produce_checks_the_transactional_id_when_the_batches_are_transactional() {
+    use bytes::Bytes;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, CreateAclsRequest, CreateAclsResponse, ProduceRequest, ProduceResponse, TopicName, TransactionalId};
+    use kafka_protocol::protocol::StrBytes;
+    use storage::test_support::{build_batch, build_keyed_batch, build_txn_batch};
+    use tests::wire::Connection;
+
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    let s = |text: &str| StrBytes::from_string(text.to_string());
+    let dir = TempDir::new("acl-produce-txn");
+    let broker = Broker::start(&dir.0, 1, &["authorizer.class.name=kafka.security.authorizer.AclAuthorizer", "allow.everyone.if.no.acl.found=true"]);
+    for topic in ["open", "locked", "remote-denied"] {
+        let output = tests::kcat_produce(&broker.bootstrap(), &["-t", topic], [format!("{topic}-0")]);
+        assert!(output.status.success(), "kcat -P {topic}: {}\n{}", String::from_utf8_lossy(&output.stderr), broker.log());
+    }
+    let mut connection = Connection::open(broker.address());
+    // WRITE (4) on (resource type, name, host, permission): TRANSACTIONAL_ID 5, TOPIC 2; DENY 2,
+    // ALLOW 3.
+    let write = |resource_type: i8, name: &str, host: &str, permission: i8| anonymous_acl(resource_type, name, 3, host, 4, permission);
+    let mut creations = vec![write(5, "denied-txn", "*", 2), write(2, "locked", "127.0.0.1", 2), write(2, "remote-denied", "10.9.9.9", 2)];
+    creations.extend(["locked", "remote-denied"].map(|topic| write(2, topic, "*", 3)));
+    let request = CreateAclsRequest::default().with_creations(creations);
+    let response: CreateAclsResponse = connection.call(ApiKey::CreateAcls, 3, &request);
+    assert!(response.results.iter().all(|r| r.error_code == 0), "{response:?}");
+
+    // Produce v9 of one batch to each topic; the answer's (topic, error code) pairs.
+    let mut produce = |transactional_id: Option<&str>, batch: &[u8], topics: &[&str]| -> Vec<(String, i16)> {
+        let topic_data = topics
+            .iter()
+            .map(|t| {
+                let partition = PartitionProduceData::default().with_index(0).with_records(Some(Bytes::copy_from_slice(batch)));
+                TopicProduceData::default().with_name(TopicName(s(t))).with_partition_data(vec![partition])
+            })
+            .collect();
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_transactional_id(transactional_id.map(|t| TransactionalId(s(t))))
+            .with_topic_data(topic_data);
+        let response: ProduceResponse = connection.call(ApiKey::Produce, 9, &request);
+        response.responses.iter().flat_map(|t| t.partition_responses.iter().map(|p| (t.name.0.to_string(), p.error_code))).collect()
+    };
+    let transactional = build_txn_batch(4242, 1, None, 1_700_000_000_000);
+    let idempotent = build_keyed_batch(&[(None, Some(&b"idempotent"[..]))], 1_700_000_000_000, Some((4343, 0, 0)));
+    let plain = build_batch(1, 10, 1_700_000_000_000, b'p');
+    let every = |code: i16| vec![("open".to_string(), code), ("locked".to_string(), code)];
+    // Transactional batches under a denied id: the whole request, the locked topic too.
+    assert_eq!(produce(Some("denied-txn"), &transactional, &["open", "locked"]), every(TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
+    // Transactional batches without an id: refused the same way.
+    assert_eq!(produce(None, &transactional, &["open", "locked"]), every(TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
+    // The id is set but no batch is transactional: not checked; topics decide per partition.
+    assert_eq!(produce(Some("denied-txn"), &idempotent, &["open", "locked"]), vec![("open".into(), 0), ("locked".into(), TOPIC_AUTHORIZATION_FAILED)]);
+    assert_eq!(produce(Some("denied-txn"), &plain, &["open", "remote-denied"]), vec![("open".into(), 0), ("remote-denied".into(), 0)]);
+    drop(connection);
+    // Nothing of the refused requests was appended: open holds kcat's record and the two accepted.
+    let (_, stdout, stderr) = run_with_timeout(kcat().args(["-b", &broker.bootstrap(), "-C", "-t", "open", "-o", "beginning", "-e", "-f", "%s\n"]), Duration::from_secs(30));
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["open-0", "idempotent", "pppppppppp"], "{stderr}");
+}
+
+/// The admin and group APIs refuse as Kafka 3.9's KafkaApis does, each with its resource's error
+/// code: CreateTopics (CREATE on the cluster or the topic), DeleteTopics and DeleteRecords
+/// (DELETE), CreatePartitions (ALTER), DescribeConfigs (DESCRIBE_CONFIGS) answer
+/// TOPIC_AUTHORIZATION_FAILED; OffsetFetch, DescribeGroups (DESCRIBE) and DeleteGroups (DELETE)
+/// GROUP_AUTHORIZATION_FAILED; CreateAcls and AlterUserScramCredentials (ALTER on the cluster)
+/// CLUSTER_AUTHORIZATION_FAILED. User:ANONYMOUS (plaintext) under
+/// `allow.everyone.if.no.acl.found=true` and DENYs on `guarded*` topics, the group and the cluster.
+#[test]
+fn admin_and_group_apis_refuse_with_their_resources_error_codes() {
+    use bytes::Bytes;
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+    use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use tests::wire::Connection;
+
+    const TOPIC: i16 = 29;
+    const GROUP: i16 = 30;
+    const CLUSTER: i16 = 31;
+    let s = |text: &str| StrBytes::from_string(text.to_string());
+    let dir = TempDir::new("acl-admin-apis");
+    let broker = Broker::start(&dir.0, 1, &["authorizer.class.name=kafka.security.authorizer.AclAuthorizer", "allow.everyone.if.no.acl.found=true"]);
+    let output = tests::kcat_produce(&broker.bootstrap(), &["-t", "guarded"], ["one".to_string()]);
+    assert!(output.status.success(), "kcat -P: {}\n{}", String::from_utf8_lossy(&output.stderr), broker.log());
+    let mut connection = Connection::open(broker.address());
+    // DENY (resource type, name, pattern, operation): TOPIC 2, GROUP 3, CLUSTER 4; LITERAL 3,
+    // PREFIXED 4; ALL 2, CREATE 7, ALTER 10.
+    let deny = |resource_type: i8, name: &str, pattern: i8, operation: i8| anonymous_acl(resource_type, name, pattern, "*", operation, 2);
+    let creations = vec![deny(2, "guarded", 4, 2), deny(3, "guarded-group", 3, 2), deny(4, "kafka-cluster", 3, 7), deny(4, "kafka-cluster", 3, 10)];
+    let created: CreateAclsResponse = connection.call(ApiKey::CreateAcls, 3, &CreateAclsRequest::default().with_creations(creations));
+    assert!(created.results.iter().all(|r| r.error_code == 0), "{created:?}");
+
+    let topic = || TopicName(s("guarded"));
+    let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(s("guarded-new")))
+        .with_num_partitions(1)
+        .with_replication_factor(-1)]);
+    let response: CreateTopicsResponse = connection.call(ApiKey::CreateTopics, 7, &create);
+    assert_eq!(response.topics.iter().map(|t| t.error_code).collect::<Vec<_>>(), [TOPIC], "CreateTopics");
+    let response: DeleteTopicsResponse = connection.call(ApiKey::DeleteTopics, 5, &DeleteTopicsRequest::default().with_timeout_ms(5000).with_topic_names(vec![topic()]));
+    assert_eq!(response.responses.iter().map(|t| t.error_code).collect::<Vec<_>>(), [TOPIC], "DeleteTopics");
+    let grow = CreatePartitionsRequest::default().with_timeout_ms(5000).with_topics(vec![CreatePartitionsTopic::default().with_name(topic()).with_count(2)]);
+    let response: CreatePartitionsResponse = connection.call(ApiKey::CreatePartitions, 3, &grow);
+    assert_eq!(response.results.iter().map(|t| t.error_code).collect::<Vec<_>>(), [TOPIC], "CreatePartitions");
+    let describe = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default().with_resource_type(2).with_resource_name(s("guarded"))]);
+    let response: DescribeConfigsResponse = connection.call(ApiKey::DescribeConfigs, 4, &describe);
+    assert_eq!(response.results.iter().map(|t| t.error_code).collect::<Vec<_>>(), [TOPIC], "DescribeConfigs");
+    let delete_records = DeleteRecordsRequest::default().with_timeout_ms(5000).with_topics(vec![DeleteRecordsTopic::default()
+        .with_name(topic())
+        .with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(1)])]);
+    let response: DeleteRecordsResponse = connection.call(ApiKey::DeleteRecords, 2, &delete_records);
+    assert_eq!(response.topics[0].partitions.iter().map(|p| p.error_code).collect::<Vec<_>>(), [TOPIC], "DeleteRecords");
+
+    let group = || GroupId(s("guarded-group"));
+    let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group())]);
+    let response: OffsetFetchResponse = connection.call(ApiKey::OffsetFetch, 8, &fetch);
+    assert_eq!(response.groups.iter().map(|g| g.error_code).collect::<Vec<_>>(), [GROUP], "OffsetFetch");
+    let response: DescribeGroupsResponse = connection.call(ApiKey::DescribeGroups, 5, &DescribeGroupsRequest::default().with_groups(vec![group()]));
+    assert_eq!(response.groups.iter().map(|g| g.error_code).collect::<Vec<_>>(), [GROUP], "DescribeGroups");
+    let response: DeleteGroupsResponse = connection.call(ApiKey::DeleteGroups, 2, &DeleteGroupsRequest::default().with_groups_names(vec![group()]));
+    assert_eq!(response.results.iter().map(|g| g.error_code).collect::<Vec<_>>(), [GROUP], "DeleteGroups");
+
+    let more = CreateAclsRequest::default().with_creations(vec![deny(2, "other", 3, 2)]);
+    let response: CreateAclsResponse = connection.call(ApiKey::CreateAcls, 3, &more);
+    assert_eq!(response.results.iter().map(|r| r.error_code).collect::<Vec<_>>(), [CLUSTER], "CreateAcls");
+    let upsertion = ScramCredentialUpsertion::default()
+        .with_name(s("carol"))
+        .with_mechanism(2)
+        .with_iterations(8192)
+        .with_salt(Bytes::from_static(b"salt"))
+        .with_salted_password(Bytes::from_static(&[7; 64]));
+    let scram = AlterUserScramCredentialsRequest::default().with_upsertions(vec![upsertion]);
+    let response: AlterUserScramCredentialsResponse = connection.call(ApiKey::AlterUserScramCredentials, 0, &scram);
+    assert_eq!(response.results.iter().map(|r| r.error_code).collect::<Vec<_>>(), [CLUSTER], "AlterUserScramCredentials");
+    // Nothing refused happened: guarded still has its one partition, guarded-new none.
+    let logs = dir.0.join("logs");
+    assert!(logs.join("guarded-0").is_dir() && !logs.join("guarded-1").exists() && !logs.join("guarded-new-0").exists());
+}
+
 mod cluster {
     //! Three brokers with real ZooKeeper: an ACL created on one broker is in ZooKeeper as Kafka
     //! writes it and enforced by every broker within a second; deleted on another, lifted on all.

@@ -192,8 +192,9 @@ fn a_transactional_batch_for_a_partition_not_in_the_transaction_is_refused() {
     let (code, _) = produce(&mut connection, "stray", Some(transactional_id), producer_batch(producer_id, epoch, 0, true));
     assert_eq!(code, INVALID_TXN_STATE, "{}", broker.log());
     assert_eq!(txn_start_offset(&mut connection, "stray", producer_id), None);
-    // Without the request's transactional id: refused too.
-    assert_eq!(produce(&mut connection, "added", None, producer_batch(producer_id, epoch, 0, true)).0, 42, "INVALID_REQUEST");
+    // Without the request's transactional id: refused too, as Kafka 3.9's KafkaApis refuses a
+    // request with transactional batches and no id, authorizer or not.
+    assert_eq!(produce(&mut connection, "added", None, producer_batch(producer_id, epoch, 0, true)).0, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
     // Added: appended, and the next batches of the transaction go without asking again.
     assert_eq!(produce(&mut connection, "added", Some(transactional_id), producer_batch(producer_id, epoch, 0, true)), (0, 0));
     assert_eq!(produce(&mut connection, "added", Some(transactional_id), producer_batch(producer_id, epoch, 1, true)), (0, 1));

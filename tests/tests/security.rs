@@ -313,3 +313,51 @@ fn sessions_end_after_connections_max_reauth_ms_unless_reauthenticated() {
     assert!(answer.error_message.unwrap().contains("Cannot change principals"));
     assert!(renewed.is_closed_by_peer());
 }
+
+/// The TLS settings of issue 20 the other tests leave at their defaults. The key store inline
+/// (KIP-651 `ssl.keystore.key` + `ssl.keystore.certificate.chain`, on one line each as in a
+/// properties file); `ssl.client.auth=requested` (kcat without a certificate is served, with one
+/// its subject is the principal); `ssl.enabled.protocols` and `ssl.cipher.suites` on another
+/// listener, checked with openssl s_client, which can offer one version or suite only.
+#[test]
+fn inline_key_store_requested_client_certificates_protocols_and_cipher_suites() {
+    let dir = TempDir::new("security-tls-settings");
+    let certs = make_certs(&dir.0);
+    let one_line = |path: &PathBuf| std::fs::read_to_string(path).unwrap().replace('\n', " ");
+    let (plaintext, requested, pinned) = (free_port(), free_port(), free_port());
+    let overrides = [
+        format!("listeners=PLAINTEXT://127.0.0.1:{plaintext},REQUESTED://127.0.0.1:{requested},PINNED://127.0.0.1:{pinned}"),
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,REQUESTED:SSL,PINNED:SSL".into(),
+        "ssl.keystore.type=PEM".into(),
+        format!("ssl.keystore.key={}", one_line(&certs.broker_key)),
+        format!("ssl.keystore.certificate.chain={}", one_line(&certs.broker_cert)),
+        "ssl.truststore.type=PEM".into(),
+        format!("ssl.truststore.location={}", certs.ca.display()),
+        "listener.name.requested.ssl.client.auth=requested".into(),
+        "listener.name.pinned.ssl.enabled.protocols=TLSv1.3".into(),
+        "listener.name.pinned.ssl.cipher.suites=TLS_AES_256_GCM_SHA384".into(),
+    ];
+    let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    let broker = Broker::start_on_port(&dir.0, 1, plaintext, &overrides);
+    // requested: no certificate, then one.
+    let ca_only = vec!["-X".to_string(), "security.protocol=SSL".into(), "-X".into(), format!("ssl.ca.location={}", certs.ca.display())];
+    kcat_roundtrip(&broker, requested, &ca_only, "without-certificate", 5);
+    assert!(!broker.log().contains("TLS client certificate accepted"), "{}", broker.log());
+    kcat_roundtrip(&broker, requested, &kcat_security("SSL", &certs, None), "with-certificate", 5);
+    assert!(broker.log().contains(r#"TLS client certificate accepted principal="User:CN=alice,OU=eng""#), "{}", broker.log());
+    // pinned: TLS 1.3 with one suite; the broker's certificate verified against the CA.
+    let s_client = |extra: &[&str]| {
+        let address = format!("127.0.0.1:{pinned}");
+        let mut command = Command::new("openssl");
+        command.args(["s_client", "-connect", &address, "-CAfile"]).arg(&certs.ca).args(extra).stdin(std::process::Stdio::null());
+        let (ok, stdout, stderr) = run_with_timeout(&mut command, Duration::from_secs(30));
+        (ok, format!("{stdout}\n{stderr}"))
+    };
+    let (ok, output) = s_client(&["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"]);
+    assert!(ok && output.contains("TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384") && output.contains("Verify return code: 0 (ok)"), "{output}");
+    let (ok, output) = s_client(&["-tls1_2"]);
+    assert!(!ok && output.contains("alert protocol version"), "TLS 1.2 served:\n{output}");
+    let (ok, output) = s_client(&["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"]);
+    assert!(!ok && output.contains("alert handshake failure"), "another suite served:\n{output}");
+    kcat_roundtrip(&broker, pinned, &ca_only, "over-tls13", 5);
+}

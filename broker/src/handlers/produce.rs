@@ -32,9 +32,19 @@ impl Appended {
 /// Returns None for acks=0 (no response at all).
 pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16, session: &Session) -> Option<ProduceResponse> {
     let acks = request.acks;
-    // Kafka: a transactional produce needs WRITE on its transactional id, then each topic WRITE.
-    let transactional_id_denied =
-        request.transactional_id.as_ref().is_some_and(|id| !session.authorize(Operation::Write, ResourceType::TransactionalId, id));
+    // Kafka 3.9 (KafkaApis.handleProduceRequest): a request is transactional when the first
+    // batch of any of its partitions is (RequestUtils.hasTransactionalRecords), not when its
+    // `transactional_id` field is set. Such a request needs WRITE on that transactional id, and
+    // one without the field is refused the same way, with or without an authorizer; the whole
+    // request is answered TRANSACTIONAL_ID_AUTHORIZATION_FAILED, before any topic is checked. A
+    // request carrying the field with only non-transactional batches is not checked against it.
+    let transactional = request
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .any(|p| p.records.as_deref().and_then(first_batch).is_some_and(|h| h.is_transactional()));
+    let transactional_id_denied = transactional
+        && !request.transactional_id.as_ref().is_some_and(|id| session.authorize(Operation::Write, ResourceType::TransactionalId, id));
     let mut responses = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
@@ -144,12 +154,14 @@ async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes, acks: i1
 /// Between the answer and the append only this producer's own marker could intervene, and a
 /// marker needs the coordinator to have ended the transaction it just confirmed.
 async fn verify_transaction(shard: &Shard, partition: &crate::partition::Partition, topic: &str, index: i32, records: &[u8], transactional_id: Option<&str>) -> Result<(), Appended> {
-    let Some(header) = records.get(..storage::batch::BATCH_HEADER_SIZE_BYTES).and_then(|b| storage::batch::BatchHeader::parse(b).ok()) else {
+    let Some(header) = first_batch(records) else {
         return Ok(()); // the append refuses it with the reason
     };
     if !header.is_transactional() || !partition.needs_transaction_verification(header.producer_id, header.producer_epoch) {
         return Ok(());
     }
+    // A missing id was refused by `handle` already (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); an
+    // empty one names no coordinator to ask.
     let Some(transactional_id) = transactional_id.filter(|t| !t.is_empty()) else {
         return Err(Appended::error(ResponseError::InvalidRequest.code(), "a transactional batch needs the request's transactional id"));
     };
@@ -157,6 +169,14 @@ async fn verify_transaction(shard: &Shard, partition: &crate::partition::Partiti
         tracing::debug!(topic, partition = index, transactional_id, code, "transactional produce refused by the coordinator's verification");
         Appended::error(code, format!("the partition is not in producer {}'s ongoing transaction (verified with its coordinator)", header.producer_id))
     })
+}
+
+/// The header of the records' first batch, if they start with a whole RecordBatch v2 header.
+/// Kafka reads only the first batch of each partition for the request's flags (a v3+ request
+/// holds exactly one). Anything else is not transactional here; the append refuses it.
+fn first_batch(records: &[u8]) -> Option<storage::batch::BatchHeader> {
+    let header = storage::batch::BatchHeader::parse(records.get(..storage::batch::BATCH_HEADER_SIZE_BYTES)?).ok()?;
+    (header.magic == storage::batch::MAGIC_V2).then_some(header)
 }
 
 fn append_error_code(error: &AppendError) -> i16 {
