@@ -56,12 +56,8 @@ def die_with_parent():
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class External:
-    """A broker this tool did not start: measured by PID, never stopped or restarted."""
-
-    def __init__(self, pid):
-        self.process = None
-        self.pid = pid
+class MeasuredByPid:
+    """RSS and descriptors of the broker's process, `self.pid`."""
 
     def rss_mib(self):
         return rss_mib(self.pid)
@@ -69,11 +65,19 @@ class External:
     def open_descriptors(self):
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+
+class External(MeasuredByPid):
+    """A broker this tool did not start: measured by PID, never stopped or restarted."""
+
+    def __init__(self, pid):
+        self.process = None
+        self.pid = pid
+
     def shutdown(self):
         pass
 
 
-class KafkaSh:
+class KafkaSh(MeasuredByPid):
     """Apache Kafka and its ZooKeeper through bench/kafka/kafka.sh, one broker."""
 
     def __init__(self, kafka_dir, port, cpus, heap):
@@ -117,12 +121,6 @@ class KafkaSh:
         self.pid = None
         return stopped_s
 
-    def rss_mib(self):
-        return rss_mib(self.pid)
-
-    def open_descriptors(self):
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
     def shutdown(self):
         if os.path.exists(os.path.join(self.dir, "pids")):
             self.kafka_sh("stop", "--dir", self.dir)
@@ -139,7 +137,7 @@ def rss_mib(pid):
     return 0.0
 
 
-class Broker:
+class Broker(MeasuredByPid):
     def __init__(self, binary, data_dir, port, shards, cpus, overrides):
         self.binary, self.data_dir, self.port, self.shards, self.cpus, self.overrides = binary, data_dir, port, shards, cpus, overrides
         self.process = None
@@ -181,11 +179,9 @@ class Broker:
                 break
         return stopped_s
 
-    def rss_mib(self):
-        return rss_mib(self.process.pid)
-
-    def open_descriptors(self):
-        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+    @property
+    def pid(self):
+        return self.process.pid
 
     def shutdown(self):
         if self.process is not None and self.process.poll() is None:
