@@ -104,7 +104,7 @@ zk_ephemerals() {
 # A dump without its ephemerals section (ZooKeeper still loading, or the 3.8.0 probe that is
 # never answered) proves nothing: asked again.
 wait_for_dead_registrations() {
-    local zk_port=$1 started=$SECONDS deadline=$((SECONDS + 120)) i dump registered
+    local zk_port=$1 started=$SECONDS deadline=$((SECONDS + 120)) i dump registered seen=
     while :; do
         dump=$(zk_ephemerals "$zk_port") || true
         if [[ $dump == *"Sessions with Ephemerals"* ]]; then
@@ -113,12 +113,13 @@ wait_for_dead_registrations() {
                 grep -qx "[[:space:]]*/brokers/ids/$i" <<<"$dump" && registered+=" $i"
             done
             [[ -z $registered ]] && break
+            seen=$registered
         fi
         [[ $SECONDS -lt $deadline ]] || false_start "broker(s)${registered:- ?} still registered in ZooKeeper after 120 s"
         sleep 0.5
     done
-    if ((SECONDS > started)); then
-        echo "waited $((SECONDS - started)) s for a killed broker's ZooKeeper session to expire"
+    if [[ -n $seen ]]; then
+        echo "waited $((SECONDS - started)) s for the ZooKeeper session of killed broker(s)$seen to expire"
     fi
 }
 
