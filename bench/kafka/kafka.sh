@@ -5,7 +5,7 @@
 #
 #   bench/kafka/kafka.sh start [--port 19092] [--dir /tmp/kafka-bench] [--brokers 1]
 #                              [--cpus 1] [--heap 1G] [--zk-port PORT] [--libs DIR]
-#                              [--property KEY=VALUE ...]
+#                              [--property KEY=VALUE ...] [--keep-data]
 #   bench/kafka/kafka.sh stop  [--dir /tmp/kafka-bench]
 #   bench/kafka/kafka.sh status [--dir /tmp/kafka-bench]
 #
@@ -16,6 +16,12 @@
 # log to read). --brokers 0 starts the ZooKeeper server alone (compare.sh's, for our cluster).
 # --property (repeatable) appends a line to every broker's server.properties, after the defaults
 # (e.g. file.delete.delay.ms=1000, so deleted topics leave the disk at once between runs).
+# --keep-data: start on the data a previous start left in DIR (ZooKeeper's and every broker's)
+# instead of recreating it: a restart over existing topics (tuning.md's 10,000 partitions). A
+# broker killed with SIGKILL leaves its registration (/brokers/ids/N, an ephemeral of its
+# ZooKeeper session) until that session expires, and Kafka refuses to start beside it
+# (NODEEXISTS): start waits for it to go (bounded) and says how long it waited. Each broker's line
+# says how long it took from the JVM's launch to ready.
 # stop: SIGTERM to exactly the PIDs in DIR/pids (brokers first, then ZooKeeper),
 # SIGKILL after 30 s, and checks that none is left. The jars: `(cd tests/java && mvn -q -B
 # dependency:copy-dependencies)` fills tests/java/target/kafka-libs (start runs it if missing).
@@ -37,6 +43,7 @@ heap=1G
 zk_port=
 libs=$repo/tests/java/target/kafka-libs
 properties=()
+keep_data=0
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
@@ -60,6 +67,7 @@ while [[ $# -gt 0 ]]; do
         --heap) heap=$2; shift 2 ;;
         --zk-port) zk_port=$2; shift 2 ;;
         --libs) libs=$2; shift 2 ;;
+        --keep-data) keep_data=1; shift ;;
         --property) [[ ${2:-} == *=* ]] || die "--property ${2:-}: expected KEY=VALUE"; properties+=("$2"); shift 2 ;;
         -h|--help) usage ;;
         *) echo "kafka.sh: unknown argument $1" >&2; usage ;;
@@ -80,6 +88,39 @@ accepts() {
 # ZooKeeper's four-letter ruok; 3.8.0 may never answer a probe sent during start-up: time-boxed.
 zk_ok() {
     [[ $(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; printf ruok >&3; cat <&3" 2>/dev/null) == imok ]]
+}
+
+# Seconds since the epoch, with fractions (readiness times).
+now_s() {
+    date +%s.%N
+}
+
+# ZooKeeper's ephemeral nodes (four-letter dump), time-boxed like zk_ok.
+zk_ephemerals() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; printf dump >&3; cat <&3" 2>/dev/null
+}
+
+# Waits until no ephemeral /brokers/ids/N of a killed broker is left for the brokers about to start.
+# A dump without its ephemerals section (ZooKeeper still loading, or the 3.8.0 probe that is
+# never answered) proves nothing: asked again.
+wait_for_dead_registrations() {
+    local zk_port=$1 started=$SECONDS deadline=$((SECONDS + 120)) i dump registered seen=
+    while :; do
+        dump=$(zk_ephemerals "$zk_port") || true
+        if [[ $dump == *"Sessions with Ephemerals"* ]]; then
+            registered=
+            for ((i = 0; i < brokers; i++)); do
+                grep -qx "[[:space:]]*/brokers/ids/$i" <<<"$dump" && registered+=" $i"
+            done
+            [[ -z $registered ]] && break
+            seen=$registered
+        fi
+        [[ $SECONDS -lt $deadline ]] || false_start "broker(s)${registered:- ?} still registered in ZooKeeper after 120 s"
+        sleep 0.5
+    done
+    if [[ -n $seen ]]; then
+        echo "waited $((SECONDS - started)) s for the ZooKeeper session of killed broker(s)$seen to expire"
+    fi
 }
 
 free_port() {
@@ -151,7 +192,7 @@ start_all() {
 
     # ZooKeeper, standalone, on loopback.
     local zk=$dir/zookeeper
-    rm -rf "$zk"
+    ((keep_data)) || rm -rf "$zk"
     mkdir -p "$zk/data"
     cat >"$zk/zoo.cfg" <<EOF
 tickTime=2000
@@ -174,12 +215,18 @@ EOF
         sleep 0.2
     done
     echo "zookeeper PID $zk_pid on 127.0.0.1:$zk_port"
+    ((keep_data)) && wait_for_dead_registrations "$zk_port"
 
     local internal_rf=$((brokers < 3 ? brokers : 3))
-    local pids=()
+    local pids=() launched=()
     for ((i = 0; i < brokers; i++)); do
         local b=$dir/broker-$i p=$((port + i))
-        rm -rf "$b"
+        if ((keep_data)); then
+            # The log4j file appends: the previous run's "started" line must not count as ready.
+            [[ -f $b/server.log ]] && mv "$b/server.log" "$b/server.log.previous"
+        else
+            rm -rf "$b"
+        fi
         mkdir -p "$b/logs"
         cat >"$b/server.properties" <<EOF
 broker.id=$i
@@ -213,6 +260,7 @@ EOF
             -cp "$libs/*" kafka.Kafka "$b/server.properties" \
             </dev/null >"$b/stdout.log" 2>&1 &
         pids[i]=$!
+        launched[i]=$(now_s)
         echo "broker-$i ${pids[i]} $p" >>"$pid_file"
     done
     for ((i = 0; i < brokers; i++)); do
@@ -226,7 +274,9 @@ EOF
             [[ $SECONDS -lt $deadline ]] || false_start "broker $i not ready on 127.0.0.1:$p within ${START_TIMEOUT}s: see $b/server.log and $b/stdout.log"
             sleep 0.2
         done
-        echo "broker-$i PID ${pids[i]} on 127.0.0.1:$p (data $b/logs, log $b/server.log)"
+        local ready_s
+        ready_s=$(python3 -c "print(f'{$(now_s) - ${launched[i]}:.1f}')")
+        echo "broker-$i PID ${pids[i]} on 127.0.0.1:$p (data $b/logs, log $b/server.log): ready $ready_s s after launch"
     done
     echo "PIDs in $pid_file; stop with: $0 stop --dir $dir"
 }

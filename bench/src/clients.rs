@@ -45,6 +45,11 @@ pub fn consumer_config(target: &Target, extra: &[(String, String)]) -> ClientCon
         ("enable.auto.commit", "false".to_string()),
         ("enable.auto.offset.store", "false".to_string()),
         ("enable.partition.eof", "false".to_string()),
+        // The bench reads every partition from its beginning: when retention deletes records
+        // under a reader (OFFSET_OUT_OF_RANGE below the log start), go on from the new log start
+        // as a Kafka consumer set to `earliest` does. librdkafka's default (`latest`) jumped to
+        // the end instead, and a read-back waiting for the old high watermark stalled.
+        ("auto.offset.reset", "earliest".to_string()),
     ];
     client_config(target, "bench-consumer", &settings, extra)
 }

@@ -6,15 +6,19 @@
 # User:ANONYMOUS needs: ALL on the cluster, on every topic and every group). Both brokers pinned to
 # CPU 0 (one shard each), the bench on CPU 1. The ACLs are written into the second broker's
 # `acls.json` before it starts (the file the standalone store keeps).
+# Each produce-1k sends MESSAGES records of 1 KiB (default 2,000,000: about 340 MiB per partition
+# of 6), under a retention of 1 GiB per partition: nothing is deleted while consume-1k reads the
+# round's records back (with 256 MiB, retention deleted records under the reader and the consumer
+# stalled). The bench deletes each round's topic, so a broker holds one round's data at most.
 # Run from the repository root after `cargo build --release -p broker -p bench`; hold
 # /tmp/build.lock meanwhile on a shared machine:  flock /tmp/build.lock bash bench/tools/acl_cost.sh
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 rounds=${ROUNDS:-3}
 count=${COUNT:-300}
-dir=$(mktemp -d /tmp/acl-cost.XXXXXX)
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-p_off=$(free_port); p_on=$(free_port)
+messages=${MESSAGES:-2000000}
+WORK=$(mktemp -d /tmp/acl-cost.XXXXXX)
+dir=$WORK
 mkdir -p "$dir/on"
 python3 - "$dir/on/acls.json" "$count" <<'PY'
 import json, sys
@@ -37,24 +41,13 @@ for i in range(count - 3):
 json.dump(nodes, open(path, "w"))
 print(f"{sum(len(n['acls']) for n in nodes)} ACLs written to {path}")
 PY
-# A run writes about 5 GB per broker: retention keeps each broker's disk use near 2 GB.
-bounded=(--override log.retention.bytes=268435456 --override log.segment.bytes=67108864
+bounded=(--override log.retention.bytes=1073741824 --override log.segment.bytes=67108864
     --override log.retention.check.interval.ms=1000 --override log.segment.delete.delay.ms=1000)
-./target/release/broker --cpus 0 "${bounded[@]}" --override listeners=PLAINTEXT://127.0.0.1:$p_off --override log.dirs=$dir/off 2>"$dir/off.log" &
-off=$!
-./target/release/broker --cpus 0 "${bounded[@]}" --override listeners=PLAINTEXT://127.0.0.1:$p_on --override log.dirs=$dir/on \
-    --override authorizer.class.name=kafka.security.authorizer.AclAuthorizer 2>"$dir/on.log" &
-on=$!
-cleanup() {
-    kill "$off" "$on" 2>/dev/null
-    wait "$off" "$on" 2>/dev/null || true
-    rm -rf "$dir/off" "$dir/on"
-}
-trap cleanup EXIT
-for log in "$dir/off.log" "$dir/on.log"; do
-    for _ in $(seq 100); do grep -q "broker ready" "$log" && break; sleep 0.1; done
-done
+start_broker off "${bounded[@]}"
+p_off=$BROKER_PORT off=$BROKER_PID
+start_broker on "${bounded[@]}" --override authorizer.class.name=kafka.security.authorizer.AclAuthorizer
+p_on=$BROKER_PORT on=$BROKER_PID
 grep -o "authorizer on.*" "$dir/on.log"
-taskset -c 1 ./target/release/bench --target off=127.0.0.1:$p_off,pid=$off --target acls=127.0.0.1:$p_on,pid=$on \
-    --workload produce-1k --workload consume-1k --rounds "$rounds" --out "$dir/out"
+pin_client "$BENCH_BIN" --target off=127.0.0.1:$p_off,pid=$off --target acls=127.0.0.1:$p_on,pid=$on \
+    --workload produce-1k --workload consume-1k --rounds "$rounds" --message-count "$messages" --out "$dir/out"
 echo "results in $dir/out"

@@ -5,12 +5,12 @@
 # (utime+stime from /proc) is read around each consume. Plaintext fetches splice; TLS copies.
 # Usage: flock /tmp/build.lock bash bench/tools/tls_cost.sh [SIZE_MB] [ROUNDS]
 set -eu
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SIZE_MB=${1:-512}
 ROUNDS=${2:-3}
 W=/tmp/tls_cost
 rm -rf $W && mkdir -p $W
-port() { python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])"; }
+WORK=$W
 cd $W
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 1 -subj /CN=ca 2>/dev/null
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout b.key -out b.csr -subj /CN=localhost 2>/dev/null
@@ -18,23 +18,21 @@ printf 'subjectAltName=IP:127.0.0.1\n' > b.ext
 openssl x509 -req -in b.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile b.ext -out b.crt 2>/dev/null
 cat b.key b.crt > keystore.pem
 cd - > /dev/null
-PLAIN=$(port); SSL=$(port)
-./target/release/broker --cpus 0 --override listeners=PLAINTEXT://127.0.0.1:$PLAIN,SSL://127.0.0.1:$SSL \
-    --override log.dirs=$W/logs --override ssl.keystore.type=PEM --override ssl.keystore.location=$W/keystore.pem > $W/broker.log 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null; wait 2>/dev/null' EXIT
-for _ in $(seq 100); do grep -q "broker ready" $W/broker.log && break; sleep 0.1; done
+PLAIN=$(free_port); SSL=$(free_port)
+start_broker logs --override listeners=PLAINTEXT://127.0.0.1:$PLAIN,SSL://127.0.0.1:$SSL \
+    --override ssl.keystore.type=PEM --override ssl.keystore.location=$W/keystore.pem
+PID=$BROKER_PID
 # SIZE_MB of 1000-byte records.
 python3 -c "
 import sys
 line = b'x' * 999 + b'\n'
-sys.stdout.buffer.write(line * ($SIZE_MB * 1048))" | taskset -c 1 kcat -P -b 127.0.0.1:$PLAIN -t tls-cost -X linger.ms=20 -X batch.size=1000000
+sys.stdout.buffer.write(line * ($SIZE_MB * 1048))" | pin_client kcat -P -b 127.0.0.1:$PLAIN -t tls-cost -X linger.ms=20 -X batch.size=1000000
 BYTES=$(du -sb $W/logs/tls-cost-0 | cut -f1)
 cpu_ticks() { awk '{print $14 + $15}' /proc/$PID/stat; }
 HZ=$(getconf CLK_TCK)
 consume() { # $1 port, $2.. kcat options
     local p=$1; shift
-    taskset -c 1 kcat -C -b 127.0.0.1:$p -t tls-cost -o beginning -e -q -X fetch.max.bytes=52428800 "$@" > /dev/null
+    pin_client kcat -C -b 127.0.0.1:$p -t tls-cost -o beginning -e -q -X fetch.max.bytes=52428800 "$@" > /dev/null
 }
 echo "topic bytes on disk: $BYTES"
 for round in $(seq $ROUNDS); do
@@ -47,4 +45,4 @@ cpu = ($after - $before) / $HZ; secs = $end - $start; gb = $BYTES / 1e9
 print(f'round $round $listener: {cpu / gb:.3f} broker CPU-s per GB, {gb / secs:.2f} GB/s ({cpu:.2f} CPU-s, {secs:.2f} s)')"
     done
 done
-grep -E "TLS listener|plaintext listener" $W/broker.log | head -2
+grep -E "TLS listener|plaintext listener" $W/logs.log | head -2

@@ -25,8 +25,8 @@
 # starts is stopped by its PID on exit.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+repo=$REPO
 rounds=3
 records=100
 seconds=20
@@ -47,8 +47,8 @@ while [[ $# -gt 0 ]]; do
         *) echo "txn_cost.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
-broker_bin=$repo/target/release/broker
-bench_bin=$repo/target/release/bench
+broker_bin=$BROKER_BIN
+bench_bin=$BENCH_BIN
 for binary in "$broker_bin" "$bench_bin" ${before_binary:+"$before_binary"}; do
     [[ -x $binary ]] || { echo "txn_cost.sh: $binary missing (cargo build --release -p broker -p bench)" >&2; exit 1; }
 done
@@ -56,35 +56,23 @@ done
 
 rm -rf "$out"
 mkdir -p "$out"
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-pids=()
+WORK=$out
 perf_pid=
-cleanup() {
+stop_perf() {
     [[ -n $perf_pid ]] && kill -INT "$perf_pid" 2>/dev/null && wait "$perf_pid" 2>/dev/null
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    "$repo/bench/kafka/kafka.sh" stop --dir "$out/kafka" >/dev/null 2>&1 || true
-    # The brokers' data (gigabytes); their logs stay.
-    rm -rf "$out"/kafka/broker-*/logs "$out/ours" "$out/before"
+    perf_pid=
 }
-trap cleanup EXIT
+# Kafka's data (gigabytes); its logs stay. Ours: start_broker's data, deleted by lib.sh.
+at_exit '"$repo/bench/kafka/kafka.sh" stop --dir "$out/kafka" >/dev/null 2>&1; rm -rf "$out"/kafka/broker-*/logs'
+at_exit stop_perf
 
 # start_ours NAME BINARY [--override KEY=VALUE...]: our broker on CPU 0, one shard; sets port and pid.
 start_ours() {
     local name=$1 binary=$2
     shift 2
-    port=$(free_port)
-    RUST_LOG=info,glommio=warn taskset -c 0 "$binary" --cpus 0 --override "listeners=PLAINTEXT://127.0.0.1:$port" \
-        --override "log.dirs=$out/$name" --override offsets.topic.replication.factor=1 \
-        --override group.initial.rebalance.delay.ms=0 "$@" </dev/null >"$out/$name.log" 2>&1 &
-    pid=$!
-    pids+=("$pid")
-    local deadline=$((SECONDS + 60))
-    until grep -q "broker ready" "$out/$name.log"; do
-        kill -0 "$pid" 2>/dev/null || { tail "$out/$name.log" >&2; echo "txn_cost.sh: $name exited at start" >&2; exit 1; }
-        [[ $SECONDS -lt $deadline ]] || { echo "txn_cost.sh: $name not ready in 60 s: $out/$name.log" >&2; exit 1; }
-        sleep 0.2
-    done
+    start_broker "$name" --binary "$binary" --override offsets.topic.replication.factor=1 \
+        --override group.initial.rebalance.delay.ms=0 "$@"
+    port=$BROKER_PORT pid=$BROKER_PID
 }
 
 kafka_port=$(free_port)
@@ -100,22 +88,18 @@ targets+=(--target "$ours_target")
 
 workloads=(--workload produce-1k --workload idempotent-1k --workload transactional-1k --transactional-records "$records")
 echo "txn_cost.sh: warm-up round (not measured)" >&2
-taskset -c 1 "$bench_bin" "${targets[@]}" "${workloads[@]}" --rounds 1 --duration-seconds 5 --message-count $((count / 4)) --out "$out/warmup" >"$out/warmup.txt" 2>&1 ||
+pin_client "$bench_bin" "${targets[@]}" "${workloads[@]}" --rounds 1 --duration-seconds 5 --message-count $((count / 4)) --out "$out/warmup" >"$out/warmup.txt" 2>&1 ||
     { tail -20 "$out/warmup.txt" >&2; exit 1; }
 uptime >"$out/uptime.txt"
 if ((perf)); then
     perf record -F 499 -g -o "$out/perf.data" -p "$ours_pid" >/dev/null 2>&1 &
     perf_pid=$!
 fi
-command=(taskset -c 1 "$bench_bin" "${targets[@]}" "${workloads[@]}" --rounds "$rounds" --duration-seconds "$seconds" --message-count "$count" --out "$out")
+command=(taskset -c "$CLIENT_CPUS" "$bench_bin" "${targets[@]}" "${workloads[@]}" --rounds "$rounds" --duration-seconds "$seconds" --message-count "$count" --out "$out")
 echo "${command[*]}" >"$out/command.txt"
 "${command[@]}" 2>&1 | tee "$out/bench.txt" | grep -v '^\[round' || true
 uptime >>"$out/uptime.txt"
-if [[ -n $perf_pid ]]; then
-    kill -INT "$perf_pid"
-    wait "$perf_pid" || true
-    perf_pid=
-fi
+stop_perf
 [[ -f $out/bench.json ]] || { echo "txn_cost.sh: the bench failed: $out/bench.txt" >&2; exit 1; }
 
 if [[ -n $before_binary ]]; then
@@ -124,10 +108,10 @@ if [[ -n $before_binary ]]; then
     mkdir -p "$out/control"
     start_ours before "$before_binary"
     control=(--target "before=127.0.0.1:$port,pid=$pid" --target "$ours_target" --workload produce-1k --workload idempotent-1k)
-    taskset -c 1 "$bench_bin" "${control[@]}" --rounds 1 --duration-seconds 5 --message-count $((count / 4)) --out "$out/control/warmup" \
+    pin_client "$bench_bin" "${control[@]}" --rounds 1 --duration-seconds 5 --message-count $((count / 4)) --out "$out/control/warmup" \
         >"$out/control-warmup.txt" 2>&1 || { tail -20 "$out/control-warmup.txt" >&2; exit 1; }
     uptime >>"$out/uptime.txt"
-    taskset -c 1 "$bench_bin" "${control[@]}" --rounds "$rounds" --duration-seconds "$seconds" --message-count "$count" --out "$out/control" \
+    pin_client "$bench_bin" "${control[@]}" --rounds "$rounds" --duration-seconds "$seconds" --message-count "$count" --out "$out/control" \
         2>&1 | tee "$out/control/bench.txt" | grep -v '^\[round' || true
     uptime >>"$out/uptime.txt"
 fi
