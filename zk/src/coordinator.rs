@@ -192,18 +192,28 @@ async fn follow(
                 return; // the session ended: the coordinator registers again
             }
         }
+        let began = std::time::Instant::now();
         let read = match &current {
             Some(previous) => cluster::refresh(client, previous, &changes).await,
             None => cluster::read(client).await,
         };
+        tracing::debug!(
+            everything = changes.everything || current.is_none(),
+            topics = changes.topics.len(),
+            states = changes.states.len(),
+            read_ms = began.elapsed().as_millis() as u64,
+            "cluster state read"
+        );
         match read {
             Ok(snapshot) => {
                 changes = cluster::Changes::default();
                 let snapshot = Arc::new(snapshot);
                 current = Some(snapshot.clone());
                 if *snapshot != *view.snapshot() {
-                    view.set_snapshot(snapshot.clone());
+                    // The hook first: what it records (the broker's topic table) is in place
+                    // before any shard sees the snapshot that needs it.
                     (options.on_change)(&snapshot);
+                    view.set_snapshot(snapshot.clone());
                 }
                 if let Some(current) = fence.get() {
                     match controller::reconcile(client, &snapshot, current, options.unclean_leader_election).await {
@@ -370,7 +380,9 @@ async fn write_isrs(client: &Client, batch: Vec<Command>) {
         }
         let _ = reply.send(written.map(|_| ()).map_err(|e| e.to_string()));
     });
+    let (count, began) = (writes.len(), std::time::Instant::now());
     futures_util::future::join_all(writes).await;
+    tracing::debug!(count, write_ms = began.elapsed().as_millis() as u64, "ISR changes written");
 }
 
 /// The registered brokers, sorted (the snapshot's if ZooKeeper cannot be asked).

@@ -24,6 +24,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{
@@ -53,6 +54,9 @@ const RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
 const RETRY_BACKOFF_MS: u64 = 500;
 /// Partitions in one Fetch, at most (a bound on the request; more wait for the next round).
 const MAX_PARTITIONS_PER_FETCH: usize = 10_000;
+/// Replicas this task asks the partition table to open at once (the table bounds all of a
+/// shard's opens again).
+const OPENS_AT_ONCE: usize = 32;
 
 /// What one fetcher knows of one partition it fetches.
 struct FetchState {
@@ -88,6 +92,8 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
     let mut fetchers: HashMap<i32, Rc<LeaderFetcher>> = HashMap::new();
     let mut seen: Option<Arc<zk::ClusterSnapshot>> = None;
     let mut last_isr_check = Instant::now();
+    // An `open_replicas` task is running.
+    let opening = Rc::new(Cell::new(false));
     while !shard.broker.is_shutting_down() {
         let snapshot = cluster.view.snapshot();
         if last_isr_check.elapsed() >= Duration::from_millis(leader::ISR_CHECK_INTERVAL_MS) {
@@ -101,20 +107,25 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
         seen = Some(snapshot.clone());
         topic_admin::delete_topics_gone_from_cluster(&shard, &snapshot).await;
         let mut wanted: HashMap<(String, i32), (i32, i32)> = HashMap::new();
+        let mut to_open: Vec<(String, i32)> = Vec::new();
         for (topic, state) in &snapshot.topics {
             for (index, replicas) in state.replicas.iter().enumerate() {
                 let partition = index as i32;
                 let Some(partition_state) = snapshot.state(topic, partition) else { continue };
                 let leader = partition_state.leader;
-                if replicas.contains(&me)
-                    && leader >= 0
-                    && leader != me
-                    && snapshot.brokers.contains_key(&leader)
-                    && shard.owner_of(topic, partition) == shard.id()
-                {
+                if !replicas.contains(&me) || leader < 0 || shard.owner_of(topic, partition) != shard.id() {
+                    continue;
+                }
+                if shard.partitions.if_open(topic, partition).is_none() {
+                    to_open.push((topic.clone(), partition));
+                }
+                if leader != me && snapshot.brokers.contains_key(&leader) {
                     wanted.insert((topic.clone(), partition), (leader, partition_state.leader_epoch));
                 }
             }
+        }
+        if !to_open.is_empty() && !opening.replace(true) {
+            glommio::spawn_local(open_replicas(shard.clone(), to_open, opening.clone())).detach();
         }
         // A fetcher whose leader moved to another address starts over under the new one.
         fetchers.retain(|leader, fetcher| {
@@ -169,6 +180,23 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
     for fetcher in fetchers.values() {
         fetcher.stop.set(true);
     }
+}
+
+/// Opens (creates) this shard's replicas a new snapshot names, leaders' and followers' alike, as
+/// Kafka's `makeLeaders`/`makeFollowers` create a replica's log when told of it: not at the first
+/// fetch, where a leader opening a thousand new partitions one by one held its followers' first
+/// fetch for seconds (issue 21). Then `opening` clears; replicas still closed (a failed open, or
+/// named by a later snapshot meanwhile) are opened at the next snapshot or on first use.
+async fn open_replicas(shard: Rc<Shard>, keys: Vec<(String, i32)>, opening: Rc<Cell<bool>>) {
+    let count = keys.len();
+    let began = Instant::now();
+    let opened = futures_util::stream::iter(keys.iter().map(|(topic, partition)| shard.partitions.replica(topic, *partition)))
+        .buffer_unordered(OPENS_AT_ONCE)
+        .filter(|opened| std::future::ready(opened.is_ok()))
+        .count()
+        .await;
+    tracing::debug!(count, opened, open_ms = began.elapsed().as_millis() as u64, "replicas opened");
+    opening.set(false);
 }
 
 /// The leader's address on the inter-broker listener, as `host:port`.
@@ -236,6 +264,7 @@ async fn fetch_round(
     round: usize,
 ) -> Result<bool, String> {
     let now = Instant::now();
+    let began = now;
     let due = |state: &FetchState| state.retry_at.is_none_or(|at| at <= now);
     let mut to_truncate: Vec<((String, i32), i32)> = fetcher
         .partitions
@@ -245,6 +274,7 @@ async fn fetch_round(
         .map(|(key, state)| (key.clone(), state.leader_epoch))
         .collect();
     to_truncate.truncate(MAX_PARTITIONS_PER_FETCH);
+    let truncating = to_truncate.len();
     if !to_truncate.is_empty() {
         let outcomes = truncate_to_leader(shard, stream, me, &to_truncate).await?;
         let mut partitions = fetcher.partitions.borrow_mut();
@@ -300,7 +330,9 @@ async fn fetch_round(
         .collect();
     let next = fetcher.session.borrow_mut().build(&wanted);
     let epochs: HashMap<&PartitionKey, i32> = fetching.iter().map(|p| (&p.key, p.leader_epoch)).collect();
+    let prepared = began.elapsed();
     let response = fetch(stream, me, &next, &epochs).await?;
+    let fetched = began.elapsed();
     if !fetcher.session.borrow_mut().on_response(&next, response.error_code, response.session_id) {
         tracing::debug!(leader = fetcher.leader, error = ?ResponseError::try_from_code(response.error_code), "fetch session error; a full fetch follows");
         return Ok(true);
@@ -327,6 +359,17 @@ async fn fetch_round(
             }
         }
     }
+    tracing::debug!(
+        leader = fetcher.leader,
+        truncating,
+        partitions = fetching.len(),
+        sent = next.send.len(),
+        answered = answers.len(),
+        prepare_ms = prepared.as_millis() as u64,
+        fetch_ms = (fetched - prepared).as_millis() as u64,
+        apply_ms = (began.elapsed() - fetched).as_millis() as u64,
+        "replica fetch round"
+    );
     Ok(true)
 }
 
@@ -370,8 +413,14 @@ async fn truncate_to_leader(shard: &Rc<Shard>, stream: &mut Connection, me: i32,
     // (index in `partitions`, handle, latest epoch, log start offset)
     let mut by_epoch = Vec::new();
     let mut by_high_watermark = Vec::new();
-    for (index, (key, _)) in partitions.iter().enumerate() {
-        let handle = match shard.partitions.replica(&key.0, key.1).await {
+    // New partitions are opened (created) together, not one after another: an open waits on
+    // the disk and the blocking thread, and the table bounds how many run at once.
+    let opened: Vec<_> = futures_util::stream::iter(partitions.iter().map(|(key, _)| shard.partitions.replica(&key.0, key.1)))
+        .buffered(OPENS_AT_ONCE)
+        .collect()
+        .await;
+    for (index, ((key, _), opened)) in partitions.iter().zip(opened).enumerate() {
+        let handle = match opened {
             Ok(handle) => handle,
             Err(e) => {
                 tracing::warn!(topic = key.0, partition = key.1, error = ?e, "a followed partition cannot be opened; retrying it later");
