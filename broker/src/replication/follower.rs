@@ -116,7 +116,7 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
                 if !replicas.contains(&me) || leader < 0 || shard.owner_of(topic, partition) != shard.id() {
                     continue;
                 }
-                if shard.partitions.if_open(topic, partition).is_none() {
+                if shard.partitions.if_open(topic, partition).is_none() && !snapshot.topics_being_deleted.contains(topic) {
                     to_open.push((topic.clone(), partition));
                 }
                 if leader != me && snapshot.brokers.contains_key(&leader) {
