@@ -119,7 +119,9 @@ impl Broker {
             command.arg("--override").arg(item);
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
-        command.stdout(Stdio::null()).stderr(log).env("RUST_LOG", "info,glommio=warn");
+        // TEST_BROKER_RUST_LOG (e.g. `info,broker::replication=debug`) for a post-mortem.
+        let level = std::env::var("TEST_BROKER_RUST_LOG").unwrap_or_else(|_| "info,glommio=warn".into());
+        command.stdout(Stdio::null()).stderr(log).env("RUST_LOG", level);
         let ready_before = self.log().matches(READY_LINE).count();
         self.child = Some(command.spawn().expect("start the broker binary"));
         let started = Instant::now();

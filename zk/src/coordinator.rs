@@ -172,9 +172,10 @@ async fn run(
 }
 
 /// Follows the cluster: persistent recursive watches on `/brokers` and `/admin/delete_topics`;
-/// after each change, reads the
-/// whole state, publishes it, and if this broker is the controller brings partition states in
-/// line. Loops until the session ends.
+/// after each batch of changes (every event already queued, so a burst of thousands of writes
+/// costs a few reads, not one each), reads what the events name (`cluster::refresh`),
+/// publishes it, and if this broker is the controller brings partition states in line. Loops
+/// until the session ends.
 async fn follow(
     client: &Client,
     view: &ClusterView,
@@ -186,13 +187,37 @@ async fn follow(
     let mut deletions = watch_recursively(client, paths::DELETE_TOPICS).await;
     let mut log_dir_events = watch_recursively(client, crate::log_dir_events::NOTIFICATIONS).await;
     let mut offline_replicas = watch_recursively(client, crate::log_dir_events::OFFLINE_REPLICAS).await;
+    // The watches are in place before the first read: nothing written after it is missed.
+    let mut changes = cluster::Changes::everything();
+    let mut current: Option<Arc<cluster::ClusterSnapshot>> = None;
     loop {
-        match cluster::read(client).await {
+        for watch in [&mut watcher, &mut deletions, &mut log_dir_events, &mut offline_replicas] {
+            if !take_queued_events(watch, &mut changes) {
+                return; // the session ended: the coordinator registers again
+            }
+        }
+        let began = std::time::Instant::now();
+        let read = match &current {
+            Some(previous) => cluster::refresh(client, previous, &changes).await,
+            None => cluster::read(client).await,
+        };
+        tracing::debug!(
+            everything = changes.everything || current.is_none(),
+            topics = changes.topics.len(),
+            states = changes.states.len(),
+            read_ms = began.elapsed().as_millis() as u64,
+            "cluster state read"
+        );
+        match read {
             Ok(snapshot) => {
+                changes = cluster::Changes::default();
                 let snapshot = Arc::new(snapshot);
+                current = Some(snapshot.clone());
                 if *snapshot != *view.snapshot() {
-                    view.set_snapshot(snapshot.clone());
+                    // The hook first: what it records (the broker's topic table) is in place
+                    // before any shard sees the snapshot that needs it.
                     (options.on_change)(&snapshot);
+                    view.set_snapshot(snapshot.clone());
                 }
                 if let Some(current) = fence.get() {
                     let reconciled = controller::reconcile(client, &snapshot, current, options.unclean_leader_election).await;
@@ -210,16 +235,50 @@ async fn follow(
                     }
                 }
             }
-            Err(e) => tracing::error!(error = %e, "reading the cluster state"),
+            Err(e) => {
+                // What failed may be half read: read everything again, after a pause.
+                tracing::error!(error = %e, "reading the cluster state");
+                changes = cluster::Changes::everything();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
         }
-        tokio::select! {
-            _ = watcher.changed() => {}
-            _ = deletions.changed() => {}
-            _ = log_dir_events.changed() => {}
-            _ = offline_replicas.changed() => {}
-            _ = wake.notified() => {}
+        let event = tokio::select! {
+            event = watcher.changed() => Some(event),
+            event = deletions.changed() => Some(event),
+            event = log_dir_events.changed() => Some(event),
+            event = offline_replicas.changed() => Some(event),
+            _ = wake.notified() => None,
+        };
+        match event {
+            Some(event) if session_ended(&event) => return,
+            Some(event) => changes.note(&event),
+            // Became controller: its first pass starts from a whole read.
+            None => changes = cluster::Changes::everything(),
         }
     }
+}
+
+/// Notes every event already queued on `watch` (at most `MAX_EVENTS_PER_READ`: the rest go in
+/// the next read). False when the session ended (the watch must not be polled again).
+fn take_queued_events(watch: &mut zookeeper_client::PersistentWatcher, changes: &mut cluster::Changes) -> bool {
+    use futures_util::FutureExt;
+    const MAX_EVENTS_PER_READ: usize = 100_000;
+    for _ in 0..MAX_EVENTS_PER_READ {
+        // Polled once: the receiver is a channel, so a pending poll dropped loses nothing.
+        let Some(event) = watch.changed().now_or_never() else { break };
+        if session_ended(&event) {
+            return false;
+        }
+        changes.note(&event);
+    }
+    true
+}
+
+/// A watch delivers the session's terminal state once and panics if asked again.
+fn session_ended(event: &zookeeper_client::WatchedEvent) -> bool {
+    event.event_type == zookeeper_client::EventType::Session
+        && matches!(event.session_state, SessionState::Expired | SessionState::Closed | SessionState::AuthFailed)
 }
 
 /// A persistent recursive watch on `path`, retried each second until ZooKeeper takes it.
@@ -235,9 +294,36 @@ pub(crate) async fn watch_recursively(client: &Client, path: &str) -> zookeeper_
     }
 }
 
-/// Serves the shards' commands until told to shut down (or every handle is gone).
+/// Serves the shards' commands until told to shut down (or every handle is gone). ISR changes
+/// queued together are written together (`write_isrs`); the rest one at a time, in order.
 async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::mpsc::Receiver<Command>) {
-    while let Some(command) = commands.recv().await {
+    let mut next = None;
+    loop {
+        let command = match next.take() {
+            Some(command) => command,
+            None => match commands.recv().await {
+                Some(command) => command,
+                None => return,
+            },
+        };
+        let command = match command {
+            update @ Command::UpdateIsr { .. } => {
+                let mut batch = vec![update];
+                while batch.len() < COMMAND_QUEUE_CAPACITY {
+                    match commands.try_recv() {
+                        Ok(update @ Command::UpdateIsr { .. }) => batch.push(update),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                write_isrs(client, batch).await;
+                continue;
+            }
+            other => other,
+        };
         match command {
             Command::Shutdown => return,
             Command::CreateTopic { name, partitions, replication_factor, assignment, config, topic_id, reply } => {
@@ -274,15 +360,7 @@ async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::
             Command::ProducerIdBlock { broker_id, reply } => {
                 let _ = reply.send(take_producer_id_block(client, broker_id).await);
             }
-            Command::UpdateIsr { topic, partition, isr, expected, reply } => {
-                let data = paths::partition_state_json(expected.leader, expected.leader_epoch, &isr, expected.controller_epoch);
-                let path = paths::partition_state_path(&topic, partition);
-                let written = client.set_data(&path, data.as_bytes(), Some(expected.zk_version)).await;
-                if written.is_ok() {
-                    tracing::info!(topic, partition, ?isr, previous = ?expected.isr, "ISR changed");
-                }
-                let _ = reply.send(written.map(|_| ()).map_err(|e| e.to_string()));
-            }
+            Command::UpdateIsr { .. } => unreachable!("ISR changes are served in batches above"),
             Command::AlterUserConfig { user, set, remove, reply } => {
                 let mut altered = user_configs::alter(client, &user, &set, &remove).await;
                 if altered.is_ok() {
@@ -296,6 +374,26 @@ async fn serve(client: &Client, view: &ClusterView, commands: &mut tokio::sync::
             }
         }
     }
+}
+
+/// Leaders' ISR changes (Kafka's leaders wrote them to ZooKeeper themselves before AlterIsr),
+/// each conditional on the state znode's version, all in flight at once: a leader of a thousand
+/// partitions whose followers all caught up at once waits one round trip, not a thousand
+/// (Kafka 3.9's AlterPartition likewise carries every partition a leader changes in one request).
+async fn write_isrs(client: &Client, batch: Vec<Command>) {
+    let writes = batch.into_iter().map(|command| async move {
+        let Command::UpdateIsr { topic, partition, isr, expected, reply } = command else { unreachable!("a batch holds ISR changes only") };
+        let data = paths::partition_state_json(expected.leader, expected.leader_epoch, &isr, expected.controller_epoch);
+        let path = paths::partition_state_path(&topic, partition);
+        let written = client.set_data(&path, data.as_bytes(), Some(expected.zk_version)).await;
+        if written.is_ok() {
+            tracing::info!(topic, partition, ?isr, previous = ?expected.isr, "ISR changed");
+        }
+        let _ = reply.send(written.map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let (count, began) = (writes.len(), std::time::Instant::now());
+    futures_util::future::join_all(writes).await;
+    tracing::debug!(count, write_ms = began.elapsed().as_millis() as u64, "ISR changes written");
 }
 
 /// The registered brokers, sorted (the snapshot's if ZooKeeper cannot be asked).

@@ -21,11 +21,13 @@ struct Appended {
     base_offset: i64,
     log_append_time_ms: i64,
     log_start_offset: i64,
+    /// acks=all in cluster mode: the offset the high watermark must pass before the answer.
+    isr_wait_end_offset: Option<i64>,
 }
 
 impl Appended {
     fn error(error_code: i16, message: impl Into<String>) -> Appended {
-        Appended { error_code, error_message: Some(message.into()), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+        Appended { error_code, error_message: Some(message.into()), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1, isr_wait_end_offset: None }
     }
 }
 
@@ -46,6 +48,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16, se
     let transactional_id_denied = transactional
         && !request.transactional_id.as_ref().is_some_and(|id| session.authorize(Operation::Write, ResourceType::TransactionalId, id));
     let mut responses = Vec::new();
+    // acks=all: every partition is appended first, then the ISR is awaited for all of them at
+    // once, as Kafka's DelayedProduce (issue 21: waiting per partition before appending the next
+    // made a request to 1,000 partitions take a replication round trip per partition).
+    // (topic's place, partition's place, partition, end offset)
+    let mut isr_waits: Vec<(usize, usize, String, i32, i64)> = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
         let topic_denied = !session.authorize(Operation::Write, ResourceType::Topic, &name);
@@ -76,12 +83,11 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16, se
                     Some(records) => {
                         let owner = shard.owner_of(&name, partition.index);
                         let (topic_name, index) = (name.clone(), partition.index);
-                        let timeout_ms = request.timeout_ms;
                         let transactional_id = request.transactional_id.as_ref().map(|t| t.0.to_string());
                         shard
                             .router
                             .call(owner, move |owner| async move {
-                                append(&owner, &topic_name, index, records, acks, timeout_ms, transactional_id.as_deref()).await
+                                append(&owner, &topic_name, index, records, acks, transactional_id.as_deref()).await
                             })
                             .await
                     }
@@ -99,9 +105,29 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16, se
             if version >= 8 {
                 response = response.with_error_message(appended.error_message.as_deref().map(str_bytes));
             }
+            if let Some(end_offset) = appended.isr_wait_end_offset {
+                isr_waits.push((responses.len(), partition_responses.len(), name.clone(), partition.index, end_offset));
+            }
             partition_responses.push(response);
         }
         responses.push(TopicProduceResponse::default().with_name(topic.name).with_partition_responses(partition_responses));
+    }
+    let waited = futures_util::future::join_all(isr_waits.iter().map(|(_, _, topic, index, end_offset)| {
+        let (owner, topic, index, end_offset, timeout_ms) = (shard.owner_of(topic, *index), topic.clone(), *index, *end_offset, request.timeout_ms);
+        shard.router.call(owner, move |owner| async move { wait_for_isr(&owner, &topic, index, end_offset, timeout_ms).await })
+    }))
+    .await;
+    for ((topic_at, partition_at, _, _, _), waited) in isr_waits.into_iter().zip(waited) {
+        if let Err(failed) = waited {
+            let response = &mut responses[topic_at].partition_responses[partition_at];
+            response.error_code = failed.error_code;
+            response.base_offset = -1;
+            response.log_append_time_ms = -1;
+            response.log_start_offset = -1;
+            if version >= 8 {
+                response.error_message = failed.error_message.as_deref().map(str_bytes);
+            }
+        }
     }
     if acks == 0 {
         return None;
@@ -111,7 +137,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16, se
 
 /// Runs on the owning shard: the partition's one append door, then (acks=all in cluster mode)
 /// the wait for the ISR.
-async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes, acks: i16, timeout_ms: i32, transactional_id: Option<&str>) -> Appended {
+async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes, acks: i16, transactional_id: Option<&str>) -> Appended {
     let partition = match shard.partition(topic, index).await {
         Ok(p) => p,
         Err(e) => return Appended::error(partition_error_code(&e), format!("{e:?}")),
@@ -124,25 +150,27 @@ async fn append(shard: &Shard, topic: &str, index: i32, records: Bytes, acks: i1
         Err(e) if crate::partition::is_keyless_refusal(&e) => return Appended::error(ResponseError::InvalidRecord.code(), e.to_string()),
         Err(e) => return Appended::error(append_error_code(&e), e.to_string()),
     };
-    if acks == -1 && shard.broker.cluster.is_some() && !appended.duplicate {
-        // Answers once every replica in the ISR has the batch; REQUEST_TIMED_OUT after the
-        // request's timeout, as Kafka.
-        match partition.wait_for_high_watermark(appended.end_offset, timeout_ms).await {
-            Ok(()) => {}
-            Err(HighWatermarkWaitError::LeadershipMoved(e)) => {
-                return Appended::error(partition_error_code(&e), "leadership moved before the ISR had the batch")
-            }
-            Err(HighWatermarkWaitError::TimedOut) => {
-                return Appended::error(ResponseError::RequestTimedOut.code(), "the ISR did not have the batch within the request timeout")
-            }
-        }
-    }
+    let needs_isr = acks == -1 && shard.broker.cluster.is_some() && !appended.duplicate;
     Appended {
         error_code: 0,
         error_message: None,
         base_offset: appended.base_offset,
         log_append_time_ms: appended.log_append_time_ms,
         log_start_offset: appended.log_start_offset,
+        isr_wait_end_offset: needs_isr.then_some(appended.end_offset),
+    }
+}
+
+/// acks=all: answers once every replica in the ISR has the batch; REQUEST_TIMED_OUT after the
+/// request's timeout, as Kafka.
+async fn wait_for_isr(shard: &Shard, topic: &str, index: i32, end_offset: i64, timeout_ms: i32) -> Result<(), Appended> {
+    let partition = shard.partition(topic, index).await.map_err(|e| Appended::error(partition_error_code(&e), "leadership moved before the ISR had the batch"))?;
+    match partition.wait_for_high_watermark(end_offset, timeout_ms).await {
+        Ok(()) => Ok(()),
+        Err(HighWatermarkWaitError::LeadershipMoved(e)) => Err(Appended::error(partition_error_code(&e), "leadership moved before the ISR had the batch")),
+        Err(HighWatermarkWaitError::TimedOut) => {
+            Err(Appended::error(ResponseError::RequestTimedOut.code(), "the ISR did not have the batch within the request timeout"))
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{
@@ -53,6 +54,9 @@ const RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
 const RETRY_BACKOFF_MS: u64 = 500;
 /// Partitions in one Fetch, at most (a bound on the request; more wait for the next round).
 const MAX_PARTITIONS_PER_FETCH: usize = 10_000;
+/// Replicas this task asks the partition table to open at once (the table bounds all of a
+/// shard's opens again).
+const OPENS_AT_ONCE: usize = 32;
 
 /// What one fetcher knows of one partition it fetches.
 struct FetchState {
@@ -88,6 +92,8 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
     let mut fetchers: HashMap<i32, Rc<LeaderFetcher>> = HashMap::new();
     let mut seen: Option<Arc<zk::ClusterSnapshot>> = None;
     let mut last_isr_check = Instant::now();
+    // An `open_replicas` task is running.
+    let opening = Rc::new(Cell::new(false));
     while !shard.broker.is_shutting_down() {
         let snapshot = cluster.view.snapshot();
         if last_isr_check.elapsed() >= Duration::from_millis(leader::ISR_CHECK_INTERVAL_MS) {
@@ -101,22 +107,28 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
         seen = Some(snapshot.clone());
         topic_admin::delete_topics_gone_from_cluster(&shard, &snapshot).await;
         let mut wanted: HashMap<(String, i32), (i32, i32)> = HashMap::new();
+        let mut to_open: Vec<(String, i32)> = Vec::new();
         for (topic, state) in &snapshot.topics {
             for (index, replicas) in state.replicas.iter().enumerate() {
                 let partition = index as i32;
                 let Some(partition_state) = snapshot.state(topic, partition) else { continue };
                 let leader = partition_state.leader;
-                if replicas.contains(&me)
-                    && leader >= 0
-                    && leader != me
-                    && snapshot.brokers.contains_key(&leader)
-                    && shard.owner_of(topic, partition) == shard.id()
-                    // Its log dir failed: no fetcher, as Kafka's handleLogDirFailure removes them.
-                    && !storage::log_manager::partition_offline(topic, partition)
-                {
+                if !replicas.contains(&me) || leader < 0 || shard.owner_of(topic, partition) != shard.id() {
+                    continue;
+                }
+                // Its log dir failed: neither opened nor fetched, as Kafka's handleLogDirFailure removes
+                // its fetchers.
+                let offline = storage::log_manager::partition_offline(topic, partition);
+                if !offline && shard.partitions.if_open(topic, partition).is_none() && !snapshot.topics_being_deleted.contains(topic) {
+                    to_open.push((topic.clone(), partition));
+                }
+                if !offline && leader != me && snapshot.brokers.contains_key(&leader) {
                     wanted.insert((topic.clone(), partition), (leader, partition_state.leader_epoch));
                 }
             }
+        }
+        if !to_open.is_empty() && !opening.replace(true) {
+            glommio::spawn_local(open_replicas(shard.clone(), to_open, opening.clone())).detach();
         }
         // A fetcher whose leader moved to another address starts over under the new one.
         fetchers.retain(|leader, fetcher| {
@@ -173,22 +185,27 @@ pub async fn follow_leaders(shard: Rc<Shard>) {
     }
 }
 
+/// Opens (creates) this shard's replicas a new snapshot names, leaders' and followers' alike, as
+/// Kafka's `makeLeaders`/`makeFollowers` create a replica's log when told of it: not at the first
+/// fetch, where a leader opening a thousand new partitions one by one held its followers' first
+/// fetch for seconds (issue 21). Then `opening` clears; replicas still closed (a failed open, or
+/// named by a later snapshot meanwhile) are opened at the next snapshot or on first use.
+async fn open_replicas(shard: Rc<Shard>, keys: Vec<(String, i32)>, opening: Rc<Cell<bool>>) {
+    let count = keys.len();
+    let began = Instant::now();
+    let opened = futures_util::stream::iter(keys.iter().map(|(topic, partition)| shard.partitions.replica(topic, *partition)))
+        .buffer_unordered(OPENS_AT_ONCE)
+        .filter(|opened| std::future::ready(opened.is_ok()))
+        .count()
+        .await;
+    tracing::debug!(count, opened, open_ms = began.elapsed().as_millis() as u64, "replicas opened");
+    opening.set(false);
+}
+
 /// The leader's address on the inter-broker listener, as `host:port`.
 fn inter_broker_address(shard: &Shard, snapshot: &zk::ClusterSnapshot, leader: i32) -> Option<String> {
     let client = shard.broker.security.inter_broker.as_ref().expect("cluster mode builds the inter-broker client");
     client.address(snapshot, leader).ok().map(|(host, port)| format!("{host}:{port}"))
-}
-
-/// One followed partition, as the fetcher's steps need it.
-#[derive(Clone, Copy)]
-struct Follower<'a> {
-    shard: &'a Rc<Shard>,
-    topic: &'a str,
-    partition: i32,
-    /// This broker's id (the fetch's replica id).
-    me: i32,
-    /// The leader's epoch this broker follows the partition in.
-    leader_epoch: i32,
 }
 
 /// One partition's place in a multi-partition fetch.
@@ -250,23 +267,24 @@ async fn fetch_round(
     round: usize,
 ) -> Result<bool, String> {
     let now = Instant::now();
+    let began = now;
     let due = |state: &FetchState| state.retry_at.is_none_or(|at| at <= now);
-    let to_truncate: Vec<((String, i32), i32)> = fetcher
+    let mut to_truncate: Vec<((String, i32), i32)> = fetcher
         .partitions
         .borrow()
         .iter()
         .filter(|(_, state)| !state.truncated && due(state))
         .map(|(key, state)| (key.clone(), state.leader_epoch))
         .collect();
-    for (key, leader_epoch) in to_truncate {
-        let follower = Follower { shard, topic: &key.0, partition: key.1, me, leader_epoch };
-        let outcome = truncate_to_leader(follower, stream).await?;
-        if let Some(state) = fetcher.partitions.borrow_mut().get_mut(&key).filter(|s| s.leader_epoch == leader_epoch) {
-            if outcome {
-                state.truncated = true;
-                state.retry_at = None;
-            } else {
-                state.retry_at = Some(Instant::now() + Duration::from_millis(RETRY_BACKOFF_MS));
+    to_truncate.truncate(MAX_PARTITIONS_PER_FETCH);
+    let truncating = to_truncate.len();
+    if !to_truncate.is_empty() {
+        let outcomes = truncate_to_leader(shard, stream, me, &to_truncate).await?;
+        let mut partitions = fetcher.partitions.borrow_mut();
+        for ((key, leader_epoch), truncated) in to_truncate.into_iter().zip(outcomes) {
+            if let Some(state) = partitions.get_mut(&key).filter(|s| s.leader_epoch == leader_epoch) {
+                state.truncated = truncated;
+                state.retry_at = (!truncated).then(|| Instant::now() + Duration::from_millis(RETRY_BACKOFF_MS));
             }
         }
     }
@@ -315,7 +333,9 @@ async fn fetch_round(
         .collect();
     let next = fetcher.session.borrow_mut().build(&wanted);
     let epochs: HashMap<&PartitionKey, i32> = fetching.iter().map(|p| (&p.key, p.leader_epoch)).collect();
+    let prepared = began.elapsed();
     let response = fetch(stream, me, &next, &epochs).await?;
+    let fetched = began.elapsed();
     if !fetcher.session.borrow_mut().on_response(&next, response.error_code, response.session_id) {
         tracing::debug!(leader = fetcher.leader, error = ?ResponseError::try_from_code(response.error_code), "fetch session error; a full fetch follows");
         return Ok(true);
@@ -342,6 +362,17 @@ async fn fetch_round(
             }
         }
     }
+    tracing::debug!(
+        leader = fetcher.leader,
+        truncating,
+        partitions = fetching.len(),
+        sent = next.send.len(),
+        answered = answers.len(),
+        prepare_ms = prepared.as_millis() as u64,
+        fetch_ms = (fetched - prepared).as_millis() as u64,
+        apply_ms = (began.elapsed() - fetched).as_millis() as u64,
+        "replica fetch round"
+    );
     Ok(true)
 }
 
@@ -370,34 +401,78 @@ async fn apply_fetched(asked: &Fetching, data: &kafka_protocol::messages::fetch_
 /// With leader epochs (Kafka's KIP-101/279): ask the leader where this log's latest epoch ends
 /// (OffsetForLeaderEpoch); cut to the smaller of that and where the answered epoch ends here.
 /// Everything both logs share is kept, also past the high watermark. Without epochs (a log
-/// from before they were stamped, or an empty one), fall back to the high watermark: the
-/// smaller of the leader's and our own (0 after a restart, when the whole log is fetched again).
+/// from before they were stamped), fall back to the high watermark: the smaller of the
+/// leader's and our own (0 after a restart, when the whole log is fetched again). An empty log
+/// without epochs has nothing to cut.
 ///
-/// Ok(true): truncated, fetching can start. Ok(false): the leader refused (retry later).
-async fn truncate_to_leader(follower: Follower<'_>, stream: &mut Connection) -> Result<bool, String> {
-    let Follower { shard, topic, partition, me, leader_epoch, .. } = follower;
-    let handle = shard.partitions.replica(topic, partition).await.map_err(|e| format!("{e:?}"))?;
-    let (latest_epoch, log_start_offset) = {
-        let log = handle.log.read().await.expect("partition lock");
-        (log.latest_epoch(), log.log_start_offset())
-    };
-    if let Some(latest_epoch) = latest_epoch {
-        let request = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(me)).with_topics(vec![OffsetForLeaderTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![OffsetForLeaderPartition::default()
-                .with_partition(partition)
-                .with_current_leader_epoch(leader_epoch)
-                .with_leader_epoch(latest_epoch)])]);
+/// All of `partitions` (key, leader epoch) at once, as Kafka's fetcher threads do
+/// (`AbstractFetcherThread.maybeTruncate`): one OffsetForLeaderEpoch and at most one Fetch for
+/// them all (issue 21: one request per partition, each Fetch waiting out its max wait on an empty
+/// partition, kept a follower of a thousand new partitions from fetching for minutes). Returns,
+/// per partition: truncated (fetching can start), or not (refused or not openable: retry later).
+/// Err: the connection failed.
+async fn truncate_to_leader(shard: &Rc<Shard>, stream: &mut Connection, me: i32, partitions: &[((String, i32), i32)]) -> Result<Vec<bool>, String> {
+    let mut outcomes = vec![false; partitions.len()];
+    // (index in `partitions`, handle, latest epoch, log start offset)
+    let mut by_epoch = Vec::new();
+    let mut by_high_watermark = Vec::new();
+    // New partitions are opened (created) together, not one after another: an open waits on
+    // the disk and the blocking thread, and the table bounds how many run at once.
+    let opened: Vec<_> = futures_util::stream::iter(partitions.iter().map(|(key, _)| shard.partitions.replica(&key.0, key.1)))
+        .buffered(OPENS_AT_ONCE)
+        .collect()
+        .await;
+    for (index, ((key, _), opened)) in partitions.iter().zip(opened).enumerate() {
+        let handle = match opened {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::warn!(topic = key.0, partition = key.1, error = ?e, "a followed partition cannot be opened; retrying it later");
+                continue;
+            }
+        };
+        let (latest_epoch, log_start_offset, empty) = {
+            let log = handle.log.read().await.expect("partition lock");
+            (log.latest_epoch(), log.log_start_offset(), log.log_end_offset() == log.log_start_offset())
+        };
+        match latest_epoch {
+            Some(latest_epoch) => by_epoch.push((index, handle, latest_epoch, log_start_offset)),
+            None if empty => outcomes[index] = true,
+            None => by_high_watermark.push((index, handle, log_start_offset)),
+        }
+    }
+    if !by_epoch.is_empty() {
+        let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
+        for (index, _, latest_epoch, _) in &by_epoch {
+            let ((topic, partition), leader_epoch) = &partitions[*index];
+            let entry = OffsetForLeaderPartition::default()
+                .with_partition(*partition)
+                .with_current_leader_epoch(*leader_epoch)
+                .with_leader_epoch(*latest_epoch);
+            match topics.last_mut() {
+                Some(last) if last.topic.0.as_str() == topic => last.partitions.push(entry),
+                _ => topics.push(OffsetForLeaderTopic::default().with_topic(TopicName(StrBytes::from_string(topic.clone()))).with_partitions(vec![entry])),
+            }
+        }
+        let request = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(me)).with_topics(topics);
         let response: OffsetForLeaderEpochResponse =
             stream.call(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, &request).await?;
-        let Some(answer) = response.topics.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition == partition) else {
-            return Err("the OffsetForLeaderEpoch response lacks the partition".into());
-        };
-        if answer.error_code != 0 {
-            tracing::debug!(topic, partition, error = ?ResponseError::try_from_code(answer.error_code), "OffsetForLeaderEpoch refused");
-            return Ok(false);
-        }
-        if answer.leader_epoch >= 0 {
+        let answers: HashMap<(&str, i32), _> =
+            response.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| ((t.topic.0.as_str(), p.partition), p))).collect();
+        for (index, handle, _, log_start_offset) in by_epoch {
+            let (topic, partition) = (&partitions[index].0 .0, partitions[index].0 .1);
+            let Some(answer) = answers.get(&(topic.as_str(), partition)) else {
+                tracing::debug!(topic, partition, "the OffsetForLeaderEpoch response lacks the partition");
+                continue;
+            };
+            if answer.error_code != 0 {
+                tracing::debug!(topic, partition, error = ?ResponseError::try_from_code(answer.error_code), "OffsetForLeaderEpoch refused");
+                continue;
+            }
+            if answer.leader_epoch < 0 {
+                // The leader knows no epoch of ours: go by the high watermark.
+                by_high_watermark.push((index, handle, log_start_offset));
+                continue;
+            }
             let mut log = handle.log.write().await.expect("partition lock");
             let (_, own_end) = log.end_offset_for_epoch(answer.leader_epoch);
             let own_end = if own_end >= 0 { own_end } else { log.log_end_offset() };
@@ -407,27 +482,43 @@ async fn truncate_to_leader(follower: Follower<'_>, stream: &mut Connection) -> 
             }
             // Also when no record goes: epochs of ours starting at the target are dropped.
             handle.truncate_to(&mut log, target).await.map_err(|e| e.to_string())?;
-            return Ok(true);
+            outcomes[index] = true;
         }
     }
-    // No epochs to go by: a fetch from our log start tells the leader's high watermark without
-    // claiming our log end (the leader takes a fetch offset for it).
-    let sessionless = (INVALID_SESSION_ID, FINAL_EPOCH, Vec::new());
-    let response = fetch_offsets(stream, me, &[(topic, partition, leader_epoch, log_start_offset, log_start_offset)], sessionless).await?;
-    let Some(data) = response.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition) else {
-        return Err("the response lacks the partition".into());
-    };
-    if data.error_code != 0 || data.high_watermark < 0 {
-        return Ok(false);
+    if !by_high_watermark.is_empty() {
+        // A fetch from our log start tells the leader's high watermark without claiming our log
+        // end (the leader takes a fetch offset for it); no wait: only the watermark is wanted.
+        let wanted: Vec<(&str, i32, i32, i64, i64)> = by_high_watermark
+            .iter()
+            .map(|(index, _, log_start_offset)| {
+                let ((topic, partition), leader_epoch) = &partitions[*index];
+                (topic.as_str(), *partition, *leader_epoch, *log_start_offset, *log_start_offset)
+            })
+            .collect();
+        let sessionless = (INVALID_SESSION_ID, FINAL_EPOCH, Vec::new());
+        let response = fetch_offsets(stream, me, &wanted, sessionless, 0).await?;
+        let answers: HashMap<(&str, i32), _> = response
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| ((t.topic.0.as_str(), p.partition_index), p)))
+            .collect();
+        for (index, handle, _) in by_high_watermark {
+            let (topic, partition) = (&partitions[index].0 .0, partitions[index].0 .1);
+            let Some(data) = answers.get(&(topic.as_str(), partition)) else { continue };
+            if data.error_code != 0 || data.high_watermark < 0 {
+                continue;
+            }
+            let own_high_watermark = handle.replication.borrow().high_watermark;
+            let target = data.high_watermark.min(own_high_watermark);
+            let mut log = handle.log.write().await.expect("partition lock");
+            if log.log_end_offset() > target {
+                tracing::info!(topic, partition, from = log.log_end_offset(), to = target, "truncating to the high watermark");
+                handle.truncate_to(&mut log, target).await.map_err(|e| e.to_string())?;
+            }
+            outcomes[index] = true;
+        }
     }
-    let own_high_watermark = handle.replication.borrow().high_watermark;
-    let target = data.high_watermark.min(own_high_watermark);
-    let mut log = handle.log.write().await.expect("partition lock");
-    if log.log_end_offset() > target {
-        tracing::info!(topic, partition, from = log.log_end_offset(), to = target, "truncating to the high watermark");
-        handle.truncate_to(&mut log, target).await.map_err(|e| e.to_string())?;
-    }
-    Ok(true)
+    Ok(outcomes)
 }
 
 /// The session's next Fetch: the partitions it sends (all of them when full), each from its
@@ -445,7 +536,7 @@ async fn fetch(stream: &mut Connection, me: i32, next: &NextFetch, leader_epochs
             None => forgotten.push(ForgottenTopic::default().with_topic(TopicName(StrBytes::from_string(topic.clone()))).with_partitions(vec![*partition])),
         }
     }
-    fetch_offsets(stream, me, &wanted, (next.session_id, next.epoch, forgotten)).await
+    fetch_offsets(stream, me, &wanted, (next.session_id, next.epoch, forgotten), FETCH_MAX_WAIT_MS).await
 }
 
 /// One Fetch for (topic, partition, leader epoch, fetch offset, log start offset) each; one
@@ -455,6 +546,7 @@ async fn fetch_offsets(
     me: i32,
     wanted: &[(&str, i32, i32, i64, i64)],
     session: (i32, i32, Vec<ForgottenTopic>),
+    max_wait_ms: i32,
 ) -> Result<FetchResponse, String> {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for &(topic, partition, leader_epoch, fetch_offset, log_start_offset) in wanted {
@@ -471,7 +563,7 @@ async fn fetch_offsets(
     }
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(me))
-        .with_max_wait_ms(FETCH_MAX_WAIT_MS)
+        .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(RESPONSE_MAX_BYTES)
         .with_session_id(session.0)
