@@ -76,14 +76,14 @@ use crate::partition::PartitionError;
 use crate::security::session::Session;
 use crate::shard_context::Shard;
 
-/// The APIs and versions we serve, as Apache Kafka 3.x advertises them (Produce and Fetch stop at
-/// v12: v13 names topics by id only). Produce v0-v2 and Fetch v0-v3 are older than
-/// kafka-protocol's schemas and handled by hand (see `dispatch`): librdkafka up to 2.0 (Debian's
+/// The APIs and versions we serve, as Apache Kafka 3.x advertises them. Produce v0-v2 and Fetch
+/// v0-v3 are older than kafka-protocol's schemas and handled by hand (see `dispatch`): librdkafka up to 2.0 (Debian's
 /// kcat) compresses gzip, snappy and lz4 only towards brokers that advertise Produce v0 and v2 and
 /// Fetch v2, then speaks v3+/v4+ anyway.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 12),
-    (ApiKey::Fetch, 0, 12),
+    // v13+ name topics by id (KIP-516): fetch.rs, fetch_framing.rs.
+    (ApiKey::Fetch, 0, fetch_framing::MAX_VERSION),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::FindCoordinator, 0, 4),
@@ -216,7 +216,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, session: &mut Session
         },
         RequestKind::Fetch(r) => {
             let answer = fetch::handle(shard, r, version, listener.tls.is_none(), session).await;
-            return Outcome::RespondPieces(fetch_framing::frame(version, header.correlation_id, answer.session, answer.topics));
+            return Outcome::RespondPieces(fetch_framing::frame(version, header.correlation_id, answer.session, answer.topics, &answer.node_endpoints));
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version, &listener.listener, session).await)
