@@ -84,7 +84,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 12),
     // v13+ name topics by id (KIP-516): fetch.rs, fetch_framing.rs.
     (ApiKey::Fetch, 0, fetch_framing::MAX_VERSION),
-    (ApiKey::ListOffsets, 1, 8),
+    // v8's earliest local (-4) and v9's latest tiered (-5) offsets: list_offsets.rs.
+    (ApiKey::ListOffsets, 1, 9),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
@@ -118,8 +119,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
-    // Cluster mode only (api_versions.rs leaves it out of a single broker's list).
-    (ApiKey::OffsetForLeaderEpoch, 0, 3),
+    // Cluster mode only (api_versions.rs leaves it out of a single broker's list). From v2 (KIP-320,
+    // what librdkafka and the Java client need): kafka-protocol decodes no older one.
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     // Security (security/): SASL, and SCRAM credentials.
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
@@ -313,4 +315,26 @@ pub fn partition_error_code(error: &PartitionError) -> i16 {
 
 pub fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
+}
+
+#[cfg(test)]
+mod advertised {
+    use super::*;
+
+    /// ApiVersions advertises only what `dispatch` can decode: kafka-protocol's range for each
+    /// API, below it only the versions answered by hand (Produce v0-v2, Fetch v0-v3), and Fetch
+    /// no higher than its hand-written response framing.
+    #[test]
+    fn every_advertised_version_is_served() {
+        for &(key, min, max) in SUPPORTED_APIS {
+            let by_hand = match key {
+                ApiKey::Produce => 2,
+                ApiKey::Fetch => 3,
+                _ => -1,
+            };
+            let decodable = key.valid_versions();
+            assert!(min.max(by_hand + 1) >= decodable.min && max <= decodable.max, "{key:?} v{min}-v{max}: kafka-protocol has {decodable:?}");
+        }
+        assert_eq!(supported_versions(ApiKey::Fetch), Some((0, fetch_framing::MAX_VERSION)));
+    }
 }
