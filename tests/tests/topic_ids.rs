@@ -229,7 +229,17 @@ fn each_client_reads_everything_with_the_fetch_version_it_negotiates() {
     let expected: [(&str, std::process::Command, &[i16]); 3] =
         [("confluent", python("confluent"), &[16]), ("kafka-python", python("kafka-python"), &[12]), ("kafkajs", kafkajs, &[11])];
     for (client, mut command, versions) in expected {
-        let before = tests::scrape_metrics(&metrics);
+        // The last client's long poll may still be answered (counted) after it closed: wait
+        // until the counts stand still.
+        let mut before = tests::scrape_metrics(&metrics);
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(700));
+            let now = tests::scrape_metrics(&metrics);
+            if fetch_versions(&before, &now).is_empty() {
+                break;
+            }
+            before = now;
+        }
         let topic = format!("versions-{client}");
         let (ok, stdout, stderr) = tests::run_with_timeout(
             command.args(["--bootstrap", &broker.bootstrap(), "--topic", &topic, "--partitions", "3", "--records", "300"]),
