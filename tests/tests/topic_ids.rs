@@ -12,7 +12,6 @@ use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -42,14 +41,6 @@ fn create_topic(connection: &mut Connection, name: &str, partitions: i32) -> uui
         assert!(topic.error_code == ResponseError::TopicAlreadyExists.code() && Instant::now() < deadline, "create {name}: {}", topic.error_code);
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn produce(connection: &mut Connection, topic: &str, partition: i32, batch: Vec<u8>) {
-    let request = ProduceRequest::default().with_acks(1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(topic_name(topic))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(Bytes::from(batch)))])]);
-    let response: ProduceResponse = connection.call(ApiKey::Produce, 8, &request);
-    assert_eq!(response.responses[0].partition_responses[0].error_code, 0, "produce to {topic}-{partition}");
 }
 
 /// A Fetch naming topics by id: each (id, [(partition, offset)]).
@@ -100,7 +91,7 @@ fn fetch_by_topic_id_on_the_wire() {
     let id = create_topic(&mut connection, "ids", 2);
     let batches = [build_batch(3, 100, 1_700_000_000_000, b'a'), build_batch(2, 100, 1_700_000_000_000, b'b')];
     for (partition, batch) in batches.iter().enumerate() {
-        produce(&mut connection, "ids", partition as i32, batch.clone());
+        connection.produce("ids", partition as i32, batch.clone());
     }
     let unknown = uuid::Uuid::from_bytes([0xab; 16]);
 
@@ -143,8 +134,8 @@ fn fetch_by_topic_id_on_the_wire() {
     let next = [build_batch(1, 50, 1_700_000_000_000, b'c'), build_batch(1, 50, 1_700_000_000_000, b'd')];
     let forget: FetchResponse = connection.call(ApiKey::Fetch, 17, &fetch_by_id(&[], session, 2, &[(id, 1)]));
     assert_eq!(answered(&forget).len(), 0);
-    produce(&mut connection, "ids", 0, next[0].clone());
-    produce(&mut connection, "ids", 1, next[1].clone());
+    connection.produce("ids", 0, next[0].clone());
+    connection.produce("ids", 1, next[1].clone());
     let news: FetchResponse = connection.call(ApiKey::Fetch, 17, &fetch_by_id(&[], session, 3, &[]));
     let news = answered(&news);
     assert_eq!(news.iter().map(|p| (p.0, p.1, p.2)).collect::<Vec<_>>(), vec![(id, 0, 0)]);
@@ -157,7 +148,7 @@ fn fetch_by_topic_id_on_the_wire() {
     let new_id = create_topic(&mut connection, "ids", 2);
     assert_ne!(new_id, id);
     let fresh = build_batch(4, 100, 1_700_000_000_000, b'n');
-    produce(&mut connection, "ids", 0, fresh.clone());
+    connection.produce("ids", 0, fresh.clone());
     // The old session names the old id: its partition is not served from the new topic.
     let stale: FetchResponse = connection.call(ApiKey::Fetch, 17, &fetch_by_id(&[], session, 4, &[]));
     assert_eq!(stale.error_code, 0);
@@ -250,4 +241,54 @@ fn each_client_reads_everything_with_the_fetch_version_it_negotiates() {
         eprintln!("{client}: Fetch versions used (version, requests): {used:?}");
         assert_eq!(used.iter().map(|(version, _)| *version).collect::<Vec<_>>(), versions, "{client}");
     }
+}
+
+/// KIP-951 (Fetch v16+) in cluster mode: a fetch by topic id sent to a broker that does not lead
+/// the partition is answered NOT_LEADER_OR_FOLLOWER with the partition's `current_leader` (id and
+/// leader epoch, as ZooKeeper has them) and that leader's address in `node_endpoints`, so the
+/// client goes there without asking Metadata first; v15 has no such fields.
+#[test]
+fn not_leader_names_the_current_leader_from_v16() {
+    let zookeeper = tests::zookeeper::ZooKeeper::start();
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("topic-ids-leader-{i}"))).collect();
+    let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
+    let brokers: Vec<Broker> =
+        (0..2).map(|i| Broker::start(&dirs[i].0, 1, &[&connect, &format!("broker.id={}", i + 1), "offsets.topic.replication.factor=1"])).collect();
+    let mut connection = Connection::open(brokers[0].address());
+    let id = create_topic(&mut connection, "led", 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The state znode, once the controller wrote it (zkCli may print only its connection line:
+    // asked again then).
+    let (leader, epoch) = loop {
+        let state = zookeeper.cli("get /kafka/brokers/topics/led/partitions/0/state");
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(state.trim()) {
+            if json["leader"].as_i64().unwrap_or(-1) > 0 {
+                break (json["leader"].as_i64().unwrap() as i32, json["leader_epoch"].as_i64().unwrap() as i32);
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader for led-0: {state}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (other, leading) = if leader == 1 { (&brokers[1], &brokers[0]) } else { (&brokers[0], &brokers[1]) };
+    let mut to_other = Connection::open(other.address());
+    // The other broker learns of the topic through ZooKeeper: wait until it knows the id.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let response = loop {
+        let response: FetchResponse = to_other.call(ApiKey::Fetch, 16, &fetch_by_id(&[(id, &[(0, 0)])], 0, -1, &[]));
+        if response.responses[0].partitions[0].error_code != ResponseError::UnknownTopicId.code() || Instant::now() > deadline {
+            break response;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let data = &response.responses[0].partitions[0];
+    assert_eq!((response.responses[0].topic_id, data.error_code), (id, ResponseError::NotLeaderOrFollower.code()));
+    assert_eq!((data.current_leader.leader_id.0, data.current_leader.leader_epoch), (leader, epoch));
+    let endpoints: Vec<_> = response.node_endpoints.iter().map(|n| (n.node_id.0, n.host.to_string(), n.port)).collect();
+    assert_eq!(endpoints, vec![(leader, "127.0.0.1".to_string(), leading.port as i32)]);
+    // v15: neither field.
+    let response: FetchResponse = to_other.call(ApiKey::Fetch, 15, &fetch_by_id(&[(id, &[(0, 0)])], 0, -1, &[]));
+    let data = &response.responses[0].partitions[0];
+    assert_eq!(data.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(data.current_leader.leader_id.0, -1);
+    assert!(response.node_endpoints.is_empty());
 }
