@@ -292,3 +292,59 @@ fn not_leader_names_the_current_leader_from_v16() {
     assert_eq!(data.current_leader.leader_id.0, -1);
     assert!(response.node_endpoints.is_empty());
 }
+
+/// CPU time of every thread of `pid` so far, in nanoseconds (/proc/PID/task/*/schedstat).
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A measurement, not a check (tuning.md quotes it): the broker's CPU per sessionless fetch of
+/// 1,000 one-partition topics, by name (v12) and by id (v16: the ids resolved in one pass over
+/// the topic table), alternated A B A B on one broker. Run with
+/// `cargo test --release -p tests --test topic_ids -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; tuning.md quotes its output"]
+fn fetch_by_id_costs_about_what_fetch_by_name_does() {
+    const TOPICS: usize = 1000;
+    const FETCHES: usize = 200;
+    let dir = TempDir::new("fetch-topic-ids-cost");
+    let mut broker = Broker::start(&dir.0, 1, &[]);
+    let mut connection = Connection::open(broker.address());
+    let names: Vec<String> = (0..TOPICS).map(|i| format!("cost-{i:04}")).collect();
+    let request = CreateTopicsRequest::default().with_timeout_ms(60_000).with_topics(
+        names.iter().map(|name| CreatableTopic::default().with_name(topic_name(name)).with_num_partitions(1).with_replication_factor(-1)).collect(),
+    );
+    let created: CreateTopicsResponse = connection.call(ApiKey::CreateTopics, 7, &request);
+    assert!(created.topics.iter().all(|t| t.error_code == 0));
+    let ids: Vec<uuid::Uuid> = created.topics.iter().map(|t| t.topic_id).collect();
+    let one = [(0, 0)];
+    let by_id = fetch_by_id(&ids.iter().map(|id| (*id, &one[..])).collect::<Vec<_>>(), 0, -1, &[]);
+    let by_name = FetchRequest::default().with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(
+        names
+            .iter()
+            .map(|name| {
+                FetchTopic::default().with_topic(topic_name(name)).with_partitions(vec![FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20)])
+            })
+            .collect(),
+    );
+    let mut per_fetch_us: [(i16, Vec<f64>); 2] = [(12, Vec::new()), (16, Vec::new())];
+    for _round in 0..4 {
+        for (version, samples) in per_fetch_us.iter_mut() {
+            let request = if *version >= 13 { &by_id } else { &by_name };
+            let before = cpu_ns(broker.pid());
+            for _ in 0..FETCHES {
+                let response: FetchResponse = connection.call(ApiKey::Fetch, *version, request);
+                assert_eq!(response.responses.len(), TOPICS);
+            }
+            samples.push((cpu_ns(broker.pid()) - before) as f64 / FETCHES as f64 / 1000.0);
+        }
+    }
+    for (version, samples) in &per_fetch_us {
+        eprintln!("Fetch v{version}, {TOPICS} topics: broker CPU per fetch (us), by round: {samples:.0?}");
+    }
+    assert_eq!(broker.stop(), 0);
+}
