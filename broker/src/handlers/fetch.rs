@@ -160,7 +160,10 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16, may_
         }
         FetchContext::Full | FetchContext::Sessionless => requested,
     };
-    let early = answered_unread(shard, &wanted, replica_id, session);
+    // Names just resolved from this request's ids are consistent by construction; those a
+    // session kept from earlier fetches are checked against the topics' current ids.
+    let from_session = matches!(context, FetchContext::Incremental(_));
+    let early = answered_unread(shard, &wanted, replica_id, session, from_session);
     let mut results = read_all(shard, &request, version, replica_id, may_splice, &wanted, &early).await;
     let node_endpoints = if version >= 16 { current_leaders(shard, session, &wanted, &mut results) } else { Vec::new() };
     let answered = || wanted.iter().zip(&results).map(|(wanted, fetched)| (wanted.key.clone(), fetched.answered()));
@@ -188,10 +191,11 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16, may_
 /// each topic; a topic id this broker does not know is UNKNOWN_TOPIC_ID; a session's partition
 /// whose topic name has another id now is INCONSISTENT_TOPIC_ID (Kafka's
 /// `ReplicaManager.readFromLog` check), so a topic deleted and created again under its name is
-/// not served from the session of the old one. None: read it.
-fn answered_unread(shard: &Shard, wanted: &[Wanted], replica_id: i32, session: &Session) -> Vec<Option<i16>> {
+/// not served from the session of the old one (`from_session`: the names were kept by a
+/// session, not resolved for this request). None: read it.
+fn answered_unread(shard: &Shard, wanted: &[Wanted], replica_id: i32, session: &Session, from_session: bool) -> Vec<Option<i16>> {
     let follower_allowed = replica_id < 0 || session.authorize_cluster(Operation::ClusterAction);
-    let by_id = wanted.iter().any(|w| matches!(w.key.0, TopicRef::Id(_)));
+    let by_id = from_session && wanted.iter().any(|w| matches!(w.key.0, TopicRef::Id(_)));
     let ids = by_id.then(|| shard.broker.topic_ids());
     // Partitions of one topic come together: its checks are made once.
     let mut last: Option<(&TopicRef, Option<i16>)> = None;
