@@ -207,6 +207,45 @@ impl BrokerState {
     }
 }
 
+impl BrokerState {
+    /// Topic names and ids as this broker knows them now (KIP-516: Fetch v13+ names topics by id).
+    pub fn topic_ids(&self) -> TopicIds<'_> {
+        match &self.cluster {
+            Some(cluster) => TopicIds::Cluster(cluster.view.snapshot()),
+            None => TopicIds::Local(self.topics.read().unwrap()),
+        }
+    }
+}
+
+/// A reading of topic ids: ZooKeeper's snapshot in cluster mode, the topic table standalone.
+/// Holds the table's read lock standalone: drop it before any await.
+pub enum TopicIds<'a> {
+    Cluster(Arc<zk::ClusterSnapshot>),
+    Local(std::sync::RwLockReadGuard<'a, TopicTable>),
+}
+
+impl TopicIds<'_> {
+    pub fn id_of(&self, name: &str) -> Option<[u8; 16]> {
+        match self {
+            TopicIds::Cluster(snapshot) => snapshot.topics.get(name).map(|t| t.topic_id),
+            TopicIds::Local(table) => table.get(name).map(|t| t.topic_id),
+        }
+    }
+
+    /// The names of `ids` that exist, in one pass over the topics (ids are not indexed: a fetch
+    /// resolves them once per request, not once per partition).
+    pub fn names_of(&self, ids: &std::collections::HashSet<[u8; 16]>) -> std::collections::HashMap<[u8; 16], String> {
+        if ids.is_empty() {
+            return Default::default();
+        }
+        let all: Box<dyn Iterator<Item = (&String, &[u8; 16])>> = match self {
+            TopicIds::Cluster(snapshot) => Box::new(snapshot.topics.iter().map(|(name, t)| (name, &t.topic_id))),
+            TopicIds::Local(table) => Box::new(table.all().map(|t| (&t.name, &t.topic_id))),
+        };
+        all.filter(|(_, id)| ids.contains(*id)).map(|(name, id)| (*id, name.clone())).collect()
+    }
+}
+
 /// The broker id stored in `meta.properties`, if any (a broker that got its id from ZooKeeper
 /// keeps it across restarts, as Kafka's does).
 pub fn stored_broker_id(log_dirs: &LogDirs) -> Option<i32> {

@@ -281,3 +281,21 @@ pub fn assert_stored_compressed(dir: &TempDir, topic: &str, codec_id: i16) {
     }
     assert!(compressed_bytes * 2 > total_bytes, "{topic}: only {compressed_bytes} of {total_bytes} bytes compressed");
 }
+
+/// The samples of a broker's `/metrics` (at `metrics.listener`'s HOST:PORT), by name and labels
+/// as written (`name{label="v"}`); comments left out. The format itself is checked in
+/// tests/metrics.rs.
+pub fn scrape_metrics(address: &str) -> std::collections::BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(address).expect("connect to metrics.listener");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("the endpoint answers and closes");
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter_map(|(name, value)| Some((name.to_string(), value.parse().ok()?)))
+        .collect()
+}

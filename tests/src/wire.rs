@@ -40,6 +40,17 @@ impl Connection {
         R::decode(&mut response, version).unwrap()
     }
 
+    /// Produces one batch (acks=1, Produce v8) to `topic`-`partition` and checks it is taken.
+    pub fn produce(&mut self, topic: &str, partition: i32, batch: Vec<u8>) {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+        let request = ProduceRequest::default().with_acks(1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(Bytes::from(batch)))])]);
+        let response: ProduceResponse = self.call(ApiKey::Produce, 8, &request);
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0, "produce to {topic}-{partition}");
+    }
+
     pub fn local_port(&self) -> u16 {
         self.stream.local_addr().unwrap().port()
     }

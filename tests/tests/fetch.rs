@@ -9,7 +9,6 @@ use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use storage::test_support::build_batch;
@@ -34,14 +33,6 @@ fn create_topic(connection: &mut Connection, name: &str, partitions: i32, config
         .with_configs(configs)]);
     let response: CreateTopicsResponse = connection.call(ApiKey::CreateTopics, 5, &request);
     assert_eq!(response.topics[0].error_code, 0, "create {name}");
-}
-
-fn produce(connection: &mut Connection, topic: &str, partition: i32, batch: Vec<u8>) {
-    let request = ProduceRequest::default().with_acks(1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(topic_name(topic))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(Bytes::from(batch)))])]);
-    let response: ProduceResponse = connection.call(ApiKey::Produce, 8, &request);
-    assert_eq!(response.responses[0].partition_responses[0].error_code, 0, "produce to {topic}-{partition}");
 }
 
 fn fetch_request(topic: &str, partitions: &[i32], max_bytes: i32) -> FetchRequest {
@@ -82,7 +73,7 @@ fn fetch_across_shards_returns_every_partitions_bytes() {
         for round in 0..3 {
             for partition in 0..4 {
                 let batch = build_batch(20 + round, 700, 1_700_000_000_000, (partition * 10 + round) as u8);
-                produce(&mut connection, "spread", partition, batch.clone());
+                connection.produce("spread", partition, batch.clone());
                 produced[partition as usize].push(batch);
             }
         }
@@ -134,7 +125,7 @@ fn fetch_in_flight_while_retention_deletes_its_segment() {
         let mut produced = Vec::new();
         for index in 0..BATCH_COUNT {
             let batch = build_batch(900, 1000, 1_700_000_000_000, index as u8);
-            produce(&mut connection, "doomed", 0, batch.clone());
+            connection.produce("doomed", 0, batch.clone());
             produced.push(batch);
         }
         let first_segment = dir.0.join("logs/doomed-0/00000000000000000000.log");
@@ -262,7 +253,7 @@ fn fetch_sessions_on_the_wire() {
     let mut broker = Broker::start(&dir.0, 2, &[]);
     let mut connection = Connection::open(broker.address());
     create_topic(&mut connection, "s", 4, &[]);
-    produce(&mut connection, "s", 0, build_batch(1, 10, 0, b'f'));
+    connection.produce("s", 0, build_batch(1, 10, 0, b'f'));
     let all: Vec<(i32, i64)> = (0..4).map(|p| (p, 0)).collect();
 
     let full: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &all, 0, 0, &[]));
@@ -278,8 +269,8 @@ fn fetch_sessions_on_the_wire() {
     assert_eq!(answered(&quiet), vec![], "nothing new");
 
     // Records on partitions 1 and 3 (both shards): only they come, from the offsets the session holds.
-    produce(&mut connection, "s", 1, build_batch(1, 10, 0, b'o'));
-    produce(&mut connection, "s", 3, build_batch(1, 10, 0, b't'));
+    connection.produce("s", 1, build_batch(1, 10, 0, b'o'));
+    connection.produce("s", 3, build_batch(1, 10, 0, b't'));
     let news: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[], id, 2, &[]));
     let news = answered(&news);
     assert_eq!(news.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(), vec![(1, 1), (3, 1)]);
@@ -289,8 +280,8 @@ fn fetch_sessions_on_the_wire() {
     let moved: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[(1, 1), (3, 1)], id, 3, &[0]));
     assert_eq!(answered(&moved), vec![]);
     // Partition 0 is forgotten: a record there does not come; one on partition 2 does.
-    produce(&mut connection, "s", 0, build_batch(1, 10, 0, b's'));
-    produce(&mut connection, "s", 2, build_batch(1, 10, 0, b't'));
+    connection.produce("s", 0, build_batch(1, 10, 0, b's'));
+    connection.produce("s", 2, build_batch(1, 10, 0, b't'));
     let after: FetchResponse = connection.call(ApiKey::Fetch, 12, &session_fetch("s", &[], id, 4, &[]));
     assert_eq!(answered(&after).iter().map(|p| p.0).collect::<Vec<_>>(), vec![2]);
 

@@ -2,6 +2,7 @@
 //! a full fetch first; once the leader answers with a session id, incremental fetches that carry
 //! only the partitions whose fetch parameters changed and the partitions to forget. Any session
 //! error, or a lost connection, starts over with a full fetch that closes the old session.
+//! The replica fetcher fetches by topic name (Fetch v11), so its partitions are keyed by name.
 
 use std::collections::HashMap;
 

@@ -22,6 +22,14 @@
 //! is evictable by consumers only once it has lived `EVICTION_MS`. No slot: the fetch is answered
 //! with session id 0 and the fetcher goes on with full fetches.
 //!
+//! Topic ids (KIP-516, Fetch v13+): a session made by a v13+ fetch names its partitions by topic
+//! id, one made by an older fetch by name, and a fetch of the other kind is refused
+//! (FETCH_SESSION_TOPIC_ID_ERROR), as Kafka's `FetchManager.newContext`. A cached partition keeps
+//! the topic name its id resolved to when first seen (an id not known then is resolved again at
+//! each fetch, Kafka's `maybeResolveUnknownName`); the handler checks that name's current id, so
+//! a topic deleted and created again under the same name is never served from the old session
+//! (INCONSISTENT_TOPIC_ID, as Kafka's `ReplicaManager.readFromLog`).
+//!
 //! Bounds: sessions per shard (the slots), partitions per session (those of the fetches that built
 //! it: a request's partitions are bounded by `socket.request.max.bytes`).
 
@@ -43,6 +51,7 @@ pub const FINAL_EPOCH: i32 = -1;
 
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 
 /// The epoch after `epoch`: 1, 2, ... wrapping to 1, never 0 (full) or -1 (final).
 pub fn next_epoch(epoch: i32) -> i32 {
@@ -55,7 +64,31 @@ pub fn next_epoch(epoch: i32) -> i32 {
     }
 }
 
+/// A partition by topic name: the replica fetcher's side of a session (`client`), which fetches
+/// by name.
 pub type PartitionKey = (String, i32);
+
+/// A topic as a fetch names it: by name (Fetch v4-v12) or by id (v13+, KIP-516). Kafka's
+/// `TopicIdPartition` with a zero or a non-zero id, whose equality is by id when it has one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TopicRef {
+    Name(String),
+    Id([u8; 16]),
+}
+
+/// A partition of a fetch, as the fetch names it: what a session is keyed by.
+pub type SessionKey = (TopicRef, i32);
+
+/// One partition a fetch reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub key: SessionKey,
+    /// The topic's name: the key's own, or the one its id resolved to; None for an id this
+    /// broker does not know (answered UNKNOWN_TOPIC_ID).
+    pub topic: Option<String>,
+    pub params: FetchParams,
+}
+
 
 /// What a fetcher asks of one partition: kept in its session between fetches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +111,8 @@ pub struct Answered {
 }
 
 struct CachedPartition {
+    /// The topic's name: for a partition keyed by id, the one the id resolved to (None: not yet).
+    topic: Option<String>,
     params: FetchParams,
     /// -1 until answered, and after an error: the next answer always includes the partition.
     high_watermark: i64,
@@ -120,22 +155,25 @@ pub struct Session {
     pub id: i32,
     /// A follower's (Kafka: privileged): evicted only by another follower's, or when stale.
     privileged: bool,
+    /// Made by a Fetch v13+: its partitions are keyed by topic id, and only v13+ fetches may use it.
+    uses_topic_ids: bool,
     created_ms: i64,
     last_used_ms: i64,
     /// The epoch the next fetch must carry.
     epoch: i32,
-    partitions: HashMap<PartitionKey, CachedPartition>,
+    partitions: HashMap<SessionKey, CachedPartition>,
     /// The order partitions are read in; a partition that got records moves to the end, so the
     /// response's byte budget goes round (Kafka's `ImplicitLinkedHashCollection` order).
-    order: BTreeMap<u64, PartitionKey>,
+    order: BTreeMap<u64, SessionKey>,
     next_position: u64,
 }
 
 impl Session {
-    fn new(id: i32, privileged: bool, now_ms: i64) -> Session {
+    fn new(id: i32, privileged: bool, uses_topic_ids: bool, now_ms: i64) -> Session {
         Session {
             id,
             privileged,
+            uses_topic_ids,
             created_ms: now_ms,
             last_used_ms: now_ms,
             epoch: next_epoch(INITIAL_EPOCH),
@@ -153,21 +191,34 @@ impl Session {
         self.partitions.is_empty()
     }
 
-    fn push(&mut self, key: PartitionKey, params: FetchParams) {
+    fn push(&mut self, wanted: &Wanted) {
         let position = self.next_position;
         self.next_position += 1;
-        self.order.insert(position, key.clone());
-        let cached = CachedPartition { params, high_watermark: -1, last_stable_offset: -1, log_start_offset: -1, position };
-        self.partitions.insert(key, cached);
+        self.order.insert(position, wanted.key.clone());
+        let cached = CachedPartition {
+            topic: wanted.topic.clone(),
+            params: wanted.params,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            position,
+        };
+        self.partitions.insert(wanted.key.clone(), cached);
     }
 
     /// Kafka's `FetchSession.update`: the request's partitions are added or take their new
-    /// parameters; the forgotten ones leave.
-    fn update(&mut self, changed: &[(PartitionKey, FetchParams)], forgotten: &[PartitionKey]) {
-        for (key, params) in changed {
-            match self.partitions.get_mut(key) {
-                Some(cached) => cached.params = *params,
-                None => self.push(key.clone(), *params),
+    /// parameters; the forgotten ones leave. A cached partition keeps the topic name it was
+    /// resolved to (Kafka's `updateRequestParams`), or takes one if it had none.
+    fn update(&mut self, changed: &[Wanted], forgotten: &[SessionKey]) {
+        for wanted in changed {
+            match self.partitions.get_mut(&wanted.key) {
+                Some(cached) => {
+                    cached.params = wanted.params;
+                    if cached.topic.is_none() {
+                        cached.topic = wanted.topic.clone();
+                    }
+                }
+                None => self.push(wanted),
             }
         }
         for key in forgotten {
@@ -179,14 +230,39 @@ impl Session {
     }
 
     /// Every partition of the session with what to fetch, in reading order.
-    pub fn wanted(&self) -> Vec<(PartitionKey, FetchParams)> {
-        self.order.values().map(|key| (key.clone(), self.partitions[key].params)).collect()
+    pub fn wanted(&self) -> Vec<Wanted> {
+        self.order
+            .values()
+            .map(|key| {
+                let cached = &self.partitions[key];
+                Wanted { key: key.clone(), topic: cached.topic.clone(), params: cached.params }
+            })
+            .collect()
+    }
+
+    /// The topic ids of partitions whose name is not known yet (their topic did not exist here
+    /// when the session took them in).
+    pub fn unresolved_ids(&self) -> std::collections::HashSet<[u8; 16]> {
+        self.partitions
+            .iter()
+            .filter(|(_, cached)| cached.topic.is_none())
+            .filter_map(|((topic, _), _)| if let TopicRef::Id(id) = topic { Some(*id) } else { None })
+            .collect()
+    }
+
+    /// Names for the ids `unresolved_ids` gave (Kafka's `maybeResolveUnknownName`).
+    pub fn resolve(&mut self, names: &HashMap<[u8; 16], String>) {
+        for ((topic, _), cached) in self.partitions.iter_mut().filter(|(_, cached)| cached.topic.is_none()) {
+            if let TopicRef::Id(id) = topic {
+                cached.topic = names.get(id).cloned();
+            }
+        }
     }
 
     /// Kafka's `IncrementalFetchContext.updateAndGenerateResponseData`: for each partition read
     /// (in `wanted` order), whether the answer includes it; those that got records move to the
     /// end of the reading order.
-    pub fn answer(&mut self, answered: &[(PartitionKey, Answered)]) -> Vec<bool> {
+    pub fn answer(&mut self, answered: &[(SessionKey, Answered)]) -> Vec<bool> {
         let mut include = Vec::with_capacity(answered.len());
         for (key, answer) in answered {
             let Some(cached) = self.partitions.get_mut(key) else {
@@ -215,7 +291,7 @@ pub enum FetchContext {
     /// The session's partitions are read; the answer leaves out those with nothing new.
     Incremental(Rc<RefCell<Session>>),
     /// The answer is this error and no partitions (FETCH_SESSION_ID_NOT_FOUND,
-    /// INVALID_FETCH_SESSION_EPOCH).
+    /// INVALID_FETCH_SESSION_EPOCH, FETCH_SESSION_TOPIC_ID_ERROR).
     Error(i16),
 }
 
@@ -256,12 +332,14 @@ impl FetchSessionCache {
 
     /// Kafka's `FetchManager.newContext`. `changed`: the request's partitions; for an
     /// incremental fetch, the session's partitions to read are then `Session::wanted`.
+    /// `uses_topic_ids`: the fetch is v13+ (names its topics by id).
     pub fn new_context(
         &self,
         session_id: i32,
         epoch: i32,
-        changed: &[(PartitionKey, FetchParams)],
-        forgotten: &[PartitionKey],
+        uses_topic_ids: bool,
+        changed: &[Wanted],
+        forgotten: &[SessionKey],
         now_ms: i64,
     ) -> FetchContext {
         if epoch == INITIAL_EPOCH || epoch == FINAL_EPOCH {
@@ -278,6 +356,10 @@ impl FetchSessionCache {
         if held.epoch != epoch {
             return FetchContext::Error(INVALID_FETCH_SESSION_EPOCH);
         }
+        if held.uses_topic_ids != uses_topic_ids {
+            // A session keyed by ids cannot be read by names, nor the other way round.
+            return FetchContext::Error(FETCH_SESSION_TOPIC_ID_ERROR);
+        }
         held.update(changed, forgotten);
         if held.is_empty() {
             drop(held);
@@ -292,7 +374,7 @@ impl FetchSessionCache {
 
     /// Kafka's `FullFetchContext.updateAndGenerateResponseData`: a session for the partitions a
     /// full fetch asked, as answered, if a slot is free or can be freed. Returns its id, or 0.
-    pub fn maybe_create_session(&self, privileged: bool, now_ms: i64, answered: &[(PartitionKey, FetchParams, Answered)]) -> i32 {
+    pub fn maybe_create_session(&self, privileged: bool, uses_topic_ids: bool, now_ms: i64, answered: &[(Wanted, Answered)]) -> i32 {
         if self.max_sessions == 0 {
             return INVALID_SESSION_ID;
         }
@@ -300,11 +382,11 @@ impl FetchSessionCache {
             return INVALID_SESSION_ID;
         }
         let id = self.new_session_id();
-        let mut session = Session::new(id, privileged, now_ms);
-        for (key, params, answer) in answered {
-            session.push(key.clone(), *params);
+        let mut session = Session::new(id, privileged, uses_topic_ids, now_ms);
+        for (wanted, answer) in answered {
+            session.push(wanted);
             // Created with the answer just sent: the next fetch leaves the partition out unless it changed.
-            session.answer(&[(key.clone(), *answer)]);
+            session.answer(&[(wanted.key.clone(), *answer)]);
         }
         self.sessions.borrow_mut().insert(id, Rc::new(RefCell::new(session)));
         id
@@ -366,8 +448,8 @@ impl FetchSessionCache {
 mod tests {
     use super::*;
 
-    fn key(partition: i32) -> PartitionKey {
-        ("t".to_string(), partition)
+    fn key(partition: i32) -> SessionKey {
+        (TopicRef::Name("t".to_string()), partition)
     }
 
     fn params(offset: i64) -> FetchParams {
@@ -379,8 +461,8 @@ mod tests {
     }
 
     fn full(cache: &FetchSessionCache, privileged: bool, partitions: i32, now_ms: i64) -> i32 {
-        let answered: Vec<_> = (0..partitions).map(|p| (key(p), params(0), quiet(0))).collect();
-        cache.maybe_create_session(privileged, now_ms, &answered)
+        let answered: Vec<_> = (0..partitions).map(|p| (Wanted { key: key(p), topic: Some("t".to_string()), params: params(0) }, quiet(0))).collect();
+        cache.maybe_create_session(privileged, false, now_ms, &answered)
     }
 
     #[test]
@@ -388,20 +470,42 @@ mod tests {
         let cache = FetchSessionCache::new(10, 0, 1);
         let id = full(&cache, false, 3, 0);
         assert!(id > 0);
-        let FetchContext::Incremental(session) = cache.new_context(id, 1, &[], &[], 1) else { panic!("incremental") };
+        let FetchContext::Incremental(session) = cache.new_context(id, 1, false, &[], &[], 1) else { panic!("incremental") };
         let wanted = session.borrow().wanted();
         assert_eq!(wanted.len(), 3);
-        let mut answers: Vec<_> = wanted.iter().map(|(k, _)| (k.clone(), quiet(0))).collect();
+        let mut answers: Vec<_> = wanted.iter().map(|w| (w.key.clone(), quiet(0))).collect();
         answers[1].1 = Answered { has_records: true, high_watermark: 5, ..quiet(5) };
         assert_eq!(session.borrow_mut().answer(&answers), vec![false, true, false]);
         // The partition that got records reads last next time.
-        assert_eq!(session.borrow().wanted().last().unwrap().0, key(1));
+        assert_eq!(session.borrow().wanted().last().unwrap().key, key(1));
         // Wrong epoch, unknown id.
-        assert!(matches!(cache.new_context(id, 1, &[], &[], 2), FetchContext::Error(INVALID_FETCH_SESSION_EPOCH)));
-        assert!(matches!(cache.new_context(id + 1, 2, &[], &[], 2), FetchContext::Error(FETCH_SESSION_ID_NOT_FOUND)));
+        assert!(matches!(cache.new_context(id, 1, false, &[], &[], 2), FetchContext::Error(INVALID_FETCH_SESSION_EPOCH)));
+        assert!(matches!(cache.new_context(id + 1, 2, false, &[], &[], 2), FetchContext::Error(FETCH_SESSION_ID_NOT_FOUND)));
         // Forgetting every partition closes the session.
-        assert!(matches!(cache.new_context(id, 2, &[], &[key(0), key(1), key(2)], 2), FetchContext::Sessionless));
+        assert!(matches!(cache.new_context(id, 2, false, &[], &[key(0), key(1), key(2)], 2), FetchContext::Sessionless));
         assert_eq!(cache.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn sessions_keyed_by_topic_id() {
+        let cache = FetchSessionCache::new(10, 0, 1);
+        let (known, unknown) = ([1u8; 16], [2u8; 16]);
+        let by_id = |id: [u8; 16], topic: Option<&str>| Wanted { key: (TopicRef::Id(id), 0), topic: topic.map(str::to_string), params: params(0) };
+        let answered = vec![(by_id(known, Some("t")), quiet(0)), (by_id(unknown, None), quiet(0))];
+        let id = cache.maybe_create_session(false, true, 0, &answered);
+        assert!(id > 0);
+        // A fetch by names cannot use a session keyed by ids.
+        assert!(matches!(cache.new_context(id, 1, false, &[], &[], 1), FetchContext::Error(FETCH_SESSION_TOPIC_ID_ERROR)));
+        let FetchContext::Incremental(session) = cache.new_context(id, 1, true, &[], &[], 1) else { panic!("incremental") };
+        assert_eq!(session.borrow().unresolved_ids().into_iter().collect::<Vec<_>>(), vec![unknown]);
+        // The unknown id's topic appeared: its name is kept from now on.
+        session.borrow_mut().resolve(&[(unknown, "u".to_string()), (known, "other".to_string())].into_iter().collect());
+        let topics: Vec<_> = session.borrow().wanted().into_iter().map(|w| w.topic).collect();
+        assert_eq!(topics, vec![Some("t".to_string()), Some("u".to_string())]);
+        assert!(session.borrow().unresolved_ids().is_empty());
+        // Forgotten by id.
+        assert!(matches!(cache.new_context(id, 2, true, &[], &[(TopicRef::Id(known), 0)], 2), FetchContext::Incremental(_)));
+        assert_eq!(cache.sizes(), (1, 1));
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset at or after a
-//! timestamp, answered by the owning shard. As Kafka's `fetchOffsetForTimestamp`, what a
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4, v8+), latest
+//! tiered (-5, v9+), or the first offset at or after a timestamp, answered by the owning shard.
+//! Without tiered storage (KIP-405) the earliest local offset is the earliest, and there is no
+//! tiered offset: -1, as Kafka 3.9's `UnifiedLog.fetchOffsetByTimestamp` answers. As Kafka's `fetchOffsetForTimestamp`, what a
 //! consumer can read bounds the answers: the high watermark, or the last stable offset for a
 //! read_committed one (isolation_level 1, v2+).
 
@@ -18,6 +20,8 @@ use storage::log::Log;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 const READ_COMMITTED: i8 = 1;
 
 pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16, session: &Session) -> ListOffsetsResponse {
@@ -58,6 +62,9 @@ async fn lookup(shard: &Shard, topic: &str, partition: i32, timestamp: i64, read
         Ok(p) => p,
         Err(e) => return (partition_error_code(&e), -1, -1, -1),
     };
+    if timestamp == LATEST_TIERED {
+        return (0, -1, -1, -1);
+    }
     let log = handle.log.read().await.expect("partition lock");
     let (error_code, offset, found_timestamp) = find(&handle, &log, timestamp, read_committed).await;
     let leader_epoch = match shard.broker.cluster {
@@ -74,7 +81,7 @@ async fn find(handle: &Partition, log: &Log, timestamp: i64, read_committed: boo
     let readable_end = if read_committed { handle.last_stable_offset(log.log_end_offset()) } else { handle.high_watermark(log.log_end_offset()) };
     let target = match timestamp {
         LATEST => return (0, readable_end, -1),
-        EARLIEST => return (0, log.log_start_offset(), -1),
+        EARLIEST | EARLIEST_LOCAL => return (0, log.log_start_offset(), -1),
         // The offset of the record with the largest timestamp: the first one reaching it.
         MAX_TIMESTAMP => match log.max_timestamp() {
             Some(max) => max,

@@ -76,15 +76,16 @@ use crate::partition::PartitionError;
 use crate::security::session::Session;
 use crate::shard_context::Shard;
 
-/// The APIs and versions we serve, as Apache Kafka 3.x advertises them (Produce and Fetch stop at
-/// v12: v13 names topics by id only). Produce v0-v2 and Fetch v0-v3 are older than
-/// kafka-protocol's schemas and handled by hand (see `dispatch`): librdkafka up to 2.0 (Debian's
+/// The APIs and versions we serve, as Apache Kafka 3.x advertises them. Produce v0-v2 and Fetch
+/// v0-v3 are older than kafka-protocol's schemas and handled by hand (see `dispatch`): librdkafka up to 2.0 (Debian's
 /// kcat) compresses gzip, snappy and lz4 only towards brokers that advertise Produce v0 and v2 and
 /// Fetch v2, then speaks v3+/v4+ anyway.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 12),
-    (ApiKey::Fetch, 0, 12),
-    (ApiKey::ListOffsets, 1, 8),
+    // v13+ name topics by id (KIP-516): fetch.rs, fetch_framing.rs.
+    (ApiKey::Fetch, 0, fetch_framing::MAX_VERSION),
+    // v8's earliest local (-4) and v9's latest tiered (-5) offsets: list_offsets.rs.
+    (ApiKey::ListOffsets, 1, 9),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
@@ -118,8 +119,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
-    // Cluster mode only (api_versions.rs leaves it out of a single broker's list).
-    (ApiKey::OffsetForLeaderEpoch, 0, 3),
+    // Cluster mode only (api_versions.rs leaves it out of a single broker's list). From v2 (KIP-320,
+    // what librdkafka and the Java client need): kafka-protocol decodes no older one.
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     // Security (security/): SASL, and SCRAM credentials.
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
@@ -216,7 +218,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes, session: &mut Session
         },
         RequestKind::Fetch(r) => {
             let answer = fetch::handle(shard, r, version, listener.tls.is_none(), session).await;
-            return Outcome::RespondPieces(fetch_framing::frame(version, header.correlation_id, answer.session, answer.topics));
+            return Outcome::RespondPieces(fetch_framing::frame(version, header.correlation_id, answer.session, answer.topics, &answer.node_endpoints));
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version, &listener.listener, session).await)
@@ -313,4 +315,26 @@ pub fn partition_error_code(error: &PartitionError) -> i16 {
 
 pub fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
+}
+
+#[cfg(test)]
+mod advertised {
+    use super::*;
+
+    /// ApiVersions advertises only what `dispatch` can decode: kafka-protocol's range for each
+    /// API, below it only the versions answered by hand (Produce v0-v2, Fetch v0-v3), and Fetch
+    /// no higher than its hand-written response framing.
+    #[test]
+    fn every_advertised_version_is_served() {
+        for &(key, min, max) in SUPPORTED_APIS {
+            let by_hand = match key {
+                ApiKey::Produce => 2,
+                ApiKey::Fetch => 3,
+                _ => -1,
+            };
+            let decodable = key.valid_versions();
+            assert!(min.max(by_hand + 1) >= decodable.min && max <= decodable.max, "{key:?} v{min}-v{max}: kafka-protocol has {decodable:?}");
+        }
+        assert_eq!(supported_versions(ApiKey::Fetch), Some((0, fetch_framing::MAX_VERSION)));
+    }
 }

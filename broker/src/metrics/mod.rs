@@ -44,7 +44,9 @@
 //! shard (`broker_cross_shard_calls_total{shard}`), connections per shard
 //! (`broker_connections{shard}`), incremental fetch answers and the partitions they carried
 //! (`broker_incremental_fetch_responses_total`, `broker_incremental_fetch_response_partitions_total`),
-//! and every request counter per shard as well.
+//! requests by API and version (`broker_requests_by_version_total{request, version}`: Kafka's
+//! `RequestsPerSec` carries a `version` tag, ours has its own series so `..._requests_total`
+//! keeps its one label), and every request counter per shard as well.
 //! - `kafka.server<type=socket-server-metrics, listener=L, networkProcessor=N>` connection-count,
 //!   connection-creation-total, connection-close-total ->
 //!   `kafka_server_socket_server_metrics_connection_count{listener, networkProcessor}` etc.; a

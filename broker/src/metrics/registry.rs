@@ -45,9 +45,15 @@ pub struct ListenerConnections {
     pub refused: u64,
 }
 
+/// Request versions counted one by one (Kafka's highest is under 20); higher ones are not.
+pub const VERSION_SLOTS: usize = 32;
+
 #[derive(Clone)]
 pub struct RequestStats {
     pub count: u64,
+    /// By request version (Kafka's `RequestsPerSec` carries a `version` tag): which versions
+    /// clients negotiate.
+    pub by_version: [u64; VERSION_SLOTS],
     pub total_us: Histogram<u64>,
     pub local_us: Histogram<u64>,
     pub response_send_us: Histogram<u64>,
@@ -55,11 +61,20 @@ pub struct RequestStats {
 
 impl RequestStats {
     fn new() -> RequestStats {
-        RequestStats { count: 0, total_us: new_histogram(), local_us: new_histogram(), response_send_us: new_histogram() }
+        RequestStats {
+            count: 0,
+            by_version: [0; VERSION_SLOTS],
+            total_us: new_histogram(),
+            local_us: new_histogram(),
+            response_send_us: new_histogram(),
+        }
     }
 
     pub fn merge(&mut self, other: &RequestStats) {
         self.count += other.count;
+        for (mine, theirs) in self.by_version.iter_mut().zip(&other.by_version) {
+            *mine += theirs;
+        }
         let _ = self.total_us.add(&other.total_us);
         let _ = self.local_us.add(&other.local_us);
         let _ = self.response_send_us.add(&other.response_send_us);
@@ -164,6 +179,7 @@ pub fn snapshot() -> ShardMetrics {
 /// request whose connection ends mid-way counts too. `connection.rs` holds one per request.
 pub struct RequestTimer {
     api_key: Option<usize>,
+    version: Option<usize>,
     /// A Fetch's second series: FETCH_CONSUMER_SLOT or FETCH_FOLLOWER_SLOT.
     fetch_slot: Option<usize>,
     started: Instant,
@@ -186,7 +202,11 @@ impl RequestTimer {
             Some(1) => fetch_replica_id(frame).map(|replica_id| if replica_id >= 0 { FETCH_FOLLOWER_SLOT } else { FETCH_CONSUMER_SLOT }),
             _ => None,
         };
-        RequestTimer { api_key, fetch_slot, started: Instant::now(), handled: None }
+        let version = match frame {
+            [_, _, high, low, ..] => usize::try_from(i16::from_be_bytes([*high, *low])).ok().filter(|v| *v < VERSION_SLOTS),
+            _ => None,
+        };
+        RequestTimer { api_key, version, fetch_slot, started: Instant::now(), handled: None }
     }
 
     /// The handler has answered; what follows is sending the response.
@@ -202,6 +222,9 @@ impl Drop for RequestTimer {
         let handled = self.handled.unwrap_or(now);
         let (started, micros) = (self.started, |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64);
         with(|m| {
+            if let Some(version) = self.version {
+                m.request(api_key).by_version[version] += 1;
+            }
             for slot in std::iter::once(api_key).chain(self.fetch_slot) {
                 let stats = m.request(slot);
                 stats.count += 1;
@@ -216,8 +239,13 @@ impl Drop for RequestTimer {
 /// A Fetch frame's replica id (the body's first field, v4-v14), read past the request header
 /// (key, version, correlation id, client id, and from v12 its tagged fields) without decoding
 /// the request: the timer starts before the handler decodes it. None if the frame is cut short.
+/// v15+ carry it in `replica_state`, a tagged field after the whole body: those count as
+/// consumers' (Kafka's followers send it; ours fetch with v11, the clients with -1).
 fn fetch_replica_id(frame: &[u8]) -> Option<i32> {
     let version = i16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]);
+    if version >= 15 {
+        return Some(-1);
+    }
     let client_id_length = i16::from_be_bytes([*frame.get(8)?, *frame.get(9)?]);
     let mut at = 10 + client_id_length.max(0) as usize;
     if version >= 12 {

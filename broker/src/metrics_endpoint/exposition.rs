@@ -111,6 +111,13 @@ pub fn render(shards: &[ShardReport], broker: &BrokerReport) -> String {
     for (request, stats) in &requests {
         text.sample("kafka_network_requestmetrics_requests_total", &[("request", request)], stats.count);
     }
+    text.family("broker_requests_by_version_total", "counter", "Requests handled, by API and version (RequestsPerSec's version tag).");
+    // Only the API's own slot counts versions (not Fetch's FetchConsumer/FetchFollower split).
+    for (request, stats) in &requests {
+        for (version, count) in stats.by_version.iter().enumerate().filter(|(_, count)| **count > 0) {
+            text.sample("broker_requests_by_version_total", &[("request", request), ("version", &version.to_string())], *count);
+        }
+    }
     type Pick = fn(&crate::metrics::registry::RequestStats) -> &Histogram<u64>;
     let times: [(&str, &str, Pick); 3] = [
         ("kafka_network_requestmetrics_totaltimems", "From the request read to its response written, ms (TotalTimeMs).", |s| &s.total_us),
