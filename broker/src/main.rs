@@ -9,6 +9,7 @@ mod connection_quotas;
 mod group_router;
 mod groups;
 mod handlers;
+mod inter_broker;
 mod metrics;
 mod metrics_endpoint;
 mod partition;
