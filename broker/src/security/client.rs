@@ -6,6 +6,9 @@
 //! `sasl.mechanism.inter.broker.protocol` and this broker's own username and password from the
 //! listener's `listener.name.<l>.<mechanism>.sasl.jaas.config`.
 //!
+//! The transaction markers and KIP-890 verifications reuse these connections through each
+//! shard's pool (`inter_broker/pool.rs`); the replica fetcher keeps one per leader itself.
+//!
 //! Never: a broker-to-broker connection made anywhere else (one door, so a new inter-broker
 //! caller cannot forget the listener's security).
 

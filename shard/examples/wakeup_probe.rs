@@ -1,0 +1,123 @@
+//! Are glommio wake-ups lost at run time? Two shards (`start_shards`, the broker's mesh), each
+//! calling the other with `Router::call` in a loop for `--seconds`, with random gaps (none, a
+//! few microseconds, up to 2 ms) so the callee is sometimes running, sometimes just going to
+//! sleep, sometimes asleep in io_uring. No other task keeps a timer on a shard while a call is
+//! outstanding, so a lost wake-up is not bounded by one: it shows as a call that takes seconds
+//! or never ends. A watchdog thread reports any call outstanding for over a second and prints
+//! every thread's stack with gdb (the process's own pid) once.
+//!
+//!   cargo run --release -p shard --example wakeup_probe -- [--seconds 60] [--cpus 0,1 | --unpinned]
+//!
+//! Prints per direction: calls, latency p50/p99/p99.9/max, calls >= 1, 10, 50 ms and >= 1 s.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shard::{start_shards, Router, ShardPlacement};
+
+struct Context {
+    router: Rc<Router<Context>>,
+}
+
+/// Nanoseconds since `epoch` when the outstanding call of each direction began; 0: none.
+struct Outstanding {
+    epoch: Instant,
+    started_ns: [AtomicU64; 2],
+}
+
+fn main() {
+    let mut seconds = 60u64;
+    let mut placement = ShardPlacement::Pinned(vec![0, 1]);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()).expect("--seconds N"),
+            "--cpus" => placement = ShardPlacement::Pinned(args.next().expect("--cpus A,B").split(',').map(|c| c.parse().expect("a cpu")).collect()),
+            "--unpinned" => placement = ShardPlacement::Unpinned(2),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let outstanding = Arc::new(Outstanding { epoch: Instant::now(), started_ns: [AtomicU64::new(0), AtomicU64::new(0)] });
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (outstanding, done) = (outstanding.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut dumped = false;
+            while !done.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(100));
+                for (direction, started) in outstanding.started_ns.iter().enumerate() {
+                    let started = started.load(Ordering::Acquire);
+                    let now = outstanding.epoch.elapsed().as_nanos() as u64;
+                    if started != 0 && now.saturating_sub(started) > 1_000_000_000 {
+                        eprintln!("HANG: the call of shard {direction} has been outstanding for {} ms", (now - started) / 1_000_000);
+                        if !dumped {
+                            dumped = true;
+                            let output = std::process::Command::new("gdb")
+                                .args(["-p", &std::process::id().to_string(), "-batch", "-ex", "thread apply all bt 12"])
+                                .output();
+                            match output {
+                                Ok(output) => eprintln!("{}", String::from_utf8_lossy(&output.stdout)),
+                                Err(e) => eprintln!("gdb: {e}"),
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let run_outstanding = outstanding.clone();
+    start_shards(
+        placement,
+        |router: Rc<Router<Context>>| async move { Rc::new(Context { router }) },
+        move |context: Rc<Context>| {
+            let outstanding = run_outstanding.clone();
+            async move { probe(context, outstanding, Duration::from_secs(seconds)).await }
+        },
+    )
+    .expect("shards");
+    done.store(true, Ordering::Release);
+    watchdog.join().unwrap();
+}
+
+async fn probe(context: Rc<Context>, outstanding: Arc<Outstanding>, duration: Duration) {
+    let me = context.router.shard_id();
+    let other = 1 - me;
+    let mut latencies_ns: Vec<u64> = Vec::new();
+    let started = Instant::now();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ me as u64;
+    while started.elapsed() < duration {
+        // xorshift: the gap before the next call.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        match state % 4 {
+            0 => {}
+            1 => glommio::yield_if_needed().await,
+            2 => glommio::timer::sleep(Duration::from_micros(state % 200)).await,
+            _ => glommio::timer::sleep(Duration::from_micros(state % 2_000)).await,
+        }
+        let call_started = Instant::now();
+        outstanding.started_ns[me].store(outstanding.epoch.elapsed().as_nanos() as u64, Ordering::Release);
+        let answer = context.router.call(other, move |_| async move { me + 1 }).await;
+        outstanding.started_ns[me].store(0, Ordering::Release);
+        assert_eq!(answer, me + 1);
+        latencies_ns.push(call_started.elapsed().as_nanos() as u64);
+    }
+    latencies_ns.sort_unstable();
+    let at = |q: f64| latencies_ns[((latencies_ns.len() as f64 * q) as usize).min(latencies_ns.len() - 1)] as f64 / 1e6;
+    let over = |ms: u64| latencies_ns.iter().filter(|&&ns| ns >= ms * 1_000_000).count();
+    println!(
+        "shard {me} -> {other}: {} calls, p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms; >= 1 ms {}, >= 10 ms {}, >= 50 ms {}, >= 1 s {}",
+        latencies_ns.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        at(1.0),
+        over(1),
+        over(10),
+        over(50),
+        over(1000)
+    );
+}
