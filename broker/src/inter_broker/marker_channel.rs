@@ -153,3 +153,43 @@ fn writable(marker: &TxnMarker, partitions: &[(String, i32)]) -> WritableTxnMark
                 .collect(),
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(producer_id: i64) -> (Pending, oneshot::Receiver<Answer>) {
+        let (answer, answered) = oneshot::channel();
+        let marker = TxnMarker { producer_id, producer_epoch: 0, coordinator_epoch: 0, commit: true };
+        (Pending { marker, partitions: vec![("t".into(), 0)], answer }, answered)
+    }
+
+    #[test]
+    fn a_batch_holds_one_marker_per_producer_in_queue_order_and_skips_callers_gone() {
+        let queue = Queue::default();
+        let mut kept = Vec::new();
+        for producer_id in [1, 2, 1, 3, 4] {
+            let (p, answered) = pending(producer_id);
+            queue.pending.borrow_mut().push_back(p);
+            kept.push(answered);
+        }
+        drop(kept.remove(4)); // producer 4's caller gave up
+        let batch: Vec<i64> = take_batch(&queue).iter().map(|p| p.marker.producer_id).collect();
+        assert_eq!(batch, [1, 2, 3]);
+        let left: Vec<i64> = queue.pending.borrow().iter().map(|p| p.marker.producer_id).collect();
+        assert_eq!(left, [1], "the second marker of producer 1 waits for the next request");
+    }
+
+    #[test]
+    fn a_batch_is_bounded() {
+        let queue = Queue::default();
+        let mut kept = Vec::new();
+        for producer_id in 0..(MAX_MARKERS_PER_REQUEST as i64 + 10) {
+            let (p, answered) = pending(producer_id);
+            queue.pending.borrow_mut().push_back(p);
+            kept.push(answered);
+        }
+        assert_eq!(take_batch(&queue).len(), MAX_MARKERS_PER_REQUEST);
+        assert_eq!(queue.pending.borrow().len(), 10);
+    }
+}
