@@ -17,14 +17,22 @@ use std::time::{Duration, Instant};
 
 use shard::{start_shards, Router, ShardPlacement};
 
+static LATENCY_MATTERS: AtomicBool = AtomicBool::new(false);
+static ONE_WAY: AtomicBool = AtomicBool::new(false);
+
 struct Context {
     router: Rc<Router<Context>>,
 }
 
-/// Nanoseconds since `epoch` when the outstanding call of each direction began; 0: none.
+/// Nanoseconds since `epoch` when the outstanding call of each direction began (0: none); the
+/// number of the last call each direction sent, and the last its callee ran: on a hang they tell
+/// which wake-up was lost (the request's, through the mesh channel, or the answer's, a waker
+/// woken from the callee's thread).
 struct Outstanding {
     epoch: Instant,
     started_ns: [AtomicU64; 2],
+    sent: [AtomicU64; 2],
+    served: [AtomicU64; 2],
 }
 
 fn main() {
@@ -36,10 +44,22 @@ fn main() {
             "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()).expect("--seconds N"),
             "--cpus" => placement = ShardPlacement::Pinned(args.next().expect("--cpus A,B").split(',').map(|c| c.parse().expect("a cpu")).collect()),
             "--unpinned" => placement = ShardPlacement::Unpinned(2),
+            // The callers run in a task queue with Latency::Matters: glommio then wakes them from
+            // the other thread with a forced eventfd write (SleepNotifier::notify(true)) instead
+            // of one only when the executor said it sleeps. Tells the two suspects apart.
+            // Only shard 0 calls; shard 1 only serves, so nothing else wakes either side and a
+            // lost wake-up of either kind hangs until the watchdog's gdb interrupts the sleep.
+            "--one-way" => ONE_WAY.store(true, Ordering::Release),
+            "--latency-matters" => LATENCY_MATTERS.store(true, Ordering::Release),
             other => panic!("unknown argument {other}"),
         }
     }
-    let outstanding = Arc::new(Outstanding { epoch: Instant::now(), started_ns: [AtomicU64::new(0), AtomicU64::new(0)] });
+    let outstanding = Arc::new(Outstanding {
+        epoch: Instant::now(),
+        started_ns: [AtomicU64::new(0), AtomicU64::new(0)],
+        sent: [AtomicU64::new(0), AtomicU64::new(0)],
+        served: [AtomicU64::new(0), AtomicU64::new(0)],
+    });
     let done = Arc::new(AtomicBool::new(false));
     let watchdog = {
         let (outstanding, done) = (outstanding.clone(), done.clone());
@@ -51,16 +71,18 @@ fn main() {
                     let started = started.load(Ordering::Acquire);
                     let now = outstanding.epoch.elapsed().as_nanos() as u64;
                     if started != 0 && now.saturating_sub(started) > 1_000_000_000 {
-                        eprintln!("HANG: the call of shard {direction} has been outstanding for {} ms", (now - started) / 1_000_000);
-                        if !dumped {
-                            dumped = true;
-                            let output = std::process::Command::new("gdb")
-                                .args(["-p", &std::process::id().to_string(), "-batch", "-ex", "thread apply all bt 12"])
-                                .output();
-                            match output {
-                                Ok(output) => eprintln!("{}", String::from_utf8_lossy(&output.stdout)),
-                                Err(e) => eprintln!("gdb: {e}"),
-                            }
+                        let (sent, served) = (outstanding.sent[direction].load(Ordering::Acquire), outstanding.served[direction].load(Ordering::Acquire));
+                        let lost = if served == sent { "the answer's wake-up (the callee ran the call)" } else { "the request's wake-up (the callee has not run the call)" };
+                        eprintln!("HANG: the call of shard {direction} has been outstanding for {} ms; call {sent}, callee ran up to {served}: lost {lost}", (now - started) / 1_000_000);
+                        // gdb's attach interrupts every thread's io_uring_enter (EINTR), which ends
+                        // a lost wake-up's sleep: the stacks once, a bare attach after.
+                        let command = if dumped { "info threads" } else { "thread apply all bt 12" };
+                        dumped = true;
+                        let output = std::process::Command::new("gdb").args(["-p", &std::process::id().to_string(), "-batch", "-ex", command]).output();
+                        match output {
+                            Ok(output) if command != "info threads" => eprintln!("{}", String::from_utf8_lossy(&output.stdout)),
+                            Ok(_) => {}
+                            Err(e) => eprintln!("gdb: {e}"),
                         }
                     }
                 }
@@ -73,7 +95,15 @@ fn main() {
         |router: Rc<Router<Context>>| async move { Rc::new(Context { router }) },
         move |context: Rc<Context>| {
             let outstanding = run_outstanding.clone();
-            async move { probe(context, outstanding, Duration::from_secs(seconds)).await }
+            async move {
+                let probing = probe(context, outstanding, Duration::from_secs(seconds));
+                if LATENCY_MATTERS.load(Ordering::Acquire) {
+                    let queue = glommio::executor().create_task_queue(glommio::Shares::default(), glommio::Latency::Matters(Duration::from_millis(50)), "probe");
+                    glommio::spawn_local_into(probing, queue).expect("a task queue").await
+                } else {
+                    probing.await
+                }
+            }
         },
     )
     .expect("shards");
@@ -84,6 +114,9 @@ fn main() {
 async fn probe(context: Rc<Context>, outstanding: Arc<Outstanding>, duration: Duration) {
     let me = context.router.shard_id();
     let other = 1 - me;
+    if me == 1 && ONE_WAY.load(Ordering::Acquire) {
+        return;
+    }
     let mut latencies_ns: Vec<u64> = Vec::new();
     let started = Instant::now();
     let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ me as u64;
@@ -99,8 +132,16 @@ async fn probe(context: Rc<Context>, outstanding: Arc<Outstanding>, duration: Du
             _ => glommio::timer::sleep(Duration::from_micros(state % 2_000)).await,
         }
         let call_started = Instant::now();
+        let number = outstanding.sent[me].fetch_add(1, Ordering::AcqRel) + 1;
         outstanding.started_ns[me].store(outstanding.epoch.elapsed().as_nanos() as u64, Ordering::Release);
-        let answer = context.router.call(other, move |_| async move { me + 1 }).await;
+        let served = outstanding.clone();
+        let answer = context
+            .router
+            .call(other, move |_| async move {
+                served.served[me].store(number, Ordering::Release);
+                me + 1
+            })
+            .await;
         outstanding.started_ns[me].store(0, Ordering::Release);
         assert_eq!(answer, me + 1);
         latencies_ns.push(call_started.elapsed().as_nanos() as u64);
