@@ -17,20 +17,6 @@ use crate::shard_context::Shard;
 /// How often a shard checks the shutdown flag set by the signal handler.
 const SHUTDOWN_POLL_MS: u64 = 100;
 
-/// `tick_ms`, or 10 s with `BROKER_SLOW_TICKS=1` in the environment: an experiment's switch
-/// (shard/src/runtime.rs, "Lost wake-ups") that takes the shard's two short periodic timers (the
-/// shutdown poll, the group timers) out of the way, so a lost glommio wake-up would show as a
-/// request late by seconds instead of being ended by the next tick. Not for production: shutdown
-/// and group session timeouts then take up to 10 s more.
-fn tick_ms(tick_ms: u64) -> u64 {
-    static SLOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *SLOW.get_or_init(|| std::env::var("BROKER_SLOW_TICKS").is_ok_and(|v| v == "1")) {
-        10_000
-    } else {
-        tick_ms
-    }
-}
-
 /// Serves until SIGTERM, then stops accepting, lets connections finish their request, flushes
 /// every log. Returns false if a log could not be flushed.
 pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
@@ -70,7 +56,7 @@ pub async fn serve_until_shutdown(shard: Rc<Shard>) -> bool {
     let group_leadership = glommio::spawn_local(loader::follow_leadership(shard.groups.clone()));
     let transactions = glommio::spawn_local(crate::txn_router::run_transaction_tasks(shard.clone()));
     while !shard.broker.is_shutting_down() {
-        glommio::timer::sleep(Duration::from_millis(tick_ms(SHUTDOWN_POLL_MS))).await;
+        glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
     drop(acceptors); // stops accepting
     drop(metrics_endpoint);
@@ -106,7 +92,7 @@ async fn expire_group_members(shard: Rc<Shard>) {
     let retention_every_ms = shard.broker.config.offsets_retention_check_interval_ms.max(10) as i64;
     let mut last_retention_ms = now_ms();
     loop {
-        glommio::timer::sleep(Duration::from_millis(tick_ms(GROUP_TIMER_TICK_MS))).await;
+        glommio::timer::sleep(Duration::from_millis(GROUP_TIMER_TICK_MS)).await;
         membership::expire(&shard.groups, std::time::Instant::now());
         let now = now_ms();
         if now - last_retention_ms >= retention_every_ms {

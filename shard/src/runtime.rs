@@ -6,33 +6,34 @@
 //! another shard moves its record bytes without copying them.
 //!
 //! Lost wake-ups (measured with `shard/examples/wakeup_probe.rs`): glommio 0.9 loses cross-thread
-//! wake-ups at run time, not only at start. Two shards calling each other with random gaps and no
-//! timer pending (cargo run --release -p shard --example wakeup_probe -- --seconds 120) saw 1-5
-//! calls per 2 minutes (of about 100,000 each way) outstanding for over a second, both shard
-//! threads asleep in io_uring_enter (`SleepableRing::sleep` -> `cq().wait(1)`) with the call
-//! queued on the callee's channel, or run by the callee with its answer's waker queued for the
-//! caller's thread: both of glommio's paths, the shared channel's and a foreign `Waker`'s, whose
-//! notification (`SleepNotifier::notify(false)`) writes the sleeper's eventfd only when its
-//! `should_notify` flag says it sleeps. They ended only when gdb's attach interrupted the sleep.
-//! With the callers in a `Latency::Matters` task queue, whose foreign wake-ups glommio forces
-//! (`notify(true)`: the eventfd is written whatever the flag), none was seen (one-way: 0 of
-//! 119,622 calls over a second, against 4 of 116,583). So the loss is in the flag's protocol
-//! (`sys/mod.rs` `SleepNotifier`, `sys/uring.rs` `Reactor::wait`: prepare_to_sleep, a
-//! membarrier, one last look at the channels, sleep), not in the kernel's eventfd; the exact
-//! hole was not found. In the broker a loss was bounded by the next timer on the sleeping shard:
-//! the group timers' 50 ms tick and the 100 ms shutdown poll standalone, the 20 ms leadership
-//! checks in cluster mode: a p99 tail of up to that much on a cross-shard request.
-//! The fix here: every shard has a `Doorbell`, a task in a `Latency::Matters` queue doing
-//! nothing; a call rings the callee's after queueing the call, and the callee rings the caller's
-//! after answering, so each message also writes the receiving shard's eventfd unconditionally
-//! (one eventfd write, about a microsecond, per message) and a lost flag-gated notification no
-//! longer leaves a shard asleep.
+//! wake-ups at run time too, not only at start. Two shards calling each other with `Router::call`
+//! and random gaps of 0-2 ms, with no timer pending on either (`SHARD_WAKE_TICK_MS=0 cargo run
+//! --release -p shard --example wakeup_probe -- --seconds 120`), saw 1-5 calls per run (of
+//! 80,000-200,000 each way) outstanding for over a second (up to 8.3 s), both shard threads asleep
+//! in io_uring_enter (`SleepableRing::sleep` -> `cq().wait(1)`, from `Reactor::wait`'s
+//! `link_rings_and_sleep`), with the call queued on the callee's channel (the shared channel's
+//! notification lost) or already run by the callee with its answer's waker queued for the
+//! caller's thread (a foreign `Waker`'s notification lost). Nothing but gdb's attach (which
+//! interrupts io_uring_enter) ended them. Not only the `should_notify` flag's gate
+//! (`sys/mod.rs` `SleepNotifier::notify(false)` writes the sleeper's eventfd only when the flag
+//! says it sleeps): ringing the receiving shard with a forced notification after every message
+//! (a waker of a `Latency::Matters` task: `notify(true)`, an unconditional eventfd write) still
+//! left calls stuck for seconds (3 in 126,502 one-way). So a write to the sleeper's eventfd itself
+//! sometimes does not end its sleep: the eventfd is read by a request on glommio's latency ring,
+//! and the sleeping main ring waits on a poll of the latency ring's fd (`Reactor::wait` ->
+//! `link_rings_and_sleep`); the hole is in that chain (glommio's arming of the eventfd read, or
+//! the kernel's (6.18) wake-up of a poll on an io_uring fd). Not found further here.
+//! What does end the sleep is the sleeper's own timer (a timeout on the same latency ring). So
+//! every shard keeps a timer pending for its whole life: a ticker every `SHARD_WAKE_TICK_MS`
+//! (10 ms by default; 0 turns it off, for the probe), which bounds a lost wake-up to that. Before,
+//! the bound at run time was the broker's next periodic timer on the sleeping shard: 20 ms in
+//! cluster mode (the leadership checks), 50 ms standalone (the group timers). With the ticker the
+//! same probe saw no call over a second (numbers in `wakeup_probe.rs`'s header). Its cost: 100
+//! timer wake-ups a second per idle shard.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
 
 use futures_lite::StreamExt;
 use glommio::channels::shared_channel::ConnectedSender;
@@ -42,39 +43,12 @@ use crate::mesh::full_mesh;
 
 /// Bound on calls queued from one shard to another; a full queue makes the caller wait.
 const CALL_QUEUE_DEPTH: usize = 1024;
-/// How often a starting shard's executor wakes at least (see `start_shards`).
-const START_TICK_MS: u64 = 10;
-/// The doorbell's task queue latency: glommio forces foreign wake-ups of a queue whose latency
-/// matters; the value itself only bounds how long the doorbell's (empty) task may wait to run.
-const DOORBELL_LATENCY_MS: u64 = 10;
+/// How often a shard's executor wakes at least, for its whole life (see the file's header, "Lost
+/// wake-ups"); `SHARD_WAKE_TICK_MS` in the environment overrides it, 0 turns the ticker off.
+const WAKE_TICK_MS: u64 = 10;
 
-/// Wakes a shard's executor from any thread with an unconditional eventfd write (see the file's
-/// header, "Lost wake-ups"): the waker of a task in a `Latency::Matters` queue that only parks.
-#[derive(Default)]
-pub struct Doorbell {
-    waker: Mutex<Option<Waker>>,
-}
-
-impl Doorbell {
-    pub fn ring(&self) {
-        if let Some(waker) = self.waker.lock().expect("the doorbell's lock is never poisoned").as_ref() {
-            waker.wake_by_ref();
-        }
-    }
-
-    /// The doorbell's task, on its shard for the shard's life.
-    fn install(self: Arc<Doorbell>) {
-        let queue = glommio::executor().create_task_queue(
-            glommio::Shares::default(),
-            glommio::Latency::Matters(std::time::Duration::from_millis(DOORBELL_LATENCY_MS)),
-            "doorbell",
-        );
-        let parked = std::future::poll_fn(move |cx| {
-            *self.waker.lock().expect("the doorbell's lock is never poisoned") = Some(cx.waker().clone());
-            Poll::<()>::Pending
-        });
-        glommio::spawn_local_into(parked, queue).expect("the doorbell's task queue was just made").detach();
-    }
+fn wake_tick_ms() -> u64 {
+    std::env::var("SHARD_WAKE_TICK_MS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(WAKE_TICK_MS)
 }
 
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
@@ -115,8 +89,6 @@ pub struct Router<C> {
     shard_count: usize,
     /// Indexed by shard; None at this shard's own index.
     senders: Vec<Option<ConnectedSender<ShardCall<C>>>>,
-    /// Every shard's doorbell, indexed by shard.
-    doorbells: Arc<Vec<Arc<Doorbell>>>,
     local: std::cell::OnceCell<Rc<C>>,
 }
 
@@ -142,18 +114,15 @@ impl<C: 'static> Router<C> {
         }
         CROSS_SHARD_CALLS_SENT.with(|sent| sent.set(sent.get() + 1));
         let (reply, answer) = futures_channel::oneshot::channel();
-        let caller_doorbell = self.doorbells[self.shard_id].clone();
         let call = ShardCall(Box::new(move |context: Rc<C>| -> LocalFuture {
             Box::pin(async move {
                 let _ = reply.send(work(context).await);
-                caller_doorbell.ring();
             })
         }));
         let sender = self.senders[shard].as_ref().expect("a channel to every other shard");
         if sender.send(call).await.is_err() {
             panic!("shard {shard} stopped while shard {} still calls it", self.shard_id);
         }
-        self.doorbells[shard].ring();
         answer.await.unwrap_or_else(|_| panic!("shard {shard} dropped a call from shard {}", self.shard_id))
     }
 }
@@ -174,7 +143,6 @@ where
     // A second mesh only to agree that every shard has finished its main task before any stops
     // serving calls (a shard that stopped early would strand calls to it).
     let mut done_meshes = full_mesh::<()>(shard_count, 1).into_iter();
-    let doorbells: Arc<Vec<Arc<Doorbell>>> = Arc::new((0..shard_count).map(|_| Arc::default()).collect());
     let mut handles = Vec::new();
     for index in 0..shard_count {
         let placement_for_shard = match &placement {
@@ -182,7 +150,7 @@ where
             ShardPlacement::Unpinned(_) => Placement::Unbound,
         };
         let (mesh, done_mesh) = (meshes.next().expect("one mesh end per shard"), done_meshes.next().expect("one end per shard"));
-        let (make_context, run, doorbells) = (make_context.clone(), run.clone(), doorbells.clone());
+        let (make_context, run) = (make_context.clone(), run.clone());
         let handle = LocalExecutorBuilder::new(placement_for_shard)
             .name("shard")
             .spawn(move || async move {
@@ -190,19 +158,21 @@ where
                 // directory scans run, see storage::file_deletion) inherits this thread's name.
                 // Its own name keeps tools that watch the "shard" threads (perf, the bench's
                 // D-state sampler) on the shards alone.
-                // Until the shard runs its main task (which keeps timers of its own), a timer
-                // wakes the executor every few milliseconds. glommio sometimes loses the wake-up
-                // of a shard that sleeps during start-up (the blocking thread's answer, a peer's
-                // channel connection): seen as a broker that never became ready, 1 start in
-                // a few hundred with 4 shards on 2 busy cores, every shard asleep in the kernel.
-                // A pending timer bounds the sleep, and each wake-up looks at the other threads'
-                // work again.
-                let start_ticker = glommio::spawn_local(async {
-                    loop {
-                        glommio::timer::sleep(std::time::Duration::from_millis(START_TICK_MS)).await;
-                    }
+                // For the shard's whole life a timer wakes the executor every few milliseconds.
+                // glommio sometimes loses the wake-up of a shard that sleeps: at start-up (the
+                // blocking thread's answer, a peer's channel connection: seen as a broker that
+                // never became ready, 1 start in a few hundred with 4 shards on 2 busy cores,
+                // every shard asleep in the kernel) and at run time (a cross-shard call, see the
+                // file's header). A pending timer bounds the sleep, and each wake-up looks at the
+                // other threads' work again.
+                let tick_ms = wake_tick_ms();
+                let wake_ticker = (tick_ms > 0).then(|| {
+                    glommio::spawn_local(async move {
+                        loop {
+                            glommio::timer::sleep(std::time::Duration::from_millis(tick_ms)).await;
+                        }
+                    })
                 });
-                doorbells[index].clone().install();
                 tracing::debug!(index, "shard starting: naming its blocking thread");
                 glommio::executor().spawn_blocking(|| name_this_thread(BLOCKING_THREAD_NAME)).await;
                 tracing::debug!(index, "shard starting: connecting the mesh");
@@ -214,13 +184,11 @@ where
                     shard_id,
                     shard_count,
                     senders: channels.senders,
-                    doorbells,
                     local: std::cell::OnceCell::new(),
                 });
                 let context = make_context(router.clone()).await;
                 let _ = router.local.set(context.clone());
                 tracing::debug!(index, "shard started");
-                drop(start_ticker);
                 let mut servers = Vec::new();
                 for mut stream in channels.receivers.into_iter().flatten() {
                     let context = context.clone();
@@ -238,6 +206,7 @@ where
                     let _ = receiver.recv().await;
                 }
                 drop(servers);
+                drop(wake_ticker);
             })
             .map_err(|e| format!("starting shard {index}: {e}"))?;
         handles.push(handle);
