@@ -21,7 +21,8 @@
 //! | no ticker, one-way | 116,583 | 4 | 3.2 s |
 //! | no ticker, one-way, --latency-matters (answers' wake-ups forced) | 119,622 | 0 | 0.48 s |
 //! | no ticker, every message also forcing the receiver's eventfd (an experiment since removed), two-way / one-way | 184,000 / 126,502 | 3 / 3 | 2.1 s / 8.3 s |
-//! | 10 ms ticker (the default), two-way | see runtime.rs | | |
+//! | 10 ms ticker (the default), two-way | 130,614 / 129,623 | 1 episode (both ways at once) | 2.7 s |
+//! | 10 ms ticker (the default), one-way | 134,726 | 0 | 0.10 s |
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -23,13 +23,20 @@
 //! and the sleeping main ring waits on a poll of the latency ring's fd (`Reactor::wait` ->
 //! `link_rings_and_sleep`); the hole is in that chain (glommio's arming of the eventfd read, or
 //! the kernel's (6.18) wake-up of a poll on an io_uring fd). Not found further here.
-//! What does end the sleep is the sleeper's own timer (a timeout on the same latency ring). So
-//! every shard keeps a timer pending for its whole life: a ticker every `SHARD_WAKE_TICK_MS`
-//! (10 ms by default; 0 turns it off, for the probe), which bounds a lost wake-up to that. Before,
-//! the bound at run time was the broker's next periodic timer on the sleeping shard: 20 ms in
-//! cluster mode (the leadership checks), 50 ms standalone (the group timers). With the ticker the
-//! same probe saw no call over a second (numbers in `wakeup_probe.rs`'s header). Its cost: 100
-//! timer wake-ups a second per idle shard.
+//! What usually ends such a sleep is the sleeper's own timer (a timeout on the same latency
+//! ring, through the same poll): the broker's periodic timers bounded most losses before (20 ms in
+//! cluster mode, the leadership checks; 50 ms standalone, the group timers). So every shard now
+//! keeps a timer pending for its whole life, a ticker every `SHARD_WAKE_TICK_MS` (10 ms by
+//! default; 0 turns it off, for the probe; cost: 100 timer wake-ups a second per idle shard).
+//! It is a bound most of the time, not always: with it the probe saw no call over 100 ms one-way
+//! (134,726 calls) but one episode of 2.7 s two-way (of 130,000 each way), both shards asleep
+//! with the 10 ms timer pending, so a timer's completion was lost the same way. That points at
+//! the main ring's poll of the latency ring's fd (glommio `SleepableRing::sleep`'s PollAdd, or
+//! the kernel's wake-up of a poll on an io_uring fd) rather than at any one notifier. Not done:
+//! what did end every stuck sleep was a signal (gdb's attach: io_uring_enter returns EINTR, which
+//! glommio takes as a wake-up), so a watchdog thread interrupting a shard thread that sleeps
+//! with work queued for it would bound it for certain; it needs every other syscall of a shard
+//! to be safe against EINTR, which was not checked.
 
 use std::future::Future;
 use std::pin::Pin;
