@@ -491,7 +491,7 @@ fn cluster_transactions_reuse_inter_broker_connections() {
     // The clients' own closes leave a few; dialling per call left about 6 per transaction.
     assert!(time_wait_after - time_wait_before < transactions / 4, "inter-broker calls reuse connections: {time_wait_before} -> {time_wait_after} TIME_WAIT");
 
-    // Idle pooled connections close after connections.max.idle.ms (4 s, reaped every 2 s): the
+    // Idle pooled connections close after 3/4 of connections.max.idle.ms (3 s, reaped every 1.5 s): the
     // replica fetchers' (one per shard per leader followed: 4 at most) stay.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -17,8 +17,9 @@
 //!   `MAX_WAITING_PER_DESTINATION` of them: one more is refused at once (the callers retry:
 //!   markers after their back-off, a verification answers a retriable error);
 //! - an unused connection waits in an idle list (the most recently used is taken first, so a
-//!   surplus ages out); one idle for `connections.max.idle.ms` (Kafka's inter-broker clients use
-//!   that key too) is closed by the shard's reaper, one the peer closed meanwhile (a peek finds
+//!   surplus ages out); one idle for 3/4 of `connections.max.idle.ms` (Kafka's inter-broker
+//!   clients use that key too; the other broker closes at the whole of it) is closed by the
+//!   shard's reaper, one the peer closed meanwhile (a peek finds
 //!   end of file) or whose broker moved to another address is dropped when taken;
 //! - a call that fails (I/O, a response that does not decode or whose correlation id differs,
 //!   the caller's timeout) drops its connection and the destination's idle ones (a broker that
@@ -90,7 +91,9 @@ impl Drop for WaitingPlace<'_> {
 
 impl InterBrokerPool {
     pub fn new(broker: Arc<BrokerState>) -> InterBrokerPool {
-        let idle_timeout = Duration::from_millis(broker.config.connections_max_idle_ms.max(1));
+        // Three quarters of the key: the other broker closes connections idle for the whole of
+        // it (brokers share their settings), so ours go first and a call rarely meets one closing.
+        let idle_timeout = Duration::from_millis((broker.config.connections_max_idle_ms / 4 * 3).max(1));
         InterBrokerPool { broker, destinations: Rc::default(), idle_timeout, reaper_started: Cell::new(false), connections_made: Cell::new(0) }
     }
 
