@@ -9,6 +9,7 @@ mod connection_quotas;
 mod group_router;
 mod groups;
 mod handlers;
+mod inter_broker;
 mod log_dir_failure;
 mod metrics;
 mod metrics_endpoint;

@@ -13,6 +13,8 @@ use shard::Router;
 
 use crate::fetch_session::FetchSessionCache;
 use crate::groups::GroupCoordinator;
+use crate::inter_broker::marker_channel::MarkerChannel;
+use crate::inter_broker::pool::InterBrokerPool;
 use crate::partition::{Partition, PartitionError, PartitionTable};
 use crate::splice_sender::SpliceSender;
 use crate::state::BrokerState;
@@ -35,6 +37,11 @@ pub struct Shard {
     pub splice_sender: Option<Rc<SpliceSender>>,
     /// The fetch sessions of fetchers whose connection is on this shard (see `fetch_session`).
     pub fetch_sessions: FetchSessionCache,
+    /// Cluster mode: this shard's reusable connections to the other brokers (markers, KIP-890
+    /// verification; `inter_broker/pool.rs`).
+    pub inter_broker: Rc<InterBrokerPool>,
+    /// Transaction markers for other brokers, batched per destination (`inter_broker/marker_channel.rs`).
+    pub marker_channel: MarkerChannel,
 }
 
 impl Shard {
@@ -55,7 +62,11 @@ impl Shard {
         let groups = Rc::new(GroupCoordinator::new(broker.clone(), partitions.clone(), router.shard_id()));
         let txns = Rc::new(TxnCoordinator::new(broker.clone(), partitions.clone(), router.shard_id()));
         let fetch_sessions = FetchSessionCache::new(broker.config.max_incremental_fetch_session_cache_slots, router.shard_id(), router.shard_count());
+        let inter_broker = Rc::new(InterBrokerPool::new(broker.clone()));
+        let marker_channel = MarkerChannel::new(inter_broker.clone());
         Shard {
+            inter_broker,
+            marker_channel,
             fetch_sessions,
             splice_sender,
             partitions,

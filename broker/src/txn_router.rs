@@ -6,7 +6,9 @@
 //!
 //! Markers: standalone, each goes straight to the partition's owning shard (`Router::call` ->
 //! `write_marker_here`); in cluster mode to the partition's leader, this broker's own shard
-//! likewise, another broker with one WriteTxnMarkers (v1) request per broker and round. A
+//! likewise, another broker with WriteTxnMarkers (v1) through the shard's marker channel
+//! (`inter_broker/marker_channel.rs`: batched per destination, over pooled connections), every
+//! destination at once. A
 //! partition that fails retriably is retried (50 ms doubling to 1 s) until every marker is in,
 //! or until this shard stops coordinating the id (the next coordinator resends them after
 //! loading); a partition whose topic is gone counts as done, as in Kafka.
@@ -16,8 +18,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
-use kafka_protocol::messages::{ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+use kafka_protocol::messages::{ApiKey, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -31,6 +32,9 @@ use crate::txn::{partition_for_transactional_id, transaction_state_partition_cou
 const MARKER_REPLICATION_TIMEOUT_MS: i32 = 30_000;
 const RETRY_FIRST_MS: u64 = 50;
 const RETRY_MAX_MS: u64 = 1_000;
+/// A KIP-890 verification by another broker (waiting for a pooled connection, connecting, the
+/// round trip): past it the produce is answered retriably and the client retries.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The shard coordinating `transactional_id`.
 pub fn shard_for_transactional_id(shard: &Shard, transactional_id: &str) -> usize {
@@ -142,8 +146,13 @@ async fn write_markers(shard: &Rc<Shard>, marker: &TxnMarker, partitions: BTreeS
             retry.insert((topic, partition));
         }
     }
-    for (broker_id, partitions) in remote {
-        match send_write_txn_markers(shard, broker_id, marker, &partitions).await {
+    // Every destination at once: each broker's request waits for that broker's ISR.
+    let sends = remote.into_iter().map(|(broker_id, partitions)| async move {
+        let answer = shard.marker_channel.send(broker_id, *marker, partitions.clone()).await;
+        (broker_id, partitions, answer)
+    });
+    for (broker_id, partitions, answer) in futures_util::future::join_all(sends).await {
+        match answer {
             Ok(errors) => {
                 for ((topic, partition), error) in partitions.into_iter().zip(errors) {
                     if is_stale(error) {
@@ -205,15 +214,6 @@ pub async fn write_marker_here(shard: &Shard, topic: &str, partition: i32, marke
     0
 }
 
-/// Cluster mode: a fresh connection to `broker_id`'s inter-broker listener (markers and
-/// verifications are a few requests per transaction; a pooled inter-broker client is a later
-/// improvement).
-async fn connect_to_broker(shard: &Shard, broker_id: i32) -> Result<crate::security::client::Connection, String> {
-    let snapshot = shard.broker.cluster.as_ref().expect("cluster mode").view.snapshot();
-    let client = shard.broker.security.inter_broker.as_ref().expect("cluster mode builds the inter-broker client");
-    client.connect(&snapshot, broker_id, shard.broker.config.broker_id).await
-}
-
 /// KIP-890 part 1 (Kafka 3.9's AddPartitionsToTxnManager): before a transaction's first
 /// transactional append to a partition, its leader asks the transactional id's coordinator
 /// whether the partition was added to the producer's ongoing transaction: this broker's
@@ -272,8 +272,7 @@ async fn verify_remotely(shard: &Shard, broker_id: i32, transactional_id: &str, 
         .with_producer_epoch(epoch)
         .with_verify_only(true)
         .with_topics(vec![AddPartitionsToTxnTopic::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(vec![partition])])]);
-    let mut stream = connect_to_broker(shard, broker_id).await?;
-    let response: AddPartitionsToTxnResponse = stream.call(ApiKey::AddPartitionsToTxn, 4, &request).await?;
+    let response: AddPartitionsToTxnResponse = shard.inter_broker.call(broker_id, ApiKey::AddPartitionsToTxn, 4, &request, VERIFY_TIMEOUT).await?;
     if response.error_code != 0 {
         return Ok(response.error_code);
     }
@@ -285,37 +284,6 @@ async fn verify_remotely(shard: &Shard, broker_id: i32, transactional_id: &str, 
         .find(|p| p.partition_index == partition)
         .map(|p| p.partition_error_code)
         .ok_or_else(|| "the AddPartitionsToTxn response lacks the partition".to_string())
-}
-
-/// Cluster mode: one WriteTxnMarkers v1 to `broker_id` for `partitions`; the error code per
-/// partition, in order.
-async fn send_write_txn_markers(shard: &Shard, broker_id: i32, marker: &TxnMarker, partitions: &[(String, i32)]) -> Result<Vec<i16>, String> {
-    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (topic, partition) in partitions {
-        topics.entry(topic).or_default().push(*partition);
-    }
-    let request = WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
-        .with_producer_id(ProducerId(marker.producer_id))
-        .with_producer_epoch(marker.producer_epoch)
-        .with_transaction_result(marker.commit)
-        .with_coordinator_epoch(marker.coordinator_epoch)
-        .with_topics(
-            topics
-                .into_iter()
-                .map(|(topic, indexes)| WritableTxnMarkerTopic::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partition_indexes(indexes))
-                .collect(),
-        )]);
-    let mut stream = connect_to_broker(shard, broker_id).await?;
-    let response: WriteTxnMarkersResponse = stream.call(ApiKey::WriteTxnMarkers, 1, &request).await?;
-    let mut errors = BTreeMap::new();
-    for result in response.markers {
-        for topic in result.topics {
-            for p in topic.partitions {
-                errors.insert((topic.name.0.to_string(), p.partition_index), p.error_code);
-            }
-        }
-    }
-    Ok(partitions.iter().map(|key| errors.get(key).copied().unwrap_or(ResponseError::UnknownServerError.code())).collect())
 }
 
 /// The code a partition's error answers with (the handlers' mapping; this layer does not import

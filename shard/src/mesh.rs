@@ -8,8 +8,9 @@
 //! `join` forever while the others slept, and the broker never became ready (a CI flake). Here
 //! nothing is shared but the channels themselves, and each shard connects all its ends at once.
 //! This alone did not end the hangs: with it, all shards were once seen asleep while connecting
-//! (a lost glommio wake-up), which `runtime::start_shards`' start ticker bounds. Whether the
-//! ticker alone would have sufficed with `MeshBuilder` is not tested.
+//! (a lost glommio wake-up), which `runtime::start_shards`' wake ticker bounds. Whether the
+//! ticker alone would have sufficed with `MeshBuilder` is not tested. Wake-ups are lost at run
+//! time too, on these channels and on the answers' wakers: runtime.rs, "Lost wake-ups".
 
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 

@@ -4,6 +4,39 @@
 //! runs the future it makes (with the owner's shard-local context, which never leaves its thread)
 //! and sends the result back over a oneshot. Payloads travel as `Bytes`, so a produce routed to
 //! another shard moves its record bytes without copying them.
+//!
+//! Lost wake-ups (measured with `shard/examples/wakeup_probe.rs`): glommio 0.9 loses cross-thread
+//! wake-ups at run time too, not only at start. Two shards calling each other with `Router::call`
+//! and random gaps of 0-2 ms, with no timer pending on either (`SHARD_WAKE_TICK_MS=0 cargo run
+//! --release -p shard --example wakeup_probe -- --seconds 120`), saw 1-5 calls per run (of
+//! 80,000-200,000 each way) outstanding for over a second (up to 8.3 s), both shard threads asleep
+//! in io_uring_enter (`SleepableRing::sleep` -> `cq().wait(1)`, from `Reactor::wait`'s
+//! `link_rings_and_sleep`), with the call queued on the callee's channel (the shared channel's
+//! notification lost) or already run by the callee with its answer's waker queued for the
+//! caller's thread (a foreign `Waker`'s notification lost). Nothing but gdb's attach (which
+//! interrupts io_uring_enter) ended them. Not only the `should_notify` flag's gate
+//! (`sys/mod.rs` `SleepNotifier::notify(false)` writes the sleeper's eventfd only when the flag
+//! says it sleeps): ringing the receiving shard with a forced notification after every message
+//! (a waker of a `Latency::Matters` task: `notify(true)`, an unconditional eventfd write) still
+//! left calls stuck for seconds (3 in 126,502 one-way). So a write to the sleeper's eventfd itself
+//! sometimes does not end its sleep: the eventfd is read by a request on glommio's latency ring,
+//! and the sleeping main ring waits on a poll of the latency ring's fd (`Reactor::wait` ->
+//! `link_rings_and_sleep`); the hole is in that chain (glommio's arming of the eventfd read, or
+//! the kernel's (6.18) wake-up of a poll on an io_uring fd). Not found further here.
+//! What usually ends such a sleep is the sleeper's own timer (a timeout on the same latency
+//! ring, through the same poll): the broker's periodic timers bounded most losses before (20 ms in
+//! cluster mode, the leadership checks; 50 ms standalone, the group timers). So every shard now
+//! keeps a timer pending for its whole life, a ticker every `SHARD_WAKE_TICK_MS` (10 ms by
+//! default; 0 turns it off, for the probe; cost: 100 timer wake-ups a second per idle shard).
+//! It is a bound most of the time, not always: with it the probe saw no call over 100 ms one-way
+//! (134,726 calls) but one episode of 2.7 s two-way (of 130,000 each way), both shards asleep
+//! with the 10 ms timer pending, so a timer's completion was lost the same way. That points at
+//! the main ring's poll of the latency ring's fd (glommio `SleepableRing::sleep`'s PollAdd, or
+//! the kernel's wake-up of a poll on an io_uring fd) rather than at any one notifier. Not done:
+//! what did end every stuck sleep was a signal (gdb's attach: io_uring_enter returns EINTR, which
+//! glommio takes as a wake-up), so a watchdog thread interrupting a shard thread that sleeps
+//! with work queued for it would bound it for certain; it needs every other syscall of a shard
+//! to be safe against EINTR, which was not checked.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,8 +50,13 @@ use crate::mesh::full_mesh;
 
 /// Bound on calls queued from one shard to another; a full queue makes the caller wait.
 const CALL_QUEUE_DEPTH: usize = 1024;
-/// How often a starting shard's executor wakes at least (see `start_shards`).
-const START_TICK_MS: u64 = 10;
+/// How often a shard's executor wakes at least, for its whole life (see the file's header, "Lost
+/// wake-ups"); `SHARD_WAKE_TICK_MS` in the environment overrides it, 0 turns the ticker off.
+const WAKE_TICK_MS: u64 = 10;
+
+fn wake_tick_ms() -> u64 {
+    std::env::var("SHARD_WAKE_TICK_MS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(WAKE_TICK_MS)
+}
 
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 /// Work for another shard: given that shard's context, make the future to run there.
@@ -127,17 +165,20 @@ where
                 // directory scans run, see storage::file_deletion) inherits this thread's name.
                 // Its own name keeps tools that watch the "shard" threads (perf, the bench's
                 // D-state sampler) on the shards alone.
-                // Until the shard runs its main task (which keeps timers of its own), a timer
-                // wakes the executor every few milliseconds. glommio sometimes loses the wake-up
-                // of a shard that sleeps during start-up (the blocking thread's answer, a peer's
-                // channel connection): seen as a broker that never became ready, 1 start in
-                // a few hundred with 4 shards on 2 busy cores, every shard asleep in the kernel.
-                // A pending timer bounds the sleep, and each wake-up looks at the other threads'
-                // work again.
-                let start_ticker = glommio::spawn_local(async {
-                    loop {
-                        glommio::timer::sleep(std::time::Duration::from_millis(START_TICK_MS)).await;
-                    }
+                // For the shard's whole life a timer wakes the executor every few milliseconds.
+                // glommio sometimes loses the wake-up of a shard that sleeps: at start-up (the
+                // blocking thread's answer, a peer's channel connection: seen as a broker that
+                // never became ready, 1 start in a few hundred with 4 shards on 2 busy cores,
+                // every shard asleep in the kernel) and at run time (a cross-shard call, see the
+                // file's header). A pending timer bounds the sleep, and each wake-up looks at the
+                // other threads' work again.
+                let tick_ms = wake_tick_ms();
+                let wake_ticker = (tick_ms > 0).then(|| {
+                    glommio::spawn_local(async move {
+                        loop {
+                            glommio::timer::sleep(std::time::Duration::from_millis(tick_ms)).await;
+                        }
+                    })
                 });
                 tracing::debug!(index, "shard starting: naming its blocking thread");
                 glommio::executor().spawn_blocking(|| name_this_thread(BLOCKING_THREAD_NAME)).await;
@@ -155,7 +196,6 @@ where
                 let context = make_context(router.clone()).await;
                 let _ = router.local.set(context.clone());
                 tracing::debug!(index, "shard started");
-                drop(start_ticker);
                 let mut servers = Vec::new();
                 for mut stream in channels.receivers.into_iter().flatten() {
                     let context = context.clone();
@@ -173,6 +213,7 @@ where
                     let _ = receiver.recv().await;
                 }
                 drop(servers);
+                drop(wake_ticker);
             })
             .map_err(|e| format!("starting shard {index}: {e}"))?;
         handles.push(handle);

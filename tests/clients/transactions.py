@@ -20,6 +20,9 @@ tests/tests/transactions.rs. Each prints `fact name=value` lines and `<scenario>
             as librdkafka's docs say; then read_committed from the start: every transaction seen
             committed exactly once, nothing of an aborted one, and no partition's LSO left
             behind its high watermark.
+  many:     (cluster mode) --producers transactional producers in threads, --count transactions
+            in all, each one record to every partition and committed; then read_committed reads
+            them all. The Rust side counts the connections between the brokers meanwhile.
 Every scenario that reads also reads read_committed: aborted records never reach it.
 """
 import argparse
@@ -449,6 +452,36 @@ def stream(args):
     print(f'fact read={len(values)}')
 
 
+def many(args):
+    import threading
+    create_topic(args.bootstrap, args.topic, args.partitions)
+    errors = []
+
+    def run(index, count):
+        try:
+            p = producer(args.bootstrap, f'{args.topic}-txn-{index}')
+            p.init_transactions(TIMEOUT_S)
+            for i in range(count):
+                p.begin_transaction()
+                for partition in range(args.partitions):
+                    p.produce(args.topic, value=f'{index}-{i}', partition=partition)
+                p.commit_transaction(TIMEOUT_S)
+        except Exception as e:  # reported by the main thread
+            errors.append(f'producer {index}: {e!r}')
+
+    per_producer = args.count // args.producers
+    threads = [threading.Thread(target=run, args=(i, per_producer)) for i in range(args.producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    committed = per_producer * args.producers
+    print(f'fact committed={committed}', flush=True)
+    values = read_all(args.bootstrap, args.topic, args.partitions, committed * args.partitions, 'read_committed')
+    print(f'fact rc_read={len(values)}')
+
+
 def invalid_timeout(args):
     p = producer(args.bootstrap, f'{args.topic}-txn', **{'transaction.timeout.ms': 3_600_000})
     try:
@@ -465,6 +498,8 @@ if __name__ == '__main__':
     parser.add_argument('--topic', required=True)
     parser.add_argument('--replication-factor', type=int, default=1)
     parser.add_argument('--partitions', type=int, default=6)
+    parser.add_argument('--count', type=int, default=200, help='many: transactions in all')
+    parser.add_argument('--producers', type=int, default=4, help='many: producers at once')
     parser.add_argument('--go', help='stream: a file whose existence starts the stream')
     args = parser.parse_args()
     REPLICATION_FACTOR = args.replication_factor

@@ -402,3 +402,107 @@ fn cluster_coordinator_killed_mid_stream() {
         assert_eq!(broker.stop(), 0, "clean stop:\n{}", broker.log());
     }
 }
+
+/// This broker's TCP connections to the other brokers' listeners (`ports`), from the kernel's
+/// table: (ESTABLISHED sockets owned by `pid` whose remote port is a broker's, TIME_WAIT sockets
+/// of anyone whose remote port is a broker's). A broker dialling anew per call leaves a TIME_WAIT
+/// behind each call (it closes first); pooled connections leave none.
+fn inter_broker_sockets(pid: u32, ports: &[u16]) -> (usize, usize) {
+    let inodes: std::collections::BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (mut established, mut time_wait) = (0, 0);
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields[2].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if !remote_port.is_some_and(|p| ports.contains(&p)) {
+                continue;
+            }
+            match fields[3] {
+                "01" if inodes.contains(fields[9]) => established += 1,
+                "06" => time_wait += 1,
+                _ => {}
+            }
+        }
+    }
+    (established, time_wait)
+}
+
+/// Cluster mode: many transactions from four producers over a 6-partition topic led by all
+/// three brokers, so every transaction sends markers to other brokers (WriteTxnMarkers) and its
+/// partitions' leaders verify it with the coordinator's broker (KIP-890). The brokers reuse
+/// pooled connections for both (`inter_broker/pool.rs`): the connections between brokers stay
+/// within the pool's bound (2 shards x 2 other brokers x (4 pooled + 1 replica fetcher)) and
+/// leave no TIME_WAIT per call (dialling per call left about six per transaction); after the
+/// run, pooled connections idle for `connections.max.idle.ms` close, leaving the fetchers'.
+#[test]
+fn cluster_transactions_reuse_inter_broker_connections() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let zookeeper = tests::zookeeper::ZooKeeper::start();
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("txn-pool-{i}"))).collect();
+    let connect = format!("zookeeper.connect={}", zookeeper.connect("/kafka"));
+    let mut brokers: Vec<Broker> = (0..3)
+        .map(|i| {
+            let id = format!("broker.id={}", i + 1);
+            Broker::start(&dirs[i].0, 2, &[&connect, &id, "transaction.state.log.num.partitions=4", "offsets.topic.num.partitions=4", "connections.max.idle.ms=4000"])
+        })
+        .collect();
+    let bootstrap = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    let ports: Vec<u16> = brokers.iter().map(|b| b.address().port()).collect();
+    let pids: Vec<u32> = brokers.iter().map(|b| b.pid()).collect();
+    let (_, time_wait_before) = inter_broker_sockets(pids[0], &ports);
+
+    let transactions = 200;
+    let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients");
+    let mut child = Command::new(tests::python())
+        .arg(clients.join("transactions.py"))
+        .args(["many", "--bootstrap", &bootstrap, "--topic", "many", "--partitions", "6", "--count", &transactions.to_string(), "--producers", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut most = vec![0; 3];
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(180) {
+            let _ = child.kill();
+            panic!("the transactions took over 180 s");
+        }
+        for (i, pid) in pids.iter().enumerate() {
+            most[i] = most[i].max(inter_broker_sockets(*pid, &ports).0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let logs = || brokers.iter().map(|b| format!("--- {}:\n{}", b.bootstrap(), b.log())).collect::<String>();
+    assert!(output.status.success() && stdout.contains("many ok"), "many failed:\n{stdout}\n{}\n{}", String::from_utf8_lossy(&output.stderr), logs());
+    assert_eq!(fact(&stdout, "committed"), transactions.to_string());
+    assert_eq!(fact(&stdout, "rc_read"), (transactions * 6).to_string(), "read_committed reads every transaction's records");
+    let (_, time_wait_after) = inter_broker_sockets(pids[0], &ports);
+    eprintln!("{transactions} transactions in {:?}: most connections to other brokers per broker {most:?}, TIME_WAIT to brokers {time_wait_before} -> {time_wait_after}", started.elapsed());
+    // 2 shards x 2 other brokers x (4 pooled + 1 replica fetcher).
+    assert!(most.iter().all(|&n| n <= 20), "connections between brokers stay bounded: {most:?}");
+    // The clients' own closes leave a few; dialling per call left about 6 per transaction.
+    assert!(time_wait_after - time_wait_before < transactions / 4, "inter-broker calls reuse connections: {time_wait_before} -> {time_wait_after} TIME_WAIT");
+
+    // Idle pooled connections close after 3/4 of connections.max.idle.ms (3 s, reaped every 1.5 s): the
+    // replica fetchers' (one per shard per leader followed: 4 at most) stay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now: Vec<usize> = pids.iter().map(|pid| inter_broker_sockets(*pid, &ports).0).collect();
+        if now.iter().all(|&n| n <= 4) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "idle pooled connections were not closed: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for broker in brokers.iter_mut() {
+        assert_eq!(broker.stop(), 0, "clean stop:\n{}", broker.log());
+    }
+}

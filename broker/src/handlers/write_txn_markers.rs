@@ -19,27 +19,41 @@ use crate::txn_router::write_marker_here;
 pub async fn handle(shard: &Rc<Shard>, request: WriteTxnMarkersRequest, session: &Session) -> WriteTxnMarkersResponse {
     // Kafka: from brokers only, CLUSTER_ACTION (each partition CLUSTER_AUTHORIZATION_FAILED).
     let denied = !session.authorize_cluster(Operation::ClusterAction);
-    let mut results = Vec::with_capacity(request.markers.len());
-    for marker in request.markers {
+    // Every partition of every marker at once, as Kafka appends them all and then waits: each
+    // waits for its ISR, and a coordinator batches many transactions' markers into one request.
+    let writes = request.markers.iter().flat_map(|marker| {
         let txn_marker = TxnMarker {
             producer_id: marker.producer_id.0,
             producer_epoch: marker.producer_epoch,
             coordinator_epoch: marker.coordinator_epoch,
             commit: marker.transaction_result,
         };
+        marker.topics.iter().flat_map(move |topic| {
+            topic.partition_indexes.iter().map(move |&index| {
+                let name = topic.name.0.to_string();
+                async move {
+                    if denied {
+                        return kafka_protocol::ResponseError::ClusterAuthorizationFailed.code();
+                    }
+                    let owner = shard.owner_of(&name, index);
+                    shard.router.call(owner, move |owner| async move { write_marker_here(&owner, &name, index, txn_marker).await }).await
+                }
+            })
+        })
+    });
+    let mut codes = futures_util::future::join_all(writes).await.into_iter();
+    let mut results = Vec::with_capacity(request.markers.len());
+    for marker in request.markers {
         let mut topics = Vec::with_capacity(marker.topics.len());
         for topic in marker.topics {
-            let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
-            for index in topic.partition_indexes {
-                let name = topic.name.0.to_string();
-                let owner = shard.owner_of(&name, index);
-                let error_code = if denied {
-                    kafka_protocol::ResponseError::ClusterAuthorizationFailed.code()
-                } else {
-                    shard.router.call(owner, move |owner| async move { write_marker_here(&owner, &name, index, txn_marker).await }).await
-                };
-                partitions.push(WritableTxnMarkerPartitionResult::default().with_partition_index(index).with_error_code(error_code));
-            }
+            let partitions = topic
+                .partition_indexes
+                .iter()
+                .map(|&index| {
+                    let error_code = codes.next().expect("one code per partition, in request order");
+                    WritableTxnMarkerPartitionResult::default().with_partition_index(index).with_error_code(error_code)
+                })
+                .collect();
             topics.push(WritableTxnMarkerTopicResult::default().with_name(topic.name).with_partitions(partitions));
         }
         results.push(WritableTxnMarkerResult::default().with_producer_id(marker.producer_id).with_topics(topics));

@@ -6,6 +6,9 @@
 //! `sasl.mechanism.inter.broker.protocol` and this broker's own username and password from the
 //! listener's `listener.name.<l>.<mechanism>.sasl.jaas.config`.
 //!
+//! The transaction markers and KIP-890 verifications reuse these connections through each
+//! shard's pool (`inter_broker/pool.rs`); the replica fetcher keeps one per leader itself.
+//!
 //! Never: a broker-to-broker connection made anywhere else (one door, so a new inter-broker
 //! caller cannot forget the listener's security).
 
@@ -149,6 +152,26 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// True when the other broker has closed the connection (or it failed) while it sat unused:
+    /// a non-blocking peek finds end of file or an error. Pending bytes count as open (a TLS 1.3
+    /// server sends session tickets after the handshake; rustls reads them with the next
+    /// response). One recv(2) that never waits: allowed on a shard thread.
+    pub fn peer_closed(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match &self.stream {
+            Transport::Plain(socket) => socket.as_raw_fd(),
+            Transport::Tls(stream) => stream.get_ref().0.as_raw_fd(),
+        };
+        let mut byte = 0u8;
+        // SAFETY: reads at most one byte into `byte`, which outlives the call; the descriptor is
+        // this connection's own open socket.
+        let read = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if read > 0 {
+            return false;
+        }
+        read == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
+    }
+
     /// One request and its response (kafka-protocol's client side).
     pub async fn call<Q: Encodable + HeaderVersion, R: Decodable + HeaderVersion>(&mut self, api_key: ApiKey, version: i16, request: &Q) -> Result<R, String> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
